@@ -1,0 +1,342 @@
+"""The one config file that drives every stage, validated with messages that name the key.
+
+Resolution order: ``--config FILE`` > ``$MEMORY_PIPELINE_CONFIG`` > ``./memory_pipeline.yaml`` >
+built-in defaults. ``--storage DIR`` / ``$MEMORY_PIPELINE_STORAGE`` override ``storage_root``.
+Relative paths are resolved against the config file's folder, so a config can be moved with its data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from memory_pipeline.errors import ConfigError
+from memory_pipeline.records import Kind
+
+CONFIG_ENV = "MEMORY_PIPELINE_CONFIG"
+STORAGE_ENV = "MEMORY_PIPELINE_STORAGE"
+DEFAULT_CONFIG_NAME = "memory_pipeline.yaml"
+DEFAULT_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourcesConfig(_Section):
+    """Folders (or single files) to ingest, per kind. Each is walked recursively."""
+
+    dialogues: list[Path] = Field(default_factory=list, description="chat exports: ChatGPT/Claude JSON, nexus markdown, JSONL")
+    articles: list[Path] = Field(default_factory=list, description="PDF, Markdown, plain text, HTML")
+    lectures: list[Path] = Field(default_factory=list, description="SRT, WebVTT, plain transcripts")
+
+    def roots(self) -> list[tuple[Path, Kind]]:
+        return (
+            [(p, Kind.DIALOGUE) for p in self.dialogues]
+            + [(p, Kind.ARTICLE) for p in self.articles]
+            + [(p, Kind.LECTURE) for p in self.lectures]
+        )
+
+
+class IngestConfig(_Section):
+    max_file_mb: float = Field(1024.0, gt=0, description="files larger than this are refused with an error")
+
+
+class ChunkingConfig(_Section):
+    max_tokens: int = Field(256, ge=16, le=8192, description="chunk budget in cl100k tokens (capped by the model's max length)")
+    overlap_tokens: int = Field(32, ge=0, description="article chunk overlap in tokens")
+    lecture_window_seconds: float = Field(90.0, gt=0, description="lecture chunks span at most this much time")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError(f"chunking.overlap_tokens ({self.overlap_tokens}) must be below chunking.max_tokens ({self.max_tokens})")
+        return self
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field(
+        DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model: 'packaged:all-MiniLM-L6-v2' (bundled), a local path, or a hub id",
+    )
+    batch_size: int = Field(64, ge=1, le=4096)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    query_prefix: str = Field("", description="prepended to queries (e5 models want 'query: ')")
+    passage_prefix: str = Field("", description="prepended to passages (e5 models want 'passage: ')")
+
+
+class IndexConfig(_Section):
+    faiss_flat_max: int = Field(50_000, ge=1, description="below this many vectors FAISS uses an exact flat index")
+    faiss_large_index: Literal["hnsw", "ivf"] = Field("hnsw", description="index type above faiss_flat_max")
+    hnsw_m: int = Field(32, ge=4, le=256)
+    ivf_nlist: int = Field(1024, ge=1)
+
+
+class SearchConfig(_Section):
+    default_k: int = Field(10, ge=1, le=1000)
+    default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
+    max_query_chars: int = Field(4000, ge=10)
+
+
+class AdapterConfig(_Section):
+    """One LoRA adapter: 'core' for the user's worldview, topic adapters on top of it."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    description: str
+    keywords: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list, description="example texts that belong to this adapter")
+    voice: Literal["user", "assistant"] = Field("assistant", description="whose turns become the assistant side")
+    system_prompt: str = ""
+
+
+class PromoteConfig(_Section):
+    """Scoring weights and tier thresholds for the memory loop."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "novelty": 1.0,
+            "redundancy": 1.0,
+            "recurrence": 1.0,
+            "density": 0.5,
+            "importance": 2.0,
+            "quality": 1.0,
+            "usage": 0.5,
+            "recency": 0.5,
+        }
+    )
+    importance_markers: list[str] = Field(
+        default_factory=lambda: ["remember this", "important", "важно", "запомни", "запомните", "#важно", "#remember"]
+    )
+    recency_half_life_days: float = Field(180.0, gt=0)
+    rag_threshold: float = Field(0.35, ge=0, le=1)
+    lora_threshold: float = Field(0.55, ge=0, le=1)
+    route_threshold: float = Field(0.25, ge=-1, le=1, description="min similarity to route an item to a topic adapter")
+    min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> PromoteConfig:
+        if self.lora_threshold < self.rag_threshold:
+            raise ValueError("promote.lora_threshold must be >= promote.rag_threshold")
+        return self
+
+
+class DatasetsConfig(_Section):
+    min_new_examples: int = Field(5000, ge=1, description="new promoted examples that trigger a dataset build")
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    min_tokens: int = Field(8, ge=0)
+    max_tokens: int = Field(2048, ge=16)
+    token_budget: int = Field(5_000_000, ge=1000, description="max tokens per dataset version")
+    scrub_pii: bool = True
+    languages: list[str] = Field(default_factory=list, description="keep only these language guesses; empty keeps all")
+    seed: int = 13
+
+
+class TrainingConfig(_Section):
+    base_model: str = Field("packaged:SmolLM2-135M-Instruct", description="hub id, local dir, GGUF file, or 'packaged:SmolLM2-135M-Instruct'")
+    gguf_file: str | None = Field(None, description="GGUF file name inside base_model when it is a folder")
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="-1 uses epochs")
+    max_seq_length: int = Field(512, ge=16)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    time_budget_minutes: float = Field(30.0, gt=0)
+    mode: Literal["retrain", "continue"] = Field("retrain", description="retrain from base on the cumulative set, or continue with replay")
+    replay_fraction: float = Field(0.3, ge=0, le=1)
+    forgetting_margin: float = Field(0.05, ge=0, description="allowed relative perplexity rise on the general held-out set")
+    device: str = "auto"
+    seed: int = 13
+
+
+class ScheduleConfig(_Section):
+    nightly_cron: str = Field("0 3 * * *", description="cron for the nightly run")
+    timezone: str = "UTC"
+    sensor_interval_seconds: int = Field(60, ge=5)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like 'Europe/Moscow')") from None
+        return value
+
+
+class ServiceConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=1, le=65535)
+    token: str | None = Field(None, description="bearer token; also $MEMORY_PIPELINE_TOKEN; required off loopback")
+    upstream_url: str | None = Field(None, description="OpenAI-compatible server the proxy forwards to")
+    upstream_api_key: str | None = None
+    memory_token_budget: int = Field(800, ge=0)
+    memory_k: int = Field(5, ge=0)
+    model_adapters: dict[str, str] = Field(default_factory=dict, description="requested model -> LoRA name at upstream")
+
+
+def _default_adapters() -> list[AdapterConfig]:
+    return [
+        AdapterConfig(
+            name="core",
+            description="The user's own worldview and way of thinking: opinions, arguments, explanations, plans, values.",
+            voice="user",
+            system_prompt="You think and answer the way the user does.",
+        )
+    ]
+
+
+class Config(_Section):
+    """The whole configuration. See memory_pipeline.yaml for the documented defaults."""
+
+    storage_root: Path = Path("storage")
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    adapters: list[AdapterConfig] = Field(default_factory=_default_adapters)
+    datasets: DatasetsConfig = Field(default_factory=DatasetsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    config_path: Path | None = Field(None, exclude=True, description="file this config was read from (set by the loader)")
+
+    @model_validator(mode="after")
+    def _adapters_valid(self) -> Config:
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapters: names must be unique, got {names}")
+        if "core" not in names:
+            raise ValueError("adapters: a 'core' adapter is required (the user's own worldview)")
+        return self
+
+    def adapter(self, name: str) -> AdapterConfig:
+        for adapter in self.adapters:
+            if adapter.name == name:
+                return adapter
+        raise ConfigError(f"no adapter named {name!r} in config; known: {', '.join(a.name for a in self.adapters)}")
+
+    # Storage layout: one place that says where each store lives under the root.
+    @property
+    def documents_dir(self) -> Path:
+        return self.storage_root / "documents"
+
+    @property
+    def lancedb_dir(self) -> Path:
+        return self.storage_root / "lancedb"
+
+    @property
+    def faiss_dir(self) -> Path:
+        return self.storage_root / "faiss"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.storage_root / "cache"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.storage_root / "datasets"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.storage_root / "adapters"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.storage_root / "inbox"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.storage_root / "reports"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.storage_root / "dagster_home"
+
+
+def load_config(path: str | Path | None = None, *, storage: str | Path | None = None) -> Config:
+    """Load and validate the config; raise ConfigError with the key and what is allowed."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    if path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        path = DEFAULT_CONFIG_NAME
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(loaded).__name__}")
+        raw = loaded or {}
+        base_dir = path.resolve().parent
+    storage = storage or os.environ.get(STORAGE_ENV) or None
+    if storage is not None:
+        raw["storage_root"] = str(storage)
+        storage_base = Path.cwd()
+    else:
+        storage_base = base_dir
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, path)) from None
+    return _resolve_paths(config, base_dir, storage_base, path)
+
+
+def _resolve_paths(config: Config, base_dir: Path, storage_base: Path, path: Path | None) -> Config:
+    def absolute(p: Path, base: Path) -> Path:
+        p = Path(os.path.expanduser(str(p)))
+        return p if p.is_absolute() else (base / p).resolve()
+
+    config.storage_root = absolute(config.storage_root, storage_base)
+    config.sources.dialogues = [absolute(p, base_dir) for p in config.sources.dialogues]
+    config.sources.articles = [absolute(p, base_dir) for p in config.sources.articles]
+    config.sources.lectures = [absolute(p, base_dir) for p in config.sources.lectures]
+    config.config_path = path.resolve() if path else None
+    return config
+
+
+def _format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = f"config file {path}" if path else "config"
+    lines = [f"{where} is invalid:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(error["loc"][:-1])
+            lines.append(f"  - unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        else:
+            lines.append(f"  - '{key}': {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(k for k in model.model_fields if k != "config_path")

@@ -1,0 +1,30 @@
+"""Exceptions raised by memory_pipeline; each subclasses a built-in so callers can catch broadly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The config file is missing, malformed, or has an unknown key or a bad value."""
+
+
+class ParseError(ValueError):
+    """A source file cannot be parsed; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsupportedFormatError(ParseError):
+    """No parser handles this file (unknown extension or unrecognised content)."""
+
+
+class SearchError(ValueError):
+    """A search request is invalid (empty query, query too long, unknown mode or kind)."""
+
+
+class StoreError(RuntimeError):
+    """A store on disk is missing or inconsistent in a way the caller must act on."""

@@ -1,0 +1,199 @@
+"""Typed records shared by every stage: the normalized document every parser returns.
+
+One record shape for dialogues, articles and lectures keeps the later stages (chunking,
+scoring, training sets) independent of where the text came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Kind(StrEnum):
+    """What a document is; each kind has its own chunking and scoring rules."""
+
+    DIALOGUE = "dialogue"
+    ARTICLE = "article"
+    LECTURE = "lecture"
+
+
+class RepairReport(BaseModel):
+    """What text repair did to a document, so a person can see whether it was touched and how."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repaired: bool = False
+    codec: str | None = Field(None, description="codec the mojibake was undone with, e.g. 'mac_roman'")
+    lines_repaired: int = 0
+    junk_removed: int = Field(0, description="BOM / zero-width / control characters removed")
+    normalized_nfc: bool = Field(False, description="text changed under NFC normalization")
+    source_encoding: str = Field("utf-8", description="encoding the file's bytes were decoded with")
+
+    def merge(self, other: RepairReport) -> RepairReport:
+        """Combine reports of several pieces of one document (e.g. messages of a JSON export)."""
+        return RepairReport(
+            repaired=self.repaired or other.repaired,
+            codec=self.codec or other.codec,
+            lines_repaired=self.lines_repaired + other.lines_repaired,
+            junk_removed=self.junk_removed + other.junk_removed,
+            normalized_nfc=self.normalized_nfc or other.normalized_nfc,
+            source_encoding=self.source_encoding,
+        )
+
+
+class Turn(BaseModel):
+    """One message of a dialogue, in the order the user saw it."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    author: str | None = Field(None, description="label as exported, e.g. 'User', 'Assistant', 'Claude'")
+    model: str | None = Field(None, description="model name when the export records it")
+    timestamp: datetime | None = None
+    message_id: str | None = None
+
+
+class Section(BaseModel):
+    """A block of an article: its heading path (outermost first) and text; page when known."""
+
+    heading_path: list[str] = Field(default_factory=list)
+    text: str
+    page: int | None = Field(None, description="1-based page number (PDF)")
+
+
+class Segment(BaseModel):
+    """A stretch of a lecture transcript with its time span in seconds and speaker when known."""
+
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    text: str
+
+
+class Document(BaseModel):
+    """A normalized document: the single record shape every parser yields.
+
+    ``doc_id`` is stable across runs: derived from the export's own conversation id where
+    there is one, else from the file's bytes, so moving a file or touching its mtime does
+    not create a new document.
+    """
+
+    doc_id: str
+    kind: Kind
+    format: str = Field(description="parser that produced it, e.g. 'chatgpt_json', 'nexus_md', 'pdf', 'srt'")
+    title: str
+    source_path: str
+    source_hash: str = Field(description="sha256 of the source file's bytes")
+    content_hash: str = Field("", description="sha256 of the normalized content; filled by finalize()")
+    external_id: str | None = Field(None, description="the export's own id (conversation id, UID)")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    language: str = Field("unknown", description="'ru', 'en', 'mixed', 'other' or 'unknown'")
+    turns: list[Turn] = Field(default_factory=list)
+    sections: list[Section] = Field(default_factory=list)
+    segments: list[Segment] = Field(default_factory=list)
+    repair: RepairReport = Field(default_factory=RepairReport)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    def body_text(self) -> str:
+        """All text of the document in reading order, for hashing, language guess and previews."""
+        if self.kind is Kind.DIALOGUE:
+            return "\n\n".join(t.text for t in self.turns)
+        if self.kind is Kind.ARTICLE:
+            return "\n\n".join(s.text for s in self.sections)
+        return "\n".join(s.text for s in self.segments)
+
+    def finalize(self) -> Document:
+        """Fill content hash and language guess from the body; parsers call this last."""
+        body = self.body_text()
+        payload = json.dumps(
+            {
+                "title": self.title,
+                "turns": [t.model_dump(mode="json") for t in self.turns],
+                "sections": [s.model_dump(mode="json") for s in self.sections],
+                "segments": [s.model_dump(mode="json") for s in self.segments],
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+        update = {"content_hash": sha256_text(payload)}
+        if self.language == "unknown":
+            update["language"] = guess_language(body)
+        return self.model_copy(update=update)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def stable_id(*parts: str) -> str:
+    """A short, stable id from its parts (hex, 20 chars = 80 bits: no collisions at personal scale)."""
+    return sha256_text("\x1f".join(parts))[:20]
+
+
+def guess_language(text: str) -> str:
+    """Cheap script-based guess: Cyrillic vs Latin letter ratio. Enough to route stemmers and filters."""
+    cyrillic = latin = other = 0
+    for ch in text[:20000]:
+        if not ch.isalpha():
+            continue
+        if "\u0400" <= ch <= "\u04ff":
+            cyrillic += 1
+        elif ch.isascii():
+            latin += 1
+        else:
+            other += 1
+    letters = cyrillic + latin + other
+    if letters < 3:
+        return "unknown"
+    if cyrillic / letters >= 0.6:
+        return "ru"
+    if latin / letters >= 0.6:
+        return "en"
+    if other / letters >= 0.6:
+        return "other"
+    return "mixed"
+
+
+class Chunk(BaseModel):
+    """A piece of a document that is embedded and indexed; the unit of search.
+
+    ``chunk_id`` derives from the document id and the chunk's own text, so an unchanged chunk
+    keeps its id (and cached vector) when its document changes elsewhere. ``row_id`` is the same
+    identity as a positive 63-bit integer, the id FAISS and LanceDB rows share.
+    """
+
+    chunk_id: str
+    doc_id: str
+    kind: Kind
+    title: str
+    source_path: str
+    text: str = Field(description="the text that is embedded, indexed and shown")
+    text_hash: str = Field(description="sha256 of text; the embedding cache key with the model id")
+    ordinal: int = Field(description="position of the chunk within its document")
+    turn_index: int | None = Field(None, description="dialogue: index of the exchange's user turn")
+    page: int | None = None
+    start: float | None = Field(None, description="lecture: seconds")
+    end: float | None = None
+    speaker: str | None = None
+    heading: str | None = None
+    created_at: datetime | None = None
+    language: str = "unknown"
+
+    @property
+    def row_id(self) -> int:
+        return chunk_row_id(self.chunk_id)
+
+
+def chunk_row_id(chunk_id: str) -> int:
+    """The 63-bit integer id of a chunk (positive int64, as FAISS ids must be)."""
+    return int(chunk_id[:16], 16) & 0x7FFF_FFFF_FFFF_FFFF

@@ -1,0 +1,179 @@
+"""Source discovery and format dispatch: which parser reads which file.
+
+Every parser is a function ``(path: Path) -> Iterator[Document]`` that raises
+:class:`~memory_pipeline.errors.ParseError` naming the file and the reason when it cannot read it.
+A *source unit* is what ingestion fingerprints: usually one file, but a nexus conversation note
+written as a note plus a folder of exchange files is one unit of several files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memory_pipeline.errors import ParseError, UnsupportedFormatError
+from memory_pipeline.records import Document, Kind
+
+# format name -> (kind, "module:function")
+PARSERS: dict[str, tuple[Kind, str]] = {
+    "chatgpt_json": (Kind.DIALOGUE, "chatgpt:parse_chatgpt_export"),
+    "claude_json": (Kind.DIALOGUE, "claude:parse_claude_export"),
+    "nexus_md": (Kind.DIALOGUE, "nexus:parse_nexus_markdown"),
+    "chat_jsonl": (Kind.DIALOGUE, "chat_jsonl:parse_chat_jsonl"),
+    "pdf": (Kind.ARTICLE, "pdf:parse_pdf"),
+    "markdown": (Kind.ARTICLE, "markdown:parse_markdown"),
+    "text": (Kind.ARTICLE, "text:parse_plain_text"),
+    "html": (Kind.ARTICLE, "html:parse_html"),
+    "srt": (Kind.LECTURE, "subtitles:parse_srt"),
+    "vtt": (Kind.LECTURE, "subtitles:parse_vtt"),
+    "transcript": (Kind.LECTURE, "transcript:parse_transcript"),
+}
+
+SUPPORTED_EXTENSIONS = {".json", ".jsonl", ".md", ".markdown", ".pdf", ".txt", ".html", ".htm", ".srt", ".vtt"}
+_SNIFF_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    """One thing ingestion tracks: its main path and every file whose bytes make up its content."""
+
+    path: Path
+    kind: Kind | None
+    members: tuple[Path, ...] = field(default=())
+
+    def files(self) -> tuple[Path, ...]:
+        return (self.path, *self.members)
+
+    def fingerprint(self) -> str:
+        """sha256 over the bytes of all member files (not their paths or mtimes)."""
+        digest = hashlib.sha256()
+        for file in self.files():
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            digest.update(b"\x00")
+        return digest.hexdigest()
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files())
+
+
+def detect_format(path: Path, kind: Kind | None = None) -> str:
+    """Pick a parser by extension, sniffing content where the extension is ambiguous.
+
+    ``kind`` comes from the configured source folder; it decides e.g. whether a ``.txt`` is an
+    article or a lecture transcript, and whether a ``.md`` is a chat note or an article.
+    """
+    ext = path.suffix.lower()
+    if ext == ".json":
+        head = _sniff(path)
+        if b'"chat_messages"' in head:
+            return "claude_json"
+        if b'"mapping"' in head:
+            return "chatgpt_json"
+        if not head.strip():
+            raise ParseError(path, "empty file")
+        raise UnsupportedFormatError(
+            path, "JSON is neither a ChatGPT export (no 'mapping') nor a Claude export (no 'chat_messages')"
+        )
+    if ext == ".jsonl":
+        return "chat_jsonl"
+    if ext in {".md", ".markdown"}:
+        if kind is Kind.ARTICLE:
+            return "markdown"
+        if kind is Kind.DIALOGUE or _looks_like_nexus(_sniff(path)):
+            return "nexus_md"
+        return "markdown"
+    if ext == ".pdf":
+        return "pdf"
+    if ext in {".html", ".htm"}:
+        return "html"
+    if ext == ".srt":
+        return "srt"
+    if ext == ".vtt":
+        return "vtt"
+    if ext == ".txt":
+        if kind is Kind.LECTURE:
+            return "transcript"
+        if kind is Kind.ARTICLE:
+            return "text"
+        return "transcript" if _looks_like_transcript(_sniff(path)) else "text"
+    raise UnsupportedFormatError(
+        path, f"unknown extension {ext or '(none)'!r}; supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))}"
+    )
+
+
+def parse_file(path: Path, kind: Kind | None = None, *, max_bytes: int | None = None) -> Iterator[Document]:
+    """Parse one file into documents, after the checks every format shares (exists, size, non-empty)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParseError(path, "not a file or does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise ParseError(path, "empty file")
+    if max_bytes is not None and size > max_bytes:
+        raise ParseError(path, f"file is {size / 1e6:.1f} MB, over the size limit of {max_bytes / 1e6:.1f} MB")
+    fmt = detect_format(path, kind)
+    expected_kind, target = PARSERS[fmt]
+    if kind is not None and kind is not expected_kind:
+        raise UnsupportedFormatError(path, f"a {fmt} file is a {expected_kind.value}, not a {kind.value}")
+    module_name, func_name = target.split(":")
+    parser = getattr(importlib.import_module(f"{__name__}.{module_name}"), func_name)
+    yield from parser(path)
+
+
+def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUnit]:
+    """Walk a file or folder recursively and yield source units in a stable order.
+
+    Hidden files and folders (``.obsidian``, ``.git``, ``.trash``) are skipped. Files of unknown
+    extension are still yielded so that ingestion reports them rather than silently ignoring them.
+    """
+    from memory_pipeline.sources.nexus import claimed_by_conversation_note, conversation_note_members
+
+    root = Path(root)
+    if root.is_file():
+        yield SourceUnit(root, kind, tuple(conversation_note_members(root)))
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            if path.suffix.lower() in {".md", ".markdown"} and kind is not Kind.ARTICLE:
+                if claimed_by_conversation_note(path):
+                    continue
+                yield SourceUnit(path, kind, tuple(conversation_note_members(path)))
+            else:
+                yield SourceUnit(path, kind)
+
+
+def discover_all(roots: Iterable[tuple[Path, Kind | None]]) -> list[SourceUnit]:
+    """Source units of several configured roots, de-duplicated by path."""
+    seen: dict[Path, SourceUnit] = {}
+    for root, kind in roots:
+        if not Path(root).exists():
+            continue
+        for unit in discover_sources(Path(root), kind):
+            seen.setdefault(unit.path.resolve(), unit)
+    return list(seen.values())
+
+
+def _sniff(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(_SNIFF_BYTES)
+
+
+def _looks_like_nexus(head: bytes) -> bool:
+    markers = (b">[!nexus_user]", b">[!nexus_agent]", b"### User", b"### Assistant", b"conversation_id:")
+    return any(m in head for m in markers)
+
+
+def _looks_like_transcript(head: bytes) -> bool:
+    import re
+
+    return len(re.findall(rb"\[\d{1,2}:\d{2}(?::\d{2})?\]", head)) >= 2
