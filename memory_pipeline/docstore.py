@@ -1,0 +1,198 @@
+"""The document store: every normalized document, in LanceDB tables under ``storage/documents``.
+
+LanceDB (rather than loose Parquet files) because it gives atomic merge-insert and delete
+commits on disk with no server, so a crash mid-ingest leaves the last committed state, and
+the later stages read it with the same library they use for chunks. One table per kind, so
+the three ingest assets can run in parallel without write conflicts. The whole record is kept
+as JSON in ``body``; the other columns are what the UI, filters and change detection read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from memory_pipeline.records import Document, Kind, sha256_text
+
+_BATCH = 500
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("kind", pa.string()),
+            pa.field("format", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("source_path", pa.string()),
+            pa.field("source_hash", pa.string()),
+            pa.field("content_hash", pa.string()),
+            pa.field("external_id", pa.string()),
+            pa.field("created_at", pa.timestamp("us")),
+            pa.field("updated_at", pa.timestamp("us")),
+            pa.field("language", pa.string()),
+            pa.field("repaired", pa.bool_()),
+            pa.field("repair_codec", pa.string()),
+            pa.field("n_units", pa.int32()),
+            pa.field("n_chars", pa.int64()),
+            pa.field("ingested_at", pa.timestamp("us")),
+            pa.field("body", pa.large_string()),
+        ]
+    )
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _row(doc: Document, now: datetime) -> dict:
+    body = doc.body_text()
+    return {
+        "doc_id": doc.doc_id,
+        "kind": doc.kind.value,
+        "format": doc.format,
+        "title": doc.title,
+        "source_path": doc.source_path,
+        "source_hash": doc.source_hash,
+        "content_hash": doc.content_hash,
+        "external_id": doc.external_id,
+        "created_at": _naive_utc(doc.created_at),
+        "updated_at": _naive_utc(doc.updated_at),
+        "language": doc.language,
+        "repaired": doc.repair.repaired,
+        "repair_codec": doc.repair.codec,
+        "n_units": len(doc.turns) + len(doc.sections) + len(doc.segments),
+        "n_chars": len(body),
+        "ingested_at": now,
+        "body": doc.model_dump_json(),
+    }
+
+
+def _in_filter(column: str, values: Sequence[str]) -> str:
+    quoted = ",".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def index_key(content_hash: str, source_path: str, title: str) -> str:
+    """What the chunk index compares to decide a document must be re-chunked.
+
+    Includes the path and title because chunk rows show them; re-chunking a moved file
+    costs no embedding (vectors are cached by text hash).
+    """
+    return sha256_text("\x1f".join((content_hash, source_path, title)))[:32]
+
+
+class DocumentStore:
+    """Normalized documents of all kinds; the source of truth the chunk index is derived from."""
+
+    def __init__(self, root: Path):
+        import lancedb
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = lancedb.connect(str(self.root))
+        self._tables: dict[Kind, object] = {}
+
+    def _table(self, kind: Kind):
+        if kind not in self._tables:
+            self._tables[kind] = self._db.create_table(f"documents_{kind.value}", schema=_schema(), exist_ok=True)
+        return self._tables[kind]
+
+    def upsert(self, docs: Iterable[Document]) -> int:
+        """Insert or replace documents by doc_id in one commit per kind and batch; returns rows written."""
+        import pyarrow as pa
+
+        now = datetime.now(UTC).replace(tzinfo=None)
+        by_kind: dict[Kind, dict[str, Document]] = {}
+        for doc in docs:
+            by_kind.setdefault(doc.kind, {})[doc.doc_id] = doc
+        written = 0
+        for kind, docs_by_id in by_kind.items():
+            items = list(docs_by_id.values())
+            for start in range(0, len(items), _BATCH):
+                rows = [_row(d, now) for d in items[start : start + _BATCH]]
+                data = pa.Table.from_pylist(rows, schema=_schema())
+                (
+                    self._table(kind)
+                    .merge_insert("doc_id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(data)
+                )
+                written += len(rows)
+        return written
+
+    def delete(self, doc_ids: Iterable[str], kind: Kind | None = None) -> int:
+        ids = sorted(set(doc_ids))
+        if not ids:
+            return 0
+        deleted = 0
+        for k in [kind] if kind else list(Kind):
+            table = self._table(k)
+            for start in range(0, len(ids), _BATCH):
+                where = _in_filter("doc_id", ids[start : start + _BATCH])
+                before = table.count_rows()
+                table.delete(where)
+                deleted += before - table.count_rows()
+        return deleted
+
+    def _select(self, kind: Kind, columns: list[str], where: str | None = None) -> list[dict]:
+        query = self._table(kind).search().select(columns).limit(None)
+        if where:
+            query = query.where(where)
+        return query.to_arrow().to_pylist()
+
+    def content_hashes(self, kind: Kind | None = None) -> dict[str, str]:
+        """doc_id -> index key (content hash + path + title) of every stored document."""
+        keys: dict[str, str] = {}
+        for k in [kind] if kind else list(Kind):
+            for row in self._select(k, ["doc_id", "content_hash", "source_path", "title"]):
+                keys[row["doc_id"]] = index_key(row["content_hash"], row["source_path"], row["title"])
+        return keys
+
+    def versions(self, doc_ids: Sequence[str], kind: Kind) -> dict[str, dict]:
+        """Light fields of stored documents (no body): for choosing between two exports of one conversation."""
+        found: dict[str, dict] = {}
+        ids = list(doc_ids)
+        for start in range(0, len(ids), _BATCH):
+            where = _in_filter("doc_id", ids[start : start + _BATCH])
+            for row in self._select(kind, ["doc_id", "source_path", "updated_at", "n_units", "content_hash"], where):
+                found[row["doc_id"]] = row
+        return found
+
+    def get_many(self, doc_ids: Iterable[str]) -> Iterator[Document]:
+        ids = sorted(set(doc_ids))
+        for kind in Kind:
+            for start in range(0, len(ids), _BATCH):
+                where = _in_filter("doc_id", ids[start : start + _BATCH])
+                for row in self._select(kind, ["body"], where):
+                    yield Document.model_validate_json(row["body"])
+
+    def get(self, doc_id: str) -> Document | None:
+        return next(self.get_many([doc_id]), None)
+
+    def iter_documents(self, kind: Kind | None = None) -> Iterator[Document]:
+        """All documents, read in batches so memory stays bounded on a large store."""
+        for k in [kind] if kind else list(Kind):
+            ids = sorted(self._select_ids(k))
+            for start in range(0, len(ids), _BATCH):
+                yield from self.get_many(ids[start : start + _BATCH])
+
+    def _select_ids(self, kind: Kind) -> list[str]:
+        return [row["doc_id"] for row in self._select(kind, ["doc_id"])]
+
+    def count(self, kind: Kind | None = None) -> int:
+        return sum(self._table(k).count_rows() for k in ([kind] if kind else list(Kind)))
+
+    def summary_rows(self, kind: Kind | None = None) -> list[dict]:
+        """One light row per document (no body), for previews, counts per format and the UI."""
+        columns = ["doc_id", "kind", "format", "title", "source_path", "language", "repaired", "repair_codec", "n_units", "n_chars", "created_at"]
+        rows: list[dict] = []
+        for k in [kind] if kind else list(Kind):
+            rows.extend(self._select(k, columns))
+        return rows

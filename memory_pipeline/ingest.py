@@ -1,0 +1,283 @@
+"""Incremental ingestion: source folders -> normalized documents in the document store.
+
+Change detection is by content, per *source unit* (a file, or a nexus note with its folder of
+exchanges): a file whose size and mtime are unchanged is skipped without reading; a touched
+or moved file whose bytes are unchanged is not re-parsed. A file that fails to parse is
+reported with its reason and keeps the documents it produced before, so nothing stored is
+lost because a source went bad. The manifest is written atomically after the documents, so
+a crash at any point makes the next run redo at most the unfinished files, idempotently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.errors import ParseError
+from memory_pipeline.records import Document, Kind
+from memory_pipeline.sources import SourceUnit, discover_sources, parse_file
+
+logger = logging.getLogger(__name__)
+_FLUSH_DOCS = 500
+_FLUSH_FILES = 200
+
+
+class ManifestEntry(BaseModel):
+    """What ingestion remembers about one source unit between runs."""
+
+    fingerprint: str
+    size: int
+    mtime_ns: int
+    doc_ids: list[str] = Field(default_factory=list)
+    error: str | None = None
+    format: str | None = None
+
+
+class IngestError(BaseModel):
+    path: str
+    kind: str
+    reason: str
+
+
+class IngestReport(BaseModel):
+    """Figures of one ingest run of one kind, shown in the UI and the CLI."""
+
+    kind: str
+    files_seen: int = 0
+    files_parsed: int = 0
+    files_unchanged: int = 0
+    files_failed: int = 0
+    files_removed: int = 0
+    bytes_parsed: int = 0
+    documents_written: int = 0
+    documents_removed: int = 0
+    documents_total: int = 0
+    repaired_documents: int = 0
+    by_format: dict[str, int] = Field(default_factory=dict)
+    errors: list[IngestError] = Field(default_factory=list)
+    seconds: float = 0.0
+    finished_at: datetime | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.documents_written or self.documents_removed)
+
+
+class Manifest:
+    """Per-kind JSON map of source path -> ManifestEntry, replaced atomically on save."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, ManifestEntry] = {}
+        if path.is_file():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.entries = {k: ManifestEntry.model_validate(v) for k, v in raw.items()}
+
+    def save(self) -> None:
+        data = {k: v.model_dump() for k, v in sorted(self.entries.items())}
+        atomic_write_text(self.path, json.dumps(data, ensure_ascii=False, indent=1))
+
+    def referenced_elsewhere(self, doc_id: str, path: str) -> bool:
+        return any(doc_id in e.doc_ids for p, e in self.entries.items() if p != path)
+
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def ingest_kind(
+    config: Config,
+    kind: Kind,
+    *,
+    paths: Sequence[Path] | None = None,
+    store: DocumentStore | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Bring the stored documents of one kind up to date with its source folders.
+
+    With ``paths``, only those files/folders are looked at (the file sensor passes what changed);
+    a listed path that no longer exists has its documents removed.
+    """
+    started = time.perf_counter()
+    store = store or DocumentStore(config.documents_dir)
+    manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")
+    report = IngestReport(kind=kind.value)
+    roots = [Path(p) for p in paths] if paths is not None else [r for r, k in config.sources.roots() if k is kind]
+    units = _discover(roots, kind)
+    report.files_seen = len(units)
+    max_bytes = int(config.ingest.max_file_mb * 1_000_000)
+
+    pending: list[Document] = []
+    seen_paths: set[str] = set()
+    formats: Counter[str] = Counter()
+    dirty_files = 0
+    for number, unit in enumerate(units, start=1):
+        key = str(unit.path.resolve())
+        seen_paths.add(key)
+        if on_progress:
+            on_progress(number, len(units), key)
+        entry = manifest.entries.get(key)
+        try:
+            stat = unit.path.stat()
+            size = unit.size_bytes()
+            if entry and entry.error is None and entry.size == size and entry.mtime_ns == stat.st_mtime_ns:
+                report.files_unchanged += 1
+                continue
+            fingerprint = unit.fingerprint()
+            if entry and entry.error is None and entry.fingerprint == fingerprint:
+                entry.size, entry.mtime_ns = size, stat.st_mtime_ns
+                report.files_unchanged += 1
+                dirty_files += 1
+                continue
+            docs = list(_parse_unit(unit, kind, max_bytes))
+        except ParseError as exc:
+            _record_error(report, manifest, key, kind, exc.reason, entry)
+            continue
+        except (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
+            _record_error(report, manifest, key, kind, f"{type(exc).__name__}: {exc}", entry)
+            continue
+        report.files_parsed += 1
+        report.bytes_parsed += size
+        docs = _keep_newest(docs, store, manifest, key)
+        for doc in docs:
+            formats[doc.format] += 1
+            report.repaired_documents += int(doc.repair.repaired)
+        pending.extend(docs)
+        new_ids = [d.doc_id for d in docs]
+        stale = [d for d in (entry.doc_ids if entry else []) if d not in set(new_ids)]
+        manifest.entries[key] = ManifestEntry(
+            fingerprint=fingerprint,
+            size=size,
+            mtime_ns=stat.st_mtime_ns,
+            doc_ids=new_ids,
+            format=docs[0].format if docs else None,
+        )
+        orphaned = [d for d in stale if not manifest.referenced_elsewhere(d, key)]
+        dirty_files += 1
+        if len(pending) >= _FLUSH_DOCS or dirty_files >= _FLUSH_FILES or orphaned:
+            report.documents_written += store.upsert(pending)
+            pending.clear()
+            report.documents_removed += store.delete(orphaned, kind)
+            manifest.save()
+            dirty_files = 0
+
+    report.documents_written += store.upsert(pending)
+    report.documents_removed += _remove_vanished(manifest, store, kind, roots, seen_paths, report)
+    manifest.save()
+    report.by_format = dict(formats)
+    report.documents_total = store.count(kind)
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.finished_at = datetime.now(UTC)
+    _save_report(config, report)
+    return report
+
+
+def ingest_all(config: Config, *, paths: Sequence[Path] | None = None, on_progress: ProgressCallback | None = None) -> dict[Kind, IngestReport]:
+    """Ingest every kind; with ``paths``, each path goes to the kind whose configured root holds it."""
+    store = DocumentStore(config.documents_dir)
+    if paths is None:
+        return {kind: ingest_kind(config, kind, store=store, on_progress=on_progress) for kind in Kind}
+    by_kind = assign_kinds(config, paths)
+    return {kind: ingest_kind(config, kind, paths=ps, store=store, on_progress=on_progress) for kind, ps in by_kind.items()}
+
+
+def assign_kinds(config: Config, paths: Iterable[Path]) -> dict[Kind, list[Path]]:
+    """Group paths by the kind of the configured source root that contains them.
+
+    A path under no configured root is guessed from its format (so `memory-pipeline ingest
+    some/export.json` works without editing the config).
+    """
+    from memory_pipeline.sources import PARSERS, detect_format
+
+    grouped: dict[Kind, list[Path]] = {}
+    roots = [(Path(r).resolve(), k) for r, k in config.sources.roots()]
+    for path in paths:
+        resolved = Path(path).resolve()
+        kind = next((k for r, k in roots if resolved == r or r in resolved.parents), None)
+        if kind is None and resolved.is_file():
+            try:
+                kind = PARSERS[detect_format(resolved)][0]
+            except ParseError:
+                kind = Kind.ARTICLE
+        grouped.setdefault(kind or Kind.DIALOGUE, []).append(Path(path))
+    return grouped
+
+
+def _discover(roots: Sequence[Path], kind: Kind) -> list[SourceUnit]:
+    units: dict[str, SourceUnit] = {}
+    for root in roots:
+        if root.exists():
+            for unit in discover_sources(root, kind):
+                units.setdefault(str(unit.path.resolve()), unit)
+    return list(units.values())
+
+
+def _parse_unit(unit: SourceUnit, kind: Kind, max_bytes: int) -> Iterable[Document]:
+    docs = list(parse_file(unit.path, kind, max_bytes=max_bytes))
+    if not docs:
+        raise ParseError(unit.path, "no documents found in file")
+    return docs
+
+
+def _keep_newest(docs: list[Document], store: DocumentStore, manifest: Manifest, key: str) -> list[Document]:
+    """Two exports can hold the same conversation; keep the fuller, newer one whichever file comes last."""
+    if not docs:
+        return docs
+    existing = store.versions([d.doc_id for d in docs], docs[0].kind)
+    kept = []
+    for doc in docs:
+        old = existing.get(doc.doc_id)
+        if old and old["source_path"] != doc.source_path and str(Path(old["source_path"]).resolve()) in manifest.entries:
+            old_rank = (old["n_units"] or 0, old["updated_at"] or datetime.min)
+            new_updated = doc.updated_at.replace(tzinfo=None) if doc.updated_at else datetime.min
+            if old_rank > (len(doc.turns) + len(doc.sections) + len(doc.segments), new_updated):
+                continue
+        kept.append(doc)
+    return kept
+
+
+def _record_error(report: IngestReport, manifest: Manifest, key: str, kind: Kind, reason: str, entry: ManifestEntry | None) -> None:
+    logger.error("%s: %s", key, reason)
+    report.files_failed += 1
+    report.errors.append(IngestError(path=key, kind=kind.value, reason=reason))
+    kept_ids = entry.doc_ids if entry else []
+    manifest.entries[key] = ManifestEntry(fingerprint="", size=-1, mtime_ns=-1, doc_ids=kept_ids, error=reason)
+
+
+def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport) -> int:
+    resolved_roots = [r.resolve() for r in roots]
+
+    def under_roots(path: Path) -> bool:
+        return any(path == r or r in path.parents for r in resolved_roots)
+
+    vanished = [p for p in manifest.entries if p not in seen and under_roots(Path(p)) and not Path(p).exists()]
+    doomed: set[str] = set()
+    for path in vanished:
+        doomed.update(manifest.entries.pop(path).doc_ids)
+        report.files_removed += 1
+    doomed = {d for d in doomed if not any(d in e.doc_ids for e in manifest.entries.values())}
+    return store.delete(doomed, kind)
+
+
+def _save_report(config: Config, report: IngestReport) -> None:
+    path = config.reports_dir / f"ingest_{report.kind}.json"
+    atomic_write_text(path, report.model_dump_json(indent=2))
+
+
+def load_reports(config: Config) -> dict[str, IngestReport]:
+    """The latest ingest report of each kind, as written by the last run."""
+    reports = {}
+    for kind in Kind:
+        path = config.reports_dir / f"ingest_{kind.value}.json"
+        if path.is_file():
+            reports[kind.value] = IngestReport.model_validate_json(path.read_text(encoding="utf-8"))
+    return reports
