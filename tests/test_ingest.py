@@ -1,0 +1,93 @@
+"""Incremental ingestion into the real LanceDB document store, in tmp dirs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest import ingest_all, ingest_kind
+from memory_pipeline.records import Kind
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Config:
+    articles = tmp_path / "articles"
+    articles.mkdir()
+    (articles / "a.md").write_text("# Бег\n\nЛёгкий бег развивает аэробную базу.\n\n## Темп\n\nДержи разговорный темп.\n", encoding="utf-8")
+    (articles / "b.txt").write_text("Notes on pacing\n\nStart slow, finish strong.\n", encoding="utf-8")
+    return Config(storage_root=tmp_path / "storage", sources={"articles": [articles]})
+
+
+def _titles(config: Config) -> set[str]:
+    return {row["title"] for row in DocumentStore(config.documents_dir).summary_rows(Kind.ARTICLE)}
+
+
+def test_first_run_stores_documents_and_second_run_parses_nothing(corpus):
+    first = ingest_kind(corpus, Kind.ARTICLE)
+    assert (first.files_parsed, first.documents_total, first.errors) == (2, 2, [])
+    second = ingest_kind(corpus, Kind.ARTICLE)
+    assert (second.files_parsed, second.files_unchanged, second.documents_written) == (0, 2, 0)
+
+
+def test_touched_or_moved_file_is_not_reparsed_into_a_new_document(corpus):
+    ingest_kind(corpus, Kind.ARTICLE)
+    folder = corpus.sources.articles[0]
+    ids_before = set(DocumentStore(corpus.documents_dir).content_hashes(Kind.ARTICLE))
+    os.utime(folder / "a.md", ns=(1, 1))
+    touched = ingest_kind(corpus, Kind.ARTICLE)
+    assert touched.files_parsed == 0
+    (folder / "sub").mkdir()
+    (folder / "b.txt").rename(folder / "sub" / "b-moved.txt")
+    moved = ingest_kind(corpus, Kind.ARTICLE)
+    assert moved.documents_total == 2
+    assert set(DocumentStore(corpus.documents_dir).content_hashes(Kind.ARTICLE)) == ids_before
+
+
+def test_changed_file_replaces_its_document_and_deleted_file_removes_it(corpus):
+    ingest_kind(corpus, Kind.ARTICLE)
+    folder = corpus.sources.articles[0]
+    (folder / "a.md").write_text("# Плавание\n\nДругой текст.\n", encoding="utf-8")
+    changed = ingest_kind(corpus, Kind.ARTICLE)
+    assert changed.documents_total == 2 and changed.documents_removed == 1
+    assert "Плавание" in _titles(corpus) and "Бег" not in _titles(corpus)
+    (folder / "b.txt").unlink()
+    deleted = ingest_kind(corpus, Kind.ARTICLE)
+    assert deleted.documents_total == 1 and deleted.files_removed == 1
+
+
+def test_bad_files_are_reported_by_name_and_reason_while_others_ingest(corpus):
+    folder = corpus.sources.articles[0]
+    (folder / "empty.md").write_text("")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (folder / "notes.xyz").write_text("what is this")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<<")
+    corpus.ingest.max_file_mb = 0.00005
+    (folder / "big.md").write_text("# Big\n\n" + "x" * 100)
+    report = ingest_kind(corpus, Kind.ARTICLE)
+    reasons = {Path(e.path).name: e.reason for e in report.errors}
+    assert set(reasons) == {"empty.md", "binary.txt", "notes.xyz", "broken.pdf", "big.md"}
+    assert "empty" in reasons["empty.md"]
+    assert "binary" in reasons["binary.txt"]
+    assert "extension" in reasons["notes.xyz"]
+    assert "size limit" in reasons["big.md"]
+    assert report.documents_total == 2
+
+
+def test_a_file_that_goes_bad_keeps_what_was_stored(corpus):
+    ingest_kind(corpus, Kind.ARTICLE)
+    folder = corpus.sources.articles[0]
+    (folder / "a.md").write_bytes(b"\x00\x01\x02" * 100)
+    report = ingest_kind(corpus, Kind.ARTICLE)
+    assert report.files_failed == 1 and report.documents_total == 2
+    assert "Бег" in _titles(corpus)
+
+
+def test_paths_restrict_the_run_and_route_to_the_right_kind(corpus, tmp_path):
+    outside = tmp_path / "lecture.srt"
+    outside.write_text("1\n00:00:01,000 --> 00:00:03,000\nПривет, это лекция о беге.\n", encoding="utf-8")
+    reports = ingest_all(corpus, paths=[outside])
+    assert list(reports) == [Kind.LECTURE]
+    assert reports[Kind.LECTURE].documents_total == 1
+    assert DocumentStore(corpus.documents_dir).count(Kind.ARTICLE) == 0
