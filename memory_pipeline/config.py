@@ -161,6 +161,7 @@ class ScheduleConfig(_Section):
     nightly_cron: str = Field("0 3 * * *", description="cron for the nightly run")
     timezone: str = "UTC"
     sensor_interval_seconds: int = Field(60, ge=5)
+    settle_seconds: float = Field(10.0, ge=0, description="the file sensor waits until changes stop for this long, so a burst is one run")
 
     @field_validator("timezone")
     @classmethod
@@ -222,6 +223,10 @@ class Config(_Section):
         if "core" not in names:
             raise ValueError("adapters: a 'core' adapter is required (the user's own worldview)")
         return self
+
+    def source_roots(self) -> list[tuple[Path, Kind]]:
+        """Configured source folders plus the service's inbox, which is ingested as dialogues."""
+        return [*self.sources.roots(), (self.inbox_dir, Kind.DIALOGUE)]
 
     def adapter(self, name: str) -> AdapterConfig:
         for adapter in self.adapters:

@@ -111,7 +111,7 @@ def ingest_kind(
     store = store or DocumentStore(config.documents_dir)
     manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")
     report = IngestReport(kind=kind.value)
-    roots = [Path(p) for p in paths] if paths is not None else [r for r, k in config.sources.roots() if k is kind]
+    roots = [Path(p) for p in paths] if paths is not None else [r for r, k in config.source_roots() if k is kind]
     units = _discover(roots, kind)
     report.files_seen = len(units)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
@@ -127,14 +127,13 @@ def ingest_kind(
             on_progress(number, len(units), key)
         entry = manifest.entries.get(key)
         try:
-            stat = unit.path.stat()
-            size = unit.size_bytes()
-            if entry and entry.error is None and entry.size == size and entry.mtime_ns == stat.st_mtime_ns:
+            size, mtime_ns = unit.signature()
+            if entry and entry.error is None and (entry.size, entry.mtime_ns) == (size, mtime_ns):
                 report.files_unchanged += 1
                 continue
             fingerprint = unit.fingerprint()
             if entry and entry.error is None and entry.fingerprint == fingerprint:
-                entry.size, entry.mtime_ns = size, stat.st_mtime_ns
+                entry.size, entry.mtime_ns = size, mtime_ns
                 report.files_unchanged += 1
                 dirty_files += 1
                 continue
@@ -157,7 +156,7 @@ def ingest_kind(
         manifest.entries[key] = ManifestEntry(
             fingerprint=fingerprint,
             size=size,
-            mtime_ns=stat.st_mtime_ns,
+            mtime_ns=mtime_ns,
             doc_ids=new_ids,
             format=docs[0].format if docs else None,
         )
@@ -199,7 +198,7 @@ def assign_kinds(config: Config, paths: Iterable[Path]) -> dict[Kind, list[Path]
     from memory_pipeline.sources import PARSERS, detect_format
 
     grouped: dict[Kind, list[Path]] = {}
-    roots = [(Path(r).resolve(), k) for r, k in config.sources.roots()]
+    roots = [(Path(r).resolve(), k) for r, k in config.source_roots()]
     for path in paths:
         resolved = Path(path).resolve()
         kind = next((k for r, k in roots if resolved == r or r in resolved.parents), None)

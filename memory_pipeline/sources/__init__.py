@@ -58,8 +58,10 @@ class SourceUnit:
             digest.update(b"\x00")
         return digest.hexdigest()
 
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files())
+    def signature(self) -> tuple[int, int]:
+        """(total size, newest mtime_ns) of the member files: the cheap "did anything change" check."""
+        stats = [f.stat() for f in self.files()]
+        return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
 
 
 def detect_format(path: Path, kind: Kind | None = None) -> str:
