@@ -118,19 +118,107 @@ def _clock(seconds: float | None) -> str:
 @app.command()
 def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders to ingest; default: the configured sources")] = None,
+    index: Annotated[bool, typer.Option("--index/--no-index", help="also chunk, embed and index what changed")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,
 ) -> None:
-    """Ingest sources into the document store (incremental: unchanged files are skipped)."""
+    """Ingest sources into the document store and index them (incremental: only changes cost work)."""
     from memory_pipeline.ingest import ingest_all
 
     config = state.config()
     reports = ingest_all(config, paths=paths or None)
+    index_report = _sync_index(config) if index else None
     if as_json:
-        sys.stdout.write(json.dumps({k.value: r.model_dump(mode="json") for k, r in reports.items()}, ensure_ascii=False) + "\n")
+        payload = {k.value: r.model_dump(mode="json") for k, r in reports.items()}
+        if index_report is not None:
+            payload["index"] = index_report.model_dump(mode="json")
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
     else:
         _print_ingest_reports(reports)
+        if index_report is not None:
+            r = index_report
+            console.print(
+                f"index: {r.docs_indexed} documents (re)indexed, {r.docs_deleted} removed; chunks +{r.chunks_added} "
+                f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; {r.seconds:.1f}s"
+            )
     if any(r.errors for r in reports.values()):
         raise typer.Exit(1)
+
+
+def _sync_index(config: Config):
+    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+
+    return sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=True)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for (any language)")],
+    k: Annotated[Optional[int], typer.Option("-k", help="number of hits")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
+) -> None:
+    """Search the memory. Uses a running service when one is up, else searches in-process."""
+    from memory_pipeline.errors import SearchError
+    from memory_pipeline.search import search as run_search
+
+    config = state.config()
+    try:
+        hits = run_search(config, query, k=k, kind=kind, mode=mode)
+    except SearchError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _print_hits(hits, as_json)
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        for hit in hits:
+            sys.stdout.write(hit.model_dump_json() + "\n")
+        return
+    if not hits:
+        console.print("[dim]no hits[/dim]")
+    for number, hit in enumerate(hits, start=1):
+        console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{hit.kind} · score {hit.score:.3f} · {_position(hit)}[/dim]")
+        console.print(f"   [dim]{hit.source_path}[/dim]")
+        console.print(f"   {_preview(hit.text, 300)}")
+
+
+def _position(hit) -> str:
+    if hit.turn_index is not None:
+        return f"turn {hit.turn_index}"
+    if hit.page is not None:
+        return f"page {hit.page}"
+    if hit.start is not None:
+        return f"{_clock(hit.start)}-{_clock(hit.end)}" + (f" {hit.speaker}" if hit.speaker else "")
+    return hit.heading or ""
+
+
+@app.command("eval-retrieval")
+def eval_retrieval(
+    queries: Annotated[int, typer.Option("--queries", help="number of self-supervised queries")] = 200,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recall@1/5/10 and MRR per search mode on queries taken from inside the indexed dialogues."""
+    from memory_pipeline.retrieval_eval import evaluate_retrieval
+    from memory_pipeline.search import Searcher
+
+    config = state.config()
+    result = evaluate_retrieval(config, searcher=Searcher(config), n_queries=queries)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"retrieval eval ({result.get('queries', 0)} queries)")
+    modes = result.get("modes", {})
+    columns = sorted({c for figures in modes.values() for c in figures})
+    table.add_column("mode")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for mode_name, figures in modes.items():
+        table.add_row(mode_name, *(f"{figures[c]:.3f}" if isinstance(figures.get(c), float) else str(figures.get(c, "")) for c in columns))
+    console.print(table)
 
 
 def _print_ingest_reports(reports) -> None:
@@ -143,6 +231,58 @@ def _print_ingest_reports(reports) -> None:
     for r in reports.values():
         for error in r.errors:
             err_console.print(f"[red]error[/red] {error.path}: {error.reason}")
+
+
+def _repo_root() -> Path:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "definitions.py").is_file():
+        err_console.print("[red]this command needs a source checkout (definitions.py next to memory_pipeline/)[/red]")
+        raise typer.Exit(2)
+    return root
+
+
+def _dagster(*args: str, config: Config) -> None:
+    import subprocess
+
+    from memory_pipeline.instance import dagster_env
+
+    root = _repo_root()
+    command = [str(Path(sys.executable).with_name("dagster")), *args]
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = subprocess.call(command, cwd=root, env=dagster_env(config))
+    if code != 0:
+        err_console.print(f"[red]dagster exited with {code}; the run is in the UI with its logs[/red]")
+        raise typer.Exit(code)
+
+
+DEMO_QUERIES = ("как обучить маленькую LLM на своём железе", "marathon pacing")
+
+
+@app.command()
+def demo() -> None:
+    """Run the main job end to end through the real Dagster instance, then show a search and where to look."""
+    config = state.config()
+    _dagster("job", "execute", "-f", "definitions.py", "-j", "memory_job", config=config)
+    for adapter in config.adapters:
+        _dagster("asset", "materialize", "-f", "definitions.py", "--select", "training_sets,lora_adapters", "--partition", adapter.name, config=config)
+    from memory_pipeline.search import search as run_search
+
+    for query in DEMO_QUERIES:
+        console.rule(f"memory-pipeline search {query!r}")
+        _print_hits(run_search(config, query, k=3), as_json=False)
+    root = _repo_root()
+    console.rule("where to look")
+    console.print(f"UI:      DAGSTER_HOME={config.dagster_home} {Path(sys.executable).with_name('dagster')} dev -w {root / 'workspace.yaml'}")
+    console.print("         (or: memory-pipeline ui) then open http://127.0.0.1:3000")
+    console.print(f"files:   {config.storage_root}  (what lives where: storage/README.md)")
+    console.print(f"search:  {Path(sys.executable).with_name('memory-pipeline')} search \"ваш запрос\"")
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option("--port", help="webserver port")] = 3000) -> None:
+    """Start the Dagster UI and daemon (schedules, sensors) on this machine's instance."""
+    config = state.config()
+    _dagster("dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port), config=config)
 
 
 if __name__ == "__main__":

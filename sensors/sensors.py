@@ -1,0 +1,74 @@
+"""Sensors: re-index on source changes, and record failed runs where a person will find them."""
+
+import json
+import time
+
+import dagster as dg
+
+from assets.jobs import reindex_job
+from assets.resources import MemoryPipelineResource
+from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.config import load_config
+from memory_pipeline.records import Kind
+from memory_pipeline.watch import pending_changes
+
+DOWNSTREAM_OF_INGEST = ["ingest_report", "chunks", "faiss_index", "retrieval_eval"]
+KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}
+
+
+def _interval_seconds() -> int:
+    return load_config().schedule.sensor_interval_seconds
+
+
+@dg.sensor(
+    job=reindex_job,
+    minimum_interval_seconds=_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the source folders and the service inbox; launches a re-index run for just the new, "
+    "changed and deleted files once a burst of changes has settled.",
+)
+def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPipelineResource):
+    config = pipeline.config
+    changes = pending_changes(config)
+    if changes.empty:
+        return dg.SkipReason("no new, changed or deleted source files")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    if cursor.get("digest") != changes.digest:
+        cursor = {"digest": changes.digest, "since": now}
+        context.update_cursor(json.dumps(cursor))
+    waited = now - cursor["since"]
+    settle = config.schedule.settle_seconds
+    if waited < settle:
+        return dg.SkipReason(f"{changes.count()} changed paths; waiting {settle - waited:.0f}s more for the burst to settle")
+    ops = {KIND_ASSETS[kind]: {"config": {"paths": changes.paths(kind)}} for kind in changes.kinds()}
+    selection = [dg.AssetKey(KIND_ASSETS[kind]) for kind in changes.kinds()] + [
+        dg.AssetKey(name) for name in DOWNSTREAM_OF_INGEST
+    ]
+    return dg.RunRequest(
+        run_key=changes.digest,
+        run_config={"ops": ops},
+        asset_selection=selection,
+        tags={"memory_pipeline/changed_paths": str(changes.count())},
+    )
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes a clear record of every failed run to storage/reports/failures/ and the Dagster log.",
+)
+def run_failure_record_sensor(context: dg.RunFailureSensorContext, pipeline: MemoryPipelineResource):
+    config = pipeline.config
+    run = context.dagster_run
+    failure = context.failure_event
+    record = {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "tags": dict(run.tags),
+        "message": failure.message if failure else "",
+        "step": failure.step_key if failure else None,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = config.reports_dir / "failures" / f"{run.run_id}.json"
+    atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=2))
+    context.log.error(f"run {run.run_id} of {run.job_name} failed: {record['message']} (record: {path})")
