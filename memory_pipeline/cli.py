@@ -233,6 +233,17 @@ def _print_ingest_reports(reports) -> None:
             err_console.print(f"[red]error[/red] {error.path}: {error.reason}")
 
 
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="bind address (default from config: 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (default from config)")] = None,
+) -> None:
+    """Serve search, dialogue capture and the OpenAI-compatible memory proxy over HTTP."""
+    from memory_pipeline.service.app import serve as run_server
+
+    run_server(state.config(), host=host, port=port)
+
+
 def _repo_root() -> Path:
     root = Path(__file__).resolve().parents[1]
     if not (root / "definitions.py").is_file():

@@ -1,0 +1,211 @@
+"""The memory service on a real loopback port: search, dialogue capture, proxy, auth, bad requests."""
+
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest import ingest_all
+from memory_pipeline.service.app import create_app, require_safe_binding
+from memory_pipeline.service.proxy import MEMORY_HEADER
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(app: FastAPI):
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _upstream_app(seen: list[dict]) -> FastAPI:
+    """A small OpenAI-compatible server: answers from the request, streams when asked."""
+    upstream = FastAPI()
+
+    @upstream.post("/v1/chat/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        seen.append(body)
+        if body.get("model") == "overloaded":
+            return JSONResponse(status_code=429, content={"error": {"message": "rate limited"}})
+        answer = "Темп лёгкого бега — разговорный."
+        if body.get("stream"):
+            async def events():
+                for piece in ("Темп лёгкого бега", " — разговорный."):
+                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}], "model": body["model"]}
+                    yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}
+
+    return upstream
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+
+    root = tmp_path_factory.mktemp("service")
+    notes = root / "articles"
+    notes.mkdir()
+    (notes / "running.md").write_text(
+        "# Бег\n\nЛёгкий бег в разговорном темпе развивает аэробную базу марафонца.\n\n"
+        "# Football\n\nA pressing game needs compact lines and fast recovery runs.\n",
+        encoding="utf-8",
+    )
+    config = Config(storage_root=root / "storage", sources={"articles": [notes]})
+    ingest_all(config)
+    embedder = load_embedder(config.embedding)
+    sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    return config, embedder
+
+
+def _reindex(config, embedder):
+    from memory_pipeline.indexer import sync_index
+
+    ingest_all(config)
+    sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+
+
+def test_search_round_trip_and_auth(indexed):
+    config, _ = indexed
+    config = config.model_copy(deep=True)
+    config.service.token = TOKEN
+    with running(create_app(config)) as base:
+        assert httpx.get(f"{base}/health").json()["status"] == "ok"
+        assert httpx.post(f"{base}/search", json={"query": "бег"}).status_code == 401
+        assert httpx.post(f"{base}/search", json={"query": "бег"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        response = httpx.post(f"{base}/search", json={"query": "бегать марафон", "k": 3}, headers=AUTH)
+        assert response.status_code == 200
+        hits = response.json()["hits"]
+        assert hits and hits[0]["source_path"].endswith("running.md")
+        doc = httpx.get(f"{base}/documents/{hits[0]['doc_id']}", headers=AUTH)
+        assert doc.status_code == 200 and doc.json()["title"]
+        assert httpx.get(f"{base}/documents/nope", headers=AUTH).status_code == 404
+
+
+def test_malformed_requests_get_clear_4xx(indexed):
+    config, _ = indexed
+    config = config.model_copy(deep=True)
+    config.service.upstream_url = "http://127.0.0.1:9/v1"
+    with running(create_app(config)) as base:
+        cases = [
+            ("/search", {"content": b"not json", "headers": {"content-type": "application/json"}}),
+            ("/search", {"json": {}}),
+            ("/search", {"json": {"query": ""}}),
+            ("/search", {"json": {"query": "x", "mode": "magic"}}),
+            ("/search", {"json": {"query": "x" * 100_000}}),
+            ("/dialogues", {"json": {"messages": []}}),
+            ("/dialogues", {"json": {"messages": [{"role": "wizard", "content": "hi"}]}}),
+            ("/v1/chat/completions", {"content": b"{oops", "headers": {"content-type": "application/json"}}),
+            ("/v1/chat/completions", {"json": {"model": "m"}}),
+            ("/v1/chat/completions", {"json": {"messages": ["hi"]}}),
+        ]
+        for path, kwargs in cases:
+            response = httpx.post(f"{base}{path}", **kwargs)
+            assert 400 <= response.status_code < 500, (path, kwargs, response.status_code, response.text)
+            assert response.json(), (path, response.text)
+
+
+def test_dialogues_are_durable_idempotent_and_become_searchable(indexed):
+    config, embedder = indexed
+    messages = [
+        {"role": "user", "content": "Запомни: мой любимый вид спорта — гребля на байдарке."},
+        {"role": "assistant", "content": "Запомнил: гребля на байдарке — твой любимый спорт."},
+    ]
+    with running(create_app(config)) as base:
+        first = httpx.post(f"{base}/dialogues", json={"conversation_id": "kayak-1", "messages": messages}).json()
+        again = httpx.post(f"{base}/dialogues", json={"conversation_id": "kayak-1", "messages": messages}).json()
+        assert (first["recorded"], again["recorded"], again["duplicates"]) == (2, 0, 2)
+        lines = [json.loads(line) for line in open(first["inbox_file"], encoding="utf-8")]
+        assert [(r["conversation_id"], r["turn_index"]) for r in lines] == [("kayak-1", 0), ("kayak-1", 1)]
+        _reindex(config, embedder)
+        hits = httpx.post(f"{base}/search", json={"query": "гребля на байдарке", "k": 3}).json()["hits"]
+        assert any("байдарке" in h["text"] for h in hits)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_proxy_injects_memories_forwards_and_records(indexed, stream):
+    config, _ = indexed
+    seen: list[dict] = []
+    with running(_upstream_app(seen)) as upstream:
+        config = config.model_copy(deep=True)
+        config.service.upstream_url = f"{upstream}/v1"
+        config.service.model_adapters = {"my-model": "core+sport"}
+        with running(create_app(config)) as base:
+            conversation = f"proxy-{stream}"
+            body = {"model": "my-model", "stream": stream, "messages": [{"role": "user", "content": "Какой темп для лёгкого бега?"}]}
+            response = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"X-Conversation-Id": conversation})
+            assert response.status_code == 200
+            if stream:
+                assert "data: [DONE]" in response.text
+            else:
+                assert response.json()["choices"][0]["message"]["content"].startswith("Темп")
+            forwarded = seen[-1]
+            assert forwarded["model"] == "core+sport"
+            assert forwarded["messages"][0]["role"] == "system" and MEMORY_HEADER in forwarded["messages"][0]["content"]
+            assert "running.md" in forwarded["messages"][0]["content"]
+            inbox_file = config.inbox_dir / f"{conversation}.jsonl"
+            deadline = time.time() + 10
+            while not inbox_file.exists() and time.time() < deadline:
+                time.sleep(0.05)
+            rows = [json.loads(line) for line in inbox_file.read_text(encoding="utf-8").splitlines()]
+            assert [r["role"] for r in rows] == ["user", "assistant"]
+            assert rows[1]["content"] == "Темп лёгкого бега — разговорный."
+
+
+def test_upstream_errors_pass_through_and_retrieval_failure_does_not_block(indexed):
+    config, _ = indexed
+
+    class BrokenSearcher:
+        def search(self, *args, **kwargs):
+            raise RuntimeError("index is being rebuilt")
+
+    seen: list[dict] = []
+    with running(_upstream_app(seen)) as upstream:
+        config = config.model_copy(deep=True)
+        config.service.upstream_url = f"{upstream}/v1"
+        with running(create_app(config, searcher=BrokenSearcher())) as base:
+            ok = httpx.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "привет"}]})
+            assert ok.status_code == 200
+            assert seen[-1]["messages"] == [{"role": "user", "content": "привет"}]
+            limited = httpx.post(f"{base}/v1/chat/completions", json={"model": "overloaded", "messages": [{"role": "user", "content": "hi"}]})
+            assert limited.status_code == 429 and "rate limited" in limited.text
+
+
+def test_refuses_to_bind_off_loopback_without_token():
+    require_safe_binding("127.0.0.1", None)
+    require_safe_binding("0.0.0.0", "token")
+    with pytest.raises(SystemExit, match="token"):
+        require_safe_binding("0.0.0.0", None)
