@@ -141,6 +141,10 @@ class DocumentStore:
                 deleted += before - table.count_rows()
         return deleted
 
+    def compact(self, kind: Kind) -> None:
+        """Merge the small fragments many batched commits leave behind, so reads stay fast."""
+        self._table(kind).optimize()
+
     def _select(self, kind: Kind, columns: list[str], where: str | None = None) -> list[dict]:
         query = self._table(kind).search().select(columns).limit(None)
         if where:

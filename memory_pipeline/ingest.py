@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from memory_pipeline.sources import SourceUnit, discover_sources, parse_file
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
 _FLUSH_FILES = 200
+
 
 
 class ManifestEntry(BaseModel):
@@ -116,68 +117,103 @@ def ingest_kind(
     report.files_seen = len(units)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
 
-    pending: list[Document] = []
+    run = _IngestRun(store, manifest, report, kind)
     seen_paths: set[str] = set()
-    formats: Counter[str] = Counter()
-    dirty_files = 0
     for number, unit in enumerate(units, start=1):
         key = str(unit.path.resolve())
         seen_paths.add(key)
         if on_progress:
             on_progress(number, len(units), key)
-        entry = manifest.entries.get(key)
-        try:
-            size, mtime_ns = unit.signature()
-            if entry and entry.error is None and (entry.size, entry.mtime_ns) == (size, mtime_ns):
-                report.files_unchanged += 1
-                continue
-            fingerprint = unit.fingerprint()
-            if entry and entry.error is None and entry.fingerprint == fingerprint:
-                entry.size, entry.mtime_ns = size, mtime_ns
-                report.files_unchanged += 1
-                dirty_files += 1
-                continue
-            docs = list(_parse_unit(unit, kind, max_bytes))
-        except ParseError as exc:
-            _record_error(report, manifest, key, kind, exc.reason, entry)
-            continue
-        except (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
-            _record_error(report, manifest, key, kind, f"{type(exc).__name__}: {exc}", entry)
-            continue
-        report.files_parsed += 1
-        report.bytes_parsed += size
-        docs = _keep_newest(docs, store, manifest, key)
-        for doc in docs:
-            formats[doc.format] += 1
-            report.repaired_documents += int(doc.repair.repaired)
-        pending.extend(docs)
-        new_ids = [d.doc_id for d in docs]
-        stale = [d for d in (entry.doc_ids if entry else []) if d not in set(new_ids)]
-        manifest.entries[key] = ManifestEntry(
-            fingerprint=fingerprint,
-            size=size,
-            mtime_ns=mtime_ns,
-            doc_ids=new_ids,
-            format=docs[0].format if docs else None,
-        )
-        orphaned = [d for d in stale if not manifest.referenced_elsewhere(d, key)]
-        dirty_files += 1
-        if len(pending) >= _FLUSH_DOCS or dirty_files >= _FLUSH_FILES or orphaned:
-            report.documents_written += store.upsert(pending)
-            pending.clear()
-            report.documents_removed += store.delete(orphaned, kind)
-            manifest.save()
-            dirty_files = 0
-
-    report.documents_written += store.upsert(pending)
+        run.ingest_unit(unit, key, max_bytes)
+    run.flush()
     report.documents_removed += _remove_vanished(manifest, store, kind, roots, seen_paths, report)
     manifest.save()
-    report.by_format = dict(formats)
+    if report.changed:
+        store.compact(kind)
+    report.by_format = dict(run.formats)
     report.documents_total = store.count(kind)
     report.seconds = round(time.perf_counter() - started, 3)
     report.finished_at = datetime.now(UTC)
     _save_report(config, report)
     return report
+
+
+class _IngestRun:
+    """State of one ingest run: documents waiting to be written, and the figures so far."""
+
+    def __init__(self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind):
+        self.store, self.manifest, self.report, self.kind = store, manifest, report, kind
+        self.pending: list[Document] = []
+        self.formats: Counter[str] = Counter()
+        self.dirty_files = 0
+
+    def flush(self) -> None:
+        """Write pending documents, then the manifest: a crash in between only means re-parsing."""
+        self.report.documents_written += self.store.upsert(self.pending)
+        self.pending.clear()
+        self.manifest.save()
+        self.dirty_files = 0
+
+    def ingest_unit(self, unit: SourceUnit, key: str, max_bytes: int) -> None:
+        entry = self.manifest.entries.get(key)
+        written: list[str] = []
+        try:
+            size, mtime_ns = unit.signature()
+            if entry and entry.error is None and (entry.size, entry.mtime_ns) == (size, mtime_ns):
+                self.report.files_unchanged += 1
+                return
+            fingerprint = unit.fingerprint()
+            if entry and entry.error is None and entry.fingerprint == fingerprint:
+                entry.size, entry.mtime_ns = size, mtime_ns
+                self.report.files_unchanged += 1
+                self.dirty_files += 1
+                return
+            for batch in _batched(parse_file(unit.path, self.kind, max_bytes=max_bytes), _FLUSH_DOCS):
+                batch = _keep_newest(batch, self.store, self.manifest)
+                self.pending.extend(batch)
+                written.extend(d.doc_id for d in batch)
+                for doc in batch:
+                    self.formats[doc.format] += 1
+                    self.report.repaired_documents += int(doc.repair.repaired)
+                if len(self.pending) >= _FLUSH_DOCS:
+                    self.flush()
+            if not written:
+                raise ParseError(unit.path, "no documents found in file")
+        except ParseError as exc:
+            self._record_error(key, exc.reason, entry, written)
+            return
+        except (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
+            self._record_error(key, f"{type(exc).__name__}: {exc}", entry, written)
+            return
+        self.report.files_parsed += 1
+        self.report.bytes_parsed += size
+        new_ids = set(written)
+        stale = [d for d in (entry.doc_ids if entry else []) if d not in new_ids]
+        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=sorted(new_ids))
+        orphaned = [d for d in stale if not self.manifest.referenced_elsewhere(d, key)]
+        self.dirty_files += 1
+        if orphaned or self.dirty_files >= _FLUSH_FILES:
+            self.flush()
+            self.report.documents_removed += self.store.delete(orphaned, self.kind)
+
+    def _record_error(self, key: str, reason: str, entry: ManifestEntry | None, written: list[str]) -> None:
+        """Report the file; keep every document it produced before (and any written before the error)."""
+        logger.error("%s: %s", key, reason)
+        self.report.files_failed += 1
+        self.report.errors.append(IngestError(path=key, kind=self.kind.value, reason=reason))
+        kept = sorted({*(entry.doc_ids if entry else []), *written})
+        self.manifest.entries[key] = ManifestEntry(fingerprint="", size=-1, mtime_ns=-1, doc_ids=kept, error=reason)
+
+
+def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def ingest_all(config: Config, *, paths: Sequence[Path] | None = None, on_progress: ProgressCallback | None = None) -> dict[Kind, IngestReport]:
@@ -220,14 +256,7 @@ def _discover(roots: Sequence[Path], kind: Kind) -> list[SourceUnit]:
     return list(units.values())
 
 
-def _parse_unit(unit: SourceUnit, kind: Kind, max_bytes: int) -> Iterable[Document]:
-    docs = list(parse_file(unit.path, kind, max_bytes=max_bytes))
-    if not docs:
-        raise ParseError(unit.path, "no documents found in file")
-    return docs
-
-
-def _keep_newest(docs: list[Document], store: DocumentStore, manifest: Manifest, key: str) -> list[Document]:
+def _keep_newest(docs: list[Document], store: DocumentStore, manifest: Manifest) -> list[Document]:
     """Two exports can hold the same conversation; keep the fuller, newer one whichever file comes last."""
     if not docs:
         return docs
@@ -242,14 +271,6 @@ def _keep_newest(docs: list[Document], store: DocumentStore, manifest: Manifest,
                 continue
         kept.append(doc)
     return kept
-
-
-def _record_error(report: IngestReport, manifest: Manifest, key: str, kind: Kind, reason: str, entry: ManifestEntry | None) -> None:
-    logger.error("%s: %s", key, reason)
-    report.files_failed += 1
-    report.errors.append(IngestError(path=key, kind=kind.value, reason=reason))
-    kept_ids = entry.doc_ids if entry else []
-    manifest.entries[key] = ManifestEntry(fingerprint="", size=-1, mtime_ns=-1, doc_ids=kept_ids, error=reason)
 
 
 def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport) -> int:
