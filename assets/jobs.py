@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from assets.partitions import adapter_partitions
+
 MEMORY_GROUPS = ("ingest", "index", "promote")
 
 reindex_job = dg.define_asset_job(
@@ -14,4 +16,11 @@ memory_job = dg.define_asset_job(
     "memory_job",
     selection=dg.AssetSelection.groups(*MEMORY_GROUPS),
     description="The nightly memory loop: full scan of every source, index, score and tier every item.",
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("train"),
+    partitions_def=adapter_partitions,
+    description="For one adapter: build a new training set version, then train, evaluate and gate a LoRA on it.",
 )

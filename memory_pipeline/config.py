@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -76,6 +76,13 @@ class IndexConfig(_Section):
     ivf_nlist: int = Field(1024, ge=1)
 
 
+class StoresConfig(_Section):
+    """Where the chunk stores live when they are not under storage_root (shared or object storage)."""
+
+    lancedb_uri: str = Field("", description="LanceDB location, e.g. s3://bucket/memory/lancedb; empty = storage_root/lancedb")
+    faiss_dir: Path | None = Field(None, description="FAISS folder on a shared filesystem; empty = storage_root/faiss")
+
+
 class SearchConfig(_Section):
     default_k: int = Field(10, ge=1, le=1000)
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
@@ -96,6 +103,17 @@ class AdapterConfig(_Section):
 class PromoteConfig(_Section):
     """Scoring weights and tier thresholds for the memory loop."""
 
+    signal_names: ClassVar[tuple[str, ...]] = (
+        "novelty",
+        "redundancy",
+        "recurrence",
+        "density",
+        "importance",
+        "quality",
+        "usage",
+        "recency",
+    )
+
     weights: dict[str, float] = Field(
         default_factory=lambda: {
             "novelty": 1.0,
@@ -106,7 +124,8 @@ class PromoteConfig(_Section):
             "quality": 1.0,
             "usage": 0.5,
             "recency": 0.5,
-        }
+        },
+        description="signal name -> weight in the combined score; a signal left out weighs 0",
     )
     importance_markers: list[str] = Field(
         default_factory=lambda: ["remember this", "important", "важно", "запомни", "запомните", "#важно", "#remember"]
@@ -117,6 +136,21 @@ class PromoteConfig(_Section):
     route_threshold: float = Field(0.25, ge=-1, le=1, description="min similarity to route an item to a topic adapter")
     min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
+    recurrence_radius: float = Field(0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic")
+    core_min_user_chars: int = Field(120, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
+
+    @field_validator("weights")
+    @classmethod
+    def _known_signals(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(cls.signal_names))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown}; known: {', '.join(cls.signal_names)}")
+        negative = sorted(name for name, weight in value.items() if weight < 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0, negative for {negative}")
+        if not any(weight > 0 for weight in value.values()):
+            raise ValueError("at least one weight must be > 0")
+        return value
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> PromoteConfig:
@@ -155,6 +189,10 @@ class TrainingConfig(_Section):
     forgetting_margin: float = Field(0.05, ge=0, description="allowed relative perplexity rise on the general held-out set")
     device: str = "auto"
     seed: int = 13
+    checkpoint_every_steps: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    eval_max_examples: int = Field(200, ge=1, description="eval/held-out examples scored per perplexity (first N)")
+    sample_prompts: int = Field(3, ge=0, description="eval prompts answered before/after training for a person to read")
+    sample_max_new_tokens: int = Field(64, ge=1)
 
 
 class ScheduleConfig(_Section):
@@ -206,6 +244,7 @@ class Config(_Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    stores: StoresConfig = Field(default_factory=StoresConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     adapters: list[AdapterConfig] = Field(default_factory=_default_adapters)
@@ -244,8 +283,13 @@ class Config(_Section):
         return self.storage_root / "lancedb"
 
     @property
+    def lancedb_uri(self) -> str:
+        """What lancedb.connect() gets: a local folder or an object-store URI."""
+        return self.stores.lancedb_uri or str(self.lancedb_dir)
+
+    @property
     def faiss_dir(self) -> Path:
-        return self.storage_root / "faiss"
+        return self.stores.faiss_dir or self.storage_root / "faiss"
 
     @property
     def cache_dir(self) -> Path:
@@ -313,6 +357,8 @@ def _resolve_paths(config: Config, base_dir: Path, storage_base: Path, path: Pat
     config.sources.dialogues = [absolute(p, base_dir) for p in config.sources.dialogues]
     config.sources.articles = [absolute(p, base_dir) for p in config.sources.articles]
     config.sources.lectures = [absolute(p, base_dir) for p in config.sources.lectures]
+    if config.stores.faiss_dir is not None:
+        config.stores.faiss_dir = absolute(config.stores.faiss_dir, base_dir)
     config.config_path = path.resolve() if path else None
     return config
 

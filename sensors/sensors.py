@@ -5,7 +5,7 @@ import time
 
 import dagster as dg
 
-from assets.jobs import reindex_job
+from assets.jobs import memory_job, reindex_job, training_job
 from assets.resources import MemoryPipelineResource
 from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import load_config
@@ -72,3 +72,42 @@ def run_failure_record_sensor(context: dg.RunFailureSensorContext, pipeline: Mem
     path = config.reports_dir / "failures" / f"{run.run_id}.json"
     atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=2))
     context.log.error(f"run {run.run_id} of {run.job_name} failed: {record['message']} (record: {path})")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[memory_job],
+    request_job=training_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After the nightly memory run succeeds, builds each adapter's training set and trains it "
+    "(the adapter asset skips with a reason when no new dataset version exists).",
+)
+def nightly_training_sensor(context: dg.RunStatusSensorContext, pipeline: MemoryPipelineResource):
+    run_id = context.dagster_run.run_id
+    for adapter in pipeline.config.adapters:
+        yield dg.RunRequest(run_key=f"{run_id}:{adapter.name}", partition_key=adapter.name, tags={"memory_pipeline/after_run": run_id})
+
+
+@dg.sensor(
+    job=training_job,
+    minimum_interval_seconds=_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts a training run for an adapter once it has at least datasets.min_new_examples new "
+    "promoted examples since its last dataset version (the user's 5-20k rule).",
+)
+def new_examples_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPipelineResource):
+    from memory_pipeline.datasets.versions import latest_version_name, new_examples_since_latest
+
+    config = pipeline.config
+    threshold = config.datasets.min_new_examples
+    requests, waiting = [], []
+    for adapter in config.adapters:
+        new = new_examples_since_latest(config, adapter.name)
+        if new >= threshold:
+            latest = latest_version_name(config, adapter.name) or "none"
+            requests.append(dg.RunRequest(run_key=f"{adapter.name}:{latest}:{new}", partition_key=adapter.name, tags={"memory_pipeline/new_examples": str(new)}))
+        else:
+            waiting.append(f"{adapter.name}: {new}/{threshold}")
+    if not requests:
+        return dg.SkipReason("not enough new promoted examples yet (" + ", ".join(waiting) + ")")
+    return requests
