@@ -1,0 +1,224 @@
+"""Regenerate the binary article/lecture fixtures and the demo PDF (the outputs are committed).
+
+    .venv/bin/python scripts/make_fixtures.py
+
+Needs fpdf2 (dev dependency) and a TrueType font with Cyrillic (DejaVu Sans, as Debian's
+fonts-dejavu-core installs it); pypdf writes the encrypted variants.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from fpdf import FPDF
+from PIL import Image, ImageDraw
+from pypdf import PdfWriter
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLES = ROOT / "tests" / "fixtures" / "articles"
+LECTURES = ROOT / "tests" / "fixtures" / "lectures"
+DEMO = ROOT / "demo" / "articles"
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+
+# Fixed creation date: regenerating must give the same bytes, hence the same doc_id.
+CREATED = "20240315090000"
+
+
+class _Pdf(FPDF):
+    """A4 PDF with DejaVu fonts and a page-number footer (which the parser must drop)."""
+
+    def __init__(self, *, title: str | None = None, numbered: bool = True):
+        super().__init__(format="A4")
+        self.numbered = numbered
+        self.add_font("DejaVu", "", str(FONT_DIR / "DejaVuSans.ttf"))
+        self.add_font("DejaVu", "B", str(FONT_DIR / "DejaVuSans-Bold.ttf"))
+        self.set_creation_date(_fixed_date())
+        if title:
+            self.set_title(title)
+            self.set_author("Memory Pipeline fixtures")
+        self.set_auto_page_break(True, margin=20)
+
+    def footer(self) -> None:
+        if self.numbered:
+            self.set_y(-15)
+            self.set_font("DejaVu", "", 9)
+            self.cell(0, 10, str(self.page_no()), align="C")
+
+    def heading(self, text: str) -> None:
+        self.set_font("DejaVu", "B", 15)
+        self.multi_cell(0, 9, text, new_x="LMARGIN", new_y="NEXT")
+        self.ln(2)
+
+    def paragraph(self, text: str) -> None:
+        self.set_font("DejaVu", "", 11)
+        self.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+        self.ln(3)
+
+
+def _fixed_date():
+    from datetime import datetime, timezone
+
+    return datetime.strptime(CREATED, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+def pacing_pdf(path: Path) -> None:
+    """Two pages, Russian and English, a metadata title, headings, a hyphen at a line break."""
+    pdf = _Pdf(title="Marathon pacing notes")
+    pdf.add_page()
+    pdf.heading("Темп марафона")
+    pdf.paragraph(
+        "Первая половина марафона должна быть чуть медленнее второй. Это называется негативный сплит: "
+        "он сохраняет гликоген для последних десяти километров, где большинство бегунов теряют темп."
+    )
+    pdf.paragraph(
+        "Easy runs build the aerobic base. Keep them conversational, at roughly seventy percent of maximum "
+        "heart rate, and resist the temptation to turn every session into a race against your own watch "
+        "and a carefully planned sched-\nule."
+    )
+    pdf.add_page()
+    pdf.heading("Long run")
+    pdf.paragraph(
+        "The long run teaches the body to burn fat at marathon pace. Build it by no more than ten percent "
+        "a week and take a lighter week every fourth week."
+    )
+    pdf.output(str(path))
+
+
+def untitled_pdf(path: Path) -> None:
+    """One page without a metadata title: the title comes from the first line."""
+    pdf = _Pdf(numbered=False)
+    pdf.add_page()
+    pdf.heading("Recovery after a race")
+    pdf.paragraph("Walk for ten minutes, eat within an hour, and sleep longer than usual for three nights.")
+    pdf.output(str(path))
+
+
+def scanned_pdf(path: Path) -> None:
+    """A page that is only a picture of text, as a scanner makes it: no text layer."""
+    image = Image.new("L", (600, 200), color=255)
+    ImageDraw.Draw(image).text((20, 80), "Scanned page: no text layer", fill=0)
+    pdf = FPDF(format="A4")
+    pdf.set_creation_date(_fixed_date())
+    pdf.add_page()
+    pdf.image(image, x=10, y=10, w=180)
+    pdf.output(str(path))
+
+
+def encrypted_pdf(source: Path, path: Path, *, user_password: str, owner_password: str) -> None:
+    writer = PdfWriter(clone_from=str(source))
+    # RC4 needs no crypto package to write or read; AES would need 'cryptography'.
+    writer.encrypt(user_password, owner_password=owner_password, algorithm="RC4-128")
+    with open(path, "wb") as handle:
+        writer.write(handle)
+
+
+def demo_pdf(path: Path) -> None:
+    """The demo corpus's article: three pages on marathon training, Russian with English terms."""
+    pdf = _Pdf(title="Как пробежать первый марафон: темп, объём, восстановление")
+    pdf.add_page()
+    pdf.heading("Как пробежать первый марафон")
+    for text in DEMO_PAGE_1:
+        pdf.paragraph(text)
+    pdf.add_page()
+    pdf.heading("Темп в день старта")
+    for text in DEMO_PAGE_2:
+        pdf.paragraph(text)
+    pdf.add_page()
+    pdf.heading("Recovery and the taper")
+    for text in DEMO_PAGE_3:
+        pdf.paragraph(text)
+    pdf.output(str(path))
+
+
+DEMO_PAGE_1 = [
+    "Марафон — это не забег на скорость, а упражнение в терпении. Большинство новичков проваливают вторую "
+    "половину дистанции не потому, что мало тренировались, а потому что слишком быстро начали. Адреналин "
+    "стартового коридора делает темп 5:20 на километр лёгким, хотя на тренировках вы держали 5:45.",
+    "Основа подготовки — объём лёгкого бега. Четыре-пять пробежек в неделю, из которых только одна "
+    "интенсивная, дают аэробную базу: больше митохондрий, больше капилляров, выше способность сжигать жир. "
+    "Лёгкий бег должен быть разговорным: если вы не можете произнести целое предложение, вы бежите слишком "
+    "быстро.",
+    "Длинная пробежка — главная тренировка недели. Её увеличивают постепенно, не более чем на десять "
+    "процентов в неделю, с разгрузочной неделей каждую четвёртую неделю. Самая длинная пробежка перед "
+    "марафоном — 30–32 километра, за три недели до старта. Бежать полную дистанцию на тренировке не нужно: "
+    "восстановление после неё съест неделю подготовки.",
+    "Темповые тренировки (tempo runs) учат держать темп на пороге лактата. Классический вариант — 20–30 "
+    "минут в темпе, который вы могли бы держать около часа в соревновании. Их ставят раз в неделю и не "
+    "совмещают с длинной пробежкой в соседние дни.",
+]
+DEMO_PAGE_2 = [
+    "Рассчитайте целевой темп по результату контрольного полумарафона: хорошее приближение — время "
+    "полумарафона, умноженное на 2,1. Если полумарафон пройден за 1:50, реалистичная цель — около 3:51 на "
+    "марафоне, то есть 5:29 на километр.",
+    "Первые пять километров бегите на 5–10 секунд на километр медленнее целевого темпа. С десятого по "
+    "тридцатый километр держите целевой темп ровно, ориентируясь на ощущения и пульс, а не только на "
+    "часы: GPS в городе между высокими домами ошибается.",
+    "Питание на дистанции: 30–60 граммов углеводов в час, начиная с 40-й минуты. Гели запивают водой, а не "
+    "изотоником, чтобы не перегрузить желудок. Всё, что вы едите в день старта, должно быть опробовано на "
+    "длинных тренировках.",
+    "Negative split is the pacing strategy of most world records: the second half is run slightly faster "
+    "than the first. For a first marathon an even split is a sound goal, and a positive split of more than "
+    "five minutes usually means the start was too fast.",
+]
+DEMO_PAGE_3 = [
+    "The taper lasts two to three weeks. Volume drops by about forty percent in the final fortnight, but "
+    "intensity stays: keep one short session at marathon pace so the legs remember the rhythm.",
+    "After the race, walk for ten minutes, eat carbohydrates and protein within an hour, and take at least "
+    "a week without running. A useful rule of thumb is one easy day for every mile raced before the next "
+    "hard session.",
+    "После марафона мышцы восстанавливаются две-три недели, даже если боль прошла через несколько дней. "
+    "Возвращайтесь к бегу с коротких лёгких пробежек и не планируйте новый старт раньше чем через два "
+    "месяца.",
+]
+
+
+def cp1251_text(path: Path) -> None:
+    path.write_bytes(
+        "Заметки о восстановлении\n\nСон — главный инструмент восстановления после тяжёлой тренировки.\n\n"
+        "Пейте воду небольшими порциями в течение дня.\n".encode("cp1251")
+    )
+
+
+def cp1251_html(path: Path) -> None:
+    page = (
+        '<html><head><meta charset="windows-1251"><title>Интервальная тренировка</title></head>'
+        "<body><nav>Главная | Блог</nav><main><h1>Интервальная тренировка</h1>"
+        "<p>Интервалы по 1000 метров развивают МПК.</p></main><footer>© 2024 Беговой клуб</footer></body></html>"
+    )
+    path.write_bytes(page.encode("cp1251"))
+
+
+def mojibake_text(path: Path) -> None:
+    """UTF-8 Russian once decoded as Mac Roman and saved again: 'Но вот' became '–ù–æ –≤–æ—Ç'."""
+    original = "Пульсовые зоны\n\nВторая пульсовая зона — это лёгкий бег, в котором строится аэробная база.\n"
+    path.write_text(original.encode("utf-8").decode("mac_roman"), encoding="utf-8")
+
+
+def binary_files() -> None:
+    noise = random.Random(7).randbytes(2048)
+    (LECTURES / "binary.srt").write_bytes(b"\x00\x01\x02\xff" + noise)
+    (ARTICLES / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + noise)
+
+
+def main() -> None:
+    ARTICLES.mkdir(parents=True, exist_ok=True)
+    LECTURES.mkdir(parents=True, exist_ok=True)
+    DEMO.mkdir(parents=True, exist_ok=True)
+    pacing = ARTICLES / "marathon_pacing.pdf"
+    pacing_pdf(pacing)
+    untitled_pdf(ARTICLES / "untitled.pdf")
+    scanned_pdf(ARTICLES / "scanned.pdf")
+    encrypted_pdf(pacing, ARTICLES / "encrypted.pdf", user_password="secret", owner_password="owner")
+    encrypted_pdf(pacing, ARTICLES / "owner_only.pdf", user_password="", owner_password="owner")
+    data = pacing.read_bytes()
+    (ARTICLES / "truncated.pdf").write_bytes(data[: len(data) // 2])
+    cp1251_text(ARTICLES / "cp1251_russian.txt")
+    cp1251_html(ARTICLES / "cp1251_page.html")
+    mojibake_text(ARTICLES / "mojibake.txt")
+    binary_files()
+    demo_pdf(DEMO / "marathon_first_race.pdf")
+
+
+if __name__ == "__main__":
+    main()
