@@ -152,6 +152,14 @@ def test_markdown_tilde_fences_hide_headings(tmp_path):
     assert "## inside fence" in doc.sections[0].text
 
 
+def test_markdown_with_windows_line_ends_parses_the_same(tmp_path):
+    source = FIXTURES / "training_notes.md"
+    crlf = tmp_path / "training_notes.md"
+    crlf.write_bytes(source.read_bytes().replace(b"\n", b"\r\n"))
+    original, windows = _one(parse_markdown, source), _one(parse_markdown, crlf)
+    assert (windows.title, windows.created_at, windows.sections) == (original.title, original.created_at, original.sections)
+
+
 # --- Plain text --------------------------------------------------------------------------------
 
 

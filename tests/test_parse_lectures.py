@@ -179,6 +179,14 @@ def test_timed_transcript_marks_speakers_and_title():
     ]
 
 
+def test_transcript_with_windows_line_ends_parses_the_same(tmp_path):
+    source = FIXTURES / "timed_transcript.txt"
+    crlf = tmp_path / "timed_transcript.txt"
+    crlf.write_bytes(source.read_bytes().replace(b"\n", b"\r\n"))
+    original, windows = _one(parse_transcript, source), _one(parse_transcript, crlf)
+    assert (windows.title, _rows(windows)) == (original.title, _rows(original))
+
+
 def test_transcript_with_marks_is_detected_without_a_kind():
     assert next(parse_file(FIXTURES / "timed_transcript.txt")).format == "transcript"
 

@@ -38,6 +38,11 @@ def readable_stem(path: Path) -> str:
     return _SPACES.sub(" ", path.stem.replace("_", " ")).strip() or path.name
 
 
+def normalize_newlines(text: str) -> str:
+    """Windows and old Mac line ends as ``\n``, so line-based rules see one kind of line."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def collapse_spaces(line: str) -> str:
     return _SPACES.sub(" ", line).strip()
 
@@ -45,7 +50,7 @@ def collapse_spaces(line: str) -> str:
 def split_paragraphs(text: str) -> list[str]:
     """Blank-line separated blocks, each stripped of trailing spaces per line; empty blocks dropped."""
     blocks = []
-    for block in _BLANK_LINES.split(text.replace("\r\n", "\n").replace("\r", "\n")):
+    for block in _BLANK_LINES.split(normalize_newlines(text)):
         lines = [line.rstrip() for line in block.strip("\n").split("\n")]
         if any(line.strip() for line in lines):
             blocks.append("\n".join(lines).strip())

@@ -15,7 +15,13 @@ from pathlib import Path
 import yaml
 
 from memory_pipeline.records import Document, Kind
-from memory_pipeline.sources._article import build_document, collapse_spaces, group_sections, readable_stem
+from memory_pipeline.sources._article import (
+    build_document,
+    collapse_spaces,
+    group_sections,
+    normalize_newlines,
+    readable_stem,
+)
 from memory_pipeline.text_repair import read_text_file
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
@@ -28,7 +34,7 @@ _METADATA_KEYS = ("author", "source", "url", "tags", "aliases")
 def parse_markdown(path: Path) -> Iterator[Document]:
     """One article per Markdown file, sections cut at every heading."""
     text, repair = read_text_file(path)
-    front, body = split_front_matter(text)
+    front, body = split_front_matter(normalize_newlines(text))
     blocks, first_h1 = markdown_blocks(body)
     title = _scalar(front.get("title")) or first_h1 or readable_stem(path)
     metadata = {key: _scalar(front[key]) for key in _METADATA_KEYS if _scalar(front.get(key))}

@@ -26,6 +26,7 @@ from memory_pipeline.sources._article import (
     collapse_spaces,
     group_sections,
     looks_like_heading,
+    normalize_newlines,
     readable_stem,
 )
 from memory_pipeline.text_repair import repair_many
@@ -197,7 +198,7 @@ def _collected_pypdf_warnings():
 
 
 def _lines(text: str) -> list[str]:
-    return [collapse_spaces(line) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return [collapse_spaces(line) for line in normalize_newlines(text).split("\n")]
 
 
 def _strip_running_lines(pages: list[list[str]]) -> list[list[str]]:

@@ -96,7 +96,7 @@ def parse_vtt(path: Path) -> Iterator[Document]:
 def _lecture(path: Path, fmt: str, cues: list[Cue], repair: RepairReport, *, title: str | None) -> Document:
     if not cues:
         raise ParseError(path, "no subtitle cues")
-    segments = merge_pieces(cue_pieces(sorted(cues, key=lambda c: c.start)))
+    segments = merge_pieces(cue_pieces(sorted(cues, key=lambda c: c.start or 0.0)))
     if not segments:
         raise ParseError(path, "no subtitle cues with text (only sound annotations or markup)")
     return build_document(

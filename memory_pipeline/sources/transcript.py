@@ -13,7 +13,13 @@ from pathlib import Path
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind, Segment
-from memory_pipeline.sources._article import build_document, collapse_spaces, readable_stem, split_paragraphs
+from memory_pipeline.sources._article import (
+    build_document,
+    collapse_spaces,
+    normalize_newlines,
+    readable_stem,
+    split_paragraphs,
+)
 from memory_pipeline.sources.subtitles import Cue, cue_pieces
 from memory_pipeline.text_repair import read_text_file
 
@@ -25,7 +31,7 @@ _TITLE = re.compile(r"^\s*(?:#\s+|(?:title|название|тема)\s*:\s*)(.+
 def parse_transcript(path: Path) -> Iterator[Document]:
     """One lecture per transcript file."""
     text, repair = read_text_file(path)
-    title, body = split_title(text)
+    title, body = split_title(normalize_newlines(text))
     segments = transcript_segments(body)
     if not segments:
         raise ParseError(path, "no transcript text")
@@ -50,7 +56,7 @@ def split_title(text: str) -> tuple[str | None, str]:
 
 def transcript_segments(text: str) -> list[Segment]:
     """Segments from time marks when the text has them (end = the next mark), else one per paragraph."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = text.split("\n")
     marks = [_mark_seconds(line) for line in lines]
     if all(seconds is None for seconds in marks):
         cues = [Cue(None, None, tuple(p.split("\n"))) for p in split_paragraphs(text)]
