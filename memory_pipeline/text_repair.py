@@ -1,0 +1,323 @@
+"""Decode source bytes and undo double-encoding ("mojibake") so every parser sees clean text.
+
+Chat exports often arrive double-encoded: UTF-8 bytes were once decoded as Mac Roman, cp1252
+or latin-1 and saved again as UTF-8, so ``Но вот`` reads ``–ù–æ –≤–æ—Ç``. The accident happens
+to a whole file, so the decision is made per file (or per group of messages of one export), and
+then exactly one round of undoing is applied line by line where it makes the line better.
+Correct text, including text that quotes mojibake on purpose, must come back byte-identical.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from memory_pipeline.errors import ParseError
+from memory_pipeline.records import RepairReport
+
+# Codecs a UTF-8 file may have been misread with, most common first (ties go to the earlier one).
+CODECS = ("cp1252", "mac_roman", "latin-1")
+
+# Evidence of an accident must outweigh correct non-ASCII text at least this many times over.
+_DOMINANCE = 4
+
+_JUNK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u2060]")
+_CODE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
+_NON_ASCII_VISIBLE = re.compile(r"[^\x00-\x7f\s]")
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_BYTE_WORD = re.compile(rb"[A-Za-z\x80-\xff]+")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
+# combining accents that decomposed Latin letters use: grave..caron, dot below..ogonek
+_NFD_ACCENTS = frozenset([*range(0x300, 0x30D), *range(0x323, 0x329)])
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """A single-byte codec as a table from the code point it shows to the byte it came from."""
+
+    name: str
+    to_byte: dict[int, int]
+    runs: re.Pattern[str]
+
+    def encode(self, run: str) -> bytes:
+        """Bytes of a run of characters that all come from this codec's high half."""
+        return run.translate(self.to_byte).encode("latin-1")
+
+
+@cache
+def _codec(name: str) -> _Codec:
+    """Build the reverse table; cp1252 is "sloppy": its undefined bytes map to the C1 controls
+    that browsers and latin-1 round trips keep, so ``\\x81`` in ``Ñ\\x81`` (``с``) is recovered."""
+    to_byte: dict[int, int] = {}
+    for value in range(0x80, 0x100):
+        try:
+            char = bytes([value]).decode(name)
+        except UnicodeDecodeError:
+            char = chr(value)
+        to_byte[ord(char)] = value
+    chars = "".join(re.escape(chr(c)) for c in to_byte)
+    return _Codec(name, to_byte, re.compile(f"[{chars}]+"))
+
+
+def _plausible(char: str, before: str) -> bool:
+    """Whether a decoded character is something real text contains (not a control, private-use
+    or unassigned code point, not IPA or the rare scripts that only coincidental byte pairs
+    produce, and a combining accent only after a letter, as in macOS decomposed text)."""
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cn", "Co", "Cs"):
+        return False
+    code = ord(char)
+    if 0x250 <= code < 0x300 or 0x700 <= code < 0x800:
+        return False
+    if 0x300 <= code < 0x370:
+        return before.isalpha()
+    return True
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A stretch of text that decodes as one UTF-8 sequence under a codec: where it is, what it
+    decodes to, and the characters just before and after it, which judge how convincing it is."""
+
+    start: int
+    end: int
+    source: str
+    decoded: str
+    before: str
+    after: str
+
+
+def _sequences(text: str, codec: _Codec) -> list[_Piece]:
+    """Every stretch of ``text`` whose codec bytes form one plausible UTF-8 character."""
+    pieces: list[_Piece] = []
+    for run in codec.runs.finditer(text):
+        for match in _UTF8_SEQUENCE.finditer(codec.encode(run.group())):
+            start, end = run.start() + match.start(), run.start() + match.end()
+            try:
+                decoded = match.group().decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            adjacent = pieces and pieces[-1].end == start
+            previous = pieces[-1].decoded if adjacent else text[start - 1 : start]
+            if not _plausible(decoded, previous):
+                continue
+            after = text[end : end + 1] or " "
+            pieces.append(_Piece(start, end, text[start:end], decoded, text[start - 1 : start] or " ", after))
+    return pieces
+
+
+def _strong(piece: _Piece, *, in_word: bool) -> bool:
+    """Whether a decoded sequence is convincing evidence that the file is mojibake.
+
+    The accents of decomposed (macOS) Latin text after an ASCII letter convince; other marks,
+    rare Latin extensions, Armenian and historic Cyrillic come from coincidental pairs in
+    correct text (``’é`` in Mac Roman is ``Վ``); a non-Latin letter glued to an ASCII letter
+    (``l’été`` -> ``lՎté``, ``café®—`` -> ``caf鮗``) is what such coincidences look like, so
+    neither counts (Vietnamese letters, Latin Extended Additional, are Latin). Nor does a lone
+    pair of symbols with no letter in or beside it (``–≥`` may be mathematics); several
+    sequences in a row (``in_word``, e.g. Hebrew ``×©×\x95...``) are convincing without one.
+    """
+    char = piece.decoded
+    code = ord(char)
+    if code in _NFD_ACCENTS:
+        return bool(_ASCII_LETTER.match(piece.before))
+    if unicodedata.category(char).startswith("M"):
+        return False
+    if 0x180 <= code < 0x370 and code not in range(0x218, 0x21C):
+        return False
+    if 0x460 <= code < 0x48A or 0x530 <= code < 0x590:
+        return False
+    glued = _ASCII_LETTER.match(piece.before) or _ASCII_LETTER.match(piece.after)
+    if code >= 0x180 and char.isalpha() and not 0x1E00 <= code < 0x1F00 and glued:
+        return False
+    return in_word or any(c.isalpha() for c in (piece.before, *piece.source, piece.after))
+
+
+def _evidence(text: str, codec: _Codec) -> tuple[int, int, int]:
+    """Characters in (convincing, coincidental-looking) mojibake sequences, and other visible
+    non-ASCII characters: correct text that the codec cannot explain.
+
+    Code spans and fenced blocks are left out: that is where people quote garbled text on purpose.
+    """
+    prose = _CODE.sub(" ", text)
+    strong = weak = 0
+    for group in _adjacent_groups(_sequences(prose, codec)):
+        in_word = sum(1 for p in group if _strong(p, in_word=True)) >= 2
+        for piece in group:
+            if _strong(piece, in_word=in_word):
+                strong += len(piece.source)
+            else:
+                weak += len(piece.source)
+    return strong, weak, len(_NON_ASCII_VISIBLE.findall(prose)) - strong - weak
+
+
+def _adjacent_groups(pieces: list[_Piece]) -> list[list[_Piece]]:
+    """Sequences that follow each other with nothing between: one garbled word."""
+    groups: list[list[_Piece]] = []
+    for piece in pieces:
+        if groups and groups[-1][-1].end == piece.start:
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    return groups
+
+
+def _detect(texts: Sequence[str]) -> _Codec | None:
+    """The codec of the accident, or None when the texts read as correct text.
+
+    An accident needs convincing sequences that outweigh the unexplained non-ASCII text; among
+    codecs that qualify, the one that explains the most wins (latin-1 over cp1252 when C1
+    controls are part of the sequences).
+    """
+    best: tuple[tuple[int, int], _Codec] | None = None
+    for name in CODECS:
+        codec = _codec(name)
+        strong = weak = other = 0
+        for text in texts:
+            if not text.isascii():
+                s, w, o = _evidence(text, codec)
+                strong, weak, other = strong + s, weak + w, other + o
+        rank = (strong + weak, strong)
+        if strong >= 2 and strong >= _DOMINANCE * other and (best is None or rank > best[0]):
+            best = (rank, codec)
+    return best[1] if best else None
+
+
+def _badness(line: str, pieces: list[_Piece]) -> int:
+    """Characters that look broken: decodable mojibake sequences, C1 controls, private use."""
+    broken = sum(1 for c in line if unicodedata.category(c) in ("Cc", "Co") and c not in "\t\n\r")
+    return sum(len(p.source) for p in pieces) + broken
+
+
+def _undo_line(line: str, pieces: list[_Piece]) -> str:
+    parts: list[str] = []
+    position = 0
+    for piece in pieces:
+        parts.append(line[position : piece.start])
+        parts.append(piece.decoded)
+        position = piece.end
+    parts.append(line[position:])
+    return "".join(parts)
+
+
+def _undo(text: str, codec: _Codec) -> tuple[str, int]:
+    """One round of undoing, per line, kept only where the line gets better."""
+    lines = text.split("\n")
+    repaired = 0
+    for index, line in enumerate(lines):
+        if line.isascii():
+            continue
+        pieces = _sequences(line, codec)
+        if not pieces:
+            continue
+        candidate = _undo_line(line, pieces)
+        if _badness(candidate, _sequences(candidate, codec)) < _badness(line, pieces):
+            lines[index] = candidate
+            repaired += 1
+    return "\n".join(lines), repaired
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """Remove BOMs, zero-width spaces, word joiners and control characters (not \\n \\r \\t).
+
+    ZWJ and ZWNJ stay: emoji sequences and Persian/Indic spelling need them.
+    """
+    return _JUNK.subn("", text)
+
+
+def _finish(text: str, codec: _Codec | None) -> tuple[str, RepairReport]:
+    repaired_lines = 0
+    if codec is not None:
+        text, repaired_lines = _undo(text, codec)
+    text, junk = clean_text(text)
+    normalized = unicodedata.normalize("NFC", text)
+    report = RepairReport(
+        repaired=repaired_lines > 0,
+        codec=codec.name if repaired_lines else None,
+        lines_repaired=repaired_lines,
+        junk_removed=junk,
+        normalized_nfc=normalized != text,
+    )
+    return normalized, report
+
+
+def repair_text(text: str) -> tuple[str, RepairReport]:
+    """Undo a file's double-encoding if it has one, then clean and NFC-normalize."""
+    return _finish(text, _detect([text]))
+
+
+def repair_many(texts: Sequence[str]) -> tuple[list[str], RepairReport]:
+    """Repair the strings of one document (e.g. messages of a JSON export) under one decision."""
+    codec = _detect(texts)
+    merged = RepairReport()
+    results = []
+    for text in texts:
+        fixed, report = _finish(text, codec)
+        results.append(fixed)
+        merged = merged.merge(report)
+    return results, merged
+
+
+def _looks_binary(data: bytes) -> bool:
+    if b"\x00" in data:
+        return True
+    sample = data[: 64 * 1024]
+    return len(_CONTROL_BYTES.findall(sample)) > 0.05 * len(sample)
+
+
+def _looks_cyrillic(data: bytes) -> bool:
+    """cp1251 Russian has words made only of high bytes; cp1252 text has accents inside ASCII words."""
+    cyrillic = latin = 0
+    for word in _BYTE_WORD.findall(data[: 256 * 1024]):
+        high = sum(1 for b in word if b >= 0x80)
+        if high == len(word) and high >= 2:
+            cyrillic += 1
+        elif high and high < len(word):
+            latin += 1
+    return cyrillic > latin
+
+
+def decode_bytes(data: bytes, path: str | Path) -> tuple[str, str]:
+    """Decode a text file's bytes: BOM, else strict UTF-8, else a legacy single-byte encoding."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(name.removesuffix("-sig")), name
+            except UnicodeDecodeError as exc:
+                raise ParseError(path, f"has a {name} byte order mark but is not valid {name}: {exc.reason}") from exc
+    if _looks_binary(data):
+        raise ParseError(path, "binary file, not text")
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    order = ("cp1251", "cp1252") if _looks_cyrillic(data) else ("cp1252", "cp1251")
+    for name in order:
+        try:
+            return data.decode(name), name
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), "latin-1"
+
+
+def read_text_file(path: Path) -> tuple[str, RepairReport]:
+    """Read, decode and repair a text file; the report records the encoding its bytes had."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
+    text, encoding = decode_bytes(data, path)
+    repaired, report = repair_text(text)
+    return repaired, report.model_copy(update={"source_encoding": encoding})
