@@ -20,7 +20,7 @@ from memory_pipeline.errors import ParseError
 from memory_pipeline.records import RepairReport
 
 # Codecs a UTF-8 file may have been misread with, most common first (ties go to the earlier one).
-CODECS = ("cp1252", "mac_roman", "latin-1")
+_CODECS = ("cp1252", "mac_roman", "latin-1")
 
 # Evidence of an accident must outweigh correct non-ASCII text at least this many times over.
 _DOMINANCE = 4
@@ -182,7 +182,7 @@ def _detect(texts: Sequence[str]) -> _Codec | None:
     controls are part of the sequences).
     """
     best: tuple[tuple[int, int], _Codec] | None = None
-    for name in CODECS:
+    for name in _CODECS:
         codec = _codec(name)
         strong = weak = other = 0
         for text in texts:
@@ -271,6 +271,7 @@ def repair_many(texts: Sequence[str]) -> tuple[list[str], RepairReport]:
 
 
 def _looks_binary(data: bytes) -> bool:
+    """NUL bytes or many control bytes: no text file of ours has them, even if it would decode."""
     if b"\x00" in data:
         return True
     sample = data[: 64 * 1024]
