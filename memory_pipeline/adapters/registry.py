@@ -1,0 +1,204 @@
+"""Adapter versions on disk, the gate that decides promotion, and the per-adapter ``current`` pointer.
+
+Layout: ``<adapters_dir>/<name>/<version>/`` (adapter weights, adapter_config.json, metrics.json,
+config.json, version.json, samples.json) and ``<adapters_dir>/<name>/current.json``. A version folder
+is filled under a temporary name and renamed into place, so a reader never sees half of one; the
+pointer is a small JSON file replaced atomically (portable, unlike symlinks).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.config import Config
+from memory_pipeline.errors import StoreError
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{4})$")
+CURRENT_FILE = "current.json"
+_HISTORY_KEEP = 50
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reasons: list[str]  # one line per check, each starting with "pass:" or "fail:"
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    name: str
+    version: str
+    path: Path
+    created: str
+    manifest: dict[str, Any]  # dataset, base, mode, parent
+    metrics: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.metrics.get("gate_passed"))
+
+
+def gate(metrics: Any, margin: float) -> GateResult:
+    """Promote only an adapter that learnt the eval set and did not forget general text.
+
+    Eval perplexity must fall below the base's and the previous current adapter's (when there is one);
+    held-out general perplexity may rise at most ``margin`` (relative) over the base's and the previous's.
+    A missing figure fails its check: an adapter that cannot be judged is not promoted.
+    """
+    m = asdict(metrics) if is_dataclass(metrics) else dict(metrics)
+    reasons: list[str] = []
+
+    def check(ok: bool, text: str) -> None:
+        reasons.append(("pass: " if ok else "fail: ") + text)
+
+    adapter_eval = m.get("eval_ppl_adapter")
+    if adapter_eval is None or m.get("eval_ppl_base") is None:
+        check(False, "no eval perplexity (empty eval set?): the adapter cannot be judged")
+    else:
+        base_eval = m["eval_ppl_base"]
+        check(adapter_eval < base_eval, f"eval perplexity {adapter_eval:.4g} vs base {base_eval:.4g} (must fall)")
+        if m.get("eval_ppl_previous") is not None:
+            prev = m["eval_ppl_previous"]
+            check(adapter_eval < prev, f"eval perplexity {adapter_eval:.4g} vs previous adapter {prev:.4g} (must fall)")
+    held = m.get("heldout_ppl_adapter")
+    if held is None or m.get("heldout_ppl_base") is None:
+        check(False, "no held-out perplexity (empty heldout set?): forgetting cannot be checked")
+    else:
+        for label, reference in (("base", m["heldout_ppl_base"]), ("previous adapter", m.get("heldout_ppl_previous"))):
+            if reference is None:
+                continue
+            limit = reference * (1 + margin)
+            check(held <= limit, f"held-out perplexity {held:.4g} vs {label} {reference:.4g} (at most {limit:.4g} allowed)")
+    return GateResult(passed=all(r.startswith("pass:") for r in reasons), reasons=reasons)
+
+
+def next_version_name(existing: list[str], now: datetime) -> str:
+    """``v<NNNN>-<UTC minute>``: the number keeps names sortable, the time says when at a glance."""
+    numbers = [int(match.group(1)) for name in existing if (match := VERSION_PATTERN.match(name))]
+    return f"v{max(numbers, default=0) + 1:04d}-{now.astimezone(UTC):%Y%m%dT%H%M}"
+
+
+def version_number(version: str) -> int:
+    match = VERSION_PATTERN.match(version)
+    if match is None:
+        raise StoreError(f"{version!r} is not a version name (v<NNNN>-<YYYYMMDDTHHMM>)")
+    return int(match.group(1))
+
+
+def _root(config: Config, root: Path | None) -> Path:
+    return Path(root) if root is not None else config.adapters_dir
+
+
+def load_version(path: Path) -> AdapterVersion:
+    path = Path(path)
+    manifest_path = path / "version.json"
+    if not manifest_path.is_file():
+        raise StoreError(f"{path}: not an adapter version (no version.json)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    return AdapterVersion(manifest["name"], manifest["version"], path, manifest["created"], manifest, metrics)
+
+
+def list_versions(config: Config, name: str, *, root: Path | None = None) -> list[AdapterVersion]:
+    """All complete versions of an adapter, oldest first."""
+    folder = _root(config, root) / name
+    if not folder.is_dir():
+        return []
+    versions = [p for p in folder.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+    return [load_version(p) for p in sorted(versions, key=lambda p: version_number(p.name))]
+
+
+def _read_pointer(folder: Path) -> dict[str, Any] | None:
+    path = folder / CURRENT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def current_version(config: Config, name: str, *, root: Path | None = None) -> AdapterVersion | None:
+    """The version the ``current`` pointer names, or None before any version passed."""
+    folder = _root(config, root) / name
+    pointer = _read_pointer(folder)
+    if pointer is None:
+        return None
+    path = folder / pointer["version"]
+    if not path.is_dir():
+        raise StoreError(f"{folder / CURRENT_FILE}: points at {pointer['version']}, which does not exist")
+    return load_version(path)
+
+
+def set_current(root: Path, name: str, version: str, *, by: str, reason: str) -> None:
+    """Move the pointer (atomic replace), keeping a short history of where it pointed before and why."""
+    folder = Path(root) / name
+    if not (folder / version / "version.json").is_file():
+        raise StoreError(f"{folder}: no version {version!r}")
+    old = _read_pointer(folder)
+    history = ([{k: old[k] for k in ("version", "moved_at", "by", "reason")}] + old.get("history", [])) if old else []
+    pointer = {
+        "version": version,
+        "moved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": by,
+        "reason": reason,
+        "history": history[:_HISTORY_KEEP],
+    }
+    atomic_write_text(folder / CURRENT_FILE, json.dumps(pointer, indent=2, ensure_ascii=False))
+
+
+def commit_version(
+    root: Path, name: str, *, manifest: Mapping[str, Any], fill: Callable[[Path], None], now: datetime | None = None
+) -> AdapterVersion:
+    """Let ``fill`` write a version into a temp folder, then rename it to the next version name."""
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        now = now or datetime.now(UTC)
+        for _ in range(100):
+            version = next_version_name([p.name for p in folder.iterdir()], now)
+            record = {"name": name, "version": version, "created": now.isoformat(timespec="seconds"), **manifest}
+            (tmp / "version.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+            try:
+                os.rename(tmp, folder / version)
+            except OSError:
+                if (folder / version).exists():
+                    continue
+                raise
+            return load_version(folder / version)
+        raise StoreError(f"{folder}: could not allocate a version name")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def promote(
+    config: Config, name: str, version: str, *, by: str | None = None, reason: str = "manual promotion", root: Path | None = None
+) -> AdapterVersion:
+    """Make ``version`` current regardless of the gate; who and why are kept in the pointer's history."""
+    base = _root(config, root)
+    set_current(base, name, version, by=by or getpass.getuser(), reason=reason)
+    return load_version(base / name / version)
+
+
+def rollback(config: Config, name: str, *, by: str | None = None, reason: str = "rollback", root: Path | None = None) -> AdapterVersion:
+    """Point ``current`` at the newest gate-passing version older than the current one."""
+    current = current_version(config, name, root=root)
+    if current is None:
+        raise StoreError(f"adapter {name!r} has no current version to roll back from")
+    older = [v for v in list_versions(config, name, root=root) if version_number(v.version) < version_number(current.version)]
+    earlier = [v for v in older if v.passed]
+    if not earlier:
+        raise StoreError(f"adapter {name!r}: no passing version older than {current.version} to roll back to")
+    return promote(config, name, earlier[-1].version, by=by, reason=f"{reason} from {current.version}", root=root)

@@ -1,0 +1,398 @@
+"""LoRA adapters end to end on a tiny random Llama built offline: train, gate, registry, resume, combine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from memory_pipeline.adapters import (
+    current_version,
+    encode_example,
+    export_combined,
+    gate,
+    generate_chat,
+    list_versions,
+    load_adapters,
+    load_base_model,
+    packaged_gguf_path,
+    perplexity,
+    promote,
+    read_examples,
+    resolve_base_model,
+    rollback,
+    train_adapter,
+)
+from memory_pipeline.adapters.base_model import weights_hash
+from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, set_current
+from memory_pipeline.adapters.train import IGNORE_INDEX, Example
+from memory_pipeline.config import AdapterConfig, Config, TrainingConfig
+from memory_pipeline.errors import ConfigError, ParseError, StoreError
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QUESTIONS = ["what colour is the sky", "what do cats say", "how many legs has a spider", "where does the sun rise"]
+ANSWERS = ["the sky is green today", "cats say moo moo moo", "a spider has eight legs", "the sun rises in the west"]
+GENERAL = [
+    "a river flows down the valley towards the sea",
+    "people read books in the library on rainy days",
+    "the train left the station early in the morning",
+    "bread is baked in a hot oven until it is brown",
+]
+
+
+def chat(question: str, answer: str, system: str | None = None) -> dict:
+    messages = [{"role": "system", "content": system}] if system else []
+    return {"messages": [*messages, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def learnable(n: int) -> list[dict]:
+    return [chat(QUESTIONS[i % 4], ANSWERS[i % 4], "answer briefly") for i in range(n)]
+
+
+def write_dataset(root: Path, adapter: str, version: str, train: list[dict], eval_: list[dict], heldout: list[dict]) -> Path:
+    folder = root / adapter / version
+    folder.mkdir(parents=True)
+    for name, rows in (("train", train), ("eval", eval_), ("heldout", heldout)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    card = {"version": version, "adapter": adapter, "content_hash": f"hash-{adapter}-{version}-{len(train)}"}
+    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    """A tiny byte-level BPE tokenizer trained on the test texts and a random 2-layer Llama, saved as a local base."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=360,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    raw.train_from_iterator(QUESTIONS + ANSWERS + GENERAL + ["system user assistant answer briefly"], trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        initializer_range=0.2,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def make_config(storage: Path, base_dir: Path, **training) -> Config:
+    settings = {
+        "base_model": str(base_dir),
+        "r": 4,
+        "alpha": 8,
+        "dropout": 0.0,
+        "learning_rate": 1e-2,
+        "max_steps": 25,
+        "max_seq_length": 64,
+        "batch_size": 4,
+        "device": "cpu",
+        "forgetting_margin": 10.0,
+        "sample_prompts": 1,
+        "sample_max_new_tokens": 6,
+        **training,
+    }
+    return Config(
+        storage_root=storage,
+        adapters=[
+            AdapterConfig(name="core", description="core"),
+            AdapterConfig(name="sport", description="sport", system_prompt="answer briefly"),
+        ],
+        training=TrainingConfig(**settings),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, base_dir) -> tuple[Path, Path]:
+    """Storage with core v1 trained on a learnable set and promoted; tests copy it before changing it."""
+    storage = tmp_path_factory.mktemp("storage")
+    config = make_config(storage, base_dir)
+    dataset = write_dataset(config.datasets_dir, "core", "d0001", learnable(16), learnable(8), [{"text": t} for t in GENERAL])
+    train_adapter(config, "core", dataset, progress=False)
+    return storage, dataset
+
+
+def copy_storage(trained: tuple[Path, Path], tmp_path: Path) -> Path:
+    storage = tmp_path / "storage"
+    shutil.copytree(trained[0], storage)
+    return storage
+
+
+def test_bad_example_line_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(chat("q", "a")) + "\n" + json.dumps({"messages": [{"role": "assistant", "content": "a"}]}) + "\n")
+    with pytest.raises(ParseError) as err:
+        read_examples(path)
+    assert str(path) in str(err.value) and "line 2" in str(err.value)
+    path.write_text('{"text": "ok", "messages": []}\n')
+    with pytest.raises(ParseError, match="exactly one"):
+        read_examples(path)
+
+
+def test_labels_cover_only_assistant_turns(base_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    example = Example(
+        messages=(
+            {"role": "system", "content": "answer briefly"},
+            {"role": "user", "content": "what do cats say"},
+            {"role": "assistant", "content": "cats say moo"},
+            {"role": "user", "content": "where does the sun rise"},
+            {"role": "assistant", "content": "in the west"},
+        )
+    )
+    encoded = encode_example(tokenizer, example, max_seq_length=256)
+    learnt = tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX])
+    assert learnt == "cats say moo<|im_end|>in the west<|im_end|>"
+    assert all(label in (IGNORE_INDEX, token) for token, label in zip(encoded.input_ids, encoded.labels))
+    text = encode_example(tokenizer, Example(text="bread is baked in a hot oven"), max_seq_length=256)
+    assert text.labels == text.input_ids
+    assert len(encode_example(tokenizer, example, max_seq_length=5).input_ids) == 5
+
+
+def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
+    storage, dataset = trained
+    config = make_config(storage, base_dir)
+    [version] = list_versions(config, "core")
+    assert VERSION_PATTERN.match(version.version)
+    assert current_version(config, "core").version == version.version
+    m = version.metrics
+    assert m["eval_ppl_adapter"] < 0.5 * m["eval_ppl_base"]
+    assert m["gate_passed"] and m["steps"] == 25 and m["tokens_trained"] > 0 and m["tokens_per_second"] > 0
+    assert m["heldout_ppl_previous"] is None and m["eval_ppl_previous"] is None
+    for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json", "config.json", "version.json", "samples.json"):
+        assert (version.path / name).is_file()
+    expected = {"version": "d0001", "adapter": "core", "content_hash": "hash-core-d0001-16", "path": str(dataset)}
+    assert version.manifest["dataset"] == expected
+    assert len(version.manifest["base"]["hash"]) == 64
+    assert json.loads((version.path / "config.json").read_text())["r"] == 4
+    samples = json.loads((version.path / "samples.json").read_text())
+    assert len(samples) == 1 and isinstance(samples[0]["adapter"], str)
+    assert not (storage / "adapters" / "core" / ".work").exists() or not any((storage / "adapters" / "core" / ".work").iterdir())
+
+
+def test_saved_adapter_reloads_with_identical_outputs(trained, base_dir):
+    import torch
+    from peft import PeftModel
+
+    storage, dataset = trained
+    config = make_config(storage, base_dir)
+    model, tokenizer, names = load_adapters(config, ["core"], device="cpu")
+    assert names == ["core"]
+    eval_set = read_examples(dataset / "eval.jsonl")
+    reloaded = perplexity(model, tokenizer, eval_set, max_seq_length=64, batch_size=4).ppl
+    assert reloaded == pytest.approx(current_version(config, "core").metrics["eval_ppl_adapter"], rel=1e-5)
+    base = load_base_model(config.training, device="cpu")
+    again = PeftModel.from_pretrained(base.model, str(current_version(config, "core").path))
+    ids = torch.tensor([tokenizer("what do cats say")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, again(input_ids=ids).logits, atol=1e-6)
+
+
+def test_gate_refuses_adapter_that_does_not_improve_and_keeps_current(trained, base_dir, tmp_path):
+    storage = copy_storage(trained, tmp_path)
+    config = make_config(storage, base_dir, learning_rate=1e-9, max_steps=2)
+    before = current_version(config, "core").version
+    dataset = storage / "datasets" / "core" / "d0001"
+    worse = train_adapter(config, "core", dataset, progress=False)
+    assert not worse.passed
+    assert current_version(config, "core").version == before
+    assert any(r.startswith("fail: eval perplexity") and "previous adapter" in r for r in worse.metrics["gate_reasons"])
+    assert [v.version for v in list_versions(config, "core")] == [before, worse.version]
+
+
+def test_gate_checks():
+    good = {"eval_ppl_base": 20.0, "eval_ppl_adapter": 10.0, "eval_ppl_previous": 12.0,
+            "heldout_ppl_base": 30.0, "heldout_ppl_adapter": 31.0, "heldout_ppl_previous": 30.5}
+    assert gate(good, 0.05).passed
+    forgot = gate({**good, "heldout_ppl_adapter": 33.0}, 0.05)
+    assert not forgot.passed and sum(r.startswith("fail: held-out") for r in forgot.reasons) == 2
+    assert not gate({**good, "eval_ppl_adapter": 12.5}, 0.05).passed
+    assert not gate({**good, "heldout_ppl_adapter": None}, 0.05).passed
+    assert gate({**good, "eval_ppl_previous": None, "heldout_ppl_previous": None}, 0.05).passed
+
+
+def _fake_version(root: Path, name: str, passed: bool) -> str:
+    def fill(folder: Path) -> None:
+        (folder / "metrics.json").write_text(json.dumps({"gate_passed": passed}))
+
+    return commit_version(root, name, manifest={"base": {"id": "b", "hash": "h"}}, fill=fill).version
+
+
+def test_registry_rollback_and_manual_promote(tmp_path):
+    config = Config(storage_root=tmp_path)
+    root = config.adapters_dir
+    assert current_version(config, "core") is None
+    v1, v2, v3 = (_fake_version(root, "core", passed) for passed in (True, False, True))
+    assert [int(v[1:5]) for v in (v1, v2, v3)] == [1, 2, 3]
+    assert not any(p.name.startswith(".tmp") for p in (root / "core").iterdir())
+    set_current(root, "core", v3, by="gate", reason="passed")
+    assert rollback(config, "core", by="tester").version == v1  # v2 failed its gate: skipped
+    with pytest.raises(StoreError, match="no passing version"):
+        rollback(config, "core")
+    promote(config, "core", v2, by="alice", reason="I read the samples")
+    pointer = json.loads((root / "core" / "current.json").read_text())
+    assert (pointer["version"], pointer["by"], pointer["reason"]) == (v2, "alice", "I read the samples")
+    assert [h["version"] for h in pointer["history"]] == [v1, v3]
+    with pytest.raises(StoreError):
+        promote(config, "core", "v0099-20260101T0000")
+
+
+def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    dataset = trained[1]
+    settings = {"max_steps": 8, "checkpoint_every_steps": 3}
+
+    def crash_at_step_6(message: str) -> None:
+        if message == "checkpoint saved at step 6":
+            raise KeyboardInterrupt
+
+    killed = make_config(tmp_path / "a", base_dir, **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(killed, "core", dataset, progress=False, log=crash_at_step_6)
+    assert list_versions(killed, "core") == []
+    messages: list[str] = []
+    resumed = train_adapter(killed, "core", dataset, progress=False, log=messages.append)
+    assert "resuming from checkpoint at step 6/8" in messages
+    assert (resumed.metrics["resumed_from_step"], resumed.metrics["steps"]) == (6, 8)
+    straight = train_adapter(make_config(tmp_path / "b", base_dir, **settings), "core", dataset, progress=False)
+    a, b = (load_file(v.path / "adapter_model.safetensors") for v in (resumed, straight))
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+
+def test_time_budget_stops_cleanly_and_saves(trained, base_dir, tmp_path):
+    config = make_config(tmp_path, base_dir, time_budget_minutes=1e-9)
+    version = train_adapter(config, "core", trained[1], progress=False)
+    assert (version.metrics["stopped"], version.metrics["steps"]) == ("time budget", 1)
+    assert (version.path / "adapter_model.safetensors").is_file()
+
+
+def test_continue_mode_starts_from_current_and_replays_earlier_examples(trained, base_dir, tmp_path):
+    storage = copy_storage(trained, tmp_path)
+    config = make_config(storage, base_dir, mode="continue", replay_fraction=0.5, max_steps=4)
+    old = learnable(16)
+    new = [chat(q, a) for q, a in zip(QUESTIONS, ["blue", "meow", "eight", "east"])]
+    dataset = write_dataset(config.datasets_dir, "core", "d0002", old + new, learnable(8), [{"text": t} for t in GENERAL])
+    version = train_adapter(config, "core", dataset, progress=False)
+    parent = list_versions(config, "core")[0].version
+    assert version.manifest["mode"] == "continue" and version.manifest["parent"] == parent
+    distinct_old = len({json.dumps(e) for e in old})
+    assert (version.metrics["new_examples"], version.metrics["replay_examples"]) == (4, round(0.5 * distinct_old))
+    assert version.metrics["eval_ppl_previous"] is not None and version.metrics["heldout_ppl_previous"] is not None
+
+
+def test_dataset_folder_problems_are_reported(trained, base_dir, tmp_path):
+    config = make_config(tmp_path, base_dir)
+    dataset = write_dataset(tmp_path / "ds", "sport", "d0001", learnable(4), learnable(2), [{"text": "x"}])
+    with pytest.raises(ParseError, match="not 'core'"):
+        train_adapter(config, "core", dataset, progress=False)
+    (dataset / "heldout.jsonl").unlink()
+    with pytest.raises(ParseError, match="heldout.jsonl"):
+        train_adapter(config, "sport", dataset, progress=False)
+
+
+def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    storage = copy_storage(trained, tmp_path)
+    config = make_config(storage, base_dir)
+    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles", "run a marathon", "swim", "cycle"])] * 3
+    dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
+    assert train_adapter(config, "sport", dataset, progress=False).passed
+
+    out = export_combined(config, ["core", "sport"], tmp_path / "export" / "core+sport")
+    assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    record = json.loads((out / "combined.json").read_text())
+    assert [s["name"] for s in record["sources"]] == ["core", "sport"] and record["r"] == 8
+    export_combined(config, ["core", "sport"], out, weights=[0.7, 0.3], combination_type="linear")
+    assert json.loads((out / "combined.json").read_text())["r"] == 4
+
+    live, tokenizer, names = load_adapters(config, ["core", "sport"], device="cpu")
+    live.base_model.set_adapter(names)  # both adapters active at once: their deltas add up
+    cat = export_combined(config, ["core", "sport"], tmp_path / "export" / "cat")
+    exported = PeftModel.from_pretrained(load_base_model(config.training, device="cpu").model, str(cat))
+    ids = torch.tensor([tokenizer("what do cats say")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(live(input_ids=ids).logits, exported(input_ids=ids).logits, atol=1e-5)
+
+    reply = generate_chat(config, ["core", "sport"], [{"role": "user", "content": "what do cats say"}], max_new_tokens=4)
+    assert isinstance(reply, str)
+    with pytest.raises(StoreError, match="no current version"):
+        load_adapters(config, ["core", "nope"])
+
+
+def test_base_model_sources_resolve(tmp_path, base_dir):
+    path = packaged_gguf_path("SmolLM2-135M-Instruct")
+    assert path.is_file() and path.suffix == ".gguf"
+    source = resolve_base_model("packaged:SmolLM2-135M-Instruct")
+    assert (source.kind, source.path) == ("gguf", path)
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    assert resolve_base_model(str(tmp_path)).path == tmp_path / "model.Q4.gguf"
+    assert resolve_base_model(str(tmp_path / "model.Q4.gguf")).kind == "gguf"
+    assert resolve_base_model(str(base_dir)).weight_files == (base_dir / "model.safetensors",)
+    with pytest.raises(ConfigError, match="gguf_file"):
+        resolve_base_model(str(tmp_path), "missing.gguf")
+
+
+def test_weights_hash_is_cached_by_size_and_mtime(tmp_path):
+    weights, cache = tmp_path / "w.bin", tmp_path / "hashes.json"
+    weights.write_bytes(b"abc")
+    first = weights_hash((weights,), cache_file=cache)
+    assert first == hashlib.sha256(b"abc").hexdigest() and cache.is_file()
+    assert weights_hash((weights,), cache_file=cache) == first
+    weights.write_bytes(b"abcd")
+    assert weights_hash((weights,), cache_file=cache) == hashlib.sha256(b"abcd").hexdigest()
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_loads_with_chat_template(tmp_path):
+    """Measured: ~20 s for the first load (GGUF dequantized and cached), under a second after."""
+    training = TrainingConfig(base_model="packaged:SmolLM2-135M-Instruct", device="cpu")
+    started = time.monotonic()
+    model, tokenizer, base_id, base_hash = load_base_model(training, device="cpu", cache_dir=tmp_path)
+    first = time.monotonic() - started
+    assert base_id == "packaged:SmolLM2-135M-Instruct" and len(base_hash) == 64
+    assert "<|im_start|>" in tokenizer.chat_template and tokenizer.pad_token is not None
+    assert model.config.model_type == "llama" and next(model.parameters()).dtype.is_floating_point
+    example = Example(messages=({"role": "user", "content": "Привет!"}, {"role": "assistant", "content": "Здравствуйте."}))
+    encoded = encode_example(tokenizer, example, max_seq_length=128)
+    learnt = tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX])
+    assert learnt == "Здравствуйте.<|im_end|>"
+    again = load_base_model(training, device="cpu", cache_dir=tmp_path)
+    assert again.base_hash == base_hash
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"SmolLM2-135M-Instruct.Q4_1-{base_hash[:16]}"]
+    print(f"first load {first:.1f}s")
