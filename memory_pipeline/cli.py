@@ -159,18 +159,32 @@ def search(
     kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
+    no_service: Annotated[bool, typer.Option("--no-service", help="search in-process even when a service is up")] = False,
 ) -> None:
     """Search the memory. Uses a running service when one is up, else searches in-process."""
     from memory_pipeline.errors import SearchError
-    from memory_pipeline.search import search as run_search
 
     config = state.config()
     try:
-        hits = run_search(config, query, k=k, kind=kind, mode=mode)
+        hits, answered_by = _find_hits(config, query, k=k, kind=kind, mode=mode, use_service=not no_service)
     except SearchError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     _print_hits(hits, as_json)
+    if not as_json:
+        console.print(f"[dim]{answered_by}[/dim]")
+
+
+def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool):
+    """Hits and who answered: a warm service has the model loaded, so it is tried first."""
+    from memory_pipeline.service.client import service_search, service_url
+
+    hits = service_search(config, query, k=k, kind=kind, mode=mode) if use_service else None
+    if hits is not None:
+        return hits, f"via service at {service_url(config)}"
+    from memory_pipeline.search import search as run_search
+
+    return run_search(config, query, k=k, kind=kind, mode=mode), "in-process"
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -244,6 +258,136 @@ def serve(
     run_server(state.config(), host=host, port=port)
 
 
+adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+
+
+@adapters_app.command("train")
+def adapters_train(
+    name: Annotated[str, typer.Argument(help="adapter name from the config, e.g. core")],
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override training.max_steps")] = None,
+) -> None:
+    """Train a new version on the adapter's latest training set; `current` moves only if the gate passes."""
+    from memory_pipeline.adapters import train_adapter
+    from memory_pipeline.datasets.versions import latest_version_dir
+
+    config = state.config()
+    config.adapter(name)
+    dataset_dir = latest_version_dir(config, name)
+    if dataset_dir is None:
+        err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
+        raise typer.Exit(1)
+    version = train_adapter(config, name, dataset_dir, max_steps=max_steps)
+    verdict = "[green]passed the gate, now current[/green]" if version.passed else "[yellow]failed the gate; current unchanged[/yellow]"
+    console.print(f"{name} {version.version}: {verdict}")
+    for reason in version.metrics.get("gate_reasons", []):
+        console.print(f"  {reason}")
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Versions of every adapter with metrics, gate result, and which one is current."""
+    from memory_pipeline.adapters import current_version, list_versions
+
+    config = state.config()
+    rows = []
+    for adapter in config.adapters:
+        current = current_version(config, adapter.name)
+        for v in list_versions(config, adapter.name):
+            m = v.metrics
+            rows.append(
+                {
+                    "adapter": adapter.name,
+                    "version": v.version,
+                    "current": current is not None and current.version == v.version,
+                    "gate_passed": v.passed,
+                    "eval_ppl_base": m.get("eval_ppl_base"),
+                    "eval_ppl_adapter": m.get("eval_ppl_adapter"),
+                    "heldout_ppl_base": m.get("heldout_ppl_base"),
+                    "heldout_ppl_adapter": m.get("heldout_ppl_adapter"),
+                    "dataset_version": v.manifest.get("dataset", {}).get("version"),
+                    "path": str(v.path),
+                }
+            )
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return
+    table = Table(title="adapters")
+    for column in ("adapter", "version", "current", "gate", "eval ppl base→adapter", "held-out ppl base→adapter", "dataset"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["adapter"], r["version"], "*" if r["current"] else "", "pass" if r["gate_passed"] else "fail",
+            f"{_num(r['eval_ppl_base'])} → {_num(r['eval_ppl_adapter'])}", f"{_num(r['heldout_ppl_base'])} → {_num(r['heldout_ppl_adapter'])}",
+            str(r["dataset_version"]),
+        )
+    console.print(table if rows else "[dim]no adapters trained yet[/dim]")
+
+
+def _num(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[str, typer.Argument(help="version to make current, e.g. v0002-20261124T2205")],
+    reason: Annotated[str, typer.Option("--reason", help="recorded with the change")] = "manual promotion",
+) -> None:
+    """Make a version current by hand (overrides the gate; recorded with the reason)."""
+    from memory_pipeline.adapters import promote
+
+    promote(state.config(), name, version, by="cli", reason=reason)
+    console.print(f"{name}: current is now {version}")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(name: Annotated[str, typer.Argument()]) -> None:
+    """Move `current` back to the previous version that passed the gate."""
+    from memory_pipeline.adapters import rollback
+
+    version = rollback(state.config(), name, by="cli")
+    console.print(f"{name}: current is now {version.version}")
+
+
+@adapters_app.command("export")
+def adapters_export(
+    names: Annotated[str, typer.Argument(help="comma-separated, e.g. core,sport")],
+    output: Annotated[Optional[Path], typer.Option("--output", help="default: storage/adapters/combined/<a+b>")] = None,
+) -> None:
+    """Export a pre-combined adapter (e.g. core+sport) for servers that take one LoRA per request."""
+    from memory_pipeline.adapters import export_combined
+
+    config = state.config()
+    parts = [n.strip() for n in names.split(",") if n.strip()]
+    target = output or config.adapters_dir / "combined" / "+".join(parts)
+    console.print(f"wrote {export_combined(config, parts, target)}")
+
+
+@app.command()
+def chat(
+    adapters: Annotated[str, typer.Option("--adapters", help="comma-separated adapters to load, e.g. core,sport")] = "core",
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="one message; omit for an interactive chat")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 200,
+) -> None:
+    """Chat with the base model plus the current versions of the given adapters, locally."""
+    from memory_pipeline.adapters import generate_chat
+
+    config = state.config()
+    names = [n.strip() for n in adapters.split(",") if n.strip()]
+    history: list[dict[str, str]] = []
+    while True:
+        text = message if message is not None else typer.prompt("you", default="", show_default=False)
+        if not text.strip():
+            return
+        history.append({"role": "user", "content": text})
+        answer = generate_chat(config, names, history, max_new_tokens=max_new_tokens)
+        history.append({"role": "assistant", "content": answer})
+        console.print(f"[cyan]{'+'.join(names)}[/cyan]: {answer}")
+        if message is not None:
+            return
+
+
 def _repo_root() -> Path:
     root = Path(__file__).resolve().parents[1]
     if not (root / "definitions.py").is_file():
@@ -296,5 +440,16 @@ def ui(port: Annotated[int, typer.Option("--port", help="webserver port")] = 300
     _dagster("dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port), config=config)
 
 
+def run() -> None:
+    """Console entry point: the project's own errors become one clear line and exit code 2, not a traceback."""
+    from memory_pipeline.errors import SearchError, StoreError
+
+    try:
+        app()
+    except (ConfigError, ParseError, SearchError, StoreError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    run()
