@@ -3,14 +3,23 @@
 ``dagster dev -w workspace.yaml`` and ``dagster asset materialize -f definitions.py`` load this.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
-from assets import ingest
+from assets import index, ingest, promote, train
+from assets.jobs import memory_job, reindex_job, training_job
 from assets.resources import MemoryPipelineResource
+from sensors.schedules import nightly_schedule
+from sensors.sensors import new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, source_files_sensor
 
 defs = dg.Definitions.merge(
     ingest.defs,
-    dg.Definitions(resources={"pipeline": MemoryPipelineResource()}),
+    index.defs,
+    promote.defs,
+    train.defs,
+    dg.Definitions(
+        jobs=[reindex_job, memory_job, training_job],
+        schedules=[nightly_schedule],
+        sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor],
+        resources={"pipeline": MemoryPipelineResource()},
+    ),
 )

@@ -12,7 +12,7 @@ from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
 from memory_pipeline.watch import pending_changes
 
-DOWNSTREAM_OF_INGEST = ["ingest_report", "chunks", "faiss_index", "retrieval_eval"]
+DOWNSTREAM_OF_INGEST = ["ingest_report", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
 KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}
 
 

@@ -1,0 +1,78 @@
+"""Promote group: score every item (the memory loop) and route it to cache, RAG, a LoRA set or discard."""
+
+import dagster as dg
+
+from assets.metadata import counts_table, histogram, markdown_table
+from assets.resources import MemoryPipelineResource
+
+PROMOTE_GROUP = "promote"
+_ITEM_COLUMNS = ["item_id", "score", "tier", "adapters", "title", "signals"]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "item_scores",
+            deps=["chunks"],
+            description="Every item (dialogue exchange, article section, lecture window) with its signals: novelty, "
+            "redundancy, recurrence, density, importance, quality, usage, recency; computed incrementally.",
+            kinds={"python"},
+        ),
+        dg.AssetSpec(
+            "item_tiers",
+            deps=["item_scores"],
+            description="Each item's tier (cache / rag / lora:<adapter> / discard) and adapters, from the combined "
+            "score and the thresholds in config; a config change re-tiers without re-embedding.",
+            kinds={"python"},
+        ),
+    ],
+    group_name=PROMOTE_GROUP,
+    can_subset=False,
+)
+def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource):
+    from memory_pipeline.scoring.promote import run_promotion
+
+    report = run_promotion(pipeline.config, progress=True)
+    context.log.info(f"scored {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored) in {report.seconds:.1f}s")
+    yield dg.MaterializeResult(
+        asset_key="item_scores",
+        metadata={
+            "items_total": dg.MetadataValue.int(report.items_total),
+            "items_new": dg.MetadataValue.int(report.items_new),
+            "items_rescored": dg.MetadataValue.int(report.items_rescored),
+            "seconds": dg.MetadataValue.float(report.seconds),
+            "score_histogram": histogram(report.scores),
+            "top_items": markdown_table([_item_row(i) for i in report.top_items], _ITEM_COLUMNS),
+            "bottom_items": markdown_table([_item_row(i) for i in report.bottom_items], _ITEM_COLUMNS),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="item_tiers",
+        metadata={
+            "per_tier": counts_table(report.tier_counts, "tier", "items"),
+            "per_adapter": counts_table(report.adapter_counts, "adapter", "items"),
+            **{f"tier_{name.replace(':', '_')}": dg.MetadataValue.int(count) for name, count in report.tier_counts.items()},
+        },
+    )
+
+
+def _item_row(item) -> dict:
+    data = item if isinstance(item, dict) else item.model_dump()
+    signals = data.get("signals") or {}
+    return {
+        **data,
+        "score": round(float(data.get("score", 0.0)), 3),
+        "adapters": ",".join(data.get("adapters") or []),
+        "signals": " ".join(f"{k}={v:.2f}" for k, v in signals.items() if isinstance(v, (int, float))),
+    }
+
+
+@dg.asset_check(asset="item_tiers", description="Every indexed item has exactly one tier, and no item is both promoted and discarded.")
+def item_tiers_complete_and_exclusive(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
+    from memory_pipeline.scoring.promote import check_tiers
+
+    result = check_tiers(pipeline.config)
+    return dg.AssetCheckResult(passed=result.ok, metadata=result.model_dump(mode="json"))
+
+
+defs = dg.Definitions(assets=[item_promotion], asset_checks=[item_tiers_complete_and_exclusive])
