@@ -1,0 +1,110 @@
+"""Combined score and tier: pure functions of the stored signals and the config.
+
+Tiers are recomputed on every run from stored signals, so changing weights or thresholds
+re-tiers everything without reading a vector or embedding a text.
+
+The rule, first match wins:
+
+1. ``discard``: junk (text shorter than ``min_chars``) or a duplicate that is not its cluster's
+   keeper (the earliest copy is kept). Nothing is deleted: the raw document stays in the store.
+2. ``cache``: not indexed yet (no vector: the vector signals cannot be known), or a combined
+   score below ``rag_threshold``. Short-term memory: rescored every run, so recurrence and
+   usage can still lift it.
+3. ``lora:<adapters>``: score at or above ``lora_threshold`` and routed to at least one adapter
+   (``core`` and/or one topic), e.g. ``lora:core+sport``.
+4. ``rag``: everything else: searchable memory, not trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from memory_pipeline.config import PromoteConfig
+from memory_pipeline.errors import ConfigError
+from memory_pipeline.scoring.routing import choose_adapters
+from memory_pipeline.scoring.signals import SIGNALS
+
+
+class Tier(StrEnum):
+    CACHE = "cache"
+    RAG = "rag"
+    LORA = "lora"
+    DISCARD = "discard"
+
+
+def validate_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Every signal with its weight (missing = 0); unknown names are a config error."""
+    unknown = sorted(set(weights) - set(SIGNALS))
+    if unknown:
+        raise ConfigError(f"promote.weights: unknown signal(s) {unknown}; known: {', '.join(SIGNALS)}")
+    return {name: float(weights.get(name, 0.0)) for name in SIGNALS}
+
+
+def combined_scores(signals: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted mean of the signal columns (each 0..1), so the score is 0..1 too."""
+    full = validate_weights(weights)
+    total = sum(full.values())
+    if total <= 0:
+        raise ConfigError("promote.weights: at least one weight must be > 0")
+    score = sum(w * np.asarray(signals[name], dtype=np.float64) for name, w in full.items() if w > 0)
+    return np.asarray(score, dtype=np.float64) / total
+
+
+def contributions(signals: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """Each signal's share of the combined score (they sum to it)."""
+    full = validate_weights(weights)
+    total = sum(full.values())
+    return {name: full[name] * float(signals[name]) / total for name in SIGNALS}
+
+
+@dataclass(frozen=True)
+class TierDecision:
+    tier: Tier
+    adapters: tuple[str, ...]
+    rule: str
+
+    @property
+    def label(self) -> str:
+        """``cache``, ``rag``, ``discard`` or ``lora:<adapter>[+<adapter>]``."""
+        return f"lora:{'+'.join(self.adapters)}" if self.tier is Tier.LORA else self.tier.value
+
+
+def decide_tier(
+    *,
+    n_chars: int,
+    keeper: str,
+    item_id: str,
+    exact_duplicate: bool,
+    has_vector: bool,
+    score: float,
+    routes: Mapping[str, dict],
+    config: PromoteConfig,
+    adapter_names: Sequence[str],
+) -> TierDecision:
+    """Apply the rule in the module docstring; ``rule`` says which threshold or rule decided."""
+    if n_chars < config.min_chars:
+        return TierDecision(Tier.DISCARD, (), f"junk: {n_chars} chars < min_chars {config.min_chars}")
+    if keeper != item_id:
+        what = "exact duplicate" if exact_duplicate else "near duplicate"
+        return TierDecision(Tier.DISCARD, (), f"{what} of {keeper} (the earliest copy is kept)")
+    if not has_vector:
+        return TierDecision(Tier.CACHE, (), "not indexed yet: no vector, vector signals unknown")
+    if score < config.rag_threshold:
+        return TierDecision(Tier.CACHE, (), f"score {score:.3f} < rag_threshold {config.rag_threshold}")
+    if score >= config.lora_threshold:
+        adapters = choose_adapters(dict(routes), config.route_threshold, adapter_names)
+        if adapters:
+            detail = ", ".join(f"{a} {routes[a]['score']:.2f}" for a in adapters)
+            return TierDecision(
+                Tier.LORA,
+                tuple(adapters),
+                f"score {score:.3f} >= lora_threshold {config.lora_threshold}; routed ({detail} >= route_threshold {config.route_threshold})",
+            )
+        return TierDecision(
+            Tier.RAG, (), f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold {config.route_threshold}"
+        )
+    return TierDecision(Tier.RAG, (), f"rag_threshold {config.rag_threshold} <= score {score:.3f} < lora_threshold {config.lora_threshold}")
