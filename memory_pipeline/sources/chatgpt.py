@@ -1,0 +1,127 @@
+"""ChatGPT ``conversations.json``: the branch the user saw, as user/assistant turns.
+
+A conversation is a tree (``mapping``): every regenerated answer or edited question starts a
+new branch. The branch shown last ends at ``current_node``; walking its ``parent`` links to the
+root and reversing gives the dialogue as the user read it, without the abandoned branches.
+System prompts, tool calls and their results, and hidden messages (custom instructions,
+model context) are not part of what was said and are dropped. The file is streamed one
+conversation at a time: a heavy user's export is hundreds of MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from memory_pipeline.records import Document, Turn
+from memory_pipeline.sources._dialogue import (
+    as_dict,
+    build_dialogue,
+    documents_from_json,
+    parse_timestamp,
+    repair_conversation,
+)
+
+FORMAT = "chatgpt_json"
+_TEXT_CONTENT = frozenset({"text", "multimodal_text"})
+_ROLES = frozenset({"user", "assistant"})
+
+
+def parse_chatgpt_export(path: Path) -> Iterator[Document]:
+    """One dialogue per conversation of a ChatGPT export (an array, or a single conversation object)."""
+    return documents_from_json(Path(path), convert=conversation_document)
+
+
+def conversation_document(conversation: dict, path: Path, source_hash: str) -> Document:
+    """The dialogue of one exported conversation; ValueError when it has none."""
+    mapping = conversation.get("mapping")
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError("no 'mapping' of messages")
+    default_model = conversation.get("default_model_slug")
+    turns = [
+        turn
+        for node in _branch(mapping, _current_node(conversation, mapping))
+        if (turn := _turn(as_dict(node).get("message"), default_model)) is not None
+    ]
+    title, turns, report = repair_conversation(str(conversation.get("title") or ""), turns)
+    external_id = conversation.get("conversation_id") or conversation.get("id")
+    return build_dialogue(
+        fmt=FORMAT,
+        turns=turns,
+        title=title,
+        source_path=path,
+        source_hash=source_hash,
+        external_id=str(external_id) if external_id else None,
+        repair=report,
+        created_at=parse_timestamp(conversation.get("create_time")),
+        updated_at=parse_timestamp(conversation.get("update_time")),
+    )
+
+
+def _current_node(conversation: dict, mapping: dict) -> str:
+    """The end of the branch shown last; exports without ``current_node`` keep the newest leaf."""
+    current = conversation.get("current_node")
+    if isinstance(current, str) and current in mapping:
+        return current
+    leaves = [key for key, node in mapping.items() if not as_dict(node).get("children")]
+    if not leaves:
+        raise ValueError("no current_node and no leaf message")
+    return max(leaves, key=lambda key: _created(mapping[key]))
+
+
+def _created(node: object) -> float:
+    stamp = as_dict(as_dict(node).get("message")).get("create_time")
+    return float(stamp) if isinstance(stamp, int | float) else 0.0
+
+
+def _branch(mapping: dict, leaf: str) -> list[object]:
+    """Nodes from the root to ``leaf`` through ``parent`` links (a cycle or dangling link ends the walk)."""
+    nodes: list[object] = []
+    seen: set[str] = set()
+    node_id: object = leaf
+    while isinstance(node_id, str) and node_id in mapping and node_id not in seen:
+        seen.add(node_id)
+        nodes.append(mapping[node_id])
+        node_id = as_dict(mapping[node_id]).get("parent")
+    nodes.reverse()
+    return nodes
+
+
+def _turn(message: object, default_model: object) -> Turn | None:
+    """A user or assistant message the user saw, else None (system, tool, hidden, non-text, empty)."""
+    message = as_dict(message)
+    author = as_dict(message.get("author"))
+    role = author.get("role")
+    metadata = as_dict(message.get("metadata"))
+    content = as_dict(message.get("content"))
+    if role not in _ROLES or content.get("content_type") not in _TEXT_CONTENT:
+        return None
+    if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
+        return None
+    if message.get("recipient", "all") not in ("all", None):
+        return None
+    text = _parts_text(content.get("parts"))
+    if not text.strip():
+        return None
+    model = metadata.get("model_slug") or (default_model if role == "assistant" else None)
+    return Turn(
+        role=role,
+        text=text,
+        author=author.get("name") if isinstance(author.get("name"), str) else None,
+        model=str(model) if model else None,
+        timestamp=parse_timestamp(message.get("create_time")),
+        message_id=str(message["id"]) if message.get("id") else None,
+    )
+
+
+def _parts_text(parts: object) -> str:
+    """String parts of a message, plus voice-mode transcriptions; images and files are left out."""
+    if not isinstance(parts, list):
+        return ""
+    texts = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif as_dict(part).get("content_type") == "audio_transcription" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "\n\n".join(t for t in texts if t.strip())
