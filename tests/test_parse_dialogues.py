@@ -286,9 +286,14 @@ def test_chatgpt_export_streams_in_bounded_memory(tmp_path):
         for n in range(120):
             mapping = {"root": {"id": "root", "parent": None, "children": ["m0"], "message": None}}
             for i in range(10):
-                mapping[f"m{i}"] = {"id": f"m{i}", "parent": "root" if i == 0 else f"m{i - 1}", "children": [f"m{i + 1}"] if i < 9 else [],
-                                    "message": {"id": f"m{i}", "author": {"role": "user" if i % 2 == 0 else "assistant"},
-                                                "create_time": 1.7e9 + n * 100 + i, "content": {"content_type": "text", "parts": [f"{n}/{i} {paragraph}"]}}}
+                message = {
+                    "id": f"m{i}",
+                    "author": {"role": "user" if i % 2 == 0 else "assistant"},
+                    "create_time": 1.7e9 + n * 100 + i,
+                    "content": {"content_type": "text", "parts": [f"{n}/{i} {paragraph}"]},
+                }
+                parent, children = ("root" if i == 0 else f"m{i - 1}"), ([f"m{i + 1}"] if i < 9 else [])
+                mapping[f"m{i}"] = {"id": f"m{i}", "parent": parent, "children": children, "message": message}
             handle.write(("," if n else "") + json.dumps({"title": f"Run {n}", "id": f"c{n}", "current_node": "m9", "mapping": mapping}))
         handle.write("]")
     size = path.stat().st_size
@@ -361,11 +366,12 @@ def test_jsonl_whole_conversations():
 
 def test_service_inbox_files_parse_idempotently(tmp_path):
     inbox = Inbox(tmp_path)
-    first = [InboxMessage(role="system", content="memory"), InboxMessage(role="user", content="Как восстановиться после 30 км?")]
+    question = "Как восстановиться после 30 км?"
+    first = [InboxMessage(role="system", content="memory"), InboxMessage(role="user", content=question)]
     inbox.record(first, conversation_id="live-1", title="Восстановление", model="local-7b")
     path = Path(inbox.record(first, conversation_id="live-1").inbox_file)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write('{"conversation_id": "live-1", "turn_index": 1, "role": "user", "content": "Как восстановиться после 30 км?"}\n')
+        handle.write(json.dumps({"conversation_id": "live-1", "turn_index": 1, "role": "user", "content": question}) + "\n")
         handle.write('{"conversation_id": "live-1", "turn_index": 2, "role": "assis')
     before = only(parse_chat_jsonl(path))
     reply = [*first, InboxMessage(role="assistant", content=[{"type": "text", "text": "Сон, углеводы и лёгкий день."}])]
@@ -375,6 +381,14 @@ def test_service_inbox_files_parse_idempotently(tmp_path):
     assert after.doc_id == before.doc_id == stable_id("chat_jsonl", "live-1")
     assert after.turns[1].text == "Сон, углеводы и лёгкий день." and after.turns[1].model == "local-7b"
     assert after.title == "Восстановление"
+
+
+def test_jsonl_mojibake_behind_json_escapes_is_repaired(tmp_path):
+    question = "Какой пульс считать зоной 2?"
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"role": "user", "content": misdecode_cp1252(question)}) + "\n", encoding="ascii")
+    doc = only(parse_chat_jsonl(path))
+    assert doc.turns[0].text == question and doc.repair.codec == "cp1252"
 
 
 def test_jsonl_without_any_chat_line_is_a_parse_error(tmp_path):
@@ -424,6 +438,12 @@ def test_bad_json_through_dispatch_is_a_parse_error(name, tmp_path):
     with pytest.raises(ParseError) as error:
         list(parse_file(path))
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("parser", [parse_chatgpt_export, parse_claude_export, parse_chat_jsonl, parse_nexus_markdown])
+def test_missing_file_is_a_parse_error(parser, tmp_path):
+    with pytest.raises(ParseError, match="missing"):
+        list(parser(tmp_path / "missing.json"))
 
 
 def test_binary_jsonl_is_a_parse_error(tmp_path):

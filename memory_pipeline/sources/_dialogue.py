@@ -203,7 +203,7 @@ def text_of_parts(parts: object) -> str:
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
-        elif isinstance(part, dict) and part.get("type", "text") in _TEXT_PART_TYPES and isinstance(part.get("text"), str):
+        elif as_dict(part).get("type", "text") in _TEXT_PART_TYPES and isinstance(as_dict(part).get("text"), str):
             texts.append(part["text"])
     return "\n\n".join(t for t in texts if t.strip())
 
@@ -219,7 +219,10 @@ def documents_from_json(path: Path, *, convert: Converter) -> Iterator[Document]
     at all can be read raises ParseError. Exports are not ours, so any shape error of one
     conversation (ValueError, TypeError, AttributeError, KeyError) counts as "this one is broken".
     """
-    source_hash = files_sha256([path])
+    try:
+        source_hash = files_sha256([path])
+    except OSError as exc:
+        raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
     produced = skipped = 0
     first_problem = ""
     for index, item in iter_json_items(path):
@@ -236,8 +239,9 @@ def documents_from_json(path: Path, *, convert: Converter) -> Iterator[Document]
         produced += 1
         yield document
     if not produced:
-        reason = f"no readable conversation ({skipped} skipped; first: {first_problem})" if skipped else "no conversations"
-        raise ParseError(path, reason)
+        if skipped:
+            raise ParseError(path, f"no readable conversation ({skipped} skipped; first: {first_problem})")
+        raise ParseError(path, "no conversations")
 
 
 def conversation_label(item: object, index: int) -> str:

@@ -7,6 +7,9 @@ one form one conversation per file, and a conversation line without one stands a
 shape of fine-tuning sets). This is also the memory service's durable inbox, appended to
 while it runs: a turn written twice (same conversation and turn index) counts once, and a line
 left half-written by a crash is skipped with a warning rather than failing the file.
+
+Text is repaired per conversation after JSON decoding, as for the JSON exports: written with
+``\\u`` escapes (Python's default), a double-encoded message is invisible in the raw file.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def _row(path: Path, line: str, number: int, *, last: bool) -> dict | None:
         log.warning("%s:%d: skipped %s: %s", path, number, "truncated last line" if last else "invalid JSON", exc.msg)
         return None
     if not isinstance(row, dict) or not (isinstance(row.get("messages"), list) or "role" in row):
-        log.warning("%s:%d: skipped line: neither a message (role, content) nor a conversation (messages)", path, number)
+        log.warning("%s:%d: skipped line: not a message (role, content) nor a conversation (messages)", path, number)
         return None
     return row
 

@@ -63,6 +63,7 @@ _CLOCK = re.compile(r"(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2}))?[ \t]*(?P<am
 
 _USER_NAMES = frozenset({"user", "you", "human", "me"})
 _ASSISTANT_NAMES = frozenset({"assistant", "chatgpt", "claude", "gpt", "ai"})
+_ROLE_NAMES = _USER_NAMES | _ASSISTANT_NAMES
 _PLACEHOLDERS = frozenset({"[No content found]", "[No text content]", "[No content]"})
 
 
@@ -160,7 +161,9 @@ def _natural_key(path: Path) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(path.name))
 
 
-def _document(path: Path, files: Sequence[Path], notes: list[_Note], messages: list[_Message], report: RepairReport) -> Document:
+def _document(
+    path: Path, files: Sequence[Path], notes: list[_Note], messages: list[_Message], report: RepairReport
+) -> Document:
     front = {k: v for note in reversed(notes) for k, v in note.front.items()}  # the note's own keys win
 
     def first(attr: str) -> str | None:
@@ -272,7 +275,7 @@ def _label(text: str, *, strict: bool) -> tuple[str, str | None, str] | None:
     name, model = m.group("name"), m.group("model")
     when = m.group("tail").strip(_TAIL_EDGES).removeprefix("on ").strip(_TAIL_EDGES)
     if strict:
-        if name.lower() not in _USER_NAMES | _ASSISTANT_NAMES:
+        if name.lower() not in _ROLE_NAMES:
             return None
         if when and _display_time(when, day_first=None) is None:
             return None
