@@ -63,8 +63,8 @@ def test_bad_files_are_reported_by_name_and_reason_while_others_ingest(corpus):
     (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
     (folder / "notes.xyz").write_text("what is this")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<<")
-    corpus.ingest.max_file_mb = 0.00005
-    (folder / "big.md").write_text("# Big\n\n" + "x" * 100)
+    corpus.ingest.max_file_mb = 0.005
+    (folder / "big.md").write_text("# Big\n\n" + "x" * 10_000)
     report = ingest_kind(corpus, Kind.ARTICLE)
     reasons = {Path(e.path).name: e.reason for e in report.errors}
     assert set(reasons) == {"empty.md", "binary.txt", "notes.xyz", "broken.pdf", "big.md"}

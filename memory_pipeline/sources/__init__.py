@@ -118,7 +118,7 @@ def parse_file(path: Path, kind: Kind | None = None, *, max_bytes: int | None = 
     if size == 0:
         raise ParseError(path, "empty file")
     if max_bytes is not None and size > max_bytes:
-        raise ParseError(path, f"file is {size / 1e6:.1f} MB, over the size limit of {max_bytes / 1e6:.1f} MB")
+        raise ParseError(path, f"file is {human_size(size)}, over the size limit of {human_size(max_bytes)} (ingest.max_file_mb)")
     fmt = detect_format(path, kind)
     expected_kind, target = PARSERS[fmt]
     if kind is not None and kind is not expected_kind:
@@ -163,6 +163,13 @@ def discover_all(roots: Iterable[tuple[Path, Kind | None]]) -> list[SourceUnit]:
         for unit in discover_sources(Path(root), kind):
             seen.setdefault(unit.path.resolve(), unit)
     return list(seen.values())
+
+
+def human_size(n_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def _sniff(path: Path) -> bytes:
