@@ -236,12 +236,12 @@ def eval_retrieval(
 
 
 def _print_ingest_reports(reports) -> None:
-    table = Table(title="ingest")
-    for column in ("kind", "seen", "parsed", "unchanged", "failed", "written", "removed", "total", "repaired", "seconds"):
-        table.add_column(column, justify="right" if column != "kind" else "left")
     for kind, r in reports.items():
-        table.add_row(kind.value, *map(str, (r.files_seen, r.files_parsed, r.files_unchanged, r.files_failed, r.documents_written, r.documents_removed, r.documents_total, r.repaired_documents, r.seconds)))
-    console.print(table)
+        console.print(
+            f"[bold]{kind.value}[/bold]: {r.files_seen} files ({r.files_parsed} parsed, {r.files_unchanged} unchanged, "
+            f"{r.files_failed} failed, {r.files_removed} gone) -> {r.documents_written} documents written, "
+            f"{r.documents_removed} removed; {r.documents_total} stored; {r.repaired_documents} repaired; {r.seconds:.2f}s"
+        )
     for r in reports.values():
         for error in r.errors:
             err_console.print(f"[red]error[/red] {error.path}: {error.reason}")
