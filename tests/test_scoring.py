@@ -388,3 +388,15 @@ def test_explanation_assignments_and_summary_read_the_stored_state(tmp_path, cor
     assert summary["items"] == 4 and summary["adapters"]["sport"] == 2
     with pytest.raises(ConfigError):
         load_assignments(config, adapter="cooking")
+
+
+def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, corpus):
+    config = config_for(tmp_path)
+    store = ScoreStore(scores_dir(config))
+    state, _ = score(config, corpus)
+    store.save(state)
+    assert row(state, "a-0")["importance"] == 0.0
+    config.promote.importance_markers = [*config.promote.importance_markers, "первый марафон"]
+    state2, report = score(config, [], store.load(), live={"a", "b", "c", "d"})
+    assert report.signals_computed["importance"] == 4 and report.items_rescored == 4
+    assert row(state2, "a-0")["importance"] == pytest.approx(0.8)

@@ -228,6 +228,7 @@ def update_scores(
     for name in ("density", "importance", "quality"):
         computed[name] = len(text_fresh)
     touched = np.zeros(len(state), dtype=bool)
+    computed["importance"] += _importance_if_markers_changed(state, flags, touched, config)
     computed["novelty"], computed["recurrence"] = _vector_signals(state, flags, touched)
     computed["redundancy"] = _redundancy(state, flags, touched, config)
     computed["usage"] = _usage(state, flags, touched, hits_by_chunk)
@@ -411,6 +412,7 @@ def _merge(previous: ScoreState, batch: ItemBatch, *, same_model: bool, now: dat
         np.vstack([previous.signatures[keep_mask], *(s[None, :] for s in signatures)]).astype(np.uint32),
         previous.model_id,
         previous.profiles_key,
+        previous.markers_key,
     )
     flags = _Flags(len(merged))
     offset = len(kept)
@@ -488,6 +490,28 @@ def _local_signals(state: ScoreState, rows: np.ndarray, config: Config) -> None:
             merged[row] = value
         frame[column] = pd.Series(merged, dtype=object) if column in _LIST_SIGNAL_COLUMNS else merged
     state.signatures[rows] = sg.minhash_signatures(list(texts))
+
+
+def _importance_if_markers_changed(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config) -> int:
+    """When the configured markers change, importance is recomputed for the items not just scored."""
+    markers = tuple(config.promote.importance_markers)
+    key = sha256_text("\x1f".join(markers))[:32]
+    previous_key, state.markers_key = state.markers_key, key
+    rows = np.flatnonzero(~flags.text_fresh)
+    if previous_key in ("", key) or not len(rows):
+        return 0
+    frame = state.frame
+    texts = frame["text"].to_numpy(dtype=object)
+    user_texts = frame["user_text"].fillna("").to_numpy(dtype=object)
+    kinds = frame["kind"].to_numpy(dtype=object)
+    found = [sg.explicit_importance(user_texts[i] if kinds[i] == Kind.DIALOGUE.value else texts[i], markers) for i in rows]
+    values, hits = frame["importance"].to_list(), frame["markers"].to_list()
+    for i, importance in zip(rows, found, strict=True):
+        values[i], hits[i] = importance.value, list(importance.markers)
+    frame["importance"] = values
+    frame["markers"] = pd.Series(hits, dtype=object)
+    touched[rows] = True
+    return len(rows)
 
 
 def _times(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -605,6 +629,7 @@ def _usage(state: ScoreState, flags: _Flags, touched: np.ndarray, hits_by_chunk:
 def _routes(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config, profiles: Sequence[AdapterProfile], key: str) -> int:
     """Route scores for items whose text or vector changed, or for all when the adapters changed."""
     frame = state.frame
+    key = sha256_text(f"{key}\x1f{config.promote.core_min_user_chars}")[:32]
     everything = key != state.profiles_key
     rows = np.flatnonzero(np.ones(len(frame), dtype=bool) if everything else (flags.text_fresh | flags.vector_fresh))
     routes = frame["routes"].to_numpy(dtype=object).copy()

@@ -76,6 +76,7 @@ class ScoreState:
     signatures: np.ndarray
     model_id: str = ""
     profiles_key: str = ""
+    markers_key: str = ""
 
     @classmethod
     def empty(cls, dim: int = 0) -> ScoreState:
@@ -123,7 +124,7 @@ class ScoreStore:
         vectors = _fixed_list_to_numpy(table.column("vector"), dim, np.float32)
         signatures = _fixed_list_to_numpy(table.column("minhash"), MINHASH_PERM, np.uint32)
         frame = table.drop_columns(["vector", "minhash"]).to_pandas()
-        return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""))
+        return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""), meta.get("markers_key", ""))
 
     def load_frame(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Selected columns of every item (no vectors): what the readers of the scores need."""
@@ -144,7 +145,7 @@ class ScoreStore:
         table = table.append_column("vector", _fixed_list(vectors.astype(np.float32), max(dim, 1), pa.float32()))
         table = table.append_column("minhash", _fixed_list(state.signatures.astype(np.uint32), MINHASH_PERM, pa.uint32()))
         table = table.replace_schema_metadata(
-            {"model_id": state.model_id, "profiles_key": state.profiles_key, "vector_dim": str(dim)}
+            {"model_id": state.model_id, "profiles_key": state.profiles_key, "markers_key": state.markers_key, "vector_dim": str(dim)}
         )
         atomic_write(self.items_path, lambda tmp: pq.write_table(table, tmp))
 
