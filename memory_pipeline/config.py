@@ -160,14 +160,25 @@ class PromoteConfig(_Section):
 
 
 class DatasetsConfig(_Section):
+    """How promoted items become a versioned LoRA training set (token counts are cl100k tokens)."""
+
     min_new_examples: int = Field(5000, ge=1, description="new promoted examples that trigger a dataset build")
-    eval_fraction: float = Field(0.1, ge=0, lt=1)
-    min_tokens: int = Field(8, ge=0)
-    max_tokens: int = Field(2048, ge=16)
-    token_budget: int = Field(5_000_000, ge=1000, description="max tokens per dataset version")
-    scrub_pii: bool = True
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of source documents whose examples go to eval")
+    min_tokens: int = Field(8, ge=0, description="examples whose target (the learned turn or text) is shorter than this are dropped")
+    max_tokens: int = Field(2048, ge=16, description="examples longer than this (context included) are dropped")
+    context_tokens: int = Field(1024, ge=0, description="earlier turns of the conversation kept before a chat example's prompt")
+    token_budget: int = Field(5_000_000, ge=1000, description="max tokens per dataset version; highest scores kept first")
+    scrub_pii: bool = Field(True, description="replace emails, phone numbers and secrets with placeholders like <EMAIL>")
     languages: list[str] = Field(default_factory=list, description="keep only these language guesses; empty keeps all")
-    seed: int = 13
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="MinHash Jaccard at or above which two examples are near-duplicates")
+    decontamination_ngram: int = Field(13, ge=5, description="eval examples sharing a word n-gram this long with train are dropped")
+    seed: int = Field(13, description="seeds the train/eval split by document")
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> DatasetsConfig:
+        if self.min_tokens >= self.max_tokens:
+            raise ValueError(f"datasets.min_tokens ({self.min_tokens}) must be below datasets.max_tokens ({self.max_tokens})")
+        return self
 
 
 class TrainingConfig(_Section):
