@@ -159,15 +159,13 @@ class DocumentStore:
                 keys[row["doc_id"]] = index_key(row["content_hash"], row["source_path"], row["title"])
         return keys
 
-    def versions(self, doc_ids: Sequence[str], kind: Kind) -> dict[str, dict]:
-        """Light fields of stored documents (no body): for choosing between two exports of one conversation."""
-        found: dict[str, dict] = {}
-        ids = list(doc_ids)
-        for start in range(0, len(ids), _BATCH):
-            where = _in_filter("doc_id", ids[start : start + _BATCH])
-            for row in self._select(kind, ["doc_id", "source_path", "updated_at", "n_units", "content_hash"], where):
-                found[row["doc_id"]] = row
-        return found
+    def versions(self, kind: Kind) -> dict[str, dict]:
+        """Light fields of every stored document of a kind (no body): one read per ingest run.
+
+        Used to choose between two exports of one conversation without a query per file.
+        """
+        rows = self._select(kind, ["doc_id", "source_path", "updated_at", "n_units"])
+        return {row["doc_id"]: row for row in rows}
 
     def get_many(self, doc_ids: Iterable[str]) -> Iterator[Document]:
         ids = sorted(set(doc_ids))

@@ -146,6 +146,13 @@ class _IngestRun:
         self.pending: list[Document] = []
         self.formats: Counter[str] = Counter()
         self.dirty_files = 0
+        self._versions: dict[str, dict] | None = None
+
+    def known_versions(self) -> dict[str, dict]:
+        """doc_id -> light fields of what is stored, read once per run and kept current as we write."""
+        if self._versions is None:
+            self._versions = self.store.versions(self.kind)
+        return self._versions
 
     def flush(self) -> None:
         """Write pending documents, then the manifest: a crash in between only means re-parsing."""
@@ -169,7 +176,7 @@ class _IngestRun:
                 self.dirty_files += 1
                 return
             for batch in _batched(parse_file(unit.path, self.kind, max_bytes=max_bytes), _FLUSH_DOCS):
-                batch = _keep_newest(batch, self.store, self.manifest)
+                batch = _keep_newest(batch, self.known_versions(), self.manifest)
                 self.pending.extend(batch)
                 written.extend(d.doc_id for d in batch)
                 for doc in batch:
@@ -256,19 +263,17 @@ def _discover(roots: Sequence[Path], kind: Kind) -> list[SourceUnit]:
     return list(units.values())
 
 
-def _keep_newest(docs: list[Document], store: DocumentStore, manifest: Manifest) -> list[Document]:
+def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifest) -> list[Document]:
     """Two exports can hold the same conversation; keep the fuller, newer one whichever file comes last."""
-    if not docs:
-        return docs
-    existing = store.versions([d.doc_id for d in docs], docs[0].kind)
     kept = []
     for doc in docs:
-        old = existing.get(doc.doc_id)
+        old = known.get(doc.doc_id)
+        units = len(doc.turns) + len(doc.sections) + len(doc.segments)
+        updated = doc.updated_at.replace(tzinfo=None) if doc.updated_at else datetime.min
         if old and old["source_path"] != doc.source_path and str(Path(old["source_path"]).resolve()) in manifest.entries:
-            old_rank = (old["n_units"] or 0, old["updated_at"] or datetime.min)
-            new_updated = doc.updated_at.replace(tzinfo=None) if doc.updated_at else datetime.min
-            if old_rank > (len(doc.turns) + len(doc.sections) + len(doc.segments), new_updated):
+            if (old["n_units"] or 0, old["updated_at"] or datetime.min) > (units, updated):
                 continue
+        known[doc.doc_id] = {"doc_id": doc.doc_id, "source_path": doc.source_path, "n_units": units, "updated_at": updated}
         kept.append(doc)
     return kept
 
