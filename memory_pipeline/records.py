@@ -164,3 +164,38 @@ def guess_language(text: str) -> str:
     if 1 - cyrillic - latin >= 0.6:
         return "other"
     return "mixed"
+
+
+class Chunk(BaseModel):
+    """A piece of a document that is embedded and indexed; the unit of search.
+
+    ``chunk_id`` derives from the document id and the chunk's own text, so an unchanged chunk
+    keeps its id (and cached vector) when its document changes elsewhere. ``row_id`` is the same
+    identity as a positive 63-bit integer, the id FAISS and LanceDB rows share.
+    """
+
+    chunk_id: str
+    doc_id: str
+    kind: Kind
+    title: str
+    source_path: str
+    text: str = Field(description="the text that is embedded, indexed and shown")
+    text_hash: str = Field(description="sha256 of text; the embedding cache key with the model id")
+    ordinal: int = Field(description="position of the chunk within its document")
+    turn_index: int | None = Field(None, description="dialogue: index of the exchange's user turn")
+    page: int | None = None
+    start: float | None = Field(None, description="lecture: seconds")
+    end: float | None = None
+    speaker: str | None = None
+    heading: str | None = None
+    created_at: datetime | None = None
+    language: str = "unknown"
+
+    @property
+    def row_id(self) -> int:
+        return chunk_row_id(self.chunk_id)
+
+
+def chunk_row_id(chunk_id: str) -> int:
+    """The 63-bit integer id of a chunk (positive int64, as FAISS ids must be)."""
+    return int(chunk_id[:16], 16) & 0x7FFF_FFFF_FFFF_FFFF
