@@ -99,8 +99,12 @@ class SentenceTransformerEmbedder:
         self._tokenizer = self.model.tokenizer
 
     def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for this passage, special tokens and prefix included."""
-        return len(self._tokenizer(self.passage_prefix + text, add_special_tokens=True, truncation=False)["input_ids"])
+        """Tokens the model sees for this passage (special tokens and prefix included), capped at max_tokens + 1.
+
+        The cap is all a budget check needs and keeps the tokenizer from warning about long inputs.
+        """
+        encoded = self._tokenizer(self.passage_prefix + text, add_special_tokens=True, truncation=True, max_length=self.max_tokens + 1)
+        return len(encoded["input_ids"])
 
     def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         if not texts:

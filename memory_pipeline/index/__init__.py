@@ -1,0 +1,1 @@
+"""Chunk stores: LanceDB (rows, vectors, full text) and a FAISS mirror of the same vectors and ids."""

@@ -1,0 +1,221 @@
+"""The chunk table in LanceDB: rows, vectors and the stemmed full-text column, one table per model.
+
+LanceDB is the source of truth for chunks; FAISS is derived from it. A document's chunks are
+replaced in a single merge-insert commit (new rows in, its other rows out), so a reader or a
+crash never sees a document half re-chunked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from functools import cached_property
+
+import numpy as np
+
+from memory_pipeline.embedding import model_slug
+from memory_pipeline.index.fts import stem_for_fts
+from memory_pipeline.records import Chunk
+
+_ID_BATCH = 500
+ROW_COLUMNS = [
+    "row_id", "chunk_id", "doc_id", "kind", "title", "source_path", "text", "ordinal",
+    "turn_index", "page", "start", "end", "speaker", "heading", "created_at", "language",
+]  # fmt: skip
+
+
+def _schema(dimension: int):
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("row_id", pa.int64(), nullable=False),
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("doc_key", pa.string()),
+            pa.field("kind", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("source_path", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("fts_text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+            pa.field("ordinal", pa.int32()),
+            pa.field("turn_index", pa.int32()),
+            pa.field("page", pa.int32()),
+            pa.field("start", pa.float64()),
+            pa.field("end", pa.float64()),
+            pa.field("speaker", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("created_at", pa.timestamp("us")),
+            pa.field("language", pa.string()),
+        ]
+    )
+
+
+def _quoted(values: Sequence[str]) -> str:
+    return ",".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+class ChunkStore:
+    """Chunks of one embedding model in a LanceDB table ``chunks_<model slug>``."""
+
+    def __init__(self, uri: str, model_id: str, dimension: int):
+        import lancedb
+
+        self.uri = uri
+        self.model_id = model_id
+        self.dimension = dimension
+        self.table_name = f"chunks_{model_slug(model_id)}"
+        self._db = lancedb.connect(uri)
+
+    @cached_property
+    def table(self):
+        return self._db.create_table(self.table_name, schema=_schema(self.dimension), exist_ok=True)
+
+    def exists(self) -> bool:
+        return self.table_name in self._db.list_tables().tables
+
+    def count(self) -> int:
+        return self.table.count_rows()
+
+    def indexed_documents(self) -> dict[str, str]:
+        """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
+        rows = self.table.search().select(["doc_id", "doc_key"]).limit(None).to_arrow().to_pylist()
+        return {row["doc_id"]: row["doc_key"] for row in rows}
+
+    def replace_documents(self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> None:
+        """One atomic commit: these documents' chunks become exactly ``chunks`` (documents may end up empty)."""
+        import pyarrow as pa
+
+        rows = [_row(c, doc_keys[c.doc_id], vectors[c.text_hash]) for c in chunks]
+        data = pa.Table.from_pylist(rows, schema=_schema(self.dimension))
+        (
+            self.table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(f"doc_id IN ({_quoted(sorted(doc_keys))})")
+            .execute(data)
+        )
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        ids = sorted(doc_ids)
+        for start in range(0, len(ids), _ID_BATCH):
+            self.table.delete(f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})")
+
+    def chunk_ids(self, doc_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = sorted(doc_ids)
+        for start in range(0, len(ids), _ID_BATCH):
+            where = f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})"
+            found.update(r["chunk_id"] for r in self.rows(["chunk_id"], where))
+        return found
+
+    def row_ids(self) -> np.ndarray:
+        column = self.table.search().select(["row_id"]).limit(None).to_arrow()["row_id"]
+        return column.to_numpy().astype(np.int64)
+
+    def iter_vectors(self, row_ids: Sequence[int] | None = None, *, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) in batches: for building or patching the FAISS mirror without loading all at once."""
+        if row_ids is None:
+            reader = self.table.search().select(["row_id", "vector"]).limit(None).to_batches(batch)
+            for record_batch in reader:
+                yield _ids_and_vectors(record_batch, self.dimension)
+            return
+        ids = list(row_ids)
+        for start in range(0, len(ids), _ID_BATCH):
+            part = ids[start : start + _ID_BATCH]
+            table = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(["row_id", "vector"]).limit(None).to_arrow()
+            yield _ids_and_vectors(table, self.dimension)
+
+    def get_rows(self, row_ids: Sequence[int]) -> dict[int, dict]:
+        found: dict[int, dict] = {}
+        ids = [int(i) for i in row_ids]
+        for start in range(0, len(ids), _ID_BATCH):
+            part = ids[start : start + _ID_BATCH]
+            query = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(ROW_COLUMNS).limit(None)
+            for row in query.to_arrow().to_pylist():
+                found[row["row_id"]] = row
+        return found
+
+    def rows(self, columns: Sequence[str], where: str | None = None) -> list[dict]:
+        query = self.table.search().select(list(columns)).limit(None)
+        if where:
+            query = query.where(where)
+        return query.to_arrow().to_pylist()
+
+    def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
+        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select(ROW_COLUMNS).limit(k)
+        if kind:
+            query = query.where(f"kind = '{kind}'", prefilter=True)
+        rows = query.to_arrow().to_pylist()
+        for row in rows:
+            row["_score"] = 1.0 - float(row.pop("_distance"))
+        return rows
+
+    def fts_search(self, query: str, k: int, *, kind: str | None = None) -> list[dict]:
+        """BM25 over the stemmed column; the query is stemmed the same way."""
+        stemmed = stem_for_fts(query)
+        if not stemmed or self.count() == 0:
+            return []
+        self.ensure_fts_index()
+        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select(ROW_COLUMNS).limit(k)
+        if kind:
+            search = search.where(f"kind = '{kind}'", prefilter=True)
+        return search.to_arrow().to_pylist()
+
+    def ensure_fts_index(self) -> None:
+        if not any(index.name == "fts_text_idx" for index in self.table.list_indices()):
+            self.build_indexes()
+
+    def build_indexes(self) -> None:
+        """Full-text index on the stemmed column (whitespace tokens, no further stemming) and id indexes."""
+        if self.count() == 0:
+            return
+        self.table.create_fts_index(
+            "fts_text",
+            replace=True,
+            use_tantivy=False,
+            base_tokenizer="whitespace",
+            lower_case=False,
+            stem=False,
+            remove_stop_words=False,
+            ascii_folding=False,
+            name="fts_text_idx",
+        )
+        self.table.create_scalar_index("row_id", replace=True)
+        self.table.create_scalar_index("doc_id", replace=True)
+
+    def optimize(self) -> None:
+        """Compact fragments, fold new rows into the indexes, drop old versions (kept a day for readers)."""
+        self.ensure_fts_index()
+        self.table.optimize(cleanup_older_than=timedelta(days=1))
+
+
+def _row(chunk: Chunk, doc_key: str, vector: np.ndarray) -> dict:
+    return {
+        "row_id": chunk.row_id,
+        "chunk_id": chunk.chunk_id,
+        "doc_id": chunk.doc_id,
+        "doc_key": doc_key,
+        "kind": chunk.kind.value,
+        "title": chunk.title,
+        "source_path": chunk.source_path,
+        "text": chunk.text,
+        "fts_text": stem_for_fts(f"{chunk.title}\n{chunk.text}"),
+        "vector": np.asarray(vector, dtype=np.float32).tolist(),
+        "ordinal": chunk.ordinal,
+        "turn_index": chunk.turn_index,
+        "page": chunk.page,
+        "start": chunk.start,
+        "end": chunk.end,
+        "speaker": chunk.speaker,
+        "heading": chunk.heading,
+        "created_at": chunk.created_at,
+        "language": chunk.language,
+    }
+
+
+def _ids_and_vectors(table, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = table.column("row_id").to_numpy().astype(np.int64)
+    flat = table.column("vector").combine_chunks().values.to_numpy() if hasattr(table.column("vector"), "combine_chunks") else table.column("vector").values.to_numpy()
+    return ids, flat.reshape(-1, dimension).astype(np.float32)
