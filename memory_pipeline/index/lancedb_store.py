@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from memory_pipeline.embedding import model_slug
+from memory_pipeline.errors import StoreError
 from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.records import Chunk
 
@@ -59,29 +61,35 @@ def _quoted(values: Sequence[str]) -> str:
 class ChunkStore:
     """Chunks of one embedding model in a LanceDB table ``chunks_<model slug>``."""
 
-    def __init__(self, uri: str, model_id: str, dimension: int):
+    def __init__(self, uri: str | Path, model_id: str, dimension: int | None = None):
+        """``dimension`` is needed only to create the table; readers may open an existing one without it."""
         import lancedb
 
-        self.uri = uri
+        self.uri = str(uri)
         self.model_id = model_id
-        self.dimension = dimension
         self.table_name = f"chunks_{model_slug(model_id)}"
-        self._db = lancedb.connect(uri)
+        self._db = lancedb.connect(self.uri)
+        self.dimension = dimension
 
     @cached_property
     def table(self):
+        if self.exists():
+            table = self._db.open_table(self.table_name)
+            self.dimension = table.schema.field("vector").type.list_size
+            return table
+        if self.dimension is None:
+            raise StoreError(f"{self.uri}: no chunk table for model {self.model_id!r} yet; index first")
         return self._db.create_table(self.table_name, schema=_schema(self.dimension), exist_ok=True)
 
     def exists(self) -> bool:
         return self.table_name in self._db.list_tables().tables
 
     def count(self) -> int:
-        return self.table.count_rows()
+        return self.table.count_rows() if self.exists() else 0
 
     def indexed_documents(self) -> dict[str, str]:
         """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
-        rows = self.table.search().select(["doc_id", "doc_key"]).limit(None).to_arrow().to_pylist()
-        return {row["doc_id"]: row["doc_key"] for row in rows}
+        return {row["doc_id"]: row["doc_key"] for row in self.rows(["doc_id", "doc_key"])}
 
     def replace_documents(self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> None:
         """One atomic commit: these documents' chunks become exactly ``chunks`` (documents may end up empty)."""
@@ -103,16 +111,10 @@ class ChunkStore:
             self.table.delete(f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})")
 
     def chunk_ids(self, doc_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        ids = sorted(doc_ids)
-        for start in range(0, len(ids), _ID_BATCH):
-            where = f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})"
-            found.update(r["chunk_id"] for r in self.rows(["chunk_id"], where))
-        return found
+        return {r["chunk_id"] for r in self.rows(["chunk_id"], doc_ids=doc_ids)}
 
     def row_ids(self) -> np.ndarray:
-        column = self.table.search().select(["row_id"]).limit(None).to_arrow()["row_id"]
-        return column.to_numpy().astype(np.int64)
+        return np.array([r["row_id"] for r in self.rows(["row_id"])], dtype=np.int64)
 
     def iter_vectors(self, row_ids: Sequence[int] | None = None, *, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in batches: for building or patching the FAISS mirror without loading all at once."""
@@ -137,11 +139,25 @@ class ChunkStore:
                 found[row["row_id"]] = row
         return found
 
-    def rows(self, columns: Sequence[str], where: str | None = None) -> list[dict]:
+    def rows(self, columns: Sequence[str], where: str | None = None, *, doc_ids: Sequence[str] | None = None) -> list[dict]:
+        """Selected columns of all rows, or of a filter / some documents; [] before the table exists."""
+        if not self.exists():
+            return []
+        if doc_ids is not None:
+            ids = sorted(doc_ids)
+            return [
+                row
+                for start in range(0, len(ids), _ID_BATCH)
+                for row in self.rows(columns, f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})")
+            ]
         query = self.table.search().select(list(columns)).limit(None)
         if where:
             query = query.where(where)
-        return query.to_arrow().to_pylist()
+        rows = query.to_arrow().to_pylist()
+        if "vector" in columns:
+            for row in rows:
+                row["vector"] = np.asarray(row["vector"], dtype=np.float32)
+        return rows
 
     def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
         query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select(ROW_COLUMNS).limit(k)
@@ -158,7 +174,7 @@ class ChunkStore:
         if not stemmed or self.count() == 0:
             return []
         self.ensure_fts_index()
-        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select(ROW_COLUMNS).limit(k)
+        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*ROW_COLUMNS, "_score"]).limit(k)
         if kind:
             search = search.where(f"kind = '{kind}'", prefilter=True)
         return search.to_arrow().to_pylist()
