@@ -160,7 +160,7 @@ class ChunkStore:
         return rows
 
     def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
-        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select(ROW_COLUMNS).limit(k)
+        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*ROW_COLUMNS, "_distance"]).limit(k)
         if kind:
             query = query.where(f"kind = '{kind}'", prefilter=True)
         rows = query.to_arrow().to_pylist()

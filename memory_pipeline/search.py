@@ -1,0 +1,155 @@
+"""Search the memory: vector (FAISS), full text (LanceDB, Russian + English stems), or hybrid.
+
+Hybrid fuses the two ranked lists with weighted reciprocal rank fusion. The full-text list
+weighs more by default: most of the user's text is Russian and the packaged embedding model
+is English-only, so on Russian queries exact (stemmed) words are the stronger evidence, while
+the vector list still lifts paraphrases. The weights were tuned on the retrieval evaluation
+(see retrieval_eval.py) so that hybrid is never worse than the best single mode there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from memory_pipeline.config import Config
+from memory_pipeline.embedding import Embedder, load_embedder
+from memory_pipeline.errors import SearchError
+from memory_pipeline.index.faiss_store import FaissIndex
+from memory_pipeline.index.lancedb_store import ChunkStore
+
+MODES = ("vector", "fts", "hybrid")
+KINDS = ("dialogue", "article", "lecture")
+RRF_K = 60
+FTS_WEIGHT = 1.0
+VECTOR_WEIGHT = 0.6
+_RELOAD_SECONDS = 1.0
+
+
+class Hit(BaseModel):
+    score: float
+    mode: str
+    chunk_id: str
+    doc_id: str
+    kind: str
+    title: str
+    source_path: str
+    turn_index: int | None = None
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    heading: str | None = None
+    text: str
+
+
+class Searcher:
+    """Keeps the embedder and both indexes loaded for repeated queries; notices re-indexing on disk."""
+
+    def __init__(self, config: Config, *, embedder: Embedder | None = None):
+        self.config = config
+        self.embedder = embedder or load_embedder(config.embedding)
+        self.store = ChunkStore(config.lancedb_uri, self.embedder.model_id, self.embedder.dimension)
+        self.faiss = FaissIndex(config.faiss_dir, self.embedder.model_id, self.embedder.dimension, config.index)
+        self._lock = threading.Lock()
+        self._faiss_stamp: float | None = None
+        self._checked = 0.0
+
+    def stats(self) -> dict:
+        self._refresh()
+        return {"model_id": self.embedder.model_id, "chunks": self.store.count(), "faiss_ntotal": self.faiss.ntotal}
+
+    def _refresh(self) -> None:
+        """Pick up a newer LanceDB version and FAISS file, at most once a second."""
+        now = time.monotonic()
+        if now - self._checked < _RELOAD_SECONDS and self._faiss_stamp is not None:
+            return
+        with self._lock:
+            self._checked = now
+            stamp = _mtime(self.faiss.meta_path)
+            if stamp != self._faiss_stamp:
+                self.faiss.load()
+                self._faiss_stamp = stamp
+            if self.store.exists():
+                self.store.table.checkout_latest()
+
+    def search(self, query: str, *, k: int | None = None, kind: str | None = None, mode: str | None = None, log: bool = True) -> list[Hit]:
+        query, k, kind, mode = validate_request(self.config, query, k, kind, mode)
+        started = time.perf_counter()
+        self._refresh()
+        if not self.store.exists() or self.store.count() == 0:
+            hits: list[Hit] = []
+        elif mode == "vector":
+            hits = self._vector(query, k, kind)
+        elif mode == "fts":
+            hits = [_hit(row, float(row["_score"]), "fts") for row in self.store.fts_search(query, k, kind=kind)]
+        else:
+            hits = self._hybrid(query, k, kind)
+        if log:
+            from memory_pipeline.search_log import log_search
+
+            latency = (time.perf_counter() - started) * 1000
+            log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
+        return hits
+
+    def _vector_rows(self, query: str, depth: int, kind: str | None) -> list[tuple[dict, float]]:
+        vector = self.embedder.embed_query(query)
+        if kind is None and self.faiss.ntotal:
+            scores, ids = self.faiss.search(vector, depth)
+            rows = self.store.get_rows(ids.tolist())
+            return [(rows[i], float(s)) for s, i in zip(scores, ids.tolist()) if i in rows]
+        return [(row, row["_score"]) for row in self.store.vector_search(vector, depth, kind=kind)]
+
+    def _vector(self, query: str, k: int, kind: str | None) -> list[Hit]:
+        return [_hit(row, score, "vector") for row, score in self._vector_rows(query, k, kind)[:k]]
+
+    def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
+        depth = max(50, 4 * k)
+        fused: dict[int, float] = {}
+        rows: dict[int, dict] = {}
+        for rank, row in enumerate(self.store.fts_search(query, depth, kind=kind)):
+            fused[row["row_id"]] = fused.get(row["row_id"], 0.0) + FTS_WEIGHT / (RRF_K + rank + 1)
+            rows[row["row_id"]] = row
+        for rank, (row, _) in enumerate(self._vector_rows(query, depth, kind)):
+            fused[row["row_id"]] = fused.get(row["row_id"], 0.0) + VECTOR_WEIGHT / (RRF_K + rank + 1)
+            rows.setdefault(row["row_id"], row)
+        best = sorted(fused, key=lambda row_id: -fused[row_id])[:k]
+        return [_hit(rows[row_id], fused[row_id], "hybrid") for row_id in best]
+
+
+def validate_request(config: Config, query: str, k: int | None, kind: str | None, mode: str | None) -> tuple[str, int, str | None, str]:
+    """Check a request before any model is loaded; fill defaults from config."""
+    if not isinstance(query, str) or not query.strip():
+        raise SearchError("empty query: type what to look for")
+    limit = config.search.max_query_chars
+    if len(query) > limit:
+        raise SearchError(f"query is {len(query)} characters, over search.max_query_chars ({limit}); shorten it")
+    k = config.search.default_k if k is None else k
+    if k < 1 or k > 1000:
+        raise SearchError(f"k must be between 1 and 1000, got {k}")
+    mode = mode or config.search.default_mode
+    if mode not in MODES:
+        raise SearchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if kind is not None and kind not in KINDS:
+        raise SearchError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    return query.strip(), k, kind, mode
+
+
+def search(config: Config, query: str, *, k: int | None = None, kind: str | None = None, mode: str | None = None, embedder: Embedder | None = None, log: bool = True) -> list[Hit]:
+    """One search in this process (loads the model: seconds; the service keeps it loaded)."""
+    validate_request(config, query, k, kind, mode)
+    return Searcher(config, embedder=embedder).search(query, k=k, kind=kind, mode=mode, log=log)
+
+
+def _hit(row: dict, score: float, mode: str) -> Hit:
+    return Hit(score=score, mode=mode, **{name: row.get(name) for name in Hit.model_fields if name not in ("score", "mode")})
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -1,0 +1,68 @@
+"""Every search, logged: how often a memory is looked up is a signal of what matters to the user.
+
+SQLite in WAL mode: the service and the CLI can log concurrently, and scoring reads counts
+with one indexed query.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from memory_pipeline.config import Config
+
+
+def log_path(config: Config) -> Path:
+    return config.storage_root / "search_log.sqlite"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS searches (id INTEGER PRIMARY KEY, ts REAL, query TEXT, mode TEXT, kind TEXT, k INTEGER, latency_ms REAL, hit_ids TEXT)"
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS hits (search_id INTEGER, chunk_id TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS hits_chunk ON hits (chunk_id)")
+    return db
+
+
+def log_search(config: Config, *, query: str, mode: str, kind: str | None, k: int, hit_ids: Sequence[str], latency_ms: float) -> None:
+    db = _connect(log_path(config))
+    try:
+        with db:
+            cursor = db.execute(
+                "INSERT INTO searches (ts, query, mode, kind, k, latency_ms, hit_ids) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), query, mode, kind, k, latency_ms, json.dumps(list(hit_ids))),
+            )
+            db.executemany("INSERT INTO hits VALUES (?, ?)", [(cursor.lastrowid, h) for h in hit_ids])
+    finally:
+        db.close()
+
+
+def hit_counts(config: Config) -> dict[str, int]:
+    """chunk_id -> how many logged searches returned it."""
+    path = log_path(config)
+    if not path.is_file():
+        return {}
+    db = _connect(path)
+    try:
+        return dict(db.execute("SELECT chunk_id, COUNT(*) FROM hits GROUP BY chunk_id"))
+    finally:
+        db.close()
+
+
+def recent_searches(config: Config, limit: int = 20) -> list[dict]:
+    path = log_path(config)
+    if not path.is_file():
+        return []
+    db = _connect(path)
+    try:
+        rows = db.execute("SELECT ts, query, mode, kind, k, latency_ms, hit_ids FROM searches ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(zip(("ts", "query", "mode", "kind", "k", "latency_ms", "hit_ids"), r)) for r in rows]
+    finally:
+        db.close()
