@@ -1,7 +1,7 @@
 """Search the memory: vector (FAISS), full text (LanceDB, Russian + English stems), or hybrid.
 
-Hybrid fuses the two ranked lists with weighted reciprocal rank fusion. The full-text list
-weighs more by default: most of the user's text is Russian and the packaged embedding model
+Hybrid fuses the two candidate lists by a weighted sum of their normalised scores (see
+``fuse``), then reranks. The full-text side weighs more by default: most of the user's text is Russian and the packaged embedding model
 is English-only, so on Russian queries exact (stemmed) words are the stronger evidence, while
 the vector list still lifts paraphrases. The weights were tuned on the retrieval evaluation
 (see retrieval_eval.py) so that hybrid is never worse than the best single mode there.
@@ -23,9 +23,8 @@ from memory_pipeline.index.lancedb_store import ChunkStore
 
 MODES = ("vector", "fts", "hybrid")
 KINDS = ("dialogue", "article", "lecture")
-RRF_K = 60
-FTS_WEIGHT = 1.0
-VECTOR_WEIGHT = 0.6
+FTS_WEIGHT = 0.7
+VECTOR_WEIGHT = 0.3
 _RELOAD_SECONDS = 1.0
 
 
@@ -108,16 +107,35 @@ class Searcher:
 
     def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
         depth = max(50, 4 * k)
-        fused: dict[int, float] = {}
-        rows: dict[int, dict] = {}
-        for rank, row in enumerate(self.store.fts_search(query, depth, kind=kind)):
-            fused[row["row_id"]] = fused.get(row["row_id"], 0.0) + FTS_WEIGHT / (RRF_K + rank + 1)
-            rows[row["row_id"]] = row
-        for rank, (row, _) in enumerate(self._vector_rows(query, depth, kind)):
-            fused[row["row_id"]] = fused.get(row["row_id"], 0.0) + VECTOR_WEIGHT / (RRF_K + rank + 1)
+        fts_rows = self.store.fts_search(query, depth, kind=kind)
+        vector_rows = self._vector_rows(query, depth, kind)
+        rows = {row["row_id"]: row for row in fts_rows}
+        for row, _ in vector_rows:
             rows.setdefault(row["row_id"], row)
-        best = sorted(fused, key=lambda row_id: -fused[row_id])[:k]
+        fused = fuse(
+            {row["row_id"]: float(row["_score"]) for row in fts_rows},
+            {row["row_id"]: score for row, score in vector_rows},
+        )
+        best = sorted(fused, key=lambda row_id: (-fused[row_id], row_id))[:k]
         return [_hit(rows[row_id], fused[row_id], "hybrid") for row_id in best]
+
+
+def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_weight: float = FTS_WEIGHT, vector_weight: float = VECTOR_WEIGHT) -> dict[int, float]:
+    """Weighted sum of min-max normalised scores; a candidate missing from one list gets 0 there.
+
+    Unlike rank fusion, a full-text hit that stands far above the rest keeps its lead, while
+    candidates the full text misses (paraphrases, other wording) still come in through the vectors.
+    """
+    fused: dict[int, float] = {}
+    for weight, scores in ((fts_weight, fts_scores), (vector_weight, vector_scores)):
+        if not scores:
+            continue
+        low, high = min(scores.values()), max(scores.values())
+        span = high - low
+        for row_id, score in scores.items():
+            normalised = (score - low) / span if span > 0 else 1.0
+            fused[row_id] = fused.get(row_id, 0.0) + weight * normalised
+    return fused
 
 
 def validate_request(config: Config, query: str, k: int | None, kind: str | None, mode: str | None) -> tuple[str, int, str | None, str]:
