@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -23,20 +23,11 @@ def counts_table(counts: Mapping[str, int], key: str = "name", value: str = "cou
     return markdown_table([{key: k, value: v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])], limit=100)
 
 
-def histogram(values: Iterable[float], *, bins: int = 10, lo: float = 0.0, hi: float = 1.0) -> dg.MetadataValue:
-    """A text histogram of scores in [lo, hi]: readable in the UI without plotting."""
-    values = list(values)
-    counts = [0] * bins
-    for v in values:
-        index = min(bins - 1, max(0, int((v - lo) / (hi - lo) * bins)))
-        counts[index] += 1
-    peak = max(counts) or 1
-    lines = ["```"]
-    for i, c in enumerate(counts):
-        left = lo + (hi - lo) * i / bins
-        lines.append(f"{left:4.2f} | {'#' * round(30 * c / peak):<30} {c}")
-    lines.append("```")
-    return dg.MetadataValue.md("\n".join(lines))
+def histogram(bins) -> dg.MetadataValue:
+    """Score distribution bins (lo, hi, count) as a text bar chart, readable in the UI without plotting."""
+    peak = max((b.count for b in bins), default=0) or 1
+    lines = [f"{b.lo:4.2f}-{b.hi:4.2f} | {'#' * round(30 * b.count / peak):<30} {b.count}" for b in bins]
+    return dg.MetadataValue.md("```\n" + "\n".join(lines) + "\n```")
 
 
 def _cell(value: object) -> str:

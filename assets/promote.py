@@ -6,7 +6,7 @@ from assets.metadata import counts_table, histogram, markdown_table
 from assets.resources import MemoryPipelineResource
 
 PROMOTE_GROUP = "promote"
-_ITEM_COLUMNS = ["item_id", "score", "tier", "adapters", "title", "signals"]
+_ITEM_COLUMNS = ["item_id", "score", "tier", "title", "signals", "preview"]
 
 
 @dg.multi_asset(
@@ -32,46 +32,57 @@ _ITEM_COLUMNS = ["item_id", "score", "tier", "adapters", "title", "signals"]
 def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource):
     from memory_pipeline.scoring.promote import run_promotion
 
-    report = run_promotion(pipeline.config, progress=True)
-    context.log.info(f"scored {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored) in {report.seconds:.1f}s")
+    report = run_promotion(pipeline.config, progress=True, log=context.log.info)
+    context.log.info(
+        f"scored {report.items_total} items ({report.items_new} new, {report.items_changed} changed, "
+        f"{report.items_rescored} rescored) in {report.seconds:.1f}s"
+    )
     yield dg.MaterializeResult(
         asset_key="item_scores",
         metadata={
             "items_total": dg.MetadataValue.int(report.items_total),
             "items_new": dg.MetadataValue.int(report.items_new),
+            "items_changed": dg.MetadataValue.int(report.items_changed),
             "items_rescored": dg.MetadataValue.int(report.items_rescored),
+            "items_removed": dg.MetadataValue.int(report.items_removed),
+            "signals_computed": dg.MetadataValue.json(report.signals_computed),
             "seconds": dg.MetadataValue.float(report.seconds),
-            "score_histogram": histogram(report.scores),
-            "top_items": markdown_table([_item_row(i) for i in report.top_items], _ITEM_COLUMNS),
-            "bottom_items": markdown_table([_item_row(i) for i in report.bottom_items], _ITEM_COLUMNS),
+            "score_histogram": histogram(report.histogram),
+            "top_items": markdown_table([_item_row(i) for i in report.top], _ITEM_COLUMNS),
+            "bottom_items": markdown_table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS),
         },
     )
     yield dg.MaterializeResult(
         asset_key="item_tiers",
         metadata={
-            "per_tier": counts_table(report.tier_counts, "tier", "items"),
-            "per_adapter": counts_table(report.adapter_counts, "adapter", "items"),
-            **{f"tier_{name.replace(':', '_')}": dg.MetadataValue.int(count) for name, count in report.tier_counts.items()},
+            "per_tier": counts_table(report.tiers, "tier", "items"),
+            "per_adapter": counts_table(report.adapters, "adapter", "items"),
+            **{f"tier_{name.replace(':', '_')}": dg.MetadataValue.int(count) for name, count in report.tiers.items()},
+            **{f"adapter_{name}": dg.MetadataValue.int(count) for name, count in report.adapters.items()},
         },
     )
 
 
 def _item_row(item) -> dict:
-    data = item if isinstance(item, dict) else item.model_dump()
-    signals = data.get("signals") or {}
     return {
-        **data,
-        "score": round(float(data.get("score", 0.0)), 3),
-        "adapters": ",".join(data.get("adapters") or []),
-        "signals": " ".join(f"{k}={v:.2f}" for k, v in signals.items() if isinstance(v, (int, float))),
+        "item_id": item.item_id,
+        "score": round(item.score, 3),
+        "tier": item.tier,
+        "title": item.title,
+        "signals": " ".join(f"{k}={v:.2f}" for k, v in item.signals.items()),
+        "preview": item.preview,
     }
 
 
 @dg.asset_check(asset="item_tiers", description="Every indexed item has exactly one tier, and no item is both promoted and discarded.")
 def item_tiers_complete_and_exclusive(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
-    from memory_pipeline.scoring.promote import check_tiers
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.index.lancedb_store import ChunkStore
+    from memory_pipeline.scoring.checks import check_tiers
 
-    result = check_tiers(pipeline.config)
+    config = pipeline.config
+    store = ChunkStore(config.lancedb_uri, load_embedder(config.embedding).model_id)
+    result = check_tiers(config, {row["doc_id"] for row in store.rows(["doc_id"])})
     return dg.AssetCheckResult(passed=result.ok, metadata=result.model_dump(mode="json"))
 
 
