@@ -258,6 +258,107 @@ def serve(
     run_server(state.config(), host=host, port=port)
 
 
+@app.command()
+def promote(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Score every indexed item and tier it (cache / rag / lora:<adapter> / discard); incremental."""
+    from memory_pipeline.scoring.promote import run_promotion
+
+    report = run_promotion(state.config(), progress=True)
+    if as_json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+        return
+    console.print(
+        f"scored {report.items_total} items: {report.items_new} new, {report.items_changed} changed, "
+        f"{report.items_rescored} rescored, {report.items_removed} removed; {report.seconds:.1f}s"
+    )
+    console.print("tiers: " + ", ".join(f"{k}={v}" for k, v in sorted(report.tiers.items())))
+    console.print("adapters: " + ", ".join(f"{k}={v}" for k, v in sorted(report.adapters.items())))
+
+
+@app.command()
+def explain(item_id: Annotated[str, typer.Argument(help="an item id (see `tiers` or the UI)")]) -> None:
+    """Each signal of an item with its weight and contribution, and why it got its tier."""
+    from memory_pipeline.scoring.promote import explain_item
+
+    e = explain_item(state.config(), item_id)
+    console.print(f"[bold]{e.title}[/bold]  [dim]{e.kind} · {e.doc_id} · {e.unit.model_dump(exclude_none=True)}[/dim]")
+    console.print(f"score [bold]{e.score:.3f}[/bold] -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
+    table = Table()
+    for column in ("signal", "value", "weight", "contribution", "why"):
+        table.add_column(column)
+    for s in e.signals:
+        table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", s.reason)
+    console.print(table)
+    for adapter, route in e.routes.items():
+        console.print(f"route {adapter}: {route}")
+    console.print(f"[dim]{e.preview}[/dim]")
+
+
+@app.command()
+def tiers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Counts per tier and per adapter, with sample item ids."""
+    from memory_pipeline.scoring.promote import tier_summary
+
+    summary = tier_summary(state.config())
+    if as_json:
+        sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
+        return
+    console.print(f"{summary['items']} items")
+    for tier, count in summary["tiers"].items():
+        console.print(f"  {tier:<8} {count:>6}   e.g. {', '.join(summary['samples'].get(tier, [])[:3])}")
+    for adapter, count in summary["adapters"].items():
+        console.print(f"  lora:{adapter:<8} {count:>6}   e.g. {', '.join(summary['samples'].get('lora:' + adapter, [])[:3])}")
+
+
+datasets_app = typer.Typer(help="LoRA training sets: build and list versions.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("build")
+def datasets_build(adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None) -> None:
+    """Build a new training set version per adapter from its promoted items (same code as the asset)."""
+    from memory_pipeline.datasets.build import build_dataset_for_adapter
+
+    config = state.config()
+    for name in [adapter] if adapter else [a.name for a in config.adapters]:
+        result = build_dataset_for_adapter(config, name)
+        counts = result.card.get("counts", {}) if result.card else {}
+        state_label = "new version" if result.created else (result.message or "unchanged")
+        console.print(f"{name}: {result.version or '-'} ({state_label}) train={counts.get('train', 0)} eval={counts.get('eval', 0)}  {result.path or ''}")
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Versions of every adapter's training set with sizes and paths."""
+    from memory_pipeline.datasets.versions import latest_version_name, list_versions
+
+    config = state.config()
+    rows = []
+    for v in list_versions(config):
+        card = v.card
+        files = {f.name: f.stat().st_size for f in v.path.glob("*.jsonl")}
+        rows.append(
+            {
+                "adapter": v.adapter,
+                "version": v.version,
+                "latest": latest_version_name(config, v.adapter) == v.version,
+                "train": card.get("counts", {}).get("train", 0),
+                "eval": card.get("counts", {}).get("eval", 0),
+                "bytes": sum(files.values()),
+                "content_hash": card.get("content_hash", ""),
+                "path": str(v.path),
+            }
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return
+    if not rows:
+        console.print("[dim]no training sets yet[/dim]")
+    for r in rows:
+        mark = "*" if r["latest"] else " "
+        console.print(f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  {r['bytes'] / 1e6:.2f} MB  {r['path']}")
+
+
 adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
 
