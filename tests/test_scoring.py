@@ -1,6 +1,7 @@
 """The memory loop: signals on crafted items, tiers, routing, incremental rescoring, the stored state."""
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,6 +262,18 @@ def test_article_sections_find_their_chunks_by_text():
     assert mean_vector(np.array([[1.0, 0.0], [0.0, 1.0]]))[0] == pytest.approx(2**-0.5)
 
 
+def test_lecture_items_are_indexed_windows_with_distinct_ids_for_split_pieces():
+    doc = Document(doc_id="l1", kind=Kind.LECTURE, format="srt", title="t", source_path="/l.srt", source_hash="h")
+    chunks = [
+        {"chunk_id": "w0", "ordinal": 0, "start": 0.0, "end": 90.0, "text": "first half of a long window"},
+        {"chunk_id": "w1", "ordinal": 1, "start": 0.0, "end": 90.0, "text": "second half of a long window"},
+        {"chunk_id": "w2", "ordinal": 2, "start": 90.0, "end": 170.0, "text": "next window"},
+    ]
+    items = build_items(doc, chunks)
+    assert len({i.item_id for i in items}) == 3 and [i.chunk_ids for i in items] == [["w0"], ["w1"], ["w2"]]
+    assert build_items(doc, []) == []
+
+
 # Scoring runs
 
 
@@ -400,3 +413,91 @@ def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, c
     state2, report = score(config, [], store.load(), live={"a", "b", "c", "d"})
     assert report.signals_computed["importance"] == 4 and report.items_rescored == 4
     assert row(state2, "a-0")["importance"] == pytest.approx(0.8)
+
+
+# The whole promotion over a tiny indexed corpus (real ingest, chunking, MiniLM vectors, LanceDB)
+
+
+def _conversation(cid: str, day: str, *exchanges: tuple[str, str]) -> str:
+    import json
+
+    messages = [m for user, answer in exchanges for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})]
+    return json.dumps({"conversation_id": cid, "title": cid, "created_at": f"{day}T09:00:00Z", "messages": messages}, ensure_ascii=False)
+
+
+MARATHON = (
+    "How should I pace my first marathon so I do not hit the wall at kilometre thirty?",
+    "Start slower than goal pace for the first ten kilometres, take carbohydrates every thirty minutes and save effort for the last ten.",
+)
+OPINION = (
+    "I think small local models are underrated. I believe owning the weights matters more than raw benchmark scores, "
+    "because you can fix and retrain them yourself, therefore you learn how they actually work.",
+    "That is a fair position: control and understanding are real advantages of local models.",
+)
+REMEMBER = (
+    "Remember this: my resting heart rate is 48 and my easy runs should stay below 140 beats per minute.",
+    "Noted: resting heart rate 48, easy runs under 140 bpm.",
+)
+
+
+@pytest.mark.slow
+def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
+    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.scoring import run_promotion
+    from memory_pipeline.search_log import log_search
+
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    (chats / "history.jsonl").write_text(
+        "\n".join(
+            [
+                _conversation("c1", "2024-01-05", MARATHON, REMEMBER),
+                _conversation("c2", "2024-04-05", OPINION),
+                _conversation("c3", "2024-06-05", MARATHON),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    lectures = tmp_path / "lectures"
+    lectures.mkdir()
+    (lectures / "coach_talk.srt").write_bytes((Path(__file__).parent / "fixtures" / "lectures" / "coach_talk.srt").read_bytes())
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [chats], "lectures": [lectures]}, adapters=[Config().adapters[0], SPORT])
+    ingest_all(config)
+    embedder = load_embedder(config.embedding)
+    sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+
+    first = run_promotion(config, now=NOW, progress=False, embedder=embedder)
+    assert first.items_new == first.items_total >= 5 and first.texts_embedded == 2
+    assignments = load_assignments(config)
+    assert {a.kind for a in assignments} == {"dialogue", "lecture"}
+    marathon = [a for a in assignments if a.text.startswith(MARATHON[0])]
+    assert [a.tier == "discard" for a in marathon] == [False, True]
+    remembered = next(a for a in assignments if a.text.startswith("Remember this"))
+    assert signal(config, remembered.item_id, "importance") >= 0.8
+    opinion = next(a for a in assignments if a.text.startswith("I think"))
+    assert explain_item(config, opinion.item_id).routes["core"]["opinions"] == ["i think", "i believe"]
+
+    again = run_promotion(config, now=NOW, progress=False, embedder=embedder)
+    assert (again.items_new, again.items_rescored, again.documents_read, again.texts_embedded) == (0, 0, 0, 0)
+
+    (chats / "later.jsonl").write_text(_conversation("c4", "2024-09-01", ("Which shoes for a marathon on asphalt?", "Cushioned road shoes you have already run long in.")) + "\n", encoding="utf-8")
+    ingest_all(config)
+    sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    log_search(config, query="marathon pacing", mode="vector", kind=None, k=1, hit_ids=remembered_chunks(config, remembered.item_id), latency_ms=1.0)
+    added = run_promotion(config, now=NOW, progress=False, embedder=embedder)
+    assert (added.items_new, added.items_changed, added.documents_read) == (1, 0, 1)
+    assert added.signals_computed["density"] == 1 and added.signals_computed["usage"] >= 2
+    assert signal(config, remembered.item_id, "usage") > 0
+
+
+def signal(config: Config, item_id: str, name: str) -> float:
+    return next(s.value for s in explain_item(config, item_id).signals if s.name == name)
+
+
+def remembered_chunks(config: Config, item_id: str) -> list[str]:
+    frame = ScoreStore(scores_dir(config)).load_frame(["item_id", "chunk_ids"])
+    return list(frame.set_index("item_id").loc[item_id, "chunk_ids"])

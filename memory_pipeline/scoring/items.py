@@ -29,7 +29,7 @@ class ItemUnit(BaseModel):
 
     turn_index: int | None = Field(None, description="dialogue: index of the exchange's first turn")
     heading: str | None = Field(None, description="article: heading path joined with ' > '")
-    section_index: int | None = Field(None, description="article: n-th section with this heading path")
+    section_index: int | None = Field(None, description="article: n-th section with this heading path; lecture: n-th piece of a window")
     page: int | None = None
     start: float | None = Field(None, description="lecture: seconds")
     end: float | None = None
@@ -40,7 +40,7 @@ class ItemUnit(BaseModel):
             return f"turn:{self.turn_index}"
         if self.heading is not None:
             return f"section:{self.heading}#{self.section_index or 0}@{self.page or 0}"
-        return f"span:{self.start}-{self.end}"
+        return f"span:{self.start}-{self.end}" + (f"#{self.section_index}" if self.section_index else "")
 
 
 class Item(BaseModel):
@@ -178,7 +178,7 @@ def _cover_sections(texts: Sequence[str], chunks: Sequence[Mapping]) -> list[lis
     body = " ".join(parts)
     covering: list[list[str]] = [[] for _ in texts]
     for chunk in sorted(chunks, key=lambda c: c.get("ordinal") or 0):
-        words = normalize_text(chunk.get("text") or "").split()
+        words = normalize_text(_without_header(chunk)).split()
         first = _locate(body, words)
         last = _locate(body, words[::-1], reverse=True)
         if first is None and last is None:
@@ -190,6 +190,12 @@ def _cover_sections(texts: Sequence[str], chunks: Sequence[Mapping]) -> list[lis
             if index >= 0:
                 covering[index].append(chunk["chunk_id"])
     return covering
+
+
+def _without_header(chunk: Mapping) -> str:
+    """Chunk text without the heading line the chunker puts above article pieces."""
+    text, heading = chunk.get("text") or "", chunk.get("heading")
+    return text[len(heading) :] if heading and text.startswith(heading) else text
 
 
 def _locate(body: str, words: Sequence[str], *, reverse: bool = False) -> int | None:
@@ -207,16 +213,23 @@ def _locate(body: str, words: Sequence[str], *, reverse: bool = False) -> int | 
 
 
 def _lecture_items(doc: Document, chunks: Sequence[Mapping]) -> list[Item]:
-    """Each indexed lecture window is an item, keyed by its time span (or position when untimed)."""
+    """Each indexed lecture window is an item, keyed by its time span (or position when untimed).
+
+    A window too long for one chunk is split into pieces with the same span: ``section_index``
+    numbers them, so each piece keeps its own stable id.
+    """
     items = []
+    seen: dict[tuple[float | None, float | None], int] = {}
     for chunk in sorted(chunks, key=lambda c: c.get("ordinal") or 0):
         start, end = chunk.get("start"), chunk.get("end")
         if start is None and end is None:
             start = end = float(chunk.get("ordinal") or 0)
+        n = seen.get((start, end), 0)
+        seen[(start, end)] = n + 1
         items.append(
             _item(
                 doc,
-                ItemUnit(start=start, end=end),
+                ItemUnit(start=start, end=end, section_index=n or None),
                 text=chunk.get("text") or "",
                 created_at=_doc_time(doc),
                 chunk_ids=[chunk["chunk_id"]],

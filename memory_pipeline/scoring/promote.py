@@ -265,26 +265,23 @@ def retier(config: Config, *, now: datetime | None = None) -> PromotionReport:
 
 
 class _ChunkSource:
-    """The chunk rows and search hits scoring reads, from the index of the configured model."""
+    """The chunk rows and search hits scoring reads, from the chunk table of the configured model."""
 
     def __init__(self, config: Config, model_id: str):
-        self.config = config
-        self.model_id = model_id
-
-    def _store(self):
         from memory_pipeline.index.lancedb_store import ChunkStore
 
-        return ChunkStore(self.config.lancedb_dir, self.model_id)
+        self.config = config
+        self.store = ChunkStore(config.lancedb_uri, model_id)
 
     def chunk_ids_by_doc(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        for row in self._store().rows(columns=["chunk_id", "doc_id"]):
+        for row in self.store.rows(["chunk_id", "doc_id"]):
             found.setdefault(row["doc_id"], []).append(row["chunk_id"])
         return found
 
     def rows(self, doc_ids: Sequence[str]) -> list[dict]:
         columns = ["chunk_id", "doc_id", "text", "ordinal", "turn_index", "heading", "page", "start", "end", "vector"]
-        return self._store().rows(columns=columns, doc_ids=list(doc_ids))
+        return self.store.rows(columns, doc_ids=doc_ids)
 
     def hit_counts(self) -> dict[str, int]:
         from memory_pipeline.search_log import hit_counts
