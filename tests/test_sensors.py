@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -101,3 +102,46 @@ def test_nightly_schedule_comes_from_config():
     context = dg.build_schedule_context(scheduled_execution_time=None)
     request = nightly_schedule.evaluate_tick(context).run_requests[0]
     assert isinstance(request, dg.RunRequest)
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    """The demo corpus ingested, indexed and scored in a tmp storage root."""
+    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.scoring.promote import run_promotion
+
+    storage = tmp_path_factory.mktemp("promoted")
+    config = load_config(storage=storage)
+    ingest_all(config)
+    sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
+    run_promotion(config, progress=False)
+    return storage
+
+
+def _examples_tick(storage, threshold: int):
+    from sensors.sensors import new_examples_sensor
+
+    raw = yaml.safe_load(open("memory_pipeline.yaml", encoding="utf-8"))
+    raw["datasets"]["min_new_examples"] = threshold
+    config_file = storage / f"threshold_{threshold}.yaml"
+    raw["sources"] = {k: [str(Path("memory_pipeline.yaml").resolve().parent / p) for p in v] for k, v in raw["sources"].items()}
+    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    resource = MemoryPipelineResource(config_path=str(config_file), storage=str(storage))
+    return new_examples_sensor(dg.build_sensor_context(resources={"pipeline": resource})), resource.config
+
+
+@pytest.mark.slow
+def test_new_examples_sensor_fires_at_the_threshold_and_not_below(promoted):
+    from memory_pipeline.datasets.versions import new_examples_since_latest
+
+    _, config = _examples_tick(promoted, 1)
+    counts = {a.name: new_examples_since_latest(config, a.name) for a in config.adapters}
+    assert counts["core"] > 0 and counts["sport"] > 0
+    lowest = min(counts.values())
+    fired, _ = _examples_tick(promoted, lowest)
+    requests = fired if isinstance(fired, list) else [fired]
+    assert {r.partition_key for r in requests if isinstance(r, dg.RunRequest)} >= {name for name, n in counts.items() if n >= lowest}
+    below, _ = _examples_tick(promoted, max(counts.values()) + 1)
+    assert isinstance(below, dg.SkipReason) and "not enough" in below.skip_message
