@@ -521,75 +521,69 @@ def _times(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _vector_signals(state: ScoreState, flags: _Flags, touched: np.ndarray) -> tuple[int, int]:
-    """Novelty and neighbour lists: full for fresh and invalidated rows, merged updates for the rest."""
+    """Novelty and neighbour lists: full for fresh and invalidated rows, merged updates for the rest.
+
+    A row is invalidated when its nearest predecessor or one of its neighbours was removed or
+    changed its vector; other stored rows only gain what the fresh items bring.
+    """
     frame = state.frame
     n = len(frame)
-    has_vector = frame["has_vector"].to_numpy(dtype=bool)
-    ids = frame["item_id"].to_numpy(dtype=object)
     if n == 0:
         return 0, 0
+    has_vector = frame["has_vector"].to_numpy(dtype=bool)
+    ids = frame["item_id"].to_numpy(dtype=object)
     times, first_seen = _times(frame)
     learned = frame["tier_base"].fillna("").to_numpy(dtype=object) == Tier.LORA.value
     predecessors = sg.Predecessors(sg.rank_order(times, ids), learned, first_seen)
-    invalid = flags.invalidated_ids
-    stored_neighbours = frame["neighbours"].to_list()
-    stored_sims = frame["neighbour_sims"].to_list()
-    stored_nearest = frame["novelty_neighbour"].fillna("").to_list()
-    stale = np.array(
-        [
-            bool(has_vector[i] and not flags.vector_fresh[i] and (stored_nearest[i] in invalid or not invalid.isdisjoint(_ids(stored_neighbours[i]))))
-            for i in range(n)
-        ],
-        dtype=bool,
-    )
-    full = np.flatnonzero(flags.vector_fresh | stale)
+    neighbours = [_ids(v) for v in frame["neighbours"].to_list()]
+    sims = [_ids(v) for v in frame["neighbour_sims"].to_list()]
     novelty_sim = frame["novelty_sim"].fillna(0.0).to_numpy(dtype=np.float64).copy()
-    novelty_neighbour = frame["novelty_neighbour"].fillna("").to_numpy(dtype=object).copy()
-    lists = [_pairs(ids_, sims_) for ids_, sims_ in zip(stored_neighbours, stored_sims, strict=True)]
+    nearest = frame["novelty_neighbour"].fillna("").to_numpy(dtype=object).copy()
+    invalid = flags.invalidated_ids
+    stale = np.zeros(n, dtype=bool)
+    if invalid:
+        candidates = np.flatnonzero(has_vector & ~flags.vector_fresh)
+        stale[candidates] = [nearest[i] in invalid or not invalid.isdisjoint(neighbours[i]) for i in candidates]
+    full = np.flatnonzero(flags.vector_fresh | stale)
     if len(full):
         result = sg.similarities(full, state.vectors, predecessors)
         for j, row in enumerate(full):
             novelty_sim[row] = float(result.max_sim[j])
-            novelty_neighbour[row] = ids[result.argmax[j]] if result.argmax[j] >= 0 else ""
-            lists[row] = [(ids[p], float(s)) for p, s in zip(result.neighbour_idx[j], result.neighbour_sim[j], strict=True)]
-    touched[stale] = True
+            nearest[row] = ids[result.argmax[j]] if result.argmax[j] >= 0 else ""
+            neighbours[row] = list(ids[result.neighbour_idx[j]])
+            sims[row] = result.neighbour_sim[j].tolist()
+    touched |= stale
     fresh = np.flatnonzero(flags.vector_fresh)
     others = np.flatnonzero(has_vector & ~flags.vector_fresh & ~stale)
     updated_novelty = updated_lists = 0
     if len(fresh) and len(others):
         result = sg.similarities(others, state.vectors, predecessors, columns=fresh)
         for j, row in enumerate(others):
-            changed = False
             if result.argmax[j] >= 0 and result.max_sim[j] > novelty_sim[row]:
                 novelty_sim[row] = float(result.max_sim[j])
-                novelty_neighbour[row] = ids[result.argmax[j]]
+                nearest[row] = ids[result.argmax[j]]
                 updated_novelty += 1
-                changed = True
+                touched[row] = True
             if len(result.neighbour_idx[j]):
-                merged = dict(lists[row])
-                merged.update((ids[p], float(s)) for p, s in zip(result.neighbour_idx[j], result.neighbour_sim[j], strict=True))
-                lists[row] = sorted(merged.items(), key=lambda kv: -kv[1])[: sg.NEIGHBOURS_K]
+                merged = dict(zip(neighbours[row], sims[row], strict=True))
+                merged.update(zip(ids[result.neighbour_idx[j]], result.neighbour_sim[j].tolist(), strict=True))
+                top = sorted(merged.items(), key=lambda kv: -kv[1])[: sg.NEIGHBOURS_K]
+                neighbours[row], sims[row] = [k for k, _ in top], [v for _, v in top]
                 updated_lists += 1
-                changed = True
-            touched[row] |= changed
-    novelty_sim[~has_vector] = 0.0
-    novelty_neighbour[~has_vector] = ""
+                touched[row] = True
+    for row in np.flatnonzero(~has_vector):
+        novelty_sim[row], nearest[row], neighbours[row], sims[row] = 0.0, "", [], []
     frame["novelty_sim"] = novelty_sim
-    frame["novelty_neighbour"] = novelty_neighbour
+    frame["novelty_neighbour"] = nearest
     frame["novelty"] = np.where(has_vector, sg.novelty(novelty_sim), 0.0)
-    frame["neighbours"] = pd.Series([[p for p, _ in pairs] if has_vector[i] else [] for i, pairs in enumerate(lists)], dtype=object)
-    frame["neighbour_sims"] = pd.Series([[s for _, s in pairs] if has_vector[i] else [] for i, pairs in enumerate(lists)], dtype=object)
+    frame["neighbours"] = pd.Series(neighbours, dtype=object)
+    frame["neighbour_sims"] = pd.Series(sims, dtype=object)
     return len(full) + updated_novelty, len(full) + updated_lists
 
 
-def _ids(values) -> list[str]:
+def _ids(values) -> list:
+    """A stored list column's value as a Python list (Parquet gives arrays, new rows lists or None)."""
     return [] if values is None else list(values)
-
-
-def _pairs(ids, sims) -> list[tuple[str, float]]:
-    if ids is None or sims is None:
-        return []
-    return [(str(i), float(s)) for i, s in zip(ids, sims, strict=True)]
 
 
 def _redundancy(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config) -> int:
@@ -660,16 +654,19 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
         return
     promote = config.promote
     times, _ = _times(frame)
-    doc_of = dict(zip(frame["item_id"], frame["doc_id"], strict=True))
-    time_of = dict(zip(frame["item_id"], times, strict=True))
-    keeper_of = dict(zip(frame["item_id"], frame["cluster_keeper"], strict=True))
+    ids = frame["item_id"].to_list()
+    doc_of = dict(zip(ids, frame["doc_id"].to_list(), strict=True))
+    time_of = dict(zip(ids, times.tolist(), strict=True))
+    keeper_of = dict(zip(ids, frame["cluster_keeper"].to_list(), strict=True))
+    radius = promote.recurrence_radius
     recurrence = []
-    rows = zip(frame["item_id"], frame["doc_id"], frame["neighbours"], frame["neighbour_sims"], strict=True)
-    for i, (item_id, own, neighbours, sims) in enumerate(rows):
-        # A copy of the same text elsewhere is a duplicate, not the topic coming back.
-        pairs = [(n, s) for n, s in _pairs(neighbours, sims) if n in doc_of and keeper_of[n] != keeper_of[item_id]]
+    rows = zip(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), times.tolist(), strict=True)
+    for item_id, neighbours, sims, own_time in rows:
+        # Only neighbours within the radius count, and a copy of the same text elsewhere is a
+        # duplicate, not the topic coming back.
+        close = [(n, s) for n, s in zip(_ids(neighbours), _ids(sims), strict=True) if s >= radius and n in doc_of and keeper_of[n] != keeper_of[item_id]]
         recurrence.append(
-            sg.recurrence(own, times[i], [s for _, s in pairs], [doc_of[n] for n, _ in pairs], [time_of[n] for n, _ in pairs], radius=promote.recurrence_radius)
+            sg.recurrence(doc_of[item_id], own_time, [s for _, s in close], [doc_of[n] for n, _ in close], [time_of[n] for n, _ in close], radius=radius)
         )
     frame["recurrence"] = [r.value for r in recurrence]
     frame["recurrence_docs"] = [r.other_documents for r in recurrence]
@@ -687,7 +684,7 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
             exact_duplicate=bool(exact),
             has_vector=bool(has_vector),
             score=float(score),
-            routes=json.loads(routes or "{}"),
+            routes=json.loads(routes or "{}") if score >= promote.lora_threshold else {},
             config=promote,
             adapter_names=names,
         )
