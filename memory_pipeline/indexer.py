@@ -149,13 +149,14 @@ def sync_faiss(store: ChunkStore, faiss_index: FaissIndex) -> bool:
     return False
 
 
-def check_consistency(config: Config, embedder: Embedder | None = None) -> ConsistencyReport:
-    """LanceDB and FAISS agree (same count and ids); no empty or duplicate chunks."""
-    if embedder is None:
-        from memory_pipeline.embedding import load_embedder
+def check_consistency(config: Config) -> ConsistencyReport:
+    """LanceDB and FAISS agree (same count and ids); no empty or duplicate chunks. Loads no model."""
+    from memory_pipeline.embedding import model_identity
 
-        embedder = load_embedder(config.embedding)
-    store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
+    model_id = model_identity(config.embedding.model)
+    store = ChunkStore(config.lancedb_uri, model_id)
+    dimension = store.table.schema.field("vector").type.list_size if store.exists() else 0
+    faiss_index = FaissIndex(config.faiss_dir, model_id, dimension, config.index)
     faiss_index.load()
     rows = store.rows(["row_id", "chunk_id", "text"])
     lance_ids = np.array([r["row_id"] for r in rows], dtype=np.int64)

@@ -1,0 +1,164 @@
+"""Indexing and search benchmark: throughput vs bare encode, incremental costs, search latency, memory.
+
+    .venv/bin/python bench/bench_index.py [--sizes 1000 10000] [--search-chunks 100000]
+
+Writes bench/results/index.json. Each corpus size runs in a fresh subprocess so its peak RSS is
+its own. Figures:
+- end to end (ingest + chunk + embed + store) and index-stage tokens/s and chunks/s, and bare
+  ``model.encode`` on the same chunk texts in the same process (ratio = pipeline / bare);
+- a re-run with no changes, and a re-run after changing one file, as a share of the full run;
+- search p50/p95 per mode over a synthetic table of --search-chunks chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+CORPUS_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from bench_ingest import make_vault
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.embedding import load_embedder
+from memory_pipeline.indexer import sync_index
+from memory_pipeline.ingest import ingest_all
+from memory_pipeline.tokens import count_tokens
+
+work, size = Path(sys.argv[1]), int(sys.argv[2])
+make_vault(work / "vault", size, seed=size)
+config = Config(storage_root=work / "storage", sources={"dialogues": [work / "vault"]})
+embedder = load_embedder(config.embedding)
+out = {"documents": size}
+
+def run():
+    t0 = time.perf_counter()
+    ingest_all(config)
+    t1 = time.perf_counter()
+    report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, report
+
+ingest_s, index_s, report = run()
+store_rows = __import__("memory_pipeline.index.lancedb_store", fromlist=["ChunkStore"]).ChunkStore(config.lancedb_uri, embedder.model_id).rows(["text"])
+texts = [r["text"] for r in store_rows]
+tokens = sum(count_tokens(t) for t in texts)
+t0 = time.perf_counter()
+embedder.model.encode(texts, batch_size=config.embedding.batch_size, normalize_embeddings=True)
+bare_s = time.perf_counter() - t0
+total_s = ingest_s + index_s
+out["full"] = {"chunks": len(texts), "tokens": tokens, "ingest_s": round(ingest_s, 2), "index_s": round(index_s, 2),
+               "embed_s": report.embed_seconds, "end_to_end_s": round(total_s, 2),
+               "end_to_end_chunks_per_s": round(len(texts) / total_s, 1), "end_to_end_tokens_per_s": round(tokens / total_s, 1),
+               "index_chunks_per_s": round(len(texts) / index_s, 1), "index_tokens_per_s": round(tokens / index_s, 1)}
+out["bare_encode"] = {"seconds": round(bare_s, 2), "chunks_per_s": round(len(texts) / bare_s, 1), "tokens_per_s": round(tokens / bare_s, 1)}
+out["ratio_index_vs_bare"] = round(bare_s / index_s, 3)
+out["ratio_end_to_end_vs_bare"] = round(bare_s / total_s, 3)
+
+i, x, rep = run()
+out["no_change_rerun"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4), "embedded": rep.embedded}
+
+victim = sorted((work / "vault").rglob("*.md"))[size // 2]
+victim.write_text(victim.read_text(encoding="utf-8") + "\n>[!nexus_user] **User** - 01.01.2026 at 10:00\n> Новый вопрос про темп бега на марафоне?\n", encoding="utf-8")
+i, x, rep = run()
+out["one_changed_file"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4), "embedded": rep.embedded, "docs_indexed": rep.docs_indexed}
+out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps(out))
+"""
+
+SEARCH_CHILD = r"""
+import json, random, resource, statistics, sys, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[3])
+from bench_ingest import WORDS_EN, WORDS_RU
+from memory_pipeline.config import Config
+from memory_pipeline.embedding import load_embedder
+from memory_pipeline.indexer import open_stores, sync_faiss
+from memory_pipeline.records import Chunk, Kind, sha256_text, stable_id
+from memory_pipeline.search import MODES, Searcher
+
+work, total = Path(sys.argv[1]), int(sys.argv[2])
+config = Config(storage_root=work / "storage")
+embedder = load_embedder(config.embedding)
+store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
+rng = random.Random(5)
+nrng = np.random.default_rng(5)
+t0 = time.perf_counter()
+per_doc = 10
+for start in range(0, total, 5000):
+    chunks, keys, vectors = [], {}, {}
+    for n in range(start, min(total, start + 5000)):
+        doc = f"doc{n // per_doc}"
+        words = WORDS_RU if n % 5 else WORDS_EN
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(30, 120)))
+        h = sha256_text(text + str(n))
+        chunks.append(Chunk(chunk_id=stable_id(doc, h), doc_id=doc, kind=Kind.DIALOGUE, title=f"Разговор {n // per_doc}", source_path=f"/vault/{doc}.md", text=text, text_hash=h, ordinal=n % per_doc, turn_index=n % per_doc))
+        keys[doc] = "k"
+        v = nrng.normal(size=embedder.dimension).astype(np.float32)
+        vectors[h] = v / np.linalg.norm(v)
+    store.replace_documents(keys, chunks, vectors)
+store.optimize()
+sync_faiss(store, faiss_index)
+build_s = time.perf_counter() - t0
+searcher = Searcher(config, embedder=embedder)
+queries = [" ".join(rng.choice(WORDS_RU if i % 3 else WORDS_EN) for _ in range(rng.randint(2, 6))) for i in range(120)]
+out = {"chunks": store.count(), "faiss_index": faiss_index.kind, "build_s": round(build_s, 1), "modes": {}}
+for mode in MODES:
+    searcher.search(queries[0], k=10, mode=mode, log=False)
+    lat = []
+    for q in queries:
+        t = time.perf_counter(); searcher.search(q, k=10, mode=mode, log=False); lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    out["modes"][mode] = {"p50_ms": round(statistics.median(lat), 2), "p95_ms": round(lat[int(0.95 * len(lat)) - 1], 2), "queries": len(lat)}
+out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps(out))
+"""
+
+
+def _child(code: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, *args, str(Path(__file__).resolve().parent)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-4000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--search-chunks", type=int, default=100_000)
+    args = parser.parse_args()
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "corpora": {}}
+    for size in args.sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"bench_index_{size}_"))
+        try:
+            results["corpora"][str(size)] = _child(CORPUS_CHILD, str(work), str(size))
+            print(json.dumps(results["corpora"][str(size)], indent=1), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.search_chunks:
+        work = Path(tempfile.mkdtemp(prefix="bench_search_"))
+        try:
+            results["search"] = _child(SEARCH_CHILD, str(work), str(args.search_chunks))
+            print(json.dumps(results["search"], indent=1), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "index.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'index.json'}")
+
+
+if __name__ == "__main__":
+    main()
