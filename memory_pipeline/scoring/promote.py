@@ -731,14 +731,13 @@ def _summarize(report: PromotionReport, state: ScoreState, config: Config) -> No
     report.bottom = [_brief(row) for _, row in ranked.tail(_BRIEFS).iloc[::-1].iterrows()]
 
 
-def _frame(config: Config, columns: list[str] | None = None) -> pd.DataFrame:
+def _frame(config: Config, columns: list[str]) -> pd.DataFrame:
     return ScoreStore(scores_dir(config)).load_frame(columns)
 
 
 def explain_item(config: Config, item_id: str) -> Explanation:
     """Each signal's value, weight and contribution with a one-line reason, and the tier rule that decided."""
-    frame = _frame(config)
-    match = frame[frame["item_id"] == item_id]
+    match = ScoreStore(scores_dir(config)).load_frame(item_ids=[item_id])
     if match.empty:
         raise StoreError(f"{scores_dir(config)}: no scored item {item_id!r}")
     row = match.iloc[0]

@@ -312,8 +312,8 @@ def similarities(
                 masked[:, learned] = np.where(before, sims[:, learned], masked[:, learned])
             best = masked.argmax(axis=1)
             best_sim = masked[local, best]
-            found = np.isfinite(best_sim)
-            max_sim[span] = np.where(found, np.maximum(best_sim, 0.0), 0.0)
+            found = np.isfinite(best_sim) & (best_sim > 0)
+            max_sim[span] = np.where(found, best_sim, 0.0)
             argmax[span] = np.where(found, columns[best], -1)
         hit_rows, hit_cols = np.nonzero(sims >= floor)
         hit_sims = sims[hit_rows, hit_cols]

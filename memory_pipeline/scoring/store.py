@@ -126,13 +126,14 @@ class ScoreStore:
         frame = table.drop_columns(["vector", "minhash"]).to_pandas()
         return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""), meta.get("markers_key", ""))
 
-    def load_frame(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """Selected columns of every item (no vectors): what the readers of the scores need."""
+    def load_frame(self, columns: list[str] | None = None, *, item_ids: list[str] | None = None) -> pd.DataFrame:
+        """Selected columns (default: all but vectors) of every item or of some: what readers need."""
         import pyarrow.parquet as pq
 
         if not self.exists():
             raise StoreError(f"{self.items_path}: no item scores yet; run the promotion first")
-        return pq.read_table(self.items_path, columns=columns).to_pandas()
+        filters = [("item_id", "in", item_ids)] if item_ids is not None else None
+        return pq.read_table(self.items_path, columns=columns or list(COLUMNS), filters=filters).to_pandas()
 
     def save(self, state: ScoreState) -> None:
         import pyarrow as pa
