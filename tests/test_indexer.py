@@ -1,0 +1,165 @@
+"""Incremental indexing into a real LanceDB and real FAISS files, with the real packaged MiniLM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memory_pipeline.chunking import chunk_document
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.embedding import load_embedder, resolve_model_path
+from memory_pipeline.indexer import check_consistency, open_stores, sync_index
+from memory_pipeline.ingest import ingest_all
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder(Config().embedding)
+
+
+def _paragraphs(topic: str, n: int) -> str:
+    return "\n\n".join(f"Абзац {i} о теме «{topic}»: бег, темп, восстановление и сон, запись номер {i}." for i in range(n))
+
+
+@pytest.fixture()
+def corpus(tmp_path) -> Config:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "long.md").write_text("# Длинная заметка\n\n" + _paragraphs("марафон", 40), encoding="utf-8")
+    (notes / "short.md").write_text("# Короткая\n\nЛёгкий бег развивает аэробную базу.\n", encoding="utf-8")
+    (notes / "other.md").write_text("# Football\n\nPressing needs compact lines.\n", encoding="utf-8")
+    return Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}, chunking={"max_tokens": 64, "overlap_tokens": 8})
+
+
+def _index(config: Config, embedder):
+    ingest_all(config)
+    return sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+
+
+def _chunks_by_doc(config: Config, embedder) -> dict[str, set[str]]:
+    store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+    found: dict[str, set[str]] = {}
+    for row in store.rows(["doc_id", "chunk_id"]):
+        found.setdefault(row["doc_id"], set()).add(row["chunk_id"])
+    return found
+
+
+def _expected(config: Config, embedder) -> dict[str, set[str]]:
+    docs = DocumentStore(config.documents_dir).iter_documents()
+    return {
+        d.doc_id: {c.chunk_id for c in chunk_document(d, config.chunking, max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens)}
+        for d in docs
+    }
+
+
+def test_add_change_delete_keep_both_stores_equal_and_complete(corpus, embedder):
+    first = _index(corpus, embedder)
+    assert first.docs_indexed == 3 and first.embedded == first.chunks_total > 10
+    assert check_consistency(corpus).ok
+    assert _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)
+
+    notes = corpus.sources.articles[0]
+    long_text = (notes / "long.md").read_text(encoding="utf-8")
+    (notes / "long.md").write_text(long_text + "\n\nНовый абзац в конце про интервалы и пульс.\n", encoding="utf-8")
+    changed = _index(corpus, embedder)
+    assert changed.docs_indexed == 1 and changed.docs_deleted == 1  # a changed file is a new document (identity by content)
+    assert 0 < changed.embedded < first.embedded / 4  # only the new text is embedded, the rest comes from the cache
+    assert _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)  # every chunk of the long document is there
+    assert check_consistency(corpus).ok
+
+    (notes / "other.md").unlink()
+    deleted = _index(corpus, embedder)
+    assert deleted.docs_deleted == 1 and deleted.embedded == 0
+    assert len(_chunks_by_doc(corpus, embedder)) == 2
+    report = check_consistency(corpus)
+    assert report.ok and report.lancedb_rows == report.faiss_ntotal
+
+
+def test_no_change_and_moved_file_embed_nothing(corpus, embedder):
+    _index(corpus, embedder)
+    again = _index(corpus, embedder)
+    assert (again.docs_indexed, again.embedded, again.chunks_added, again.chunks_removed) == (0, 0, 0, 0)
+    notes = corpus.sources.articles[0]
+    (notes / "moved").mkdir()
+    os.replace(notes / "short.md", notes / "moved" / "short.md")
+    moved = _index(corpus, embedder)
+    assert moved.embedded == 0
+    store, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
+    paths = {r["source_path"] for r in store.rows(["source_path"])}
+    assert any(p.endswith("moved/short.md") for p in paths) and not any(p.endswith("notes/short.md") for p in paths)
+    assert check_consistency(corpus).ok
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "stale"])
+def test_a_damaged_faiss_file_is_repaired_from_lancedb(corpus, embedder, damage):
+    _index(corpus, embedder)
+    _, faiss_index = open_stores(corpus, embedder.model_id, embedder.dimension)
+    if damage == "delete":
+        faiss_index.path.unlink()
+    elif damage == "garbage":
+        faiss_index.path.write_bytes(b"not a faiss index")
+    else:
+        faiss_index.load()
+        faiss_index.remove(faiss_index.ids()[:3])
+        faiss_index.save()
+    assert not check_consistency(corpus).ok
+    repaired = _index(corpus, embedder)
+    assert repaired.embedded == 0
+    assert check_consistency(corpus).ok
+
+
+KILLED_RUN = """
+import sys
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.embedding import load_embedder
+from memory_pipeline.indexer import sync_index
+config = Config.model_validate_json(sys.argv[1])
+sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
+"""
+
+
+def test_kill_minus_nine_mid_run_then_next_run_repairs_everything(tmp_path, embedder):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(450):
+        (notes / f"n{i:03d}.md").write_text(f"# Заметка {i}\n\n{_paragraphs(f'тема {i}', 3)}\n", encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
+    ingest_all(config)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, config.model_dump_json()])
+    store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+    deadline = time.time() + 300
+    while child.poll() is None and time.time() < deadline:
+        if store.exists() and store.count() > 0:
+            break
+        time.sleep(0.2)
+    if child.poll() is None:
+        child.send_signal(signal.SIGKILL)
+    child.wait()
+    report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    assert check_consistency(config).ok
+    assert _chunks_by_doc(config, embedder) == _expected(config, embedder)
+    assert report.docs_indexed <= 450
+
+
+def test_another_model_gets_its_own_table_and_never_mixes_vectors(corpus, embedder):
+    _index(corpus, embedder)
+    local = corpus.model_copy(deep=True)
+    local.embedding.model = resolve_model_path(corpus.embedding.model)  # same weights, different model id
+    other = load_embedder(local.embedding)
+    assert other.model_id != embedder.model_id
+    report = sync_index(local, DocumentStore(local.documents_dir), other, progress=False)
+    assert report.embedded == report.chunks_total > 0  # cache is keyed by model id: everything embedded again
+    first, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
+    second, _ = open_stores(local, other.model_id, other.dimension)
+    assert first.table_name != second.table_name and first.count() == second.count()
+    meta = json.loads(Path(open_stores(local, other.model_id, other.dimension)[1].meta_path).read_text())
+    assert meta["model_id"] == other.model_id
