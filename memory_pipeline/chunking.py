@@ -3,8 +3,9 @@
 Each kind is cut where its meaning breaks: a dialogue per exchange (question + answer), an
 article per section and paragraph, a lecture per time window. Budgets are counted in cl100k
 tokens and, when the embedder says so, in the model's own tokens too, so no chunk is silently
-truncated by the model (Russian text takes many more WordPiece tokens than cl100k tokens).
-Chunk ids derive from the text, so an unchanged chunk keeps its id and cached vector.
+truncated by the model (Russian text takes several times more English WordPiece tokens than
+cl100k tokens). Chunk ids derive from the text, so an unchanged chunk keeps its id and cached
+vector when the rest of its document changes.
 """
 
 from __future__ import annotations
@@ -12,16 +13,60 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
 
 from memory_pipeline.config import ChunkingConfig
-from memory_pipeline.records import Chunk, Document, Kind, Turn, sha256_text, stable_id
-from memory_pipeline.tokens import count_tokens, encoding, split_by_tokens, truncate_tokens
+from memory_pipeline.records import Chunk, Document, Kind, Section, Segment, Turn, sha256_text, stable_id
+from memory_pipeline.tokens import count_tokens, last_tokens, split_by_tokens, truncate_tokens
+
+USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
+ELLIPSIS = "…"
+# Context repeated at the top of every piece (a question, a heading path) may take at most this
+# share of the budget, so the piece's own text always has room.
+QUESTION_SHARE = 1 / 3
+HEADING_SHARE = 1 / 4
 
 Fits = Callable[[str], bool]
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n|\n(?=#{1,6}\s)")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)")
-USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
+
+# Coarsest cut first: paragraphs (and markdown headings), lines, sentences, words.
+_LEVELS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\n[ \t]*\n\s*|\n(?=#{1,6}\s)"), "\n\n"),
+    (re.compile(r"\n"), "\n"),
+    (re.compile(r"(?<=[.!?…;])\s+"), " "),
+    (re.compile(r"\s+"), " "),
+)
+_PARTIAL_WORD = re.compile(r"^\S*\s*")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much text one chunk may hold: cl100k tokens, and the model's own tokens when known."""
+
+    max_tokens: int
+    max_model_tokens: int | None = None
+    count_model_tokens: Callable[[str], int] | None = None
+
+    def fits(self, text: str, *, share: float = 1.0, reserve: int = 0) -> bool:
+        """Within ``share`` of the budget, keeping ``reserve`` cl100k tokens free (for overlap)."""
+        if count_tokens(text) > int(self.max_tokens * share) - reserve:
+            return False
+        if self.count_model_tokens is None or self.max_model_tokens is None:
+            return True
+        return self.count_model_tokens(text) <= int(self.max_model_tokens * share)
+
+
+@dataclass
+class _Piece:
+    text: str
+    turn_index: int | None = None
+    page: int | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    heading: str | None = None
+    created_at: datetime | None = None
 
 
 def chunk_document(
@@ -31,219 +76,332 @@ def chunk_document(
     max_model_tokens: int | None = None,
     count_model_tokens: Callable[[str], int] | None = None,
 ) -> list[Chunk]:
-    """All chunks of one document, in reading order, never empty and never over budget."""
-    budget = config.max_tokens
+    """All chunks of one document in reading order; none empty, none over either budget.
 
-    def fits(text: str) -> bool:
-        if count_tokens(text) > budget:
-            return False
-        return count_model_tokens is None or max_model_tokens is None or count_model_tokens(text) <= max_model_tokens
-
+    ``max_model_tokens`` / ``count_model_tokens`` come from the embedder (its max sequence length
+    and tokenizer); without them only the cl100k budget ``config.max_tokens`` applies.
+    """
+    cap = config.max_tokens if max_model_tokens is None else min(config.max_tokens, max_model_tokens)
+    budget = Budget(cap, max_model_tokens, count_model_tokens)
     if doc.kind is Kind.DIALOGUE:
-        pieces = _dialogue_pieces(doc.turns, fits, budget)
+        pieces = _dialogue_pieces(doc, budget)
     elif doc.kind is Kind.ARTICLE:
-        pieces = _article_pieces(doc, fits, budget, config.overlap_tokens)
+        pieces = _article_pieces(doc, budget, config.overlap_tokens)
     else:
-        pieces = _lecture_pieces(doc, fits, budget, config.lecture_window_seconds)
+        pieces = _lecture_pieces(doc, budget, config.lecture_window_seconds)
     return _to_chunks(doc, pieces)
 
 
-def chunk_documents(docs: Iterable[Document], config: ChunkingConfig, **kwargs) -> Iterator[Chunk]:
+def chunk_documents(
+    docs: Iterable[Document],
+    config: ChunkingConfig,
+    *,
+    max_model_tokens: int | None = None,
+    count_model_tokens: Callable[[str], int] | None = None,
+) -> Iterator[Chunk]:
     for doc in docs:
-        yield from chunk_document(doc, config, **kwargs)
+        yield from chunk_document(doc, config, max_model_tokens=max_model_tokens, count_model_tokens=count_model_tokens)
 
 
-def split_to_fit(text: str, fits: Fits, budget: int) -> list[str]:
-    """Paragraphs (and headings), then sentences, then tokens: the coarsest cut that fits."""
+def split_to_fit(text: str, fits: Fits, *, level: int = 0) -> list[str]:
+    """Cut text at the coarsest boundary that makes every piece fit, packing pieces back greedily.
+
+    Paragraphs and headings, then lines, sentences, words; tokens only as the last resort.
+    """
     text = text.strip()
     if not text:
         return []
     if fits(text):
         return [text]
-    paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
-    if len(paragraphs) > 1:
-        return pack([piece for p in paragraphs for piece in split_to_fit(p, fits, budget)], fits, "\n\n")
-    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
-    if len(sentences) > 1:
-        return pack([piece for s in sentences for piece in split_to_fit(s, fits, budget)], fits, " ")
-    return _split_tokens_to_fit(text, fits, budget)
+    return _split(text, fits, level)
 
 
-def pack(units: list[str], fits: Fits, joiner: str) -> list[str]:
-    """Greedily join consecutive units while the result still fits."""
+def _split(text: str, fits: Fits, level: int) -> list[str]:
+    """Pieces of a text that does not fit, cut at boundaries of ``level`` or finer."""
+    for depth in range(level, len(_LEVELS)):
+        pattern, joiner = _LEVELS[depth]
+        parts = [p.strip() for p in pattern.split(text) if p.strip()]
+        if len(parts) > 1:
+            return pack(parts, fits, joiner, split=lambda part, finer=depth + 1: _split(part, fits, finer))
+    # No whitespace is left at this depth, so token pieces join back with nothing between them.
+    return pack(_split_tokens_to_fit(text, fits, count_tokens(text) // 2), fits, "")
+
+
+def pack(units: list[str], fits: Fits, joiner: str, *, split: Callable[[str], list[str]] | None = None) -> list[str]:
+    """Greedily join consecutive units while the result still fits.
+
+    The longest run that fits is found by galloping and bisection, so a chunk of k units costs
+    O(log k) token counts instead of k. A unit that does not fit alone goes to ``split``.
+    """
     packed: list[str] = []
-    current = ""
-    for unit in units:
-        candidate = f"{current}{joiner}{unit}" if current else unit
-        if current and not fits(candidate):
-            packed.append(current)
-            current = unit
-        else:
-            current = candidate
-    if current:
-        packed.append(current)
+    start = 0
+    while start < len(units):
+
+        def run_fits(end: int) -> bool:
+            return fits(joiner.join(units[start:end]))
+
+        if split is not None and not run_fits(start + 1):
+            packed.extend(split(units[start]))
+            start += 1
+            continue
+        good, bad, step = start + 1, len(units) + 1, 1
+        while good < len(units):
+            probe = min(good + step, len(units))
+            if not run_fits(probe):
+                bad = probe
+                break
+            good, step = probe, step * 2
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if run_fits(middle) else (good, middle)
+        packed.append(joiner.join(units[start:good]))
+        start = good
     return packed
 
 
-def _split_tokens_to_fit(text: str, fits: Fits, budget: int) -> list[str]:
-    size = budget
-    while size > 1:
-        pieces = [p.strip() for p in split_by_tokens(text, size) if p.strip()]
-        if all(fits(p) for p in pieces):
-            return pieces
-        size = size * 2 // 3
-    return [p for p in split_by_tokens(text, 1) if p.strip()]
+def _split_tokens_to_fit(text: str, fits: Fits, size: int) -> list[str]:
+    """Halve on token boundaries until each piece fits; a single token is kept whatever its size."""
+    pieces: list[str] = []
+    for piece in split_by_tokens(text, max(size, 1)):
+        if fits(piece) or size <= 1:
+            pieces.append(piece)
+        else:
+            pieces.extend(_split_tokens_to_fit(piece, fits, size // 2))
+    return pieces
+
+
+def _context(text: str, budget: Budget, share: float, render: Callable[[str], str]) -> tuple[str, bool]:
+    """``render(text)`` cut to fit ``share`` of the budget; the flag says whether it was cut."""
+    if budget.fits(render(text), share=share):
+        return render(text), False
+    candidate = truncate_tokens(text, int(budget.max_tokens * share))
+    low, high = 0, len(candidate)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if budget.fits(render(candidate[:middle].rstrip() + ELLIPSIS), share=share):
+            low = middle
+        else:
+            high = middle - 1
+    cut = candidate[:low].rstrip()
+    return (render(cut + ELLIPSIS) if cut else ""), True
 
 
 # --- dialogues ---------------------------------------------------------------------------------
 
 
 def exchanges(turns: list[Turn]) -> list[tuple[int, Turn | None, list[Turn]]]:
-    """(index of the user turn, the user turn, the answer turns that follow it) in order."""
+    """(index of the user turn, the user turn, the answer turns after it), in order.
+
+    A leading assistant turn forms an exchange without a question; a user turn with no answer
+    forms one alone.
+    """
     result: list[tuple[int, Turn | None, list[Turn]]] = []
     for index, turn in enumerate(turns):
-        if turn.role == "user" or not result:
-            result.append((index, turn if turn.role == "user" else None, [] if turn.role == "user" else [turn]))
-        else:
+        if turn.role == "user":
+            result.append((index, turn, []))
+        elif result:
             result[-1][2].append(turn)
+        else:
+            result.append((index, None, [turn]))
     return result
 
 
-def _dialogue_pieces(turns: list[Turn], fits: Fits, budget: int) -> list[dict]:
-    pieces = []
-    for turn_index, user, answers in exchanges(turns):
+def exchange_text(question: str, answer: str) -> str:
+    parts = [f"{USER_LABEL}: {question}" if question else "", f"{ASSISTANT_LABEL}: {answer}" if answer else ""]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _dialogue_pieces(doc: Document, budget: Budget) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for turn_index, user, answers in exchanges(doc.turns):
         question = user.text.strip() if user else ""
         answer = "\n\n".join(t.text.strip() for t in answers if t.text.strip())
-        when = (user or answers[0]).timestamp
-        whole = _exchange_text(question, answer)
-        if fits(whole):
-            pieces.append({"text": whole, "turn_index": turn_index, "created_at": when})
+        when = next((t.timestamp for t in ([user] if user else []) + answers if t.timestamp), None)
+
+        def add(text: str) -> None:
+            pieces.append(_Piece(text, turn_index=turn_index, created_at=when))
+
+        whole = exchange_text(question, answer)
+        if not whole:
             continue
-        prefix = _question_prefix(question, fits, budget)
-        if not answer:
-            for part in split_to_fit(question, fits, budget):
-                pieces.append({"text": f"{USER_LABEL}: {part}", "turn_index": turn_index, "created_at": when})
+        if budget.fits(whole):
+            add(whole)
             continue
-        label = f"{ASSISTANT_LABEL}: "
-        for part in split_to_fit(answer, lambda t: fits(prefix + label + t), budget):
-            pieces.append({"text": prefix + label + part, "turn_index": turn_index, "created_at": when})
+        context, cut = ("", False)
+        if question:
+            context, cut = _context(question, budget, QUESTION_SHARE, lambda q: f"{USER_LABEL}: {q}\n\n")
+        if cut or not answer:
+            # A question too long to repeat whole is indexed on its own too, so none of it is lost.
+            user_label = f"{USER_LABEL}: "
+            for part in split_to_fit(question, lambda t: budget.fits(user_label + t)):
+                add(user_label + part)
+        head = f"{context}{ASSISTANT_LABEL}: "
+        for part in split_to_fit(answer, lambda t: budget.fits(head + t)):
+            add(head + part)
     return pieces
-
-
-def _exchange_text(question: str, answer: str) -> str:
-    parts = []
-    if question:
-        parts.append(f"{USER_LABEL}: {question}")
-    if answer:
-        parts.append(f"{ASSISTANT_LABEL}: {answer}")
-    return "\n\n".join(parts)
-
-
-def _question_prefix(question: str, fits: Fits, budget: int) -> str:
-    """The user's question as context above each piece of a long answer, cut to leave room for the answer."""
-    if not question:
-        return ""
-    limit = budget // 3
-    while limit > 4:
-        prefix = f"{USER_LABEL}: {truncate_tokens(question, limit)}\n\n"
-        if fits(prefix + f"{ASSISTANT_LABEL}: " + "x " * (budget // 3)):
-            return prefix
-        limit //= 2
-    return ""
 
 
 # --- articles ----------------------------------------------------------------------------------
 
 
-def _article_pieces(doc: Document, fits: Fits, budget: int, overlap_tokens: int) -> list[dict]:
-    pieces = []
-    for section in doc.sections:
-        heading = " > ".join(h for h in section.heading_path if h) or None
-        header = f"{heading}\n\n" if heading else ""
-        body_parts = split_to_fit(section.text, lambda t: fits(header + t), budget)
-        previous_tail = ""
-        for part in body_parts:
-            text = header + (f"{previous_tail} {part}".strip() if previous_tail else part)
-            if not fits(text):
-                text = header + part
-            pieces.append({"text": text, "page": section.page, "heading": heading, "created_at": doc.created_at})
-            previous_tail = _tail(part, overlap_tokens)
+def _article_pieces(doc: Document, budget: Budget, overlap_tokens: int) -> list[_Piece]:
+    """Sections under one heading path are packed as one run of paragraphs, with overlap."""
+    # Overlap can never crowd out new text: at most half the budget.
+    overlap = min(overlap_tokens, budget.max_tokens // 2)
+    pieces: list[_Piece] = []
+    for path, group in groupby(doc.sections, key=lambda s: tuple(h.strip() for h in s.heading_path if h.strip())):
+        heading = " > ".join(path) or None
+        header = _context(heading, budget, HEADING_SHARE, lambda h: f"{h}\n\n")[0] if heading else ""
+        units = _paragraph_units(list(group), lambda t: budget.fits(header + t, reserve=overlap))
+        for text, page in _pack_with_overlap(units, header, budget, overlap):
+            pieces.append(_Piece(text, page=page, heading=heading, created_at=doc.created_at))
     return pieces
 
 
-def _tail(text: str, tokens: int) -> str:
+def _paragraph_units(sections: list[Section], fits: Fits) -> list[tuple[str, int | None]]:
+    """Paragraphs of consecutive sections with their page, each cut to fit on its own."""
+    pattern = _LEVELS[0][0]
+    return [
+        (piece, section.page)
+        for section in sections
+        for paragraph in pattern.split(section.text)
+        for piece in split_to_fit(paragraph, fits, level=1)
+    ]
+
+
+def _pack_with_overlap(
+    units: list[tuple[str, int | None]], header: str, budget: Budget, overlap: int
+) -> list[tuple[str, int | None]]:
+    """Greedy packing where each chunk after the first starts with the previous chunk's tail."""
+    chunks: list[tuple[str, int | None]] = []
+    current: list[str] = []
+    page: int | None = None
+    tail = ""
+
+    def body(parts: list[str]) -> str:
+        return "\n\n".join([tail, *parts] if tail else parts)
+
+    for text, unit_page in units:
+        if current and budget.fits(header + body([*current, text])):
+            current.append(text)
+            continue
+        if current:
+            chunks.append((header + body(current), page))
+            tail = _overlap_tail("\n\n".join(current), overlap)
+            while tail and not budget.fits(header + body([text])):
+                tail = _overlap_tail(tail, count_tokens(tail) // 2)
+        current, page = [text], unit_page
+    if current:
+        chunks.append((header + body(current), page))
+    return chunks
+
+
+def _overlap_tail(text: str, tokens: int) -> str:
+    """The last ``tokens`` tokens of text, starting at a word boundary ('' when none fits)."""
     if tokens <= 0:
         return ""
-    ids = encoding().encode(text, disallowed_special=())
-    return encoding().decode(ids[-tokens:]).strip() if len(ids) > tokens else ""
+    tail = last_tokens(text, tokens)
+    if len(tail) < len(text) and not text[-len(tail) - 1].isspace():
+        tail = _PARTIAL_WORD.sub("", tail, count=1)
+    tail = tail.strip()
+    return "" if tail == text.strip() else tail
 
 
 # --- lectures ----------------------------------------------------------------------------------
 
 
-def _lecture_pieces(doc: Document, fits: Fits, budget: int, window_seconds: float) -> list[dict]:
-    pieces: list[dict] = []
-    window: list = []
+def _lecture_pieces(doc: Document, budget: Budget, window_seconds: float) -> list[_Piece]:
+    """Consecutive segments packed into windows of at most ``window_seconds`` and the budget."""
+    pieces: list[_Piece] = []
+    window: list[Segment] = []
 
     def flush() -> None:
         if not window:
             return
-        text = "\n".join(_segment_line(s) for s in window)
         speakers = list(dict.fromkeys(s.speaker for s in window if s.speaker))
-        base = {"start": window[0].start, "end": window[-1].end, "speaker": ", ".join(speakers) or None, "created_at": doc.created_at}
-        for part in split_to_fit(text, fits, budget):
-            pieces.append({"text": part, **base})
+        for part in split_to_fit(_window_text(window), budget.fits):
+            pieces.append(
+                _Piece(
+                    part,
+                    start=_first_time(window),
+                    end=_last_time(window),
+                    speaker=", ".join(speakers) or None,
+                    created_at=doc.created_at,
+                )
+            )
         window.clear()
 
     for segment in doc.segments:
         if not segment.text.strip():
             continue
         if window:
-            span_ok = segment.end is None or window[0].start is None or segment.end - window[0].start <= window_seconds
-            if not span_ok or not fits("\n".join(_segment_line(s) for s in [*window, segment])):
+            start, end = _first_time(window), _last_time([segment])
+            too_long = start is not None and end is not None and end - start > window_seconds
+            if too_long or not budget.fits(_window_text([*window, segment])):
                 flush()
         window.append(segment)
     flush()
     return pieces
 
 
-def _segment_line(segment) -> str:
-    return f"{segment.speaker}: {segment.text.strip()}" if segment.speaker else segment.text.strip()
+def _window_text(window: list[Segment]) -> str:
+    """One line per segment; the speaker's name where the speaker changes."""
+    lines = []
+    previous = None
+    for segment in window:
+        text = segment.text.strip()
+        lines.append(f"{segment.speaker}: {text}" if segment.speaker and segment.speaker != previous else text)
+        previous = segment.speaker
+    return "\n".join(lines)
+
+
+def _first_time(segments: list[Segment]) -> float | None:
+    return next((t for s in segments for t in (s.start, s.end) if t is not None), None)
+
+
+def _last_time(segments: list[Segment]) -> float | None:
+    return next((t for s in reversed(segments) for t in (s.end, s.start) if t is not None), None)
 
 
 # --- ids ---------------------------------------------------------------------------------------
 
 
-def _to_chunks(doc: Document, pieces: list[dict]) -> list[Chunk]:
+def _to_chunks(doc: Document, pieces: list[_Piece]) -> list[Chunk]:
+    """Chunks with ids from (document, text, n-th occurrence of that text in the document)."""
     seen: Counter[str] = Counter()
     chunks = []
-    for ordinal, piece in enumerate(p for p in pieces if p["text"].strip()):
-        text = piece.pop("text").strip()
+    for piece in pieces:
+        text = piece.text.strip()
+        if not text:
+            continue
         text_hash = sha256_text(text)
-        n = seen[text_hash]
+        occurrence = seen[text_hash]
         seen[text_hash] += 1
-        created = piece.pop("created_at", None) or doc.created_at
         chunks.append(
             Chunk(
-                chunk_id=stable_id(doc.doc_id, text_hash, str(n)),
+                chunk_id=stable_id(doc.doc_id, text_hash, str(occurrence)),
                 doc_id=doc.doc_id,
                 kind=doc.kind,
                 title=doc.title,
                 source_path=doc.source_path,
                 text=text,
                 text_hash=text_hash,
-                ordinal=ordinal,
-                created_at=_naive(created),
+                ordinal=len(chunks),
+                turn_index=piece.turn_index,
+                page=piece.page,
+                start=piece.start,
+                end=piece.end,
+                speaker=piece.speaker,
+                heading=piece.heading,
+                created_at=_utc_naive(piece.created_at or doc.created_at),
                 language=doc.language,
-                **piece,
             )
         )
     return chunks
 
 
-def _naive(value: datetime | None) -> datetime | None:
+def _utc_naive(value: datetime | None) -> datetime | None:
+    """Timestamps as naive UTC: one column type in the stores, whatever mix the exports carried."""
     if value is None or value.tzinfo is None:
         return value
-    from datetime import UTC
-
     return value.astimezone(UTC).replace(tzinfo=None)

