@@ -48,6 +48,7 @@ def main(
 ) -> None:
     state.config_path = config
     state.storage = storage
+    state._config = None
 
 
 @app.command()

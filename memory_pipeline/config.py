@@ -19,6 +19,7 @@ from memory_pipeline.records import Kind
 
 CONFIG_ENV = "MEMORY_PIPELINE_CONFIG"
 STORAGE_ENV = "MEMORY_PIPELINE_STORAGE"
+TOKEN_ENV = "MEMORY_PIPELINE_TOKEN"
 DEFAULT_CONFIG_NAME = "memory_pipeline.yaml"
 DEFAULT_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
 
@@ -233,6 +234,10 @@ class ServiceConfig(_Section):
     memory_token_budget: int = Field(800, ge=0)
     memory_k: int = Field(5, ge=0)
     model_adapters: dict[str, str] = Field(default_factory=dict, description="requested model -> LoRA name at upstream")
+
+    def resolved_token(self) -> str | None:
+        """The bearer token: from the config, else from $MEMORY_PIPELINE_TOKEN; None means no auth."""
+        return self.token or os.environ.get(TOKEN_ENV) or None
 
 
 def _default_adapters() -> list[AdapterConfig]:

@@ -56,6 +56,8 @@ class Searcher:
         self._lock = threading.Lock()
         self._faiss_stamp: float | None = None
         self._checked = 0.0
+        self._table_version: int | None = None
+        self._kinds: dict[int, str] = {}
 
     def stats(self) -> dict:
         self._refresh()
@@ -74,12 +76,16 @@ class Searcher:
                 self._faiss_stamp = stamp
             if self.store.exists():
                 self.store.table.checkout_latest()
+                version = self.store.table.version
+                if version != self._table_version:
+                    self._kinds = {r["row_id"]: r["kind"] for r in self.store.rows(["row_id", "kind"])}
+                    self._table_version = version
 
     def search(self, query: str, *, k: int | None = None, kind: str | None = None, mode: str | None = None, log: bool = True) -> list[Hit]:
         query, k, kind, mode = validate_request(self.config, query, k, kind, mode)
         started = time.perf_counter()
         self._refresh()
-        if not self.store.exists() or self.store.count() == 0:
+        if not self._kinds:
             hits: list[Hit] = []
         elif mode == "vector":
             hits = self._vector(query, k, kind)
@@ -94,30 +100,40 @@ class Searcher:
             log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
         return hits
 
-    def _vector_rows(self, query: str, depth: int, kind: str | None) -> list[tuple[dict, float]]:
+    def _vector_scores(self, query: str, depth: int, kind: str | None) -> tuple[dict[int, float], dict[int, dict]]:
+        """Nearest chunks as row_id -> cosine, plus any rows already read on the way.
+
+        FAISS answers from memory; a kind filter is applied with the in-memory row_id -> kind map,
+        over-fetching, and falls back to LanceDB's pre-filtered search when too few remain.
+        """
         vector = self.embedder.embed_query(query)
-        if kind is None and self.faiss.ntotal:
-            scores, ids = self.faiss.search(vector, depth)
-            rows = self.store.get_rows(ids.tolist())
-            return [(rows[i], float(s)) for s, i in zip(scores, ids.tolist()) if i in rows]
-        return [(row, row["_score"]) for row in self.store.vector_search(vector, depth, kind=kind)]
+        if self.faiss.ntotal:
+            fetch = depth if kind is None else min(self.faiss.ntotal, depth * 8)
+            scores, ids = self.faiss.search(vector, fetch)
+            found = {int(i): float(s) for s, i in zip(scores, ids) if kind is None or self._kinds.get(int(i)) == kind}
+            if len(found) >= min(depth, sum(1 for v in self._kinds.values() if kind is None or v == kind)):
+                return dict(list(found.items())[:depth]), {}
+        rows = self.store.vector_search(vector, depth, kind=kind)
+        return {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}
+
+    def _rows(self, row_ids: list[int], known: dict[int, dict]) -> dict[int, dict]:
+        missing = [i for i in row_ids if i not in known]
+        return {**known, **(self.store.get_rows(missing) if missing else {})}
 
     def _vector(self, query: str, k: int, kind: str | None) -> list[Hit]:
-        return [_hit(row, score, "vector") for row, score in self._vector_rows(query, k, kind)[:k]]
+        scores, known = self._vector_scores(query, k, kind)
+        best = sorted(scores, key=lambda i: -scores[i])[:k]
+        rows = self._rows(best, known)
+        return [_hit(rows[i], scores[i], "vector") for i in best if i in rows]
 
     def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
         depth = max(50, 4 * k)
         fts_rows = self.store.fts_search(query, depth, kind=kind)
-        vector_rows = self._vector_rows(query, depth, kind)
-        rows = {row["row_id"]: row for row in fts_rows}
-        for row, _ in vector_rows:
-            rows.setdefault(row["row_id"], row)
-        fused = fuse(
-            {row["row_id"]: float(row["_score"]) for row in fts_rows},
-            {row["row_id"]: score for row, score in vector_rows},
-        )
+        vector_scores, known = self._vector_scores(query, depth, kind)
+        fused = fuse({row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores)
         best = sorted(fused, key=lambda row_id: (-fused[row_id], row_id))[:k]
-        return [_hit(rows[row_id], fused[row_id], "hybrid") for row_id in best]
+        rows = self._rows(best, {**known, **{row["row_id"]: row for row in fts_rows}})
+        return [_hit(rows[i], fused[i], "hybrid") for i in best if i in rows]
 
 
 def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_weight: float = FTS_WEIGHT, vector_weight: float = VECTOR_WEIGHT) -> dict[int, float]:

@@ -1,7 +1,8 @@
 """Decode source bytes and undo double-encoding ("mojibake") so every parser sees clean text.
 
-Chat exports often arrive double-encoded: UTF-8 bytes were once decoded as Mac Roman, cp1252
-or latin-1 and saved again as UTF-8, so ``Но вот`` reads ``–ù–æ –≤–æ—Ç``. The accident happens
+Chat exports often arrive double-encoded: UTF-8 bytes were once decoded as Mac Roman, cp1252,
+latin-1, cp1251 or KOI8-R and saved again as UTF-8, so ``Но вот`` reads ``–ù–æ –≤–æ—Ç`` (Mac Roman),
+``РќРѕ РІРѕС‚`` (cp1251) or ``п²п╬ п╡п╬я┌`` (KOI8-R). The accident happens
 to a whole file, so the decision is made per file (or per group of messages of one export), and
 then exactly one round of undoing is applied line by line where it makes the line better.
 Correct text, including text that quotes mojibake on purpose, must come back byte-identical.
@@ -13,14 +14,21 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import RepairReport
 
 # Codecs a UTF-8 file may have been misread with, most common first (ties go to the earlier one).
-_CODECS = ("cp1252", "mac_roman", "latin-1")
+_CODECS = ("cp1252", "cp1251", "mac_roman", "latin-1", "koi8_r")
+# Codecs whose high half is a whole (Cyrillic) alphabet: correct Russian is written in the very
+# characters their mojibake is made of, so their evidence needs stricter reading.
+_ALPHABETIC = frozenset({"cp1251", "koi8_r"})
+# What ends a word in running text (``В»``, ``С…``, ``и…»``, ``В\xa0``): after a letter these read
+# as correct text, not as the continuation bytes of a UTF-8 sequence.
+_CLOSERS = "»”“’‘›…—–\xa0\xad™®"
 
 # Evidence of an accident must outweigh correct non-ASCII text at least this many times over.
 _DOMINANCE = 4
@@ -40,16 +48,20 @@ _BYTE_WORD = re.compile(rb"[A-Za-z\x80-\xff]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 # combining accents that decomposed Latin letters use: grave..caron, dot below..ogonek
 _NFD_ACCENTS = frozenset([*range(0x300, 0x30D), *range(0x323, 0x329)])
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+# UTF-8 sequence shapes as byte ranges: two-, three- and four-byte leads, continuation bytes
+_UTF8_SHAPE = ((0xC2, 0xDF, 1), (0xE0, 0xEF, 2), (0xF0, 0xF4, 3))
+_CONTINUATION = (0x80, 0xBF)
 
 
 @dataclass(frozen=True)
 class _Codec:
-    """A single-byte codec as a table from the code point it shows to the byte it came from."""
+    """A single-byte codec as a table from the code point it shows to the byte it came from, and
+    the shapes of UTF-8 sequences written in the characters it shows for those bytes."""
 
     name: str
     to_byte: dict[int, int]
-    runs: re.Pattern[str]
+    sequences: re.Pattern[str]
+    alphabetic: bool
 
     def encode(self, run: str) -> bytes:
         """Bytes of a run of characters that all come from this codec's high half."""
@@ -67,8 +79,13 @@ def _codec(name: str) -> _Codec:
         except UnicodeDecodeError:
             char = chr(value)
         to_byte[ord(char)] = value
-    chars = "".join(re.escape(chr(c)) for c in to_byte)
-    return _Codec(name, to_byte, re.compile(f"[{chars}]+"))
+
+    def shown(low: int, high: int) -> str:
+        return "[" + "".join(re.escape(chr(c)) for c, b in to_byte.items() if low <= b <= high) + "]"
+
+    continuation = shown(*_CONTINUATION)
+    shapes = "|".join(f"{shown(low, high)}{continuation}{{{n}}}" for low, high, n in _UTF8_SHAPE)
+    return _Codec(name, to_byte, re.compile(shapes), name in _ALPHABETIC)
 
 
 def _plausible(char: str, before: str) -> bool:
@@ -86,8 +103,7 @@ def _plausible(char: str, before: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):
     """A stretch of text that decodes as one UTF-8 sequence under a codec: where it is, what it
     decodes to, and the characters just before and after it, which judge how convincing it is."""
 
@@ -99,22 +115,30 @@ class _Piece:
     after: str
 
 
+@lru_cache(maxsize=1 << 16)
+def _decode(name: str, source: str) -> str | None:
+    """The character a sequence spells, None for an overlong or surrogate form. Remembered: a
+    garbled file repeats a few thousand sequences (its alphabet) hundreds of thousands of times."""
+    try:
+        return _codec(name).encode(source).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _sequences(text: str, codec: _Codec) -> list[_Piece]:
     """Every stretch of ``text`` whose codec bytes form one plausible UTF-8 character."""
     pieces: list[_Piece] = []
-    for run in codec.runs.finditer(text):
-        for match in _UTF8_SEQUENCE.finditer(codec.encode(run.group())):
-            start, end = run.start() + match.start(), run.start() + match.end()
-            try:
-                decoded = match.group().decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            adjacent = pieces and pieces[-1].end == start
-            previous = pieces[-1].decoded if adjacent else text[start - 1 : start]
-            if not _plausible(decoded, previous):
-                continue
-            after = text[end : end + 1] or " "
-            pieces.append(_Piece(start, end, text[start:end], decoded, text[start - 1 : start] or " ", after))
+    for match in codec.sequences.finditer(text):
+        start, end = match.span()
+        decoded = _decode(codec.name, match.group())
+        if decoded is None:
+            continue
+        adjacent = pieces and pieces[-1].end == start
+        previous = pieces[-1].decoded if adjacent else text[start - 1 : start]
+        if not _plausible(decoded, previous):
+            continue
+        after = text[end : end + 1] or " "
+        pieces.append(_Piece(start, end, match.group(), decoded, text[start - 1 : start] or " ", after))
     return pieces
 
 
@@ -145,22 +169,40 @@ def _strong(piece: _Piece, *, in_word: bool) -> bool:
     return in_word or any(c.isalpha() for c in (piece.before, *piece.source, piece.after))
 
 
-def _evidence(text: str, codec: _Codec) -> tuple[int, int, int]:
-    """Characters in (convincing, coincidental-looking) mojibake sequences, and other visible
-    non-ASCII characters: correct text that the codec cannot explain.
-
-    Code spans and fenced blocks are left out: that is where people quote garbled text on purpose.
-    """
-    prose = _CODE.sub(" ", text)
+def _evidence(prose: str, codec: _Codec) -> tuple[int, int]:
+    """Characters in convincing and in coincidental-looking mojibake sequences."""
     strong = weak = 0
     for group in _adjacent_groups(_sequences(prose, codec)):
+        if codec.alphabetic and _coincidental(group, codec):
+            weak += sum(len(piece.source) for piece in group)
+            continue
         in_word = sum(1 for p in group if _strong(p, in_word=True)) >= 2
         for piece in group:
             if _strong(piece, in_word=in_word):
                 strong += len(piece.source)
             else:
                 weak += len(piece.source)
-    return strong, weak, len(_NON_ASCII_VISIBLE.findall(prose)) - strong - weak
+    return strong, weak
+
+
+def _coincidental(group: list[_Piece], codec: _Codec) -> bool:
+    """Whether a garbled-looking word of an alphabetic codec is correct text of that alphabet.
+
+    Every character of real mojibake from the codec's high half belongs to some sequence, so a
+    word that touches one that does not (``Рё`` in ``Рёв``, ``ТЁ`` in ``ТЁМНЫЙ``, ``В»`` in
+    ``«В»``) is correct text. So is a lone sequence that reads like the end of a word: a letter,
+    maybe more letters (never a capital after a small one), then closing punctuation (``ЕЁ``,
+    ``С…``, ``и…»``), unless it sits inside an ASCII word (``naГЇve``). ``вЂ”``, ``В«``,
+    ``в„–`` and emoji like ``рџ”Ґ`` read like nothing a Cyrillic writer types, so they stay.
+    """
+    before, after = group[0].before, group[-1].after
+    if ord(before) in codec.to_byte or ord(after) in codec.to_byte:
+        return True
+    if len(group) > 1 or _ASCII_LETTER.match(before) or _ASCII_LETTER.match(after):
+        return False
+    letters = group[0].source.rstrip(_CLOSERS)
+    small_then_capital = any(a.islower() and b.isupper() for a, b in zip(letters, letters[1:]))
+    return letters.isalpha() and not small_then_capital
 
 
 def _adjacent_groups(pieces: list[_Piece]) -> list[list[_Piece]]:
@@ -179,16 +221,19 @@ def _detect(texts: Sequence[str]) -> _Codec | None:
 
     An accident needs convincing sequences that outweigh the unexplained non-ASCII text; among
     codecs that qualify, the one that explains the most wins (latin-1 over cp1252 when C1
-    controls are part of the sequences).
+    controls are part of the sequences). Code spans and fenced blocks are left out: that is
+    where people quote garbled text on purpose.
     """
+    proses = [_CODE.sub(" ", text) for text in texts if not text.isascii()]
+    visible = sum(len(_NON_ASCII_VISIBLE.findall(prose)) for prose in proses)
     best: tuple[tuple[int, int], _Codec] | None = None
     for name in _CODECS:
         codec = _codec(name)
-        strong = weak = other = 0
-        for text in texts:
-            if not text.isascii():
-                s, w, o = _evidence(text, codec)
-                strong, weak, other = strong + s, weak + w, other + o
+        strong = weak = 0
+        for prose in proses:
+            s, w = _evidence(prose, codec)
+            strong, weak = strong + s, weak + w
+        other = visible - strong - weak
         rank = (strong + weak, strong)
         if strong >= 2 and strong >= _DOMINANCE * other and (best is None or rank > best[0]):
             best = (rank, codec)
@@ -213,14 +258,19 @@ def _undo_line(line: str, pieces: list[_Piece]) -> str:
 
 
 def _undo(text: str, codec: _Codec) -> tuple[str, int]:
-    """One round of undoing, per line, kept only where the line gets better."""
+    """One round of undoing, per line, kept only where the line gets better.
+
+    A line whose non-ASCII text is mostly unexplained is correct text the accident did not
+    reach (a Russian note added to a cp1251-garbled file), so its coincidences stay as they are.
+    """
     lines = text.split("\n")
     repaired = 0
     for index, line in enumerate(lines):
         if line.isascii():
             continue
         pieces = _sequences(line, codec)
-        if not pieces:
+        explained = sum(len(piece.source) for piece in pieces)
+        if not pieces or len(_NON_ASCII_VISIBLE.findall(line)) - explained > explained:
             continue
         candidate = _undo_line(line, pieces)
         if _badness(candidate, _sequences(candidate, codec)) < _badness(line, pieces):

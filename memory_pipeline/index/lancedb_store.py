@@ -70,6 +70,7 @@ class ChunkStore:
         self.table_name = f"chunks_{model_slug(model_id)}"
         self._db = lancedb.connect(self.uri)
         self.dimension = dimension
+        self._fts_ready = False
 
     @cached_property
     def table(self):
@@ -171,9 +172,10 @@ class ChunkStore:
     def fts_search(self, query: str, k: int, *, kind: str | None = None) -> list[dict]:
         """BM25 over the stemmed column; the query is stemmed the same way."""
         stemmed = stem_for_fts(query)
-        if not stemmed or self.count() == 0:
+        if not stemmed or not self.exists():
             return []
-        self.ensure_fts_index()
+        if not self._fts_ready:
+            self.ensure_fts_index()
         search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*ROW_COLUMNS, "_score"]).limit(k)
         if kind:
             search = search.where(f"kind = '{kind}'", prefilter=True)
@@ -182,6 +184,7 @@ class ChunkStore:
     def ensure_fts_index(self) -> None:
         if not any(index.name == "fts_text_idx" for index in self.table.list_indices()):
             self.build_indexes()
+        self._fts_ready = self.count() > 0
 
     def build_indexes(self) -> None:
         """Full-text index on the stemmed column (whitespace tokens, no further stemming) and id indexes."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import secrets
 from typing import Literal
 
@@ -19,12 +18,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from memory_pipeline import __version__
-from memory_pipeline.config import Config
+from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
 from memory_pipeline.service.inbox import Inbox, InboxMessage, RecordResult
 
 logger = logging.getLogger(__name__)
-TOKEN_ENV = "MEMORY_PIPELINE_TOKEN"
 
 
 class SearchFilters(BaseModel):
@@ -50,10 +48,6 @@ class DialogueRequest(BaseModel):
     messages: list[InboxMessage] = Field(min_length=1)
 
 
-def resolve_token(config: Config) -> str | None:
-    return config.service.token or os.environ.get(TOKEN_ENV) or None
-
-
 def require_safe_binding(host: str, token: str | None) -> None:
     """Refuse to serve the memory off loopback without a token: it holds the user's whole life."""
     try:
@@ -69,7 +63,7 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
     from memory_pipeline.docstore import DocumentStore
     from memory_pipeline.service.proxy import register_proxy
 
-    token = resolve_token(config)
+    token = config.service.resolved_token()
     bearer = HTTPBearer(auto_error=False)
 
     def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -109,6 +103,7 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
             "status": "ok",
             "version": __version__,
             "embedding_model": config.embedding.model,
+            "storage_root": str(config.storage_root),
             "documents": app.state.docstore.count(),
             "search_loaded": searcher is not None,
             "stores": searcher.stats() if searcher is not None else None,
@@ -153,7 +148,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
 
     host = host or config.service.host
     port = port or config.service.port
-    require_safe_binding(host, resolve_token(config))
+    require_safe_binding(host, config.service.resolved_token())
     app = create_app(config)
     app.state.get_searcher()
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import httpx
@@ -24,9 +23,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The service's own variable (memory_pipeline.service.app.TOKEN_ENV); not imported from there
-# because that module pulls in FastAPI, which would cost the CLI's fast path a third of a second.
-TOKEN_ENV = "MEMORY_PIPELINE_TOKEN"
 HEALTH_TIMEOUT = httpx.Timeout(1.0, connect=0.3)
 _QUERY_ERRORS = (400, 413, 422)
 
@@ -57,7 +53,7 @@ def service_search(
 ) -> list[Hit] | None:
     """Hits (memory_pipeline.search.Hit) from the running service, or None when none is usable."""
     base = service_url(config)
-    token = config.service.token or os.environ.get(TOKEN_ENV) or None
+    token = config.service.resolved_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=base, headers=headers, timeout=timeout, trust_env=False) as client:
         try:
@@ -89,6 +85,9 @@ def _healthy(health: httpx.Response, config: Config) -> bool:
     except ValueError:
         return False
     if health.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+        return False
+    if body.get("storage_root") != str(config.storage_root):
+        logger.info("memory service at %s serves %s, not %s; searching in-process", health.url, body.get("storage_root"), config.storage_root)
         return False
     if body.get("embedding_model") != config.embedding.model:
         logger.warning(
