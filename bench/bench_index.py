@@ -38,7 +38,7 @@ from memory_pipeline.ingest import ingest_all
 from memory_pipeline.tokens import count_tokens
 
 work, size = Path(sys.argv[1]), int(sys.argv[2])
-make_vault(work / "vault", size, seed=size)
+make_vault(work / "vault", size, seed=size, max_exchanges=2)
 config = Config(storage_root=work / "storage", sources={"dialogues": [work / "vault"]})
 embedder = load_embedder(config.embedding)
 out = {"documents": size}

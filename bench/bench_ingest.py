@@ -33,14 +33,14 @@ def _paragraph(rng: random.Random, sentences: int) -> str:
     return " ".join(_sentence(rng, words, rng.randint(6, 16)) for _ in range(sentences))
 
 
-def make_vault(folder: Path, count: int, seed: int = 1) -> int:
-    """Nexus-style Obsidian notes (callout format), one dialogue of 2-6 exchanges per file."""
+def make_vault(folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 6) -> int:
+    """Nexus-style Obsidian notes (callout format), one dialogue of up to max_exchanges exchanges per file."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
     for i in range(count):
         lines = []
-        for turn in range(rng.randint(2, 6)):
+        for turn in range(rng.randint(min(2, max_exchanges), max_exchanges)):
             stamp = f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.2025 at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}"
             lines.append(f">[!nexus_user] **User** - {stamp}")
             lines.append(f"> {_paragraph(rng, rng.randint(1, 3))}")
