@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.atomic import atomic_write_text, fsync_dir
 from memory_pipeline.config import Config
 from memory_pipeline.errors import ParseError, StoreError
 
@@ -114,13 +114,13 @@ def commit_version(config: Config, adapter: str, version: str, files: Mapping[st
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-        _fsync_dir(staging)
+        fsync_dir(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(staging, target)
         except OSError as exc:
             raise StoreError(f"cannot create dataset version {target}: {exc}") from None
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -173,11 +173,3 @@ def new_examples_since_latest(config: Config, adapter: str, *, assignments: Iter
     if latest is None:
         return len(promoted)
     return len(promoted - version_item_ids(latest))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
