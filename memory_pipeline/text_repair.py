@@ -24,7 +24,7 @@ from memory_pipeline.records import RepairReport
 # Codecs a UTF-8 file may have been misread with, most common first (ties go to the earlier one).
 _CODECS = ("cp1252", "cp1251", "mac_roman", "latin-1", "koi8_r")
 # Codecs whose high half is a whole (Cyrillic) alphabet: correct Russian is written in the very
-# characters their mojibake is made of, so their evidence needs stricter reading.
+# characters their mojibake is made of, so their evidence is read more strictly (_coincidental).
 _ALPHABETIC = frozenset({"cp1251", "koi8_r"})
 # What ends a word in running text (``В»``, ``С…``, ``и…»``, ``В\xa0``): after a letter these read
 # as correct text, not as the continuation bytes of a UTF-8 sequence.
@@ -48,7 +48,8 @@ _BYTE_WORD = re.compile(rb"[A-Za-z\x80-\xff]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 # combining accents that decomposed Latin letters use: grave..caron, dot below..ogonek
 _NFD_ACCENTS = frozenset([*range(0x300, 0x30D), *range(0x323, 0x329)])
-# UTF-8 sequence shapes as byte ranges: two-, three- and four-byte leads, continuation bytes
+# UTF-8 sequences as (first lead byte, last lead byte, continuation bytes that follow), and the
+# continuation byte range
 _UTF8_SHAPE = ((0xC2, 0xDF, 1), (0xE0, 0xEF, 2), (0xF0, 0xF4, 3))
 _CONTINUATION = (0x80, 0xBF)
 
@@ -70,8 +71,9 @@ class _Codec:
 
 @cache
 def _codec(name: str) -> _Codec:
-    """Build the reverse table; cp1252 is "sloppy": its undefined bytes map to the C1 controls
-    that browsers and latin-1 round trips keep, so ``\\x81`` in ``Ñ\\x81`` (``с``) is recovered."""
+    """Build the reverse table and the sequence pattern; cp1252 and cp1251 are "sloppy": their
+    undefined bytes map to the C1 controls that browsers and latin-1 round trips keep, so
+    ``\\x81`` in ``Ñ\\x81`` (``с``) and ``\\x98`` in ``Р\\x98`` (``И``) are recovered."""
     to_byte: dict[int, int] = {}
     for value in range(0x80, 0x100):
         try:
@@ -80,11 +82,12 @@ def _codec(name: str) -> _Codec:
             char = chr(value)
         to_byte[ord(char)] = value
 
-    def shown(low: int, high: int) -> str:
+    def shown_as(low: int, high: int) -> str:
+        """A regex class of the characters the codec shows for bytes ``low``..``high``."""
         return "[" + "".join(re.escape(chr(c)) for c, b in to_byte.items() if low <= b <= high) + "]"
 
-    continuation = shown(*_CONTINUATION)
-    shapes = "|".join(f"{shown(low, high)}{continuation}{{{n}}}" for low, high, n in _UTF8_SHAPE)
+    continuation = shown_as(*_CONTINUATION)
+    shapes = "|".join(f"{shown_as(low, high)}{continuation}{{{n}}}" for low, high, n in _UTF8_SHAPE)
     return _Codec(name, to_byte, re.compile(shapes), name in _ALPHABETIC)
 
 
@@ -328,16 +331,24 @@ def _looks_binary(data: bytes) -> bool:
     return len(_CONTROL_BYTES.findall(sample)) > 0.05 * len(sample)
 
 
-def _looks_cyrillic(data: bytes) -> bool:
-    """cp1251 Russian has words made only of high bytes; cp1252 text has accents inside ASCII words."""
-    cyrillic = latin = 0
+def _legacy_codecs(data: bytes) -> tuple[str, ...]:
+    """Single-byte encodings to try, likeliest first.
+
+    Russian has words made only of high bytes, cp1252 text has accents inside ASCII words. Running
+    text is mostly small letters, which are 0xE0-0xFF in cp1251 and 0xC0-0xDF in KOI8-R.
+    """
+    cyrillic = latin = small_cp1251 = small_koi8 = 0
     for word in _BYTE_WORD.findall(data[: 256 * 1024]):
         high = sum(1 for b in word if b >= 0x80)
         if high == len(word) and high >= 2:
             cyrillic += 1
+            small_cp1251 += sum(1 for b in word if b >= 0xE0)
+            small_koi8 += sum(1 for b in word if 0xC0 <= b < 0xE0)
         elif high and high < len(word):
             latin += 1
-    return cyrillic > latin
+    if cyrillic <= latin:
+        return ("cp1252", "cp1251")
+    return ("koi8_r",) if small_koi8 > small_cp1251 else ("cp1251", "cp1252")
 
 
 def decode_bytes(data: bytes, path: str | Path) -> tuple[str, str]:
@@ -354,8 +365,7 @@ def decode_bytes(data: bytes, path: str | Path) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    order = ("cp1251", "cp1252") if _looks_cyrillic(data) else ("cp1252", "cp1251")
-    for name in order:
+    for name in _legacy_codecs(data):
         try:
             return data.decode(name), name
         except UnicodeDecodeError:

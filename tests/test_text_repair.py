@@ -1,5 +1,6 @@
 """Text repair: double-encoding is undone exactly, correct text of any language is left alone."""
 
+import random
 import re
 from pathlib import Path
 
@@ -10,18 +11,16 @@ from memory_pipeline.text_repair import clean_text, decode_bytes, read_text_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "repair"
 SAMPLES = sorted(FIXTURES.glob("*.md"))
+CORRECT_RUSSIAN = FIXTURES / "correct_russian.txt"
 
 RUSSIAN = "Но вот по чисто знаниям ИИ стэка — я отстаю сильно, всё для меня ново. Съешь ещё этих булок, Нина!"
 ENGLISH_ACCENTS = "The café in Zürich served a naïve crème brûlée — “déjà vu”, said Müller. Señor Ærø’s piñata: 5 €."
 
 
 def misdecode(text: str, codec: str) -> str:
-    """The accident itself: UTF-8 bytes read as a single-byte codec (cp1252 as browsers do it,
-    keeping its undefined bytes as C1 controls)."""
-    data = text.encode("utf-8")
-    if codec == "cp1252":
-        return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in data)
-    return data.decode(codec)
+    """The accident itself: UTF-8 bytes read as a single-byte codec (as browsers do it, keeping
+    the bytes cp1252 and cp1251 leave undefined as C1 controls)."""
+    return "".join(bytes([b]).decode(codec, errors="ignore") or chr(b) for b in text.encode("utf-8"))
 
 
 def oracle(text: str) -> str:
@@ -44,7 +43,7 @@ def test_nexus_samples_repair_fully_and_exactly(path):
     assert ">[!nexus_user] **User**" in repaired
 
 
-@pytest.mark.parametrize("codec", ["cp1252", "latin-1", "mac_roman"])
+@pytest.mark.parametrize("codec", ["cp1252", "latin-1", "mac_roman", "cp1251", "koi8_r"])
 @pytest.mark.parametrize("original", [RUSSIAN, ENGLISH_ACCENTS], ids=["russian", "english"])
 def test_synthetic_double_encoding_repairs_exactly(codec, original):
     garbled = misdecode(original, codec)
@@ -58,6 +57,24 @@ def test_codec_is_identified():
     assert repair_text(misdecode(RUSSIAN, "cp1252"))[1].codec == "cp1252"
     assert repair_text(misdecode(RUSSIAN, "latin-1"))[1].codec == "latin-1"
     assert repair_text(misdecode(RUSSIAN, "mac_roman"))[1].codec == "mac_roman"
+    assert repair_text(misdecode(RUSSIAN, "cp1251"))[1].codec == "cp1251"
+    assert repair_text(misdecode(RUSSIAN, "koi8_r"))[1].codec == "koi8_r"
+
+
+@pytest.mark.parametrize(
+    ("garbled", "original", "codec"),
+    [
+        ("РџСЂРёРІРµС‚, РєР°Рє РґРµР»Р°?", "Привет, как дела?", "cp1251"),
+        ("РќСѓ РІРѕС‚ вЂ” В«РЃР»РєР°В» в„–7 рџ‘Ќ", "Ну вот — «Ёлка» №7 👍", "cp1251"),
+        ("ItвЂ™s a вЂњtestвЂќ вЂ” done", "It’s a “test” — done", "cp1251"),
+        ("п÷я─п╦п╡п╣я┌, п╨п╟п╨ п╢п╣п╩п╟?", "Привет, как дела?", "koi8_r"),
+    ],
+    ids=["cp1251", "cp1251-punctuation", "cp1251-english", "koi8_r"],
+)
+def test_cyrillic_codec_mojibake_as_users_see_it(garbled, original, codec):
+    repaired, report = repair_text(garbled)
+    assert repaired == original
+    assert report.codec == codec and report.lines_repaired == 1
 
 
 def test_cp1252_undefined_bytes_kept_as_c1_controls_are_recovered():
@@ -66,6 +83,15 @@ def test_cp1252_undefined_bytes_kept_as_c1_controls_are_recovered():
     garbled = misdecode(original, "cp1252")
     assert {"\x81", "\x8f", "\x8d", "\x9d", "\x90"} <= set(garbled)
     assert repair_text(garbled)[0] == original
+
+
+def test_cp1251_undefined_byte_kept_as_c1_control_is_recovered():
+    # И is 0xD0 0x98 and 😀 is 0xF0 0x9F 0x98 0x80: 0x98 is the one byte cp1251 leaves undefined
+    original = "ИИ и Игорь 😀"
+    garbled = misdecode(original, "cp1251")
+    assert "Р\x98" in garbled
+    assert repair_text(garbled) == (original, repair_text(garbled)[1])
+    assert repair_text(garbled)[1].codec == "cp1251"
 
 
 CORRECT_TEXTS = {
@@ -80,6 +106,12 @@ CORRECT_TEXTS = {
     "quotes_mojibake": "Почему токенизатор выдаёт Ð¿Ñ€Ð¸Ð²ÐµÑ‚ и Ã© вместо «привет» и é?",
     "quotes_mojibake_in_code": "In the GPT-2 vocabulary `Ã©` is é and `Ð¿Ñ€Ð¸Ð²ÐµÑ‚` is привет.",
     "fenced_mojibake": "Byte-level BPE:\n```\nÃ© -> é\nâ€™ -> ’\n```\nThat is expected.",
+    "russian_r_s_words": "Рыба, Сила, Рёв и Рёрих; СССР, РФ, РЖД. ТЁМНЫЙ ЛЕС, ЕЁ ПИСЬМО. Варианты «А», «Б», «В».",
+    "russian_closing_punctuation": "Витамин С… — Он сказал: «Ну и…» — «Может, её…» — Её. Всё, моё, бельё, 50 м².",
+    "russian_nbsp_typography": "В\xa0доме, О\xa0нём, У\xa0реки, в\xa0«Ленте», с\xa0ним\xa0— и\xa0т.\xa0д.",
+    "ukrainian_serbian": "Рік тому Її ґанок, Європа. Ђорђе је рекао да Љубљана није далеко; Ћуприја.",
+    "quotes_cp1251_mojibake": "Почему модель выдаёт РџСЂРёРІРµС‚ и вЂ” вместо «Привет» и —?",
+    "quotes_koi8_mojibake": "А в письме стоит п÷я─п╦п╡п╣я┌ — это KOI8-R, тот же «Привет».",
 }
 
 
@@ -88,6 +120,79 @@ def test_correct_text_comes_back_byte_identical(text):
     repaired, report = repair_text(text)
     assert repaired.encode("utf-8") == text.encode("utf-8")
     assert not report.repaired and report.codec is None and report.lines_repaired == 0
+
+
+@pytest.mark.parametrize(
+    "text", ["ЕЁ", "Её.", "С…", "«В»", "В\xa0доме", "Ну и…»", "РЁ", "её", "всё", "Рёв", "ТЁМНЫЙ", "Vitamin С…"]
+)
+def test_short_correct_russian_is_not_taken_for_cp1251_or_koi8(text):
+    """Letters of these codecs followed by letters or closing punctuation that happen to be UTF-8
+    continuation bytes: a correct word ending, not a garbled character."""
+    assert repair_text(text) == (text, repair_text(text)[1])
+    assert not repair_text(text)[1].repaired
+
+
+def test_correct_russian_fixture_comes_back_byte_identical_whole_and_line_by_line():
+    text = CORRECT_RUSSIAN.read_text(encoding="utf-8")
+    assert "\xa0" in text and "РџСЂРёРІРµС‚" in text
+    assert repair_text(text)[0].encode("utf-8") == text.encode("utf-8")
+    assert not repair_text(text)[1].repaired
+    for line in text.split("\n"):
+        assert repair_text(line) == (line, repair_text(line)[1]) and not repair_text(line)[1].repaired
+
+
+@pytest.mark.parametrize("codec", ["cp1251", "koi8_r"])
+def test_garbled_russian_fixture_repairs_exactly_one_round(codec):
+    """The fixture quotes garbled words on purpose; undoing one round brings them back as quoted."""
+    text = CORRECT_RUSSIAN.read_text(encoding="utf-8")
+    repaired, report = repair_text(misdecode(text, codec))
+    assert repaired == text
+    assert report.codec == codec
+    assert report.lines_repaired == sum(1 for line in text.split("\n") if not line.isascii())
+
+
+def russian_sentences(count: int) -> list[str]:
+    """Correct Russian as the user writes it: names and towns on Р/С, abbreviations, Ё, lettered
+    options, guillemets, dashes, ellipses, numbers, units and emoji."""
+    rng = random.Random(1251)
+    slots = {
+        "name": ["Роман", "Сергей", "Светлана", "Рита", "Сёма", "Руслан", "Семён", "Пётр", "Алёна", "Артём"],
+        "city": ["Рязани", "Ростове", "Самаре", "Саратове", "Сочи", "Сургуте", "Орле", "Риме", "Ржеве"],
+        "abbr": ["СССР", "РФ", "РЖД", "СНГ", "РАН", "СПбГУ", "ЕГЭ", "ВВП", "СМИ", "ИИ", "GPU", "LoRA"],
+        "noun": ["рыба", "сила", "сеть", "работа", "рёв", "сёмга", "ребёнок", "ёлка", "лёд", "счёт", "приём"],
+        "adj": ["тёмный", "чёрный", "зелёный", "лёгкий", "серьёзный", "ранний", "свежий", "решённый"],
+        "verb": ["ревёт", "растёт", "ждёт", "идёт", "нашёл", "пришёл", "учится", "считает", "сказала"],
+        "letter": list("АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЭЮЯ"),
+        "caps": ["ЁЖ", "ЕЁ", "ЧЁРНЫЙ", "ТЁМНЫЙ", "ВСЁ", "ЕЩЁ", "РЁВ", "ИТОГО", "ВАЖНО"],
+        "end": [".", "!", "?", "…", "?!", "…»", ".»", "”", "“"],
+        "emoji": ["✅", "👍", "🔥", "😀", "🚴", "⚠️", ""],
+    }
+    templates = [
+        "{name} из {city} сказал: «{adj} {noun} {verb}{end}",
+        "Ответ — «{letter}», а не «{letter}»{end} {emoji}",
+        "{caps}: {noun} {verb}, {abbr} и {abbr} — {adj} {noun}{end}",
+        "В {city} {noun} {verb} {n}–{n} раз, т. е. {n} %, № {n}{end}",
+        "— {name}, {noun} {verb}? — Ну и… {adj} {noun}{end}",
+        "Группа {letter}… {abbr}, {n} °С, {n} м², {n} ₽{end}",
+        "„{name} {verb}“, а ‚{noun}‘ — {adj}{end} {emoji}",
+        "{name} {letter}. {name}ов, {abbr} {abbr}: {adj} {noun} {verb} — её, всё, моё{end}",
+    ]
+
+    def fill(template: str) -> str:
+        text = re.sub(r"\{n\}", lambda _: str(rng.randint(1, 999)), template)
+        return re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]), text)
+
+    return [fill(rng.choice(templates)) for _ in range(count)]
+
+
+def test_generated_russian_sentences_are_left_alone_and_their_garbling_is_undone():
+    sentences = russian_sentences(400)
+    for sentence in sentences:
+        assert repair_text(sentence)[0] == sentence and not repair_text(sentence)[1].repaired
+        for codec in ("cp1251", "koi8_r"):
+            assert repair_text(misdecode(sentence, codec)) == (sentence, repair_text(misdecode(sentence, codec))[1])
+    assert repair_many(sentences) == (sentences, repair_many(sentences)[1])
+    assert not repair_many(sentences)[1].repaired
 
 
 def test_correct_nexus_sample_is_not_repaired_again():
@@ -123,11 +228,27 @@ def test_mixed_file_repairs_only_the_garbled_lines():
     assert report.codec == "mac_roman" and report.lines_repaired == 3
 
 
-def test_one_round_only_keeps_mojibake_the_author_quoted():
-    original = "Вопрос: почему в словаре `Ã©`, а не é?\nОтвет: это байты UTF-8, прочитанные как cp1252."
-    repaired, report = repair_text(misdecode(original, "cp1252"))
+@pytest.mark.parametrize(
+    ("original", "codec"),
+    [
+        ("Вопрос: почему в словаре `Ã©`, а не é?\nОтвет: это байты UTF-8, прочитанные как cp1252.", "cp1252"),
+        ("Вопрос: почему вместо «Привет» `РџСЂРёРІРµС‚`?\nОтвет: это UTF-8, прочитанный как cp1251: РЎРѕРЅ.", "cp1251"),
+    ],
+    ids=["cp1252", "cp1251"],
+)
+def test_one_round_only_keeps_mojibake_the_author_quoted(original, codec):
+    repaired, report = repair_text(misdecode(original, codec))
     assert repaired == original
-    assert report.codec == "cp1252"
+    assert report.codec == codec
+
+
+def test_correct_russian_line_in_a_cp1251_garbled_file_is_left_alone():
+    """The accident is per file, but a correct line added later has its own letters: «В» stays."""
+    lines = [RUSSIAN, "Привет, как дела?", "Всё хорошо — бегаю по утрам."]
+    added = "Позже: ответ «В», Рёв."
+    repaired, report = repair_text("\n".join([*(misdecode(line, "cp1251") for line in lines), added]))
+    assert repaired == "\n".join([*lines, added])
+    assert report.codec == "cp1251" and report.lines_repaired == 3
 
 
 def test_repair_many_makes_one_decision_for_the_group():
@@ -137,6 +258,10 @@ def test_repair_many_makes_one_decision_for_the_group():
     assert repaired == originals
     assert report.repaired and report.codec == "mac_roman" and report.lines_repaired == 3
     assert repair_text(misdecode("в", "mac_roman"))[0] == "–≤"
+
+    repaired, report = repair_many([misdecode(t, "cp1251") for t in originals])
+    assert repaired == originals and report.codec == "cp1251"
+    assert repair_text(misdecode("в", "cp1251"))[0] == "РІ"
 
 
 def test_repair_many_leaves_a_correct_conversation_alone():
@@ -187,9 +312,10 @@ def test_macos_decomposed_accents_survive_double_encoding():
         ("привет, café".encode(), "привет, café", "utf-8"),
         ("Привет, как дела? Всё хорошо.".encode("cp1251"), "Привет, как дела? Всё хорошо.", "cp1251"),
         ("Сон".encode("cp1251"), "Сон", "cp1251"),
+        ("Привет, как дела? Всё хорошо.".encode("koi8_r"), "Привет, как дела? Всё хорошо.", "koi8_r"),
         ("Le café est très naïf.".encode("cp1252"), "Le café est très naïf.", "cp1252"),
     ],
-    ids=["utf8-bom", "utf16le", "utf16be", "utf32le", "utf32be", "utf8", "cp1251", "cp1251-short", "cp1252"],
+    ids=["utf8-bom", "utf16le", "utf16be", "utf32le", "utf32be", "utf8", "cp1251", "cp1251-short", "koi8_r", "cp1252"],
 )
 def test_decode_bytes(data, text, encoding):
     assert decode_bytes(data, "f.txt") == (text, encoding)
