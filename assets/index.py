@@ -69,8 +69,10 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
 @dg.asset(
     group_name=INDEX_GROUP,
     deps=["chunks", "faiss_index"],
-    description="Self-supervised retrieval evaluation: recall@1/5/10 and MRR per search mode on the indexed dialogues.",
+    description="Self-supervised retrieval evaluation: recall@1/5/10 and MRR per search mode on the indexed dialogues. "
+    "Declarative automation re-runs it whenever the chunks change, whichever run changed them.",
     kinds={"python"},
+    automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
     from memory_pipeline.retrieval_eval import evaluate_retrieval
