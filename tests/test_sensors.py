@@ -1,4 +1,4 @@
-"""Sensors and schedules through Dagster's testing API, over real source folders in tmp dirs."""
+"""Sensors, schedules and the runs they start, through Dagster's testing API, over real source folders in tmp dirs."""
 
 import json
 import time
@@ -8,9 +8,13 @@ import dagster as dg
 import pytest
 import yaml
 
+import definitions
+from assets.ingest import dialogue_documents
 from assets.resources import MemoryPipelineResource
 from memory_pipeline.config import load_config
+from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
+from memory_pipeline.records import Kind
 from sensors.schedules import nightly_schedule
 from sensors.sensors import source_files_sensor
 
@@ -34,6 +38,12 @@ def workspace(tmp_path):
     )
     ingest_all(load_config(config_file))
     return tmp_path, config_file
+
+
+@pytest.fixture()
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
 
 
 def _tick(config_file, cursor=None):
@@ -102,6 +112,41 @@ def test_nightly_schedule_comes_from_config():
     context = dg.build_schedule_context(scheduled_execution_time=None)
     request = nightly_schedule.evaluate_tick(context).run_requests[0]
     assert isinstance(request, dg.RunRequest)
+
+
+# One source kind alone (a backfill of just its sources)
+
+
+def test_one_source_kind_alone_and_its_rerun_write_no_duplicates(workspace, instance):
+    root, config_file = workspace
+    chat = {"messages": [{"role": "user", "content": "Как восстановиться после марафона?"}, {"role": "assistant", "content": "Неделя лёгкого бега."}]}
+    (root / "dialogues" / "chat.jsonl").write_text(json.dumps(chat, ensure_ascii=False) + "\n", encoding="utf-8")
+    (root / "articles" / "c.md").write_text("# Новое\n\nНе в этом прогоне.\n", encoding="utf-8")
+    resources = {"pipeline": MemoryPipelineResource(config_path=str(config_file))}
+    store = DocumentStore(load_config(config_file).documents_dir)
+    articles = store.count(Kind.ARTICLE)
+    first = dg.materialize([dialogue_documents], instance=instance, resources=resources)
+    again = dg.materialize([dialogue_documents], instance=instance, resources=resources)
+    written = [run.asset_materializations_for_node("dialogue_documents")[0].metadata["documents_written"].value for run in (first, again)]
+    assert first.success and again.success and written == [1, 0]
+    assert store.count(Kind.DIALOGUE) == 1 and store.count(Kind.ARTICLE) == articles  # only that kind's sources were scanned
+
+
+def _job_subset(select: str):
+    """What `dagster asset materialize --select SELECT` runs, resolved the way the command does."""
+    keys = dg.AssetSelection.from_coercible(select.split(",")).resolve(definitions.defs.resolve_asset_graph())
+    return definitions.defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+
+
+def test_one_kind_reindex_selection_in_the_docs_resolves():
+    with pytest.raises(dg.DagsterInvalidSubsetError, match="chunk_index"):
+        _job_subset("dialogue_documents,chunks")  # chunks and faiss_index are one step: both or neither
+    subset = _job_subset("dialogue_documents,chunks,faiss_index,item_scores,item_tiers")
+    assert {key.to_user_string() for key in subset.asset_layer.selected_asset_keys} == {
+        "dialogue_documents", "chunks", "faiss_index", "item_scores", "item_tiers"
+    }
+    operations = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert "--select dialogue_documents,chunks,faiss_index,item_scores,item_tiers" in operations
 
 
 @pytest.fixture(scope="module")
