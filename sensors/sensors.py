@@ -61,17 +61,30 @@ def run_failure_record_sensor(context: dg.RunFailureSensorContext, pipeline: Mem
     config = pipeline.config
     run = context.dagster_run
     failure = context.failure_event
+    steps = [_step_failure(event) for event in context.get_step_failure_events()]
     record = {
         "run_id": run.run_id,
         "job": run.job_name,
         "tags": dict(run.tags),
         "message": failure.message if failure else "",
-        "step": failure.step_key if failure else None,
+        "failed_steps": steps,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = config.reports_dir / "failures" / f"{run.run_id}.json"
     atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=2))
-    context.log.error(f"run {run.run_id} of {run.job_name} failed: {record['message']} (record: {path})")
+    errors = "; ".join(f"{s['step']}: {s['error']}" for s in steps) or record["message"]
+    context.log.error(f"run {run.run_id} of {run.job_name} failed: {errors} (record: {path})")
+
+
+def _step_failure(event: dg.DagsterEvent) -> dict:
+    """The failed step, the error that caused it (the user's, not Dagster's wrapper) and the full traceback."""
+    error = event.step_failure_data.error
+    if error is None:
+        return {"step": event.step_key, "error": "", "traceback": ""}
+    cause = error
+    while cause.cause is not None:
+        cause = cause.cause
+    return {"step": event.step_key, "error": cause.message.strip(), "traceback": error.to_string()}
 
 
 @dg.run_status_sensor(

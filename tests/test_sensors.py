@@ -1,4 +1,7 @@
-"""Sensors, schedules and the runs they start, through Dagster's testing API, over real source folders in tmp dirs."""
+"""Sensors, schedules and the runs they start, through Dagster's testing API, over real source folders in tmp dirs.
+
+Run status sensors are evaluated tick by tick against real runs in a temporary instance.
+"""
 
 import json
 import time
@@ -16,7 +19,7 @@ from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
 from memory_pipeline.records import Kind
 from sensors.schedules import nightly_schedule
-from sensors.sensors import source_files_sensor
+from sensors.sensors import nightly_training_sensor, run_failure_record_sensor, source_files_sensor
 
 
 @pytest.fixture()
@@ -147,6 +150,75 @@ def test_one_kind_reindex_selection_in_the_docs_resolves():
     }
     operations = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
     assert "--select dialogue_documents,chunks,faiss_index,item_scores,item_tiers" in operations
+
+
+# Run status sensors, tick by tick
+
+
+def _run(instance: dg.DagsterInstance, job_name: str, *, fail: bool) -> dg.ExecuteInProcessResult:
+    """A stand-in run of ``job_name``: one step that succeeds, or fails the way a real step would."""
+
+    @dg.op(name="write_chunks")
+    def step() -> None:
+        if fail:
+            raise ValueError("disk full while writing chunks")
+
+    @dg.job(name=job_name)
+    def stand_in() -> None:
+        step()
+
+    return stand_in.execute_in_process(instance=instance, raise_on_error=False)
+
+
+def _sensor_context(instance: dg.DagsterInstance, storage: Path) -> dg.SensorEvaluationContext:
+    """A daemon-like context: the real definitions (training_job's partitions), storage in a tmp dir."""
+    resources = {"pipeline": MemoryPipelineResource(storage=str(storage))}
+    return dg.build_sensor_context(instance=instance, definitions=definitions.defs, resources=resources)
+
+
+def test_failed_run_is_recorded_with_the_step_and_its_error(tmp_path, instance):
+    context = _sensor_context(instance, tmp_path)
+    run_failure_record_sensor.evaluate_tick(context)  # the first tick only sets the cursor
+    _run(instance, "memory_job", fail=False)
+    failed = _run(instance, "reindex_job", fail=True)
+    run_failure_record_sensor.evaluate_tick(context)
+    failures = load_config(storage=tmp_path).reports_dir / "failures"
+    assert [p.name for p in failures.iterdir()] == [f"{failed.run_id}.json"]
+    record = json.loads((failures / f"{failed.run_id}.json").read_text(encoding="utf-8"))
+    assert record["run_id"] == failed.run_id and record["job"] == "reindex_job"
+    assert "write_chunks" in record["message"]
+    [step] = record["failed_steps"]
+    assert step["step"] == "write_chunks" and step["error"] == "ValueError: disk full while writing chunks"
+    assert 'raise ValueError("disk full while writing chunks")' in step["traceback"]
+
+
+def test_failure_record_from_a_built_run_status_context(tmp_path, instance):
+    failed = _run(instance, "training_job", fail=True)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_record_sensor",
+        dagster_event=failed.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        resources={"pipeline": MemoryPipelineResource(storage=str(tmp_path))},
+    )
+    run_failure_record_sensor(context)
+    record = json.loads((load_config(storage=tmp_path).reports_dir / "failures" / f"{failed.run_id}.json").read_text(encoding="utf-8"))
+    assert record["job"] == "training_job" and record["failed_steps"][0]["error"].endswith("disk full while writing chunks")
+
+
+def test_nightly_training_follows_only_a_successful_memory_job(tmp_path, instance):
+    context = _sensor_context(instance, tmp_path)
+    assert not nightly_training_sensor.evaluate_tick(context).run_requests  # the first tick only sets the cursor
+    _run(instance, "memory_job", fail=True)
+    _run(instance, "reindex_job", fail=False)
+    assert not nightly_training_sensor.evaluate_tick(context).run_requests
+    nightly = _run(instance, "memory_job", fail=False)
+    requests = nightly_training_sensor.evaluate_tick(context).run_requests
+    adapters = [a.name for a in load_config().adapters]
+    assert [r.partition_key for r in requests] == adapters
+    assert [r.run_key for r in requests] == [f"{nightly.run_id}:{name}" for name in adapters]
+    assert {r.tags["memory_pipeline/after_run"] for r in requests} == {nightly.run_id}
+    assert not nightly_training_sensor.evaluate_tick(context).run_requests  # that run is handled once
 
 
 @pytest.fixture(scope="module")
