@@ -7,15 +7,17 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 
 
-def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None, *, limit: int = 20) -> dg.MetadataValue:
-    """A markdown table of the first ``limit`` rows (cells flattened to one line, clipped)."""
+def markdown_table(
+    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None, *, limit: int = 20, cell_chars: int = 80
+) -> dg.MetadataValue:
+    """A markdown table of the first ``limit`` rows (cells flattened to one line, clipped to ``cell_chars``)."""
     rows = list(rows)[:limit]
     if not rows:
         return dg.MetadataValue.md("_(none)_")
     columns = list(columns or rows[0].keys())
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(row.get(c), cell_chars) for c in columns) + " |")
     return dg.MetadataValue.md("\n".join(lines))
 
 
@@ -30,6 +32,6 @@ def histogram(bins) -> dg.MetadataValue:
     return dg.MetadataValue.md("```\n" + "\n".join(lines) + "\n```")
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, limit: int) -> str:
     text = " ".join(str("" if value is None else value).split()).replace("|", "\\|")
-    return text if len(text) <= 80 else text[:79] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

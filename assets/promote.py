@@ -6,7 +6,8 @@ from assets.metadata import counts_table, histogram, markdown_table
 from assets.resources import MemoryPipelineResource
 
 PROMOTE_GROUP = "promote"
-_ITEM_COLUMNS = ["item_id", "score", "tier", "title", "signals", "preview"]
+_ITEM_COLUMNS = ["item_id", "score", "tier", "tier_rule", "title", "signals", "preview"]
+_ITEM_CELL_CHARS = 200
 
 
 @dg.multi_asset(
@@ -48,8 +49,8 @@ def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRe
             "signals_computed": dg.MetadataValue.json(report.signals_computed),
             "seconds": dg.MetadataValue.float(report.seconds),
             "score_histogram": histogram(report.histogram),
-            "top_items": markdown_table([_item_row(i) for i in report.top], _ITEM_COLUMNS),
-            "bottom_items": markdown_table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS),
+            "top_items": markdown_table([_item_row(i) for i in report.top], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
+            "bottom_items": markdown_table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
         },
     )
     yield dg.MaterializeResult(
@@ -68,6 +69,7 @@ def _item_row(item) -> dict:
         "item_id": item.item_id,
         "score": round(item.score, 3),
         "tier": item.tier,
+        "tier_rule": item.tier_rule,
         "title": item.title,
         "signals": " ".join(f"{k}={v:.2f}" for k, v in item.signals.items()),
         "preview": item.preview,

@@ -403,6 +403,16 @@ def test_explanation_assignments_and_summary_read_the_stored_state(tmp_path, cor
         load_assignments(config, adapter="cooking")
 
 
+def test_report_top_and_bottom_items_say_which_rule_gave_their_tier(tmp_path, corpus):
+    config = config_for(tmp_path)
+    state, report = score(config, corpus)
+    ScoreStore(scores_dir(config)).save(state)
+    assert report.top and report.bottom
+    for brief in [*report.top, *report.bottom]:
+        assert brief.tier_rule and brief.tier_rule == explain_item(config, brief.item_id).tier_rule
+    assert "rag_threshold" in report.bottom[0].tier_rule
+
+
 def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, corpus):
     config = config_for(tmp_path)
     store = ScoreStore(scores_dir(config))

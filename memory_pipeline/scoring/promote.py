@@ -44,7 +44,7 @@ class HistogramBin(BaseModel):
 
 
 class ItemBrief(BaseModel):
-    """An item in a report: where it is, its tier and score, and each signal's value."""
+    """An item in a report: where it is, its tier and the rule that gave it, its score and each signal's value."""
 
     item_id: str
     doc_id: str
@@ -52,6 +52,7 @@ class ItemBrief(BaseModel):
     title: str
     unit: ItemUnit
     tier: str
+    tier_rule: str
     score: float
     signals: dict[str, float]
     preview: str
@@ -709,6 +710,7 @@ def _brief(row: pd.Series) -> ItemBrief:
         title=row["title"],
         unit=ItemUnit.model_validate_json(row["unit"]),
         tier=row["tier"],
+        tier_rule=row["tier_rule"],
         score=round(float(row["score"]), 4),
         signals={name: round(float(row[name]), 4) for name in sg.SIGNALS},
         preview=_preview(row["text"]),
