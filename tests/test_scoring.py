@@ -10,6 +10,7 @@ from memory_pipeline.config import AdapterConfig, Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.records import Document, Kind, Section, Turn
 from memory_pipeline.scoring import explain_item, load_assignments, retier, tier_summary
+from memory_pipeline.scoring.checks import check_tiers
 from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
 from memory_pipeline.scoring.promote import ItemBatch, update_scores
@@ -411,6 +412,38 @@ def test_report_top_and_bottom_items_say_which_rule_gave_their_tier(tmp_path, co
     for brief in [*report.top, *report.bottom]:
         assert brief.tier_rule and brief.tier_rule == explain_item(config, brief.item_id).tier_rule
     assert "rag_threshold" in report.bottom[0].tier_rule
+
+
+def test_tier_check_passes_on_a_scored_store_and_fails_on_an_item_without_tier(tmp_path, corpus):
+    config = config_for(tmp_path)
+    store = ScoreStore(scores_dir(config))
+    state, _ = score(config, corpus)
+    store.save(state)
+    good = check_tiers(config, {"a", "b", "c", "d"})
+    assert good.ok and good.items == 4 and good.problems == []
+    unscored = check_tiers(config, {"a", "b", "c", "d", "e"})
+    assert not unscored.ok and unscored.documents_without_items == 1
+    state.frame.loc[state.frame["item_id"] == "c-0", "tier"] = ""
+    store.save(state)
+    broken = check_tiers(config, {"a", "b", "c", "d"})
+    assert not broken.ok and broken.items_without_tier == 1 and broken.problems == ["1 items have no tier"]
+
+
+def test_item_tiers_asset_check_reports_the_tier_check(tmp_path, corpus):
+    from assets.promote import item_tiers_complete_and_exclusive
+    from assets.resources import MemoryPipelineResource
+
+    config = config_for(tmp_path)
+    store = ScoreStore(scores_dir(config))
+    state, _ = score(config, corpus)
+    store.save(state)
+    pipeline = MemoryPipelineResource(storage=str(config.storage_root))
+    passed = item_tiers_complete_and_exclusive(pipeline=pipeline)
+    assert passed.passed and passed.metadata["items"].value == 4
+    state.frame.loc[state.frame["item_id"] == "a-0", "tier"] = ""
+    store.save(state)
+    failed = item_tiers_complete_and_exclusive(pipeline=pipeline)
+    assert not failed.passed and failed.metadata["items_without_tier"].value == 1
 
 
 def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, corpus):
