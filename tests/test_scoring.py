@@ -483,14 +483,12 @@ REMEMBER = (
 )
 
 
-@pytest.mark.slow
-def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
+def _indexed_corpus(tmp_path: Path):
+    """Three conversations and a lecture, ingested and indexed for real: (config, embedder, chats folder)."""
     from memory_pipeline.docstore import DocumentStore
     from memory_pipeline.embedding import load_embedder
     from memory_pipeline.indexer import sync_index
     from memory_pipeline.ingest import ingest_all
-    from memory_pipeline.scoring import run_promotion
-    from memory_pipeline.search_log import log_search
 
     chats = tmp_path / "chats"
     chats.mkdir()
@@ -512,7 +510,18 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     ingest_all(config)
     embedder = load_embedder(config.embedding)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    return config, embedder, chats
 
+
+@pytest.mark.slow
+def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
+    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.scoring import run_promotion
+    from memory_pipeline.search_log import log_search
+
+    config, embedder, chats = _indexed_corpus(tmp_path)
     first = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert first.items_new == first.items_total >= 5 and first.texts_embedded == 2
     assignments = load_assignments(config)
@@ -535,6 +544,39 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     assert (added.items_new, added.items_changed, added.documents_read) == (1, 0, 1)
     assert added.signals_computed["density"] == 1 and added.signals_computed["usage"] >= 2
     assert signal(config, remembered.item_id, "usage") > 0
+
+
+class CountingEmbedder:
+    """The real embedder, counting every text it is asked to embed."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self.model_id = embedder.model_id
+        self.texts = 0
+
+    def embed_passages(self, texts):
+        self.texts += len(texts)
+        return self.embedder.embed_passages(texts)
+
+
+@pytest.mark.slow
+def test_changed_thresholds_retier_on_the_next_promotion_without_embedding(tmp_path):
+    from memory_pipeline.scoring import run_promotion
+
+    config, embedder, _ = _indexed_corpus(tmp_path)
+    first = run_promotion(config, now=NOW, progress=False, embedder=embedder)
+    vectors = ScoreStore(scores_dir(config)).load().vectors.copy()
+    config.promote.rag_threshold, config.promote.lora_threshold = 0.0, 0.0
+    counting = CountingEmbedder(embedder)
+    second = run_promotion(config, now=NOW, progress=False, embedder=counting)
+    assert counting.texts == 0 and second.texts_embedded == 0
+    assert (second.items_new, second.items_changed, second.documents_read) == (0, 0, 0)
+    assert second.tiers != first.tiers and second.tiers["discard"] == first.tiers["discard"]
+    assert second.tiers["lora"] > 0 and second.tiers["cache"] == 0
+    assert {second.signals_computed[name] for name in ("density", "importance", "quality", "routes")} == {0}
+    assert np.array_equal(ScoreStore(scores_dir(config)).load().vectors, vectors)
+    promoted = next(a for a in load_assignments(config) if a.tier.startswith("lora:"))
+    assert ">= lora_threshold 0.0" in explain_item(config, promoted.item_id).tier_rule
 
 
 def signal(config: Config, item_id: str, name: str) -> float:
