@@ -18,7 +18,6 @@ from memory_pipeline.config import AdapterConfig, Config, DatasetsConfig
 from memory_pipeline.datasets import (
     build_dataset,
     chat_example,
-    export_version,
     general_heldout,
     latest_version_dir,
     latest_version_name,
@@ -40,9 +39,9 @@ from memory_pipeline.datasets.curation import (
     with_token_counts,
 )
 from memory_pipeline.datasets.formats import text_example
-from memory_pipeline.datasets.versions import commit_version
+from memory_pipeline.datasets.versions import commit_version, data_files
 from memory_pipeline.errors import StoreError
-from memory_pipeline.records import Document, Kind, Section, Turn
+from memory_pipeline.records import Document, Kind, Section, Turn, sha256_bytes
 
 SYSTEM = "Ты думаешь и отвечаешь так, как думает пользователь."
 CHATML = (
@@ -104,6 +103,24 @@ def corpus(n_docs: int, *, seed: int = 1, exchanges_per_doc: int = 3) -> list[Do
             turns += [("user", words(rng, 25)), ("assistant", words(rng, 30))]
         docs.append(dialogue(f"doc{d:03d}", turns, title=f"Тема {d}"))
     return docs
+
+
+def article(doc_id: str, heading: str, seed: int) -> Document:
+    return Document(
+        doc_id=doc_id, kind=Kind.ARTICLE, format="markdown", title="Notes", source_path=f"/{doc_id}.md", source_hash="0" * 64,
+        sections=[Section(heading_path=[heading], text=words(random.Random(1000 + seed), 40))],
+    ).finalize()
+
+
+def chats_and_articles(n_docs: int, adapters: tuple[str, ...]) -> tuple[list[Assignment], list[Document]]:
+    """The exchanges of ``n_docs`` dialogues promoted to ``adapters`` and eight article sections promoted to topic."""
+    docs, articles = corpus(n_docs), [article(f"art{i}", f"Rivers {i}", seed=i) for i in range(8)]
+    assignments = [a for d in docs for a in exchanges(d, adapters=adapters)]
+    assignments += [
+        Assignment(f"{a.doc_id}:0", a.doc_id, "article", {"heading": a.sections[0].heading_path[-1]}, 0.8, ["topic"], text=a.sections[0].text)
+        for a in articles
+    ]
+    return assignments, [*docs, *articles]
 
 
 def make_config(tmp_path: Path, **datasets: Any) -> Config:
@@ -297,7 +314,9 @@ def test_build_writes_a_complete_version_with_card(tmp_path):
     result = build_dataset(config, "core", assignments, docs, now=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert result.created and result.version == "v0001-20250102T030405"
     folder = result.path
-    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "card.md", "eval.jsonl", "heldout.jsonl", "items.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "axolotl.yaml", "card.json", "card.md", "dataset_info.json", "eval.jsonl", "heldout.jsonl", "items.jsonl", "train.jsonl"
+    ]
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     assert card["counts"]["promoted_items"] == len(assignments) - 1
     assert card["counts"]["train"] + card["counts"]["eval"] == len(assignments) - 1
@@ -306,7 +325,14 @@ def test_build_writes_a_complete_version_with_card(tmp_path):
     assert {f["step"] for f in card["filters"]} >= {"language", "pii_scrub", "token_bounds", "exact_duplicates", "near_duplicates", "token_budget", "split_by_document", "decontamination"}
     assert card["tokens"]["train"]["total"] > 0 and card["tokens"]["train"]["p95"] <= card["tokens"]["train"]["max"]
     assert card["sources"]["document_formats"] == {"chatgpt_json": 24}
-    assert "| train |" in (folder / "card.md").read_text(encoding="utf-8")
+    assert card["files"]["data"] == {
+        "train.jsonl": {"split": "train", "format": "chat", "examples": card["counts"]["train"]},
+        "eval.jsonl": {"split": "eval", "format": "chat", "examples": card["counts"]["eval"]},
+    }
+    chat_lines = (folder / "train.jsonl").read_bytes() + b"\x00" + (folder / "eval.jsonl").read_bytes()
+    assert card["content_hash"] == sha256_bytes(chat_lines)  # a chat-only set hashes as before text files were split out
+    card_md = (folder / "card.md").read_text(encoding="utf-8")
+    assert "| train |" in card_md and "| `eval.jsonl` | eval | chat |" in card_md and "dataset_info.json" in card_md
     train_docs = {json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "train"}
     eval_docs = {json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "eval"}
     assert train_docs and eval_docs and not train_docs & eval_docs
@@ -358,20 +384,60 @@ def test_new_examples_since_latest_counts_items_the_latest_did_not_consider(tmp_
     assert new_examples_since_latest(config, "topic", assignments=assignments) == 0
 
 
-def test_mixed_dialogue_and_article_set(tmp_path):
+def test_mixed_set_keeps_one_line_format_per_file(tmp_path):
+    from memory_pipeline.adapters.train import read_split
+
     config = make_config(tmp_path)
-    docs = corpus(6)
-    article = Document(
-        doc_id="art", kind=Kind.ARTICLE, format="markdown", title="Notes", source_path="/a.md", source_hash="0" * 64,
-        sections=[Section(heading_path=["Notes", "Rivers"], text=words(random.Random(4), 40))],
-    ).finalize()
-    assignments = [a for d in docs for a in exchanges(d, adapters=("topic",))]
-    assignments.append(Assignment("art:0", "art", "article", {"heading": "Notes > Rivers"}, 0.8, ["topic"], text=article.sections[0].text))
-    result = build_dataset(config, "topic", assignments, [*docs, article])
-    assert result.card["sources"]["line_formats"] == {"chat": len(assignments) - 1, "text": 1}
-    lines = [json.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (result.path / name).open(encoding="utf-8")]
-    assert {"text": f"Notes > Rivers\n\n{article.sections[0].text}"} in lines
-    assert all(m["messages"][0]["role"] == "user" for m in lines if "messages" in m)
+    assignments, documents = chats_and_articles(6, ("topic",))
+    result = build_dataset(config, "topic", assignments, documents)
+    card = result.card
+    assert card["sources"]["line_formats"] == {"chat": len(assignments) - 8, "text": 8}
+    files = card["files"]["data"]
+    assert set(files) == {"train.jsonl", "eval.jsonl", "train_text.jsonl", "eval_text.jsonl"}
+    for name, entry in files.items():
+        lines = [json.loads(line) for line in (result.path / name).open(encoding="utf-8")]
+        assert len(lines) == entry["examples"] > 0
+        assert all(list(line) == (["messages"] if entry["format"] == "chat" else ["text"]) for line in lines)
+    assert {f"Rivers 0\n\n{documents[-8].sections[0].text}"} <= {
+        line["text"] for name in ("train_text.jsonl", "eval_text.jsonl") for line in map(json.loads, (result.path / name).open(encoding="utf-8"))
+    }
+    assert sum(f["examples"] for f in files.values() if f["split"] == "train") == card["counts"]["train"]
+    train = read_split(result.path, "train")
+    assert len(train) == card["counts"]["train"] and {e.text is None for e in train} == {True, False}
+
+    # A version from before text lines had files of their own: one train.jsonl holding both formats.
+    old = result.path.parent / "v0000-20240101T000000"
+    old.mkdir()
+    (old / "train.jsonl").write_text((result.path / "train.jsonl").read_text() + (result.path / "train_text.jsonl").read_text())
+    assert sorted(e.key for e in read_split(old, "train")) == sorted(e.key for e in train)
+
+
+def test_exports_name_each_data_file_with_its_type(tmp_path):
+    import yaml
+
+    config = make_config(tmp_path)
+    assignments, documents = chats_and_articles(6, ("topic",))
+    folder = build_dataset(config, "topic", assignments, documents).path
+    info = json.loads((folder / "dataset_info.json").read_text())
+    assert {name: entry["file_name"] for name, entry in info.items()} == {
+        "memory_topic_train": "train.jsonl",
+        "memory_topic_eval": "eval.jsonl",
+        "memory_topic_train_text": "train_text.jsonl",
+        "memory_topic_eval_text": "eval_text.jsonl",
+    }
+    assert info["memory_topic_train"]["formatting"] == "sharegpt"
+    assert info["memory_topic_train"]["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
+    assert info["memory_topic_train_text"]["columns"] == {"prompt": "text"}
+    axolotl = yaml.safe_load((folder / "axolotl.yaml").read_text())
+    assert [(Path(d["path"]).name, d["type"]) for d in axolotl["datasets"]] == [("train.jsonl", "chat_template"), ("train_text.jsonl", "completion")]
+    assert [(Path(d["path"]).name, d["type"], d["split"]) for d in axolotl["test_datasets"]] == [
+        ("eval.jsonl", "chat_template", "train"), ("eval_text.jsonl", "completion", "train")
+    ]
+    assert all(Path(d["path"]).is_absolute() and Path(d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
+    assert axolotl["datasets"][0]["field_messages"] == "messages" and axolotl["datasets"][1]["field"] == "text"
+
+    chat_only = build_dataset(config, "core", [a for d in corpus(6) for a in exchanges(d)], corpus(6)).path
+    assert list(json.loads((chat_only / "dataset_info.json").read_text())) == ["memory_core_train", "memory_core_eval"]
 
 
 # --- real tools read what we write -----------------------------------------------------------------
@@ -392,24 +458,20 @@ def _chat_tokenizer(texts: list[str]):
     return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", chat_template=CHATML)
 
 
+def core_and_topic_sets(tmp_path: Path) -> list[Path]:
+    """A core set (chat only) and a topic set with chat and text lines in both splits, as the demo builds them."""
+    config = make_config(tmp_path)
+    assignments, documents = chats_and_articles(10, ("core", "topic"))
+    return [build_dataset(config, name, assignments, documents).path for name in ("core", "topic")]
+
+
 def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
     from datasets import load_dataset
 
     from memory_pipeline.adapters.train import encode_example, parse_example, read_card
 
-    config = make_config(tmp_path)
-    docs = corpus(10)
-    article = Document(
-        doc_id="art", kind=Kind.ARTICLE, format="markdown", title="Notes", source_path="/a.md", source_hash="0" * 64,
-        sections=[Section(heading_path=["Rivers"], text=words(random.Random(8), 40))],
-    ).finalize()
-    assignments = [a for d in docs for a in exchanges(d, adapters=("core", "topic"))]
-    assignments.append(Assignment("art:0", "art", "article", {"heading": "Rivers"}, 0.8, ["topic"], text=article.sections[0].text))
-    folders = [build_dataset(config, name, assignments, [*docs, article]).path for name in ("core", "topic")]
-    exported = export_version(folders[1], tmp_path / "export")
-
-    files = [folder / f"{split}.jsonl" for folder in folders for split in ("train", "eval", "heldout")]
-    files += [p for key, p in exported.items() if key not in ("dataset_info", "axolotl")]
+    folders = core_and_topic_sets(tmp_path)
+    files = [path for folder in folders for path in [*data_files(folder), folder / "heldout.jsonl"] if path.stat().st_size]
     all_text = [line for path in files for line in path.read_text(encoding="utf-8").split("\n") if line]
     tokenizer = _chat_tokenizer([m["content"] for line in all_text for m in json.loads(line).get("messages", [])] + [json.loads(line).get("text", "") for line in all_text])
     for folder in folders:
@@ -428,16 +490,6 @@ def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
             else:
                 assert tokenizer(row["text"])["input_ids"]
     assert rendered > 0
-
-    info = json.loads(exported["dataset_info"].read_text())
-    assert info["memory_topic_train"]["formatting"] == "sharegpt"
-    assert info["memory_topic_train"]["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
-    assert info["memory_topic_train_text"]["columns"] == {"prompt": "text"}
-    import yaml
-
-    axolotl = yaml.safe_load(exported["axolotl"].read_text())
-    chat_entry = next(d for d in axolotl["datasets"] if d["type"] == "chat_template")
-    assert chat_entry["field_messages"] == "messages" and Path(chat_entry["path"]).is_file()
 
 
 def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 from memory_pipeline.adapters import registry
 from memory_pipeline.adapters.base_model import load_base_model
 from memory_pipeline.config import Config, TrainingConfig
+from memory_pipeline.datasets.versions import data_files
 from memory_pipeline.errors import ParseError
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,11 @@ def read_examples(path: Path, *, limit: int | None = None) -> list[Example]:
     return examples
 
 
+def read_split(dataset_dir: Path, split: str) -> list[Example]:
+    """A version's whole split: its chat file, then its text file when it has one."""
+    return [example for path in data_files(dataset_dir, split) for example in read_examples(path)]
+
+
 def read_card(dataset_dir: Path) -> dict[str, Any]:
     """The dataset version's card, after checking the folder holds every file training needs."""
     for name in DATASET_FILES:
@@ -177,14 +183,13 @@ def training_examples(dataset_dir: Path, *, mode: str, replay_fraction: float, s
     Replay draws ``replay_fraction`` of the examples of earlier dataset versions (sibling folders whose
     names sort before this one), so continuing does not forget what the adapter learnt before.
     """
-    current = read_examples(dataset_dir / "train.jsonl")
+    current = read_split(dataset_dir, "train")
     if mode == "retrain":
         return current, {"examples": len(current), "new_examples": len(current), "replay_examples": 0}
     earlier: dict[str, Example] = {}
     for sibling in sorted(p for p in dataset_dir.parent.iterdir() if p.is_dir() and p.name < dataset_dir.name):
-        if (sibling / "train.jsonl").is_file():
-            for example in read_examples(sibling / "train.jsonl"):
-                earlier.setdefault(example.key, example)
+        for example in read_split(sibling, "train"):
+            earlier.setdefault(example.key, example)
     new = [e for e in current if e.key not in earlier]
     pool = sorted(earlier.values(), key=lambda e: e.key)
     replay = random.Random(seed).sample(pool, round(replay_fraction * len(pool)))

@@ -4,7 +4,7 @@ Only light modules are imported here; ``datasketch`` and ``tiktoken`` load when 
 """
 
 from memory_pipeline.datasets.build import DatasetBuildResult, build_dataset, build_dataset_for_adapter
-from memory_pipeline.datasets.exports import export_version
+from memory_pipeline.datasets.exports import export_configs
 from memory_pipeline.datasets.formats import chat_example, normalize_messages, text_example
 from memory_pipeline.datasets.heldout import general_heldout
 from memory_pipeline.datasets.versions import (
@@ -21,7 +21,7 @@ __all__ = [
     "build_dataset",
     "build_dataset_for_adapter",
     "chat_example",
-    "export_version",
+    "export_configs",
     "general_heldout",
     "latest_version_dir",
     "latest_version_name",

@@ -19,9 +19,12 @@ from typing import Any
 from memory_pipeline.config import AdapterConfig, Config, DatasetsConfig
 from memory_pipeline.datasets import curation
 from memory_pipeline.datasets.curation import Example, StepReport
+from memory_pipeline.datasets.exports import export_configs
 from memory_pipeline.datasets.formats import chat_example, text_example
 from memory_pipeline.datasets.heldout import general_heldout
 from memory_pipeline.datasets.versions import (
+    DATA_FILES,
+    EXPORT_FILES,
     ITEMS_FILE,
     adapter_dir,
     commit_version,
@@ -50,6 +53,15 @@ class Curated:
     steps: list[StepReport]
     outcomes: dict[str, str]  # item_id -> "train", "eval" or the step that removed it
     examples_built: int
+
+    def by_file(self) -> dict[tuple[str, str], list[Example]]:
+        """Examples per data file (split, format): the chat files always, possibly empty; text files when they have lines."""
+        files: dict[tuple[str, str], list[Example]] = {}
+        for split, fmt in DATA_FILES:
+            examples = [e for e in (self.train if split == "train" else self.eval) if e.format == fmt]
+            if examples or fmt == "chat":
+                files[(split, fmt)] = examples
+        return files
 
 
 def _unit_field(unit: Any, name: str) -> Any:
@@ -152,9 +164,15 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
-def content_hash(train: bytes, eval_: bytes) -> str:
-    """What tells two versions apart: the train and eval lines (not the card, not the build time)."""
-    return sha256_bytes(train + b"\x00" + eval_)
+def content_hash(data: Mapping[str, bytes]) -> str:
+    """What tells two versions apart: the data files' lines (not the card, the build time or the exports).
+
+    Text lines count only when there are any, so a chat-only set keeps the hash it had when every
+    line was in ``train.jsonl`` / ``eval.jsonl`` and is not rebuilt for the layout alone.
+    """
+    chat = [data[DATA_FILES[(split, "chat")]] for split in ("train", "eval")]
+    text = [data.get(DATA_FILES[(split, "text")], b"") for split in ("train", "eval")]
+    return sha256_bytes(b"\x00".join(chat + text if any(text) else chat))
 
 
 def build_dataset(
@@ -172,9 +190,9 @@ def build_dataset(
     promoted = [a for a in assignments if adapter_name in (a.adapters or ())]
     docs = {d.doc_id: d for d in documents}
     curated = curate(promoted, docs, adapter, options)
-    train_bytes = _jsonl(e.record for e in curated.train)
-    eval_bytes = _jsonl(e.record for e in curated.eval)
-    digest = content_hash(train_bytes, eval_bytes)
+    by_file = curated.by_file()
+    data = {DATA_FILES[key]: _jsonl(e.record for e in examples) for key, examples in by_file.items()}
+    digest = content_hash(data)
     latest = latest_version_dir(config, adapter_name)
     latest_card = read_card(latest) if latest is not None else {}
     if not curated.train:
@@ -202,13 +220,14 @@ def build_dataset(
         {"item_id": a.item_id, "doc_id": a.doc_id, "score": float(a.score), "outcome": curated.outcomes[a.item_id]}
         for a in sorted(promoted, key=lambda a: a.item_id)
     ]
+    with_lines = {key: DATA_FILES[key] for key, examples in by_file.items() if examples}
     files = {
-        "train.jsonl": train_bytes,
-        "eval.jsonl": eval_bytes,
+        **data,
         "heldout.jsonl": _jsonl(heldout),
         "card.json": (json.dumps(card, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
         "card.md": render_card(card).encode("utf-8"),
         ITEMS_FILE: _jsonl(items),
+        **export_configs(with_lines, adapter=adapter_name, version=version, folder=adapter_dir(config, adapter_name) / version),
     }
     path = commit_version(config, adapter_name, version, files)
     return DatasetBuildResult(version, path, card, True, f"new version {version}: {len(curated.train)} train, {len(curated.eval)} eval examples")
@@ -289,7 +308,15 @@ def make_card(
         "filters": [s.as_dict() for s in curated.steps],
         "adapter_config": {"voice": adapter.voice, "system_prompt": adapter.system_prompt, "description": adapter.description},
         "datasets_config": options.model_dump(mode="json"),
-        "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl", "items": ITEMS_FILE},
+        "files": {
+            "data": {
+                DATA_FILES[(split, fmt)]: {"split": split, "format": fmt, "examples": len(examples)}
+                for (split, fmt), examples in curated.by_file().items()
+            },
+            "heldout": "heldout.jsonl",
+            "items": ITEMS_FILE,
+            "exports": dict(EXPORT_FILES),
+        },
     }
 
 
@@ -324,6 +351,15 @@ def render_card(card: dict[str, Any]) -> str:
     for step in card["filters"]:
         details = {k: v for k, v in step.items() if k not in ("step", "removed")}
         lines.append(f"| {step['step']} | {step['removed']} | {_pairs(details)} |")
+    files = card["files"]
+    lines += ["", "| file | split | format | examples |", "|---|---|---|---:|"]
+    lines += [f"| `{name}` | {f['split']} | {f['format']} | {f['examples']} |" for name, f in files["data"].items()]
+    lines += [
+        "",
+        "One line format per file: TRL's SFTTrainer reads each as is (`load_dataset(\"json\", data_files=...)`). "
+        f"LLaMA-Factory: `{files['exports']['llamafactory']}` (set `dataset_dir` to this folder). "
+        f"axolotl: `{files['exports']['axolotl']}` (merge its `datasets:` / `test_datasets:` into your config).",
+    ]
     return "\n".join(lines) + "\n"
 
 

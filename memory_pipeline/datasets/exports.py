@@ -1,23 +1,22 @@
-"""Views of a dataset version for other trainers: LLaMA-Factory and axolotl.
+"""Configs for other trainers, written into every version beside its data: LLaMA-Factory and axolotl.
 
-A version's ``train.jsonl`` may mix chat and text lines (our trainer and TRL's SFTTrainer read it
-as is). LLaMA-Factory and axolotl want one format per file, so an export writes the lines split
-by format into a folder of its own, with the config that names them; the version stays untouched.
+Each data file holds one line format (see ``versions``), so each config entry names one file and
+its type: chat files as LLaMA-Factory sharegpt / axolotl ``chat_template``, text files as a
+LLaMA-Factory ``prompt: text`` column / axolotl ``completion``. TRL needs no config: it reads each
+file as is.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from memory_pipeline.atomic import atomic_write_text
-from memory_pipeline.datasets.versions import read_card
-from memory_pipeline.errors import ParseError
+from memory_pipeline.datasets.versions import EXPORT_FILES
 
-SPLITS = ("train", "eval")
 SHAREGPT_TAGS = {
     "role_tag": "role",
     "content_tag": "content",
@@ -26,44 +25,23 @@ SHAREGPT_TAGS = {
     "system_tag": "system",
 }
 
-
-def split_by_format(version_dir: Path, out_dir: Path) -> dict[tuple[str, str], Path]:
-    """Write ``<split>_chat.jsonl`` and ``<split>_text.jsonl`` (only those with lines) into ``out_dir``."""
-    written: dict[tuple[str, str], Path] = {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        source = version_dir / f"{split}.jsonl"
-        lines: dict[str, list[str]] = {"chat": [], "text": []}
-        with open(source, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ParseError(source, f"line {number}: not valid JSON: {exc}") from None
-                lines["chat" if "messages" in record else "text"].append(line if line.endswith("\n") else line + "\n")
-        for fmt, rows in lines.items():
-            if rows:
-                path = out_dir / f"{split}_{fmt}.jsonl"
-                atomic_write_text(path, "".join(rows))
-                written[(split, fmt)] = path
-    return written
+# (split, format) -> file name inside the version folder, for the files that have lines.
+DataFiles = Mapping[tuple[str, str], str]
 
 
-def llamafactory_dataset_info(files: dict[tuple[str, str], Path], *, prefix: str) -> dict[str, Any]:
-    """``dataset_info.json`` entries: chat files as sharegpt (role/content tags), text files as ``prompt: text``."""
+def llamafactory_dataset_info(files: DataFiles, *, prefix: str) -> dict[str, Any]:
+    """``dataset_info.json`` entries (file names relative to it: point ``dataset_dir`` at the version folder)."""
     info: dict[str, Any] = {}
-    for (split, fmt), path in sorted(files.items()):
+    for (split, fmt), name in files.items():
         if fmt == "chat":
             info[f"{prefix}_{split}"] = {
-                "file_name": path.name,
+                "file_name": name,
                 "formatting": "sharegpt",
                 "columns": {"messages": "messages"},
                 "tags": dict(SHAREGPT_TAGS),
             }
         else:
-            info[f"{prefix}_{split}_text"] = {"file_name": path.name, "columns": {"prompt": "text"}}
+            info[f"{prefix}_{split}_text"] = {"file_name": name, "columns": {"prompt": "text"}}
     return info
 
 
@@ -80,11 +58,11 @@ def _axolotl_entry(path: Path, fmt: str) -> dict[str, Any]:
     return {"path": str(path), "ds_type": "json", "type": "completion", "field": "text"}
 
 
-def axolotl_datasets(files: dict[tuple[str, str], Path]) -> dict[str, Any]:
-    """The ``datasets:`` / ``test_datasets:`` part of an axolotl config (absolute paths)."""
+def axolotl_datasets(files: DataFiles, *, folder: Path) -> dict[str, Any]:
+    """The ``datasets:`` / ``test_datasets:`` part of an axolotl config, with absolute paths into ``folder``."""
     section: dict[str, Any] = {"datasets": [], "test_datasets": []}
-    for (split, fmt), path in sorted(files.items()):
-        entry = _axolotl_entry(path.resolve(), fmt)
+    for (split, fmt), name in files.items():
+        entry = _axolotl_entry(Path(folder).resolve() / name, fmt)
         if split == "train":
             section["datasets"].append(entry)
         else:
@@ -92,15 +70,12 @@ def axolotl_datasets(files: dict[tuple[str, str], Path]) -> dict[str, Any]:
     return {k: v for k, v in section.items() if v}
 
 
-def export_version(version_dir: Path, out_dir: Path) -> dict[str, Path]:
-    """Write the split files, LLaMA-Factory's ``dataset_info.json`` and ``axolotl.yaml`` into ``out_dir``."""
-    version_dir, out_dir = Path(version_dir), Path(out_dir)
-    card = read_card(version_dir)
-    files = split_by_format(version_dir, out_dir)
-    prefix = f"memory_{card['adapter']}"
-    info_path = out_dir / "dataset_info.json"
-    atomic_write_text(info_path, json.dumps(llamafactory_dataset_info(files, prefix=prefix), indent=2) + "\n")
-    axolotl_path = out_dir / "axolotl.yaml"
-    header = f"# axolotl datasets for {card['adapter']} {card['version']}; merge into your training config\n"
-    atomic_write_text(axolotl_path, header + yaml.safe_dump(axolotl_datasets(files), sort_keys=False, allow_unicode=True))
-    return {"dataset_info": info_path, "axolotl": axolotl_path, **{f"{s}_{f}": p for (s, f), p in files.items()}}
+def export_configs(files: DataFiles, *, adapter: str, version: str, folder: Path) -> dict[str, bytes]:
+    """The export files by name, for the version being written to ``folder``."""
+    info = llamafactory_dataset_info(files, prefix=f"memory_{adapter}")
+    header = f"# axolotl datasets for {adapter} {version}; merge into your training config\n"
+    axolotl = header + yaml.safe_dump(axolotl_datasets(files, folder=folder), sort_keys=False, allow_unicode=True)
+    return {
+        EXPORT_FILES["llamafactory"]: (json.dumps(info, indent=2) + "\n").encode("utf-8"),
+        EXPORT_FILES["axolotl"]: axolotl.encode("utf-8"),
+    }

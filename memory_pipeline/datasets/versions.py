@@ -4,6 +4,11 @@ A version is written whole in a staging folder and renamed into place, so a read
 a person) sees a complete version or none. Names sort in build order (``v0001-20250101T030000``).
 ``latest.json`` per adapter names the newest version and is replaced atomically after the rename.
 The staging folder sits outside the adapter folders, so a crashed build never looks like a version.
+
+Each data file holds one line format, because TRL's SFTTrainer picks chat or plain-text mode from a
+file's first row: chat lines in ``train.jsonl`` / ``eval.jsonl`` (always written, possibly empty),
+completion lines in ``train_text.jsonl`` / ``eval_text.jsonl`` (only when there are any). Versions
+built before that split have only the first two, holding both formats; our trainer still reads them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ LATEST_FILE = "latest.json"
 CARD_FILE = "card.json"
 ITEMS_FILE = "items.jsonl"
 STAGING_DIR = ".staging"
+DATA_FILES = {
+    ("train", "chat"): "train.jsonl",
+    ("eval", "chat"): "eval.jsonl",
+    ("train", "text"): "train_text.jsonl",
+    ("eval", "text"): "eval_text.jsonl",
+}
+EXPORT_FILES = {"llamafactory": "dataset_info.json", "axolotl": "axolotl.yaml"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,15 @@ class DatasetVersion:
     @property
     def card(self) -> dict[str, Any]:
         return read_card(self.path)
+
+    @property
+    def data_files(self) -> list[Path]:
+        return data_files(self.path)
+
+    @property
+    def exports(self) -> dict[str, Path]:
+        """The other trainers' configs written beside the data (none in versions built before they were)."""
+        return {name: self.path / file for name, file in EXPORT_FILES.items() if (self.path / file).is_file()}
 
 
 def adapter_dir(config: Config, adapter: str) -> Path:
@@ -53,6 +74,12 @@ def read_card(version_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ParseError(path, f"not valid JSON: {exc}") from None
+
+
+def data_files(version_dir: Path, split: str | None = None) -> list[Path]:
+    """The version's train and eval files that exist (of one split if given), chat before text."""
+    names = [name for (s, _), name in DATA_FILES.items() if split in (None, s)]
+    return [Path(version_dir) / name for name in names if (Path(version_dir) / name).is_file()]
 
 
 def _version_names(folder: Path) -> list[str]:
