@@ -126,6 +126,9 @@ def ingest(
     from memory_pipeline.ingest import ingest_all
 
     config = state.config()
+    missing = [p for p in paths or [] if not p.exists()]
+    for path in missing:
+        err_console.print(f"[red]error[/red] {path}: does not exist")
     reports = ingest_all(config, paths=paths or None)
     index_report = _sync_index(config) if index else None
     if as_json:
@@ -141,7 +144,7 @@ def ingest(
                 f"index: {r.docs_indexed} documents (re)indexed, {r.docs_deleted} removed; chunks +{r.chunks_added} "
                 f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; {r.seconds:.1f}s"
             )
-    if any(r.errors for r in reports.values()):
+    if missing or any(r.errors for r in reports.values()):
         raise typer.Exit(1)
 
 
@@ -240,7 +243,7 @@ def _print_ingest_reports(reports) -> None:
     for kind, r in reports.items():
         console.print(
             f"[bold]{kind.value}[/bold]: {r.files_seen} files ({r.files_parsed} parsed, {r.files_unchanged} unchanged, "
-            f"{r.files_failed} failed, {r.files_removed} gone) -> {r.documents_written} documents written, "
+            f"{r.files_moved} moved, {r.files_failed} failed, {r.files_removed} gone) -> {r.documents_written} documents written, "
             f"{r.documents_removed} removed; {r.documents_total} stored; {r.repaired_documents} repaired; {r.seconds:.2f}s"
         )
     for r in reports.values():
@@ -348,6 +351,10 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
                 "bytes": sum(files.values()),
                 "content_hash": card.get("content_hash", ""),
                 "path": str(v.path),
+                "files": {
+                    f.name: {"examples": _count_lines(f), "bytes": files[f.name], "path": str(f)} for f in v.data_files
+                },
+                "exports": {name: str(path) for name, path in v.exports.items()},
             }
         )
     if as_json:
@@ -358,6 +365,14 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     for r in rows:
         mark = "*" if r["latest"] else " "
         console.print(f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  {r['bytes'] / 1e6:.2f} MB  {r['path']}")
+        counts = "  ".join(f"{name}={f['examples']}" for name, f in r["files"].items())
+        exports = "  ".join(Path(p).name for p in r["exports"].values())
+        console.print(f"    {counts}" + (f"  exports: {exports}" if exports else ""))
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True)

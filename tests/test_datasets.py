@@ -440,6 +440,25 @@ def test_exports_name_each_data_file_with_its_type(tmp_path):
     assert list(json.loads((chat_only / "dataset_info.json").read_text())) == ["memory_core_train", "memory_core_eval"]
 
 
+def test_datasets_list_json_shows_files_and_exports(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from memory_pipeline import cli
+
+    config = make_config(tmp_path)
+    assignments, documents = chats_and_articles(6, ("topic",))
+    folder = build_dataset(config, "topic", assignments, documents).path
+    monkeypatch.setattr(cli, "state", cli._State())
+    result = CliRunner().invoke(cli.app, ["--storage", str(config.storage_root), "datasets", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)
+    assert row["latest"] and row["path"] == str(folder)
+    assert row["exports"] == {"llamafactory": str(folder / "dataset_info.json"), "axolotl": str(folder / "axolotl.yaml")}
+    card_files = json.loads((folder / "card.json").read_text())["files"]["data"]
+    assert {name: f["examples"] for name, f in row["files"].items()} == {name: f["examples"] for name, f in card_files.items()}
+    assert all(Path(f["path"]).is_file() for f in row["files"].values())
+
+
 # --- real tools read what we write -----------------------------------------------------------------
 
 
