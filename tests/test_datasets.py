@@ -42,6 +42,7 @@ from memory_pipeline.datasets.formats import text_example
 from memory_pipeline.datasets.versions import commit_version, data_files
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Document, Kind, Section, Turn, sha256_bytes
+from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer, for TRL)
 
 SYSTEM = "Ты думаешь и отвечаешь так, как думает пользователь."
 CHATML = (
@@ -509,6 +510,36 @@ def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
             else:
                 assert tokenizer(row["text"])["input_ids"]
     assert rendered > 0
+
+
+@pytest.mark.slow
+def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    folders = core_and_topic_sets(tmp_path)
+    files = [path for folder in folders for path in data_files(folder)]
+    assert [(p.parent.parent.name, p.name) for p in files] == [
+        ("core", "train.jsonl"), ("core", "eval.jsonl"),
+        ("topic", "train.jsonl"), ("topic", "eval.jsonl"), ("topic", "train_text.jsonl"), ("topic", "eval_text.jsonl"),
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    for path in files:
+        data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
+        assert data.column_names == (["text"] if path.stem.endswith("_text") else ["messages"])
+        args = SFTConfig(
+            output_dir=str(tmp_path / "trl" / path.parent.parent.name / path.stem),
+            max_steps=1,
+            per_device_train_batch_size=2,
+            max_length=64,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base_dir), args=args, train_dataset=data, processing_class=tokenizer)
+        assert trainer.train().global_step == 1, path
 
 
 def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):
