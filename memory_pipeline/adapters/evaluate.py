@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from memory_pipeline.adapters.combine import unused_adapter_name
-from memory_pipeline.adapters.train import IGNORE_INDEX, Encoded, Example, collate, encode_example, read_examples
+from memory_pipeline.adapters.train import IGNORE_INDEX, Encoded, Example, collate, encode_example, read_examples, read_split
 
 @dataclass(frozen=True)
 class Perplexity:
@@ -75,7 +75,7 @@ def evaluate_adapter(
 ) -> EvalMetrics:
     """Score the PEFT model's active adapter against the base (adapter disabled) and the previous current adapter."""
     dataset_dir = Path(dataset_dir)
-    eval_set = read_examples(dataset_dir / "eval.jsonl", limit=max_examples)
+    eval_set = _spread(read_split(dataset_dir, "eval"), max_examples)
     heldout = read_examples(dataset_dir / "heldout.jsonl", limit=max_examples)
 
     def score(examples: list[Example]) -> Perplexity:
@@ -107,6 +107,15 @@ def evaluate_adapter(
         heldout_tokens=held_adapter.tokens,
         heldout_examples=held_adapter.examples,
     )
+
+
+def _spread(examples: list[Example], limit: int) -> list[Example]:
+    """At most ``limit`` examples taken evenly over the split, so a topic set's text lines (stored
+    after its chat lines) are scored too, not only the first ``limit`` chat examples."""
+    if len(examples) <= limit:
+        return examples
+    step = len(examples) / limit
+    return [examples[int(i * step)] for i in range(limit)]
 
 
 def sample_generations(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict[str, str]]], max_new_tokens: int = 64) -> list[str]:
