@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
+from memory_pipeline.service import inbox as inbox_module
 from memory_pipeline.service.app import create_app, require_safe_binding
+from memory_pipeline.service.inbox import Inbox, InboxMessage
 from memory_pipeline.service.proxy import MEMORY_HEADER
 
 pytestmark = pytest.mark.slow
@@ -183,6 +185,31 @@ def test_proxy_injects_memories_forwards_and_records(indexed, stream):
             rows = [json.loads(line) for line in inbox_file.read_text(encoding="utf-8").splitlines()]
             assert [r["role"] for r in rows] == ["user", "assistant"]
             assert rows[1]["content"] == "Темп лёгкого бега — разговорный."
+
+
+def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, monkeypatch):
+    synced: list = []
+    monkeypatch.setattr(inbox_module, "fsync_dir", synced.append)
+    inbox = Inbox(tmp_path / "inbox")
+    synced.clear()
+
+    def turns(*texts):
+        return [InboxMessage(role=role, content=text) for role, text in zip(("user", "assistant") * 3, texts)]
+
+    first = inbox.record(turns("Hello", "Hi! How can I help?"), conversation_id="c")
+    assert synced == [tmp_path / "inbox"]
+    again = inbox.record(turns("Hello", "  Hi!  How can I help?\n"), conversation_id="c")
+    assert synced == [tmp_path / "inbox"]
+    assert (first.recorded, again.recorded, again.duplicates, again.conflicts) == (2, 0, 2, 0)
+    other = inbox.record(turns("Hello", "Hey there.", "Tell me a joke"), conversation_id="c")
+    assert other.conversation_id.startswith("c~") and (other.recorded, other.conflicts) == (3, 1)
+    resent = inbox.record(turns("Hello", "Hey there.", "Tell me a joke"), conversation_id="c")
+    assert (resent.conversation_id, resent.recorded, resent.duplicates) == (other.conversation_id, 0, 3)
+    assert synced == [tmp_path / "inbox", tmp_path / "inbox"]  # once more, for the branch's new file
+    fresh = Inbox(tmp_path / "inbox")
+    assert fresh.record(turns("Hello", "Hey there.", "Tell me a joke"), conversation_id="c").recorded == 0
+    texts = sorted(json.loads(line)["content"] for path in (tmp_path / "inbox").glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines())
+    assert texts == sorted(["Hello", "Hi! How can I help?", "Hello", "Hey there.", "Tell me a joke"])
 
 
 def test_upstream_errors_pass_through_and_retrieval_failure_does_not_block(indexed):

@@ -2,9 +2,17 @@
 
 One file per conversation under ``storage/inbox/``, in the generic chat JSONL format the
 ingest stage already reads, so the file sensor picks new turns up like any other source and a
-pipeline that is down loses nothing. Each line is fsynced before the request returns. Lines are
-keyed by (conversation id, turn index): a turn already recorded is not written again, and the
-parser drops duplicates too, so retries and full-history re-sends are idempotent.
+pipeline that is down loses nothing. Each line is fsynced before the request returns (and the
+folder too when the line opens a new file, or a crash could lose the file's name).
+
+A conversation id names one history: lines are keyed by (conversation id, turn index), and a
+turn that comes again with the same role and text (whitespace aside) is a duplicate, not
+written twice, so retries and full-history re-sends are idempotent. A request whose history
+disagrees with the recorded one at some turn (an edited question, a regenerated answer, two
+chats under one id) is another history: all its messages go to a branch, the id
+``<conversation id>~<hash of the first disagreeing turn>``, where the same disagreeing history
+lands again when resent and is deduplicated there. Nothing said is dropped, and the result
+counts the disagreeing turns as ``conflicts``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from pydantic_core import PydanticSerializationError
+
+from memory_pipeline.atomic import fsync_dir
+from memory_pipeline.records import stable_id
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -32,9 +44,10 @@ class InboxMessage(BaseModel):
 
 
 class RecordResult(BaseModel):
-    conversation_id: str
+    conversation_id: str = Field(description="where the messages are recorded: the id asked for, or its branch when the history disagreed")
     recorded: int
     duplicates: int
+    conflicts: int = Field(0, description="turns that differ from the turn recorded at the same index, so the request went to a branch")
     inbox_file: str
 
 
@@ -47,15 +60,41 @@ def message_text(content: str | list[dict] | None) -> str:
     return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
 
 
+def require_valid_unicode(model: BaseModel) -> None:
+    """Refuse lone surrogates (a JSON ``"\\ud800"`` escape): Python accepts them, but they cannot be
+    written as UTF-8, so the append, or the forwarding, would fail after the request was accepted."""
+    try:
+        model.model_dump_json()
+    except PydanticSerializationError:
+        raise ValueError("text is not valid Unicode (a lone surrogate escape such as \\ud800)") from None
+
+
+def turn_indexes(messages: Sequence[InboxMessage], start_index: int = 0) -> list[int]:
+    """Each message's turn index: its own, else its list position shifted by ``start_index``."""
+    return [m.turn_index if m.turn_index is not None else start_index + position for position, m in enumerate(messages)]
+
+
+def turn_fingerprint(role: object, text: object) -> str:
+    """What makes two turns at one index the same turn: role and text, whitespace aside (clients trim)."""
+    return stable_id(str(role), " ".join(str(text).split()))
+
+
+def branch_id(conversation_id: str, turn_index: int, fingerprint: str) -> str:
+    """The same disagreeing turn always leads to the same branch, so resending it stays idempotent."""
+    return f"{conversation_id}~{stable_id(str(turn_index), fingerprint)[:10]}"
+
+
 class Inbox:
     """Append-only, fsynced JSONL per conversation; safe for concurrent requests in one process."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.folder.parent)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._recorded: dict[str, set[int]] = {}
+        self._recorded: dict[str, dict[int, str]] = {}
 
     def path_for(self, conversation_id: str) -> Path:
         safe = _SAFE.sub("_", conversation_id)[:80] or "conversation"
@@ -65,17 +104,18 @@ class Inbox:
         with self._guard:
             return self._locks.setdefault(conversation_id, threading.Lock())
 
-    def _known_turns(self, conversation_id: str, path: Path) -> set[int]:
+    def _known_turns(self, conversation_id: str, path: Path) -> dict[int, str]:
+        """Turn index -> fingerprint of what is recorded; the first line of an index wins, as in the parser."""
         if conversation_id not in self._recorded:
-            known: set[int] = set()
+            known: dict[int, str] = {}
             if path.is_file():
                 for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError:
                         continue
-                    if row.get("conversation_id") == conversation_id and isinstance(row.get("turn_index"), int):
-                        known.add(row["turn_index"])
+                    if isinstance(row, dict) and row.get("conversation_id") == conversation_id and isinstance(row.get("turn_index"), int):
+                        known.setdefault(row["turn_index"], turn_fingerprint(row.get("role"), row.get("content") or ""))
             self._recorded[conversation_id] = known
         return self._recorded[conversation_id]
 
@@ -88,37 +128,63 @@ class Inbox:
         model: str | None = None,
         start_index: int = 0,
     ) -> RecordResult:
+        """Append the turns not recorded yet; a history that disagrees with the recorded one goes to its branch."""
         conversation_id = conversation_id or uuid.uuid4().hex
+        turns = list(zip(turn_indexes(messages, start_index), messages))
+        if len({index for index, _ in turns}) < len(turns):
+            raise ValueError("two messages claim the same turn index")
         path = self.path_for(conversation_id)
-        now = datetime.now(UTC)
         with self._lock(conversation_id):
             known = self._known_turns(conversation_id, path)
-            lines = []
-            duplicates = 0
-            for position, message in enumerate(messages):
-                index = message.turn_index if message.turn_index is not None else start_index + position
-                if index in known:
-                    duplicates += 1
-                    continue
-                row = {
-                    "conversation_id": conversation_id,
-                    "turn_index": index,
-                    "role": message.role,
-                    "content": message_text(message.content),
-                    "timestamp": (message.timestamp or now).isoformat(),
-                    "model": message.model or model,
-                    "title": title,
-                }
-                lines.append(json.dumps(row, ensure_ascii=False))
-                known.add(index)
-            if lines:
-                _append_durably(path, "\n".join(lines) + "\n")
-        return RecordResult(conversation_id=conversation_id, recorded=len(lines), duplicates=duplicates, inbox_file=str(path))
+            fingerprints = {index: turn_fingerprint(message.role, message_text(message.content)) for index, message in turns}
+            conflicts = sorted(index for index, fingerprint in fingerprints.items() if index in known and known[index] != fingerprint)
+            if not conflicts:
+                return self._append(conversation_id, path, turns, fingerprints, known, title=title, model=model)
+        first = conflicts[0]
+        branch = self.record(
+            [message.model_copy(update={"turn_index": index}) for index, message in turns],
+            conversation_id=branch_id(conversation_id, first, fingerprints[first]),
+            title=title,
+            model=model,
+        )
+        return branch.model_copy(update={"conflicts": branch.conflicts + len(conflicts)})
+
+    def _append(
+        self,
+        conversation_id: str,
+        path: Path,
+        turns: list[tuple[int, InboxMessage]],
+        fingerprints: dict[int, str],
+        known: dict[int, str],
+        *,
+        title: str | None,
+        model: str | None,
+    ) -> RecordResult:
+        now = datetime.now(UTC)
+        lines = []
+        for index, message in turns:
+            if index in known:
+                continue
+            row = {
+                "conversation_id": conversation_id,
+                "turn_index": index,
+                "role": message.role,
+                "content": message_text(message.content),
+                "timestamp": (message.timestamp or now).isoformat(),
+                "model": message.model or model,
+                "title": title,
+            }
+            lines.append(json.dumps(row, ensure_ascii=False))
+        if lines:
+            _append_durably(path, "\n".join(lines) + "\n")
+        known.update(fingerprints)
+        return RecordResult(conversation_id=conversation_id, recorded=len(lines), duplicates=len(turns) - len(lines), inbox_file=str(path))
 
 
 def _append_durably(path: Path, text: str) -> None:
     """Append and fsync; a line left half-written by a crash is closed first so it can't swallow ours."""
-    if path.is_file() and path.stat().st_size:
+    created = not path.exists()
+    if not created and path.stat().st_size:
         with open(path, "rb") as handle:
             handle.seek(-1, os.SEEK_END)
             if handle.read(1) != b"\n":
@@ -129,3 +195,5 @@ def _append_durably(path: Path, text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(path.parent)
