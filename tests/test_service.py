@@ -1,5 +1,6 @@
 """The memory service on a real loopback port: search, dialogue capture, proxy, auth, bad requests."""
 
+import asyncio
 import json
 import socket
 import threading
@@ -60,11 +61,15 @@ def _upstream_app(seen: list[dict]) -> FastAPI:
         if body.get("model") == "overloaded":
             return JSONResponse(status_code=429, content={"error": {"message": "rate limited"}})
         answer = "Темп лёгкого бега — разговорный."
+        if "seed" in body:
+            answer = f"Ответ {body['seed']}.{len(body['messages'])}"
         if body.get("stream"):
             async def events():
                 for piece in ("Темп лёгкого бега", " — разговорный."):
                     chunk = {"choices": [{"index": 0, "delta": {"content": piece}}], "model": body["model"]}
                     yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+                    if body["model"] == "slow":
+                        await asyncio.sleep(30)
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -91,6 +96,30 @@ def indexed(tmp_path_factory):
     embedder = load_embedder(config.embedding)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
     return config, embedder
+
+
+class NoMemories:
+    def search(self, *args, **kwargs):
+        return []
+
+
+def _inbox_rows(config) -> list[dict]:
+    rows = [json.loads(line) for path in sorted(config.inbox_dir.glob("*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
+    return sorted(rows, key=lambda r: (r["conversation_id"], r["turn_index"]))
+
+
+def _conversations(config) -> list[list[tuple[str, str]]]:
+    """Each recorded conversation as its (role, content) turns, in a stable order."""
+    by_id: dict[str, list[tuple[str, str]]] = {}
+    for row in _inbox_rows(config):
+        by_id.setdefault(row["conversation_id"], []).append((row["role"], row["content"]))
+    return sorted(by_id.values())
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def _reindex(config, embedder):
@@ -133,6 +162,14 @@ def test_malformed_requests_get_clear_4xx(indexed):
             ("/v1/chat/completions", {"content": b"{oops", "headers": {"content-type": "application/json"}}),
             ("/v1/chat/completions", {"json": {"model": "m"}}),
             ("/v1/chat/completions", {"json": {"messages": ["hi"]}}),
+            ("/v1/chat/completions", {"json": ["hi"]}),
+            ("/v1/chat/completions", {"json": {"messages": [{"role": "user", "content": 123}]}}),
+            ("/v1/chat/completions", {"json": {"messages": [{"role": "user", "content": [1]}]}}),
+            ("/v1/chat/completions", {"json": {"messages": [{"role": "wizard", "content": "hi"}]}}),
+            ("/v1/chat/completions", {"json": {"messages": [{"role": 5, "content": "hi"}]}}),
+            ("/v1/chat/completions", {"json": {"model": ["m"], "messages": [{"role": "user", "content": "hi"}]}}),
+            ("/v1/chat/completions", {"json": {"stream": "maybe", "messages": [{"role": "user", "content": "hi"}]}}),
+            ("/v1/chat/completions", {"content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "headers": {"content-type": "application/json"}}),
         ]
         for path, kwargs in cases:
             response = httpx.post(f"{base}{path}", **kwargs)
@@ -210,6 +247,43 @@ def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, mon
     assert fresh.record(turns("Hello", "Hey there.", "Tell me a joke"), conversation_id="c").recorded == 0
     texts = sorted(json.loads(line)["content"] for path in (tmp_path / "inbox").glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines())
     assert texts == sorted(["Hello", "Hi! How can I help?", "Hello", "Hey there.", "Tell me a joke"])
+
+
+def test_proxy_keeps_apart_chats_that_open_alike_and_resends_record_nothing(tmp_path):
+    config = Config(storage_root=tmp_path / "storage")
+    with running(_upstream_app([])) as upstream:
+        config.service.upstream_url = f"{upstream}/v1"
+        with running(create_app(config, searcher=NoMemories())) as base:
+
+            def chat(messages: list[dict], seed: int) -> str:
+                response = httpx.post(f"{base}/v1/chat/completions", json={"model": "m", "seed": seed, "messages": messages, "user": "same-person"})
+                assert response.status_code == 200, response.text
+                return response.json()["choices"][0]["message"]["content"]
+
+            hello = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+            first, second = chat(hello, 1), chat(hello, 2)
+            follow_up = [*hello, {"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}]
+            third = chat(follow_up, 1)
+            recorded = _inbox_rows(config)
+            assert chat(follow_up, 1) == third
+            assert _inbox_rows(config) == recorded
+    assert _conversations(config) == sorted([
+        [("user", "Hello"), ("assistant", first), ("user", "And then?"), ("assistant", third)],
+        [("user", "Hello"), ("assistant", second)],
+    ])
+
+
+def test_stream_cut_off_by_the_client_is_recorded_once(tmp_path):
+    config = Config(storage_root=tmp_path / "storage")
+    with running(_upstream_app([])) as upstream:
+        config.service.upstream_url = f"{upstream}/v1"
+        with running(create_app(config, searcher=NoMemories())) as base:
+            body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "Какой темп?"}]}
+            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers={"X-Conversation-Id": "cut"}) as response:
+                assert next(line for line in response.iter_lines() if line.startswith("data:"))
+            _wait_for(lambda: _inbox_rows(config))
+            time.sleep(0.5)
+            assert _conversations(config) == [[("user", "Какой темп?"), ("assistant", "Темп лёгкого бега")]]
 
 
 def test_upstream_errors_pass_through_and_retrieval_failure_does_not_block(indexed):

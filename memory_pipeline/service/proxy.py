@@ -11,15 +11,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Literal
 
+import anyio
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from memory_pipeline.config import Config
-from memory_pipeline.service.inbox import InboxMessage, message_text
+from memory_pipeline.records import stable_id
+from memory_pipeline.service.inbox import InboxMessage, message_text, require_valid_unicode
 
 logger = logging.getLogger(__name__)
 MEMORY_HEADER = "Relevant memories from the user's own notes and past conversations (cite the source when you use one):"
@@ -66,6 +70,28 @@ def retrieval_query(messages: list[dict]) -> str:
     return query[-2000:]
 
 
+class ChatMessage(BaseModel):
+    """The part of an OpenAI message the proxy reads; other fields (name, tool_calls, ...) pass through as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict] | None = None
+
+
+class ChatRequest(BaseModel):
+    """Checked before anything else runs, so a malformed request gets a 422 naming the field, not a 500."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    stream: bool | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _forwardable(self) -> ChatRequest:
+        require_valid_unicode(self)
+        return self
+
+
 def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
     service = config.service
 
@@ -75,20 +101,20 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise HTTPException(status_code=400, detail="request body is not valid JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise HTTPException(status_code=400, detail="'messages' must be a non-empty list of {role, content}")
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in body["messages"]):
-            raise HTTPException(status_code=400, detail="every message needs a 'role'")
+        try:
+            chat = ChatRequest.model_validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         if not service.upstream_url:
             raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url)")
 
         original = body["messages"]
         forwarded = dict(body)
         forwarded["messages"] = inject_memories(original, await run_in_threadpool(_memories_for, app, original))
-        requested_model = body.get("model")
+        requested_model = chat.model
         if requested_model in service.model_adapters:
             forwarded["model"] = service.model_adapters[requested_model]
-        conversation_id = request.headers.get("x-conversation-id") or body.get("user") or None
+        conversation_id = request.headers.get("x-conversation-id")
         url = service.upstream_url.rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {service.upstream_api_key}"} if service.upstream_api_key else {}
         client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
@@ -97,7 +123,7 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             messages = [InboxMessage(role=m["role"], content=m.get("content")) for m in original if m["role"] in ("user", "assistant")]
             if answer:
                 messages.append(InboxMessage(role="assistant", content=answer, model=model))
-            app.state.inbox.record(messages, conversation_id=conversation_id or _conversation_key(original), model=model)
+            app.state.inbox.record(messages, conversation_id=conversation_id or conversation_key(original, answer), model=model)
 
         try:
             upstream_request = client.build_request("POST", url, json=forwarded, headers=headers)
@@ -108,23 +134,17 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
 
         if upstream.status_code >= 400:
             content = await upstream.aread()
-            await upstream.aclose()
-            await client.aclose()
+            await _close(upstream, client)
             return Response(content=content, status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "application/json"))
 
-        if body.get("stream"):
-            return StreamingResponse(
-                _relay_stream(upstream, record, requested_model),
-                status_code=upstream.status_code,
-                media_type=upstream.headers.get("content-type", "text/event-stream"),
-                background=BackgroundTask(_close, upstream, client),
-            )
+        if chat.stream:
+            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model))
         content = await upstream.aread()
         await _close(upstream, client)
         try:
             payload = json.loads(content)
             answer = message_text(payload["choices"][0]["message"].get("content"))
-            model = payload.get("model") or requested_model
+            model = payload["model"] if isinstance(payload.get("model"), str) else requested_model
         except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
             logger.warning("upstream answer not in OpenAI shape; exchange recorded without the answer")
             answer, model = "", requested_model
@@ -134,29 +154,62 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
 
 def _memories_for(app: FastAPI, messages: list[dict]) -> str:
     config: Config = app.state.config
-    query = retrieval_query(messages)
-    if not query or config.service.memory_k == 0:
+    if config.service.memory_k == 0:
         return ""
-    try:
+    try:  # retrieval must never block the chat, whatever fails in it
+        query = retrieval_query(messages)
+        if not query:
+            return ""
         hits = app.state.get_searcher().search(query, k=config.service.memory_k, log=False)
         return memory_block(hits, config.service.memory_token_budget)
-    except Exception:  # retrieval must never block the chat
+    except Exception:
         logger.exception("memory retrieval failed; answering without memories")
         return ""
 
 
-async def _relay_stream(upstream: httpx.Response, record: Callable[[str, str | None], None], model: str | None) -> AsyncIterator[bytes]:
-    """Pass SSE bytes through unchanged while collecting the answer's deltas to record at the end."""
-    parts: list[str] = []
-    buffer = b""
-    async for chunk in upstream.aiter_raw():
-        yield chunk
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
+class StreamedAnswer:
+    """The answer text of an SSE stream as it passes through, whole or cut off."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            parts.extend(_delta_text(line))
-    parts.extend(_delta_text(buffer))
-    record("".join(parts), model)
+            self.parts.extend(_delta_text(line))
+
+    def text(self) -> str:
+        return "".join(self.parts + _delta_text(self._buffer))
+
+
+class RecordedStream(StreamingResponse):
+    """Relays the upstream SSE bytes unchanged and records the exchange exactly once when the stream ends
+    for any reason (finished, upstream failed, client gone), with as much of the answer as was streamed.
+
+    The recording sits in ``__call__``'s ``finally``, shielded from cancellation: Starlette cancels a
+    stream whose client disconnects, possibly before its body iterator has started, so a ``finally``
+    in the iterator could run late or never.
+    """
+
+    def __init__(self, upstream: httpx.Response, client: httpx.AsyncClient, record: Callable[[str], None]):
+        self.answer = StreamedAnswer()
+        self._upstream, self._client, self._record = upstream, client, record
+        super().__init__(self._relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "text/event-stream"))
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        async for chunk in self._upstream.aiter_raw():
+            self.answer.feed(chunk)
+            yield chunk
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(self._upstream, self._client)
+                await run_in_threadpool(self._record, self.answer.text())
 
 
 def _delta_text(line: bytes) -> list[str]:
@@ -167,9 +220,9 @@ def _delta_text(line: bytes) -> list[str]:
     if data == b"[DONE]":
         return []
     try:
-        event = json.loads(data)
-        return [c.get("delta", {}).get("content") or "" for c in event.get("choices", [])]
-    except (json.JSONDecodeError, AttributeError):
+        deltas = [choice.get("delta") or {} for choice in json.loads(data).get("choices") or []]
+        return [delta["content"] for delta in deltas if isinstance(delta.get("content"), str)]
+    except (ValueError, AttributeError, TypeError):  # not JSON, not UTF-8, or not the OpenAI shape
         return []
 
 
@@ -178,9 +231,17 @@ async def _close(upstream: httpx.Response, client: httpx.AsyncClient) -> None:
     await client.aclose()
 
 
-def _conversation_key(messages: list[dict]) -> str:
-    """A stable id for a client that sends none: the hash of the conversation's first user turn."""
-    from memory_pipeline.records import stable_id
+def conversation_key(messages: list[dict], answer: str) -> str:
+    """An id for a client that sends no X-Conversation-Id, from the conversation's opening.
 
-    first_user = next((message_text(m.get("content")) for m in messages if m.get("role") == "user"), "")
-    return "proxy-" + stable_id("proxy", first_user)
+    Clients resend the whole history with each request, so the system message, the first user turn
+    and the first answer to it (from the history once there is one, else the answer just produced)
+    are the same in every request of one chat, while two chats that open with the same words part
+    at their first answers at the latest. Whitespace is ignored: clients trim what they store.
+    """
+    first_user = next((i for i, m in enumerate(messages) if m.get("role") == "user"), len(messages))
+    system = next((m for m in messages[:first_user] if m.get("role") in ("system", "developer")), {})
+    user = messages[first_user] if first_user < len(messages) else {}
+    reply = next((m for m in messages[first_user + 1 :] if m.get("role") == "assistant"), {"content": answer})
+    opening = [" ".join(message_text(m.get("content")).split()) for m in (system, user, reply)]
+    return "proxy-" + stable_id("proxy", *opening)
