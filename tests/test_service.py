@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
+from memory_pipeline.search import Hit
 from memory_pipeline.service import inbox as inbox_module
 from memory_pipeline.service.app import create_app, require_safe_binding
 from memory_pipeline.service.inbox import Inbox, InboxMessage
@@ -103,6 +104,18 @@ class NoMemories:
         return []
 
 
+class RankedSearcher:
+    """Forty hits: thirty from notes.md, all ranked above the ten from wanted.md."""
+
+    def search(self, query, *, k, kind=None, mode=None, log=True):
+        hits = [
+            Hit(score=1 - i / 100, mode="hybrid", chunk_id=f"c{i}", doc_id=f"d{i}", kind="article",
+                title="Notes" if i < 30 else "Wanted", source_path=f"/notes/{'notes' if i < 30 else 'wanted'}.md", text=f"piece {i}")
+            for i in range(40)
+        ]
+        return hits[:k]
+
+
 def _inbox_rows(config) -> list[dict]:
     rows = [json.loads(line) for path in sorted(config.inbox_dir.glob("*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
     return sorted(rows, key=lambda r: (r["conversation_id"], r["turn_index"]))
@@ -157,8 +170,20 @@ def test_malformed_requests_get_clear_4xx(indexed):
             ("/search", {"json": {"query": ""}}),
             ("/search", {"json": {"query": "x", "mode": "magic"}}),
             ("/search", {"json": {"query": "x" * 100_000}}),
+            ("/search", {"json": {"query": "   "}}),
+            ("/search", {"json": {"query": 123}}),
+            ("/search", {"json": ["бег"]}),
+            ("/search", {"json": {"query": "x", "k": "many"}}),
+            ("/search", {"json": {"query": "x", "k": 0}}),
+            ("/search", {"json": {"query": "x", "filters": "running"}}),
+            ("/search", {"json": {"query": "x", "filters": {"title_contains": 5}}}),
             ("/dialogues", {"json": {"messages": []}}),
             ("/dialogues", {"json": {"messages": [{"role": "wizard", "content": "hi"}]}}),
+            ("/dialogues", {"json": {"messages": [{"role": "user", "content": 123}]}}),
+            ("/dialogues", {"json": {"messages": [{"role": "user", "content": [1]}]}}),
+            ("/dialogues", {"json": {"conversation_id": 5, "messages": [{"role": "user", "content": "hi"}]}}),
+            ("/dialogues", {"json": {"messages": [{"role": "user", "content": "a", "turn_index": 1}, {"role": "user", "content": "b", "turn_index": 1}]}}),
+            ("/dialogues", {"content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "headers": {"content-type": "application/json"}}),
             ("/v1/chat/completions", {"content": b"{oops", "headers": {"content-type": "application/json"}}),
             ("/v1/chat/completions", {"json": {"model": "m"}}),
             ("/v1/chat/completions", {"json": {"messages": ["hi"]}}),
@@ -175,6 +200,9 @@ def test_malformed_requests_get_clear_4xx(indexed):
             response = httpx.post(f"{base}{path}", **kwargs)
             assert 400 <= response.status_code < 500, (path, kwargs, response.status_code, response.text)
             assert response.json(), (path, response.text)
+        for doc_id in ("a'b", "%00", "x" * 5000, "');DROP"):
+            response = httpx.get(f"{base}/documents/{doc_id}")
+            assert response.status_code == 404 and response.json(), (doc_id, response.text)
 
 
 def test_dialogues_are_durable_idempotent_and_become_searchable(indexed):
@@ -222,6 +250,17 @@ def test_proxy_injects_memories_forwards_and_records(indexed, stream):
             rows = [json.loads(line) for line in inbox_file.read_text(encoding="utf-8").splitlines()]
             assert [r["role"] for r in rows] == ["user", "assistant"]
             assert rows[1]["content"] == "Темп лёгкого бега — разговорный."
+
+
+def test_filtered_search_returns_k_matches_ranked_below_the_top_k(tmp_path):
+    config = Config(storage_root=tmp_path / "storage")
+    with running(create_app(config, searcher=RankedSearcher())) as base:
+        wanted = httpx.post(f"{base}/search", json={"query": "x", "k": 5, "filters": {"source_path_contains": "wanted.md"}}).json()["hits"]
+        assert [h["chunk_id"] for h in wanted] == ["c30", "c31", "c32", "c33", "c34"]
+        every = httpx.post(f"{base}/search", json={"query": "x", "k": 50, "filters": {"title_contains": "WANTED"}}).json()["hits"]
+        assert len(every) == 10 and all(h["title"] == "Wanted" for h in every)
+        unfiltered = httpx.post(f"{base}/search", json={"query": "x", "k": 5, "filters": {}}).json()["hits"]
+        assert [h["chunk_id"] for h in unfiltered] == ["c0", "c1", "c2", "c3", "c4"]
 
 
 def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, monkeypatch):

@@ -9,30 +9,42 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import time
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from memory_pipeline import __version__
 from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
-from memory_pipeline.service.inbox import Inbox, InboxMessage, RecordResult
+from memory_pipeline.search import Hit, Searcher, validate_request
+from memory_pipeline.search_log import log_search
+from memory_pipeline.service.inbox import Inbox, InboxMessage, RecordResult, require_valid_unicode, turn_indexes
 
 logger = logging.getLogger(__name__)
+MAX_K = 1000
 
 
 class SearchFilters(BaseModel):
     source_path_contains: str | None = None
     title_contains: str | None = None
 
+    def active(self) -> bool:
+        return bool(self.source_path_contains or self.title_contains)
+
+    def matches(self, hit: Hit) -> bool:
+        return (not self.source_path_contains or self.source_path_contains in hit.source_path) and (
+            not self.title_contains or self.title_contains.lower() in hit.title.lower()
+        )
+
 
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
-    k: int | None = Field(None, ge=1, le=1000)
+    k: int | None = Field(None, ge=1, le=MAX_K)
     kind: Literal["dialogue", "article", "lecture"] | None = None
     mode: Literal["vector", "fts", "hybrid"] | None = None
     filters: SearchFilters | None = None
@@ -46,6 +58,34 @@ class DialogueRequest(BaseModel):
     model: str | None = None
     start_index: int = Field(0, ge=0, description="turn index of the first message when messages carry none")
     messages: list[InboxMessage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _storable(self) -> DialogueRequest:
+        indexes = turn_indexes(self.messages, self.start_index)
+        if len(set(indexes)) < len(indexes):
+            raise ValueError("two messages claim the same turn index")
+        require_valid_unicode(self)
+        return self
+
+
+def filtered_search(searcher, config: Config, request: SearchRequest) -> list[Hit]:
+    """Up to k hits that pass the filters, not the few of the top k that happen to.
+
+    The indexes know no path or title filters, so the search goes deeper (4x each round, up to
+    MAX_K candidates) until k hits pass or the candidates run out; logged once, with the hits returned.
+    """
+    started = time.perf_counter()
+    query, k, kind, mode = validate_request(config, request.query, request.k, request.kind, request.mode)
+    depth = k
+    while True:
+        depth = min(MAX_K, depth * 4)
+        candidates = searcher.search(query, k=depth, kind=kind, mode=mode, log=False)
+        hits = [hit for hit in candidates if request.filters.matches(hit)][:k]
+        if len(hits) == k or len(candidates) < depth or depth == MAX_K:
+            break
+    latency = (time.perf_counter() - started) * 1000
+    log_search(config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
+    return hits
 
 
 def require_safe_binding(host: str, token: str | None) -> None:
@@ -80,8 +120,6 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
 
     def get_searcher():
         if app.state.searcher is None:
-            from memory_pipeline.search import Searcher
-
             app.state.searcher = Searcher(config)
         return app.state.searcher
 
@@ -111,15 +149,10 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
 
     @app.post("/search", dependencies=[Depends(authorize)])
     def search(request: SearchRequest) -> dict:
-        hits = get_searcher().search(request.query, k=request.k, kind=request.kind, mode=request.mode)
-        if request.filters:
-            f = request.filters
-            hits = [
-                h
-                for h in hits
-                if (not f.source_path_contains or f.source_path_contains in h.source_path)
-                and (not f.title_contains or f.title_contains.lower() in h.title.lower())
-            ]
+        if request.filters and request.filters.active():
+            hits = filtered_search(get_searcher(), config, request)
+        else:
+            hits = get_searcher().search(request.query, k=request.k, kind=request.kind, mode=request.mode)
         return {"query": request.query, "hits": [h.model_dump(mode="json") for h in hits]}
 
     @app.post("/dialogues", dependencies=[Depends(authorize)])
