@@ -11,6 +11,7 @@ also all ``retier`` does when only the config changed.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -146,12 +147,13 @@ def run_promotion(
 
     ``now`` fixes the clock for recency (tests); ``embedder`` defaults to the configured model
     and is only used to embed adapter descriptions/examples (cached) and to name the chunk table.
+    Progress lines go to ``log``, else to stderr: stdout is left to results (``promote --json``).
     """
     from memory_pipeline.docstore import DocumentStore
     from memory_pipeline.embedding import load_embedder
 
     started = time.perf_counter()
-    say = log or (print if progress else (lambda _msg: None))
+    say = log or (_print_progress if progress else (lambda _msg: None))
     store = ScoreStore(scores_dir(config))
     previous = store.load() or ScoreState.empty()
     embedder = embedder or load_embedder(config.embedding)
@@ -193,6 +195,10 @@ def run_promotion(
     store.save_report(report.model_dump(mode="json"))
     say(f"scoring: {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored); tiers {report.tiers}")
     return report
+
+
+def _print_progress(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def update_scores(
