@@ -2,10 +2,12 @@
 
 Change detection is by content, per *source unit* (a file, or a nexus note with its folder of
 exchanges): a file whose size and mtime are unchanged is skipped without reading; a touched
-or moved file whose bytes are unchanged is not re-parsed. A file that fails to parse is
-reported with its reason and keeps the documents it produced before, so nothing stored is
-lost because a source went bad. The manifest is written atomically after the documents, so
-a crash at any point makes the next run redo at most the unfinished files, idempotently.
+file whose bytes are unchanged is not re-parsed, nor is a moved one (its bytes at a new path,
+its old path gone): it keeps its documents, and only their stored path changes. A file that
+fails to parse is reported with its reason and keeps the documents it produced before, so
+nothing stored is lost because a source went bad. The manifest is written atomically after
+the documents, so a crash at any point makes the next run redo at most the unfinished files,
+idempotently.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
-from memory_pipeline.sources import SourceUnit, discover_sources, parse_file
+from memory_pipeline.sources import SourceUnit, discover_sources, parse_file, titles_from_name
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
 _FLUSH_FILES = 200
-
 
 
 class ManifestEntry(BaseModel):
@@ -58,6 +59,7 @@ class IngestReport(BaseModel):
     files_parsed: int = 0
     files_unchanged: int = 0
     files_failed: int = 0
+    files_moved: int = 0
     files_removed: int = 0
     bytes_parsed: int = 0
     documents_written: int = 0
@@ -147,6 +149,7 @@ class _IngestRun:
         self.formats: Counter[str] = Counter()
         self.dirty_files = 0
         self._versions: dict[str, dict] | None = None
+        self._by_content: dict[tuple[int, str], list[str]] | None = None
 
     def known_versions(self) -> dict[str, dict]:
         """doc_id -> light fields of what is stored, read once per run and kept current as we write."""
@@ -175,6 +178,8 @@ class _IngestRun:
                 self.report.files_unchanged += 1
                 self.dirty_files += 1
                 return
+            if entry is None and self._take_over_moved(unit, key, (size, mtime_ns), fingerprint):
+                return
             for batch in _batched(parse_file(unit.path, self.kind, max_bytes=max_bytes), _FLUSH_DOCS):
                 batch = _keep_newest(batch, self.known_versions(), self.manifest)
                 self.pending.extend(batch)
@@ -202,6 +207,49 @@ class _IngestRun:
         if orphaned or self.dirty_files >= _FLUSH_FILES:
             self.flush()
             self.report.documents_removed += self.store.delete(orphaned, self.kind)
+
+    def _take_over_moved(self, unit: SourceUnit, key: str, signature: tuple[int, int], fingerprint: str) -> bool:
+        """Give a new path the documents of a source that is gone and had the same bytes: it moved.
+
+        Nothing is parsed; only the stored path changes. A file also renamed whose documents are
+        titled after its old name is parsed instead, so it gets the title its new name gives.
+        """
+        old_key = self._vanished_twin(unit, signature[0], fingerprint)
+        if old_key is None:
+            return False
+        old = self.manifest.entries[old_key]
+        docs = [d for d in self.store.get_many(old.doc_ids) if str(Path(d.source_path).resolve()) == old_key]
+        old_titles = titles_from_name(Path(old_key))
+        if old_titles != titles_from_name(unit.path) and any(d.title in old_titles for d in docs):
+            return False
+        moved = [d.model_copy(update={"source_path": str(unit.path)}) for d in docs]
+        known = self.known_versions()
+        for doc in moved:
+            if doc.doc_id in known:
+                known[doc.doc_id] = {**known[doc.doc_id], "source_path": doc.source_path}
+        self.pending.extend(moved)
+        del self.manifest.entries[old_key]
+        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=signature[0], mtime_ns=signature[1], doc_ids=old.doc_ids)
+        self.report.files_moved += 1
+        self.dirty_files += 1
+        if len(self.pending) >= _FLUSH_DOCS or self.dirty_files >= _FLUSH_FILES:
+            self.flush()
+        return True
+
+    def _vanished_twin(self, unit: SourceUnit, size: int, fingerprint: str) -> str | None:
+        """Manifest key of a stored source with these bytes and this extension whose path is gone.
+
+        The extension must match because it picks the parser: the same bytes as ``.md`` and as
+        ``.txt`` are different documents.
+        """
+        if self._by_content is None:
+            self._by_content = {}
+            for path, entry in self.manifest.entries.items():
+                if entry.error is None:
+                    self._by_content.setdefault((entry.size, entry.fingerprint), []).append(path)
+        suffix = unit.path.suffix.lower()
+        candidates = self._by_content.get((size, fingerprint), [])
+        return next((p for p in candidates if p in self.manifest.entries and Path(p).suffix.lower() == suffix and not Path(p).exists()), None)
 
     def _record_error(self, key: str, reason: str, entry: ManifestEntry | None, written: list[str]) -> None:
         """Report the file; keep every document it produced before (and any written before the error)."""

@@ -41,8 +41,21 @@ def test_touched_or_moved_file_is_not_reparsed_into_a_new_document(corpus):
     (folder / "sub").mkdir()
     (folder / "b.txt").rename(folder / "sub" / "b-moved.txt")
     moved = ingest_kind(corpus, Kind.ARTICLE)
-    assert moved.documents_total == 2
+    assert (moved.files_parsed, moved.files_moved, moved.files_removed, moved.documents_total) == (0, 1, 0, 2)
     assert set(DocumentStore(corpus.documents_dir).content_hashes(Kind.ARTICLE)) == ids_before
+    paths = {row["source_path"] for row in DocumentStore(corpus.documents_dir).summary_rows(Kind.ARTICLE)}
+    assert paths == {str(folder / "a.md"), str(folder / "sub" / "b-moved.txt")}
+    assert ingest_kind(corpus, Kind.ARTICLE).files_unchanged == 2
+
+
+def test_a_renamed_file_titled_after_its_name_is_parsed_for_its_new_title(corpus):
+    folder = corpus.sources.articles[0]
+    (folder / "easy_runs.md").write_text("Лёгкий бег каждый день.\n", encoding="utf-8")
+    ingest_kind(corpus, Kind.ARTICLE)
+    (folder / "easy_runs.md").rename(folder / "recovery_runs.md")
+    renamed = ingest_kind(corpus, Kind.ARTICLE)
+    assert (renamed.files_parsed, renamed.files_moved, renamed.files_removed) == (1, 0, 1)
+    assert "recovery runs" in _titles(corpus) and "easy runs" not in _titles(corpus)
 
 
 def test_changed_file_replaces_its_document_and_deleted_file_removes_it(corpus):

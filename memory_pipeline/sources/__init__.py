@@ -109,6 +109,14 @@ def detect_format(path: Path, kind: Kind | None = None) -> str:
     )
 
 
+def titles_from_name(path: Path) -> set[str]:
+    """The titles parsers fall back to, made from the file's name, when a file has no title of its own."""
+    from memory_pipeline.sources._article import readable_stem
+    from memory_pipeline.sources.nexus import stem_title
+
+    return {readable_stem(path), stem_title(path)}
+
+
 def parse_file(path: Path, kind: Kind | None = None, *, max_bytes: int | None = None) -> Iterator[Document]:
     """Parse one file into documents, after the checks every format shares (exists, size, non-empty)."""
     path = Path(path)

@@ -193,7 +193,7 @@ def _document(
     return build_dialogue(
         fmt=FORMAT,
         turns=turns,
-        title=_front_title(front) or first("title") or _stem_title(path),
+        title=_front_title(front) or first("title") or stem_title(path),
         source_path=path,
         source_hash=files_sha256(files),
         external_id=str(external_id) if external_id else None,
@@ -436,6 +436,6 @@ def _front_list(value: object) -> list[str]:
     return []
 
 
-def _stem_title(path: Path) -> str:
+def stem_title(path: Path) -> str:
     """The note's name, which the importer took from the conversation title (without ``01_``)."""
     return _ORDINAL_STEM.sub("", path.stem).replace("_", " ").strip()
