@@ -27,7 +27,7 @@ from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
-from memory_pipeline.sources import SourceUnit, discover_sources, parse_file, titles_from_name
+from memory_pipeline.sources import SourceUnit, discover_sources, guess_kind, parse_file, titles_from_name
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
@@ -272,7 +272,7 @@ def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
 
 
 def ingest_all(config: Config, *, paths: Sequence[Path] | None = None, on_progress: ProgressCallback | None = None) -> dict[Kind, IngestReport]:
-    """Ingest every kind; with ``paths``, each path goes to the kind whose configured root holds it."""
+    """Ingest every kind; with ``paths``, each source goes to its kind as :func:`assign_kinds` says."""
     store = DocumentStore(config.documents_dir)
     if paths is None:
         return {kind: ingest_kind(config, kind, store=store, on_progress=on_progress) for kind in Kind}
@@ -283,22 +283,23 @@ def ingest_all(config: Config, *, paths: Sequence[Path] | None = None, on_progre
 def assign_kinds(config: Config, paths: Iterable[Path]) -> dict[Kind, list[Path]]:
     """Group paths by the kind of the configured source root that contains them.
 
-    A path under no configured root is guessed from its format (so `memory-pipeline ingest
-    some/export.json` works without editing the config).
+    A path under no configured root is walked, and each source in it goes to the kind its format
+    says, so `memory-pipeline ingest ~/exports` takes a folder of mixed exports without editing
+    the config. Such a path that does not exist holds nothing and is left out; the caller says so.
     """
-    from memory_pipeline.sources import PARSERS, detect_format
+    roots = [(Path(r).resolve(), k) for r, k in config.source_roots()]
+
+    def configured_kind(path: Path) -> Kind | None:
+        resolved = path.resolve()
+        return next((k for r, k in roots if resolved == r or r in resolved.parents), None)
 
     grouped: dict[Kind, list[Path]] = {}
-    roots = [(Path(r).resolve(), k) for r, k in config.source_roots()]
-    for path in paths:
-        resolved = Path(path).resolve()
-        kind = next((k for r, k in roots if resolved == r or r in resolved.parents), None)
-        if kind is None and resolved.is_file():
-            try:
-                kind = PARSERS[detect_format(resolved)][0]
-            except ParseError:
-                kind = Kind.ARTICLE
-        grouped.setdefault(kind or Kind.DIALOGUE, []).append(Path(path))
+    for path in map(Path, paths):
+        if (kind := configured_kind(path)) is not None:
+            grouped.setdefault(kind, []).append(path)
+            continue
+        for unit in discover_sources(path):
+            grouped.setdefault(configured_kind(unit.path) or guess_kind(unit), []).append(unit.path)
     return grouped
 
 
@@ -326,13 +327,18 @@ def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifes
     return kept
 
 
+def _within(path: Path, roots: set[Path]) -> bool:
+    """Whether a path is one of the (resolved) roots or under one.
+
+    A set lookup per parent rather than a scan of the roots: a run over a walked folder lists
+    every file in it as a root.
+    """
+    return path in roots or not roots.isdisjoint(path.parents)
+
+
 def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport) -> int:
-    resolved_roots = [r.resolve() for r in roots]
-
-    def under_roots(path: Path) -> bool:
-        return any(path == r or r in path.parents for r in resolved_roots)
-
-    vanished = [p for p in manifest.entries if p not in seen and under_roots(Path(p)) and not Path(p).exists()]
+    resolved_roots = {r.resolve() for r in roots}
+    vanished = [p for p in manifest.entries if p not in seen and _within(Path(p), resolved_roots) and not Path(p).exists()]
     doomed: set[str] = set()
     for path in vanished:
         doomed.update(manifest.entries.pop(path).doc_ids)

@@ -1,14 +1,20 @@
 """Incremental ingestion into the real LanceDB document store, in tmp dirs."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from memory_pipeline.cli import app
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all, ingest_kind
+from memory_pipeline.ingest import ingest_all, ingest_kind, load_reports
 from memory_pipeline.records import Kind
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture()
@@ -95,6 +101,32 @@ def test_a_file_that_goes_bad_keeps_what_was_stored(corpus):
     report = ingest_kind(corpus, Kind.ARTICLE)
     assert report.files_failed == 1 and report.documents_total == 2
     assert "Бег" in _titles(corpus)
+
+
+def test_cli_ingests_a_mixed_folder_by_format_and_names_a_missing_path(tmp_path):
+    exports = tmp_path / "exports"
+    (exports / "nested" / "deeper").mkdir(parents=True)
+    for name in ("articles/marathon_pacing.pdf", "articles/plain_notes.txt", "articles/training_notes.md", "lectures/coach_talk.srt"):
+        shutil.copy(FIXTURES / name, exports)
+    for name in ("dialogues/chatgpt_single.json", "dialogues/nexus/front_matter.md", "lectures/timed_transcript.txt"):
+        shutil.copy(FIXTURES / name, exports / "nested")
+    shutil.copy(FIXTURES / "dialogues/nexus/Марафон за 4 часа.md", exports / "nested" / "deeper")
+    shutil.copytree(FIXTURES / "dialogues/nexus/Марафон за 4 часа", exports / "nested" / "deeper" / "Марафон за 4 часа")
+    config_file = tmp_path / "memory_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump({"storage_root": "storage", "sources": {"dialogues": [], "articles": [], "lectures": []}}))
+    missing = tmp_path / "not_there.json"
+    result = CliRunner().invoke(app, ["--config", str(config_file), "ingest", "--no-index", str(exports), str(missing)])
+    assert result.exit_code == 1
+    assert f"{missing}: does not exist" in " ".join(result.output.split())
+    store = DocumentStore(tmp_path / "storage" / "documents")
+    formats = {kind: sorted({row["format"] for row in store.summary_rows(kind)}) for kind in Kind}
+    assert formats == {
+        Kind.ARTICLE: ["markdown", "pdf", "text"],
+        Kind.DIALOGUE: ["chatgpt_json", "nexus_md"],
+        Kind.LECTURE: ["srt", "transcript"],
+    }
+    assert len([r for r in store.summary_rows(Kind.DIALOGUE) if r["format"] == "nexus_md"]) == 2
+    assert all(r.errors == [] for r in load_reports(Config(storage_root=tmp_path / "storage")).values())
 
 
 def test_paths_restrict_the_run_and_route_to_the_right_kind(corpus, tmp_path):

@@ -109,6 +109,20 @@ def detect_format(path: Path, kind: Kind | None = None) -> str:
     )
 
 
+def guess_kind(unit: SourceUnit) -> Kind:
+    """The kind a source under no configured folder is, from its format.
+
+    A conversation note with its folder of exchanges is a dialogue whatever its note looks like;
+    a file no parser takes counts as an article, so the article report names it.
+    """
+    if unit.members:
+        return Kind.DIALOGUE
+    try:
+        return PARSERS[detect_format(unit.path)][0]
+    except ParseError:
+        return Kind.ARTICLE
+
+
 def titles_from_name(path: Path) -> set[str]:
     """The titles parsers fall back to, made from the file's name, when a file has no title of its own."""
     from memory_pipeline.sources._article import readable_stem
