@@ -3,11 +3,12 @@
 Change detection is by content, per *source unit* (a file, or a nexus note with its folder of
 exchanges): a file whose size and mtime are unchanged is skipped without reading; a touched
 file whose bytes are unchanged is not re-parsed, nor is a moved one (its bytes at a new path,
-its old path gone): it keeps its documents, and only their stored path changes. A file that
-fails to parse is reported with its reason and keeps the documents it produced before, so
-nothing stored is lost because a source went bad. The manifest is written atomically after
-the documents, so a crash at any point makes the next run redo at most the unfinished files,
-idempotently.
+its old path gone): it keeps its documents, and only their stored path changes. A file over
+the size limit is refused from its size alone, without reading it. A file that fails to parse
+is reported with its reason and keeps the documents it produced before, so nothing stored is
+lost because a source went bad; it is not parsed again until its bytes change, but stays
+reported on every run. The manifest is written atomically after the documents, so a crash at
+any point makes the next run redo at most the unfinished files, idempotently.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
-from memory_pipeline.sources import SourceUnit, discover_sources, guess_kind, parse_file, titles_from_name
+from memory_pipeline.sources import SourceUnit, check_size, discover_sources, guess_kind, parse_file, titles_from_name
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
@@ -35,7 +36,12 @@ _FLUSH_FILES = 200
 
 
 class ManifestEntry(BaseModel):
-    """What ingestion remembers about one source unit between runs."""
+    """What ingestion remembers about one source unit between runs.
+
+    A failed unit keeps its size and mtime too, so neither ingestion nor the file sensor treats
+    it as changed until it is; its fingerprint is empty when its bytes were never read (over the
+    size limit, unreadable), which makes the next run look at it again.
+    """
 
     fingerprint: str
     size: int
@@ -108,7 +114,8 @@ def ingest_kind(
     """Bring the stored documents of one kind up to date with its source folders.
 
     With ``paths``, only those files/folders are looked at (the file sensor passes what changed);
-    a listed path that no longer exists has its documents removed.
+    a listed path that no longer exists has its documents removed. The report returned covers
+    this run; the one saved for the UI still lists the earlier failures of files it did not look at.
     """
     started = time.perf_counter()
     store = store or DocumentStore(config.documents_dir)
@@ -136,7 +143,7 @@ def ingest_kind(
     report.documents_total = store.count(kind)
     report.seconds = round(time.perf_counter() - started, 3)
     report.finished_at = datetime.now(UTC)
-    _save_report(config, report)
+    _save_report(config, report, limited_to=None if paths is None else roots, seen=seen_paths)
     return report
 
 
@@ -167,46 +174,54 @@ class _IngestRun:
     def ingest_unit(self, unit: SourceUnit, key: str, max_bytes: int) -> None:
         entry = self.manifest.entries.get(key)
         written: list[str] = []
+        signature, fingerprint = (-1, -1), ""
         try:
-            size, mtime_ns = unit.signature()
-            if entry and entry.error is None and (entry.size, entry.mtime_ns) == (size, mtime_ns):
-                self.report.files_unchanged += 1
+            signature = unit.signature()
+            if entry and entry.fingerprint and (entry.size, entry.mtime_ns) == signature:
+                self._unchanged(key, entry)
                 return
+            check_size(unit.path, signature[0], max_bytes)
             fingerprint = unit.fingerprint()
-            if entry and entry.error is None and entry.fingerprint == fingerprint:
-                entry.size, entry.mtime_ns = size, mtime_ns
-                self.report.files_unchanged += 1
+            if entry and entry.fingerprint == fingerprint:
+                entry.size, entry.mtime_ns = signature
                 self.dirty_files += 1
+                self._unchanged(key, entry)
                 return
-            if entry is None and self._take_over_moved(unit, key, (size, mtime_ns), fingerprint):
+            if entry is None and self._take_over_moved(unit, key, signature, fingerprint):
                 return
-            for batch in _batched(parse_file(unit.path, self.kind, max_bytes=max_bytes), _FLUSH_DOCS):
-                batch = _keep_newest(batch, self.known_versions(), self.manifest)
-                self.pending.extend(batch)
-                written.extend(d.doc_id for d in batch)
-                for doc in batch:
-                    self.formats[doc.format] += 1
-                    self.report.repaired_documents += int(doc.repair.repaired)
-                if len(self.pending) >= _FLUSH_DOCS:
-                    self.flush()
-            if not written:
-                raise ParseError(unit.path, "no documents found in file")
+            self._parse(unit, written)
         except ParseError as exc:
-            self._record_error(key, exc.reason, entry, written)
+            reason = exc.reason
+        except OSError as exc:
+            reason, fingerprint = f"{type(exc).__name__}: {exc}", ""  # unreadable: looked at again next run
+        except (ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            self._record_parsed(key, entry, written, signature, fingerprint)
             return
-        except (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
-            self._record_error(key, f"{type(exc).__name__}: {exc}", entry, written)
+        self._record_error(key, reason, entry, written, signature, fingerprint)
+
+    def _parse(self, unit: SourceUnit, written: list[str]) -> None:
+        """Queue a source's documents for writing; ``written`` gets their ids as they come, for errors midway."""
+        for batch in _batched(parse_file(unit.path, self.kind), _FLUSH_DOCS):
+            batch = _keep_newest(batch, self.known_versions(), self.manifest)
+            self.pending.extend(batch)
+            written.extend(d.doc_id for d in batch)
+            for doc in batch:
+                self.formats[doc.format] += 1
+                self.report.repaired_documents += int(doc.repair.repaired)
+            if len(self.pending) >= _FLUSH_DOCS:
+                self.flush()
+        if not written:
+            raise ParseError(unit.path, "no documents found in file")
+
+    def _unchanged(self, key: str, entry: ManifestEntry) -> None:
+        """Bytes as last seen: nothing to parse, and a file that failed stays reported until it changes."""
+        if entry.error is None:
+            self.report.files_unchanged += 1
             return
-        self.report.files_parsed += 1
-        self.report.bytes_parsed += size
-        new_ids = set(written)
-        stale = [d for d in (entry.doc_ids if entry else []) if d not in new_ids]
-        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=sorted(new_ids))
-        orphaned = [d for d in stale if not self.manifest.referenced_elsewhere(d, key)]
-        self.dirty_files += 1
-        if orphaned or self.dirty_files >= _FLUSH_FILES:
-            self.flush()
-            self.report.documents_removed += self.store.delete(orphaned, self.kind)
+        self.report.files_failed += 1
+        self.report.errors.append(IngestError(path=key, kind=self.kind.value, reason=entry.error))
 
     def _take_over_moved(self, unit: SourceUnit, key: str, signature: tuple[int, int], fingerprint: str) -> bool:
         """Give a new path the documents of a source that is gone and had the same bytes: it moved.
@@ -251,13 +266,30 @@ class _IngestRun:
         candidates = self._by_content.get((size, fingerprint), [])
         return next((p for p in candidates if p in self.manifest.entries and Path(p).suffix.lower() == suffix and not Path(p).exists()), None)
 
-    def _record_error(self, key: str, reason: str, entry: ManifestEntry | None, written: list[str]) -> None:
+    def _record_parsed(self, key: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str) -> None:
+        """Remember what a source produced and delete what it no longer produces (unless another source does)."""
+        size, mtime_ns = signature
+        self.report.files_parsed += 1
+        self.report.bytes_parsed += size
+        new_ids = set(written)
+        stale = [d for d in (entry.doc_ids if entry else []) if d not in new_ids]
+        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=sorted(new_ids))
+        orphaned = [d for d in stale if not self.manifest.referenced_elsewhere(d, key)]
+        self.dirty_files += 1
+        if orphaned or self.dirty_files >= _FLUSH_FILES:
+            self.flush()
+            self.report.documents_removed += self.store.delete(orphaned, self.kind)
+
+    def _record_error(
+        self, key: str, reason: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str
+    ) -> None:
         """Report the file; keep every document it produced before (and any written before the error)."""
         logger.error("%s: %s", key, reason)
         self.report.files_failed += 1
         self.report.errors.append(IngestError(path=key, kind=self.kind.value, reason=reason))
         kept = sorted({*(entry.doc_ids if entry else []), *written})
-        self.manifest.entries[key] = ManifestEntry(fingerprint="", size=-1, mtime_ns=-1, doc_ids=kept, error=reason)
+        size, mtime_ns = signature
+        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=kept, error=reason)
 
 
 def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -347,13 +379,23 @@ def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots
     return store.delete(doomed, kind)
 
 
-def _save_report(config: Config, report: IngestReport) -> None:
+def _save_report(config: Config, report: IngestReport, *, limited_to: Sequence[Path] | None, seen: set[str]) -> None:
+    """Write the kind's report for the UI.
+
+    A run limited to some paths keeps the earlier failures of files it did not look at, while they
+    exist, so the ingest report lists every file that needs fixing, not only those of the last run.
+    """
     path = config.reports_dir / f"ingest_{report.kind}.json"
+    if limited_to is not None and path.is_file():
+        roots = {r.resolve() for r in limited_to}
+        earlier = IngestReport.model_validate_json(path.read_text(encoding="utf-8"))
+        kept = [e for e in earlier.errors if e.path not in seen and not _within(Path(e.path), roots) and Path(e.path).exists()]
+        report = report.model_copy(update={"errors": [*kept, *report.errors], "files_failed": report.files_failed + len(kept)})
     atomic_write_text(path, report.model_dump_json(indent=2))
 
 
 def load_reports(config: Config) -> dict[str, IngestReport]:
-    """The latest ingest report of each kind, as written by the last run."""
+    """The latest ingest report of each kind: the last run's figures and every failure still standing."""
     reports = {}
     for kind in Kind:
         path = config.reports_dir / f"ingest_{kind.value}.json"

@@ -8,11 +8,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from memory_pipeline import ingest, sources
 from memory_pipeline.cli import app
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all, ingest_kind, load_reports
 from memory_pipeline.records import Kind
+from memory_pipeline.watch import pending_changes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -101,6 +103,67 @@ def test_a_file_that_goes_bad_keeps_what_was_stored(corpus):
     report = ingest_kind(corpus, Kind.ARTICLE)
     assert report.files_failed == 1 and report.documents_total == 2
     assert "Бег" in _titles(corpus)
+
+
+def test_a_failed_file_is_not_parsed_again_until_it_changes_and_the_sensor_sees_no_change(corpus, monkeypatch):
+    folder = corpus.sources.articles[0]
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    first = ingest_kind(corpus, Kind.ARTICLE)
+    assert [Path(e.path).name for e in first.errors] == ["binary.txt"]
+    parsed: list[str] = []
+    real_parse = ingest.parse_file
+
+    def counted_parse(path, kind):
+        parsed.append(Path(path).name)
+        return real_parse(path, kind)
+
+    monkeypatch.setattr(ingest, "parse_file", counted_parse)
+    again = ingest_kind(corpus, Kind.ARTICLE)
+    assert parsed == [] and again.files_failed == 1
+    assert [(Path(e.path).name, e.reason) for e in again.errors] == [(Path(e.path).name, e.reason) for e in first.errors]
+    assert pending_changes(corpus).empty
+    (folder / "binary.txt").write_text("Fixed notes\n\nNow plain text.\n", encoding="utf-8")
+    assert [Path(p).name for p in pending_changes(corpus).changed["article"]] == ["binary.txt"]
+    fixed = ingest_kind(corpus, Kind.ARTICLE)
+    assert parsed == ["binary.txt"] and (fixed.files_parsed, fixed.errors) == (1, [])
+
+
+def test_a_file_over_the_size_limit_is_refused_unread_and_retried_when_the_limit_allows(corpus, monkeypatch):
+    folder = corpus.sources.articles[0]
+    (folder / "big.md").write_text("# Big\n\n" + "x" * 10_000)
+    corpus.ingest.max_file_mb = 0.005
+    hashed: list[str] = []
+    real_fingerprint = sources.SourceUnit.fingerprint
+
+    def counted_fingerprint(unit):
+        hashed.append(unit.path.name)
+        return real_fingerprint(unit)
+
+    monkeypatch.setattr(sources.SourceUnit, "fingerprint", counted_fingerprint)
+    refused = ingest_kind(corpus, Kind.ARTICLE)
+    assert [(Path(e.path).name, "size limit" in e.reason) for e in refused.errors] == [("big.md", True)]
+    assert "big.md" not in hashed
+    assert pending_changes(corpus).empty
+    assert ingest_kind(corpus, Kind.ARTICLE).files_failed == 1
+    corpus.ingest.max_file_mb = 1
+    allowed = ingest_kind(corpus, Kind.ARTICLE)
+    assert (allowed.files_parsed, allowed.errors) == (1, []) and "Big" in _titles(corpus)
+
+
+def test_a_run_limited_to_some_paths_keeps_the_other_failures_in_the_saved_report(corpus):
+    folder = corpus.sources.articles[0]
+    (folder / "empty.md").write_text("")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    ingest_kind(corpus, Kind.ARTICLE)
+    (folder / "c.md").write_text("# Сон\n\nСон важнее тренировки.\n", encoding="utf-8")
+    limited = ingest_kind(corpus, Kind.ARTICLE, paths=[folder / "c.md"])
+    assert (limited.files_parsed, limited.errors) == (1, [])
+    saved = load_reports(corpus)["article"]
+    assert sorted(Path(e.path).name for e in saved.errors) == ["binary.txt", "empty.md"] and saved.files_failed == 2
+    (folder / "empty.md").unlink()
+    (folder / "binary.txt").write_text("Fixed\n\nPlain text now.\n", encoding="utf-8")
+    ingest_kind(corpus, Kind.ARTICLE, paths=[folder / "binary.txt"])
+    assert load_reports(corpus)["article"].errors == []
 
 
 def test_cli_ingests_a_mixed_folder_by_format_and_names_a_missing_path(tmp_path):

@@ -123,6 +123,15 @@ def guess_kind(unit: SourceUnit) -> Kind:
         return Kind.ARTICLE
 
 
+def check_size(path: Path, size: int, max_bytes: int) -> None:
+    """Refuse a source over the size limit from its stat alone, before anything reads or hashes it.
+
+    ``size`` is the whole unit's: a note and its folder of exchanges are parsed as one document.
+    """
+    if size > max_bytes:
+        raise ParseError(path, f"file is {human_size(size)}, over the size limit of {human_size(max_bytes)} (ingest.max_file_mb)")
+
+
 def titles_from_name(path: Path) -> set[str]:
     """The titles parsers fall back to, made from the file's name, when a file has no title of its own."""
     from memory_pipeline.sources._article import readable_stem
@@ -131,16 +140,13 @@ def titles_from_name(path: Path) -> set[str]:
     return {readable_stem(path), stem_title(path)}
 
 
-def parse_file(path: Path, kind: Kind | None = None, *, max_bytes: int | None = None) -> Iterator[Document]:
-    """Parse one file into documents, after the checks every format shares (exists, size, non-empty)."""
+def parse_file(path: Path, kind: Kind | None = None) -> Iterator[Document]:
+    """Parse one file into documents, after the checks every format shares (exists, non-empty)."""
     path = Path(path)
     if not path.is_file():
         raise ParseError(path, "not a file or does not exist")
-    size = path.stat().st_size
-    if size == 0:
+    if path.stat().st_size == 0:
         raise ParseError(path, "empty file")
-    if max_bytes is not None and size > max_bytes:
-        raise ParseError(path, f"file is {human_size(size)}, over the size limit of {human_size(max_bytes)} (ingest.max_file_mb)")
     fmt = detect_format(path, kind)
     expected_kind, target = PARSERS[fmt]
     if kind is not None and kind is not expected_kind:
