@@ -116,14 +116,24 @@ def test_a_damaged_faiss_file_is_repaired_from_lancedb(corpus, embedder, damage)
     assert check_consistency(corpus).ok
 
 
+# The run holds still before embedding its next batch once one batch is committed, so the kill
+# surely lands mid-run (never after the child finished) while the store is half written.
 KILLED_RUN = """
-import sys
+import sys, time
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.embedding import load_embedder
-from memory_pipeline.indexer import sync_index
+from memory_pipeline.indexer import open_stores, sync_index
 config = Config.model_validate_json(sys.argv[1])
-sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
+embedder = load_embedder(config.embedding)
+store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+embed_passages = embedder.embed_passages
+def held_after_first_commit(texts, **options):
+    while store.count() > 0:
+        time.sleep(1)
+    return embed_passages(texts, **options)
+embedder.embed_passages = held_after_first_commit
+sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
 """
 
 
@@ -141,9 +151,9 @@ def test_kill_minus_nine_mid_run_then_next_run_repairs_everything(tmp_path, embe
         if store.exists() and store.count() > 0:
             break
         time.sleep(0.2)
-    if child.poll() is None:
-        child.send_signal(signal.SIGKILL)
-    child.wait()
+    assert child.poll() is None and store.count() > 0
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
     report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
     assert check_consistency(config).ok
     assert _chunks_by_doc(config, embedder) == _expected(config, embedder)
