@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from memory_pipeline import atomic as atomic_module
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
@@ -266,6 +267,7 @@ def test_filtered_search_returns_k_matches_ranked_below_the_top_k(tmp_path):
 def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, monkeypatch):
     synced: list = []
     monkeypatch.setattr(inbox_module, "fsync_dir", synced.append)
+    monkeypatch.setattr(atomic_module, "fsync_dir", synced.append)
     inbox = Inbox(tmp_path / "inbox")
     synced.clear()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticSerializationError
 
-from memory_pipeline.atomic import fsync_dir
+from memory_pipeline.atomic import atomic_write_text, fsync_dir
 from memory_pipeline.records import stable_id
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -182,18 +182,22 @@ class Inbox:
 
 
 def _append_durably(path: Path, text: str) -> None:
-    """Append and fsync; a line left half-written by a crash is closed first so it can't swallow ours."""
-    created = not path.exists()
-    if not created and path.stat().st_size:
+    """Append and fsync; a line left half-written by a crash is closed first so it can't swallow ours.
+
+    A new conversation file appears whole (temp file, fsync, rename, directory fsync), so the
+    file sensor or an ingest run never reads it empty or half-written.
+    """
+    if not path.exists():
+        atomic_write_text(path, text)
+        return
+    if path.stat().st_size:
         with open(path, "rb") as handle:
             handle.seek(-1, os.SEEK_END)
             if handle.read(1) != b"\n":
                 text = "\n" + text
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
-    if created:
-        fsync_dir(path.parent)
