@@ -230,7 +230,7 @@ def eval_retrieval(
         return
     table = Table(title=f"retrieval eval ({result.get('queries', 0)} queries)")
     modes = result.get("modes", {})
-    columns = sorted({c for figures in modes.values() for c in figures})
+    columns = list(dict.fromkeys(c for figures in modes.values() for c in figures))
     table.add_column("mode")
     for column in columns:
         table.add_column(column, justify="right")
