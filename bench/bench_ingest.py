@@ -33,7 +33,7 @@ def _paragraph(rng: random.Random, sentences: int) -> str:
     return " ".join(_sentence(rng, words, rng.randint(6, 16)) for _ in range(sentences))
 
 
-def make_vault(folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 6) -> int:
+def make_vault(folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 6, max_answer_paragraphs: int = 4) -> int:
     """Nexus-style Obsidian notes (callout format), one dialogue of up to max_exchanges exchanges per file."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def make_vault(folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 
             lines.append(f"> {_paragraph(rng, rng.randint(1, 3))}")
             lines.append(f"<!-- UID: u{i}-{turn} -->\n\n")
             lines.append(f">[!nexus_agent] **Assistant** - {stamp}")
-            for _ in range(rng.randint(1, 4)):
+            for _ in range(rng.randint(1, max_answer_paragraphs)):
                 lines.append(f"> {_paragraph(rng, rng.randint(2, 5))}\n>")
             lines.append(f"<!-- UID: a{i}-{turn} -->\n\n")
         path = folder / f"{i // 1000:02d}" / f"dialogue_{i:05d}.md"
