@@ -4,8 +4,8 @@ Each kind is cut where its meaning breaks: a dialogue per exchange (question + a
 article per section and paragraph, a lecture per time window. Budgets are counted in cl100k
 tokens and, when the embedder says so, in the model's own tokens too, so no chunk is silently
 truncated by the model (Russian text takes several times more English WordPiece tokens than
-cl100k tokens). Chunk ids derive from the text, so an unchanged chunk keeps its id and cached
-vector when the rest of its document changes.
+cl100k tokens). Chunk ids derive from the document's lineage and the text, so an unchanged chunk
+keeps its id and cached vector when the rest of its document changes.
 """
 
 from __future__ import annotations
@@ -73,13 +73,16 @@ def chunk_document(
     doc: Document,
     config: ChunkingConfig,
     *,
+    lineage: str | None = None,
     max_model_tokens: int | None = None,
     count_model_tokens: Callable[[str], int] | None = None,
 ) -> list[Chunk]:
     """All chunks of one document in reading order; none empty, none over either budget.
 
-    ``max_model_tokens`` / ``count_model_tokens`` come from the embedder (its max sequence length
-    and tokenizer); without them only the cl100k budget ``config.max_tokens`` applies.
+    Chunk ids derive from ``lineage`` (default: the doc_id) and each chunk's text; the indexer
+    passes the lineage of the version an edited document replaces, so its unchanged chunks keep
+    their ids. ``max_model_tokens`` / ``count_model_tokens`` come from the embedder (its max
+    sequence length and tokenizer); without them only the cl100k budget ``config.max_tokens`` applies.
     """
     cap = config.max_tokens if max_model_tokens is None else min(config.max_tokens, max_model_tokens)
     budget = Budget(cap, max_model_tokens, count_model_tokens)
@@ -89,7 +92,7 @@ def chunk_document(
         pieces = _article_pieces(doc, budget, config.overlap_tokens)
     else:
         pieces = _lecture_pieces(doc, budget, config.lecture_window_seconds)
-    return _to_chunks(doc, pieces)
+    return _to_chunks(doc, pieces, lineage or doc.doc_id)
 
 
 def chunk_documents(
@@ -366,8 +369,8 @@ def _last_time(segments: list[Segment]) -> float | None:
 # --- ids ---------------------------------------------------------------------------------------
 
 
-def _to_chunks(doc: Document, pieces: list[_Piece]) -> list[Chunk]:
-    """Chunks with ids from (document, text, n-th occurrence of that text in the document)."""
+def _to_chunks(doc: Document, pieces: list[_Piece], lineage: str) -> list[Chunk]:
+    """Chunks with ids from (lineage, text, n-th occurrence of that text in the document)."""
     seen: Counter[str] = Counter()
     chunks = []
     for piece in pieces:
@@ -379,8 +382,9 @@ def _to_chunks(doc: Document, pieces: list[_Piece]) -> list[Chunk]:
         seen[text_hash] += 1
         chunks.append(
             Chunk(
-                chunk_id=stable_id(doc.doc_id, text_hash, str(occurrence)),
+                chunk_id=stable_id(lineage, text_hash, str(occurrence)),
                 doc_id=doc.doc_id,
+                lineage=lineage,
                 kind=doc.kind,
                 title=doc.title,
                 source_path=doc.source_path,

@@ -3,14 +3,17 @@
 Because each run compares what *should* be indexed (the docstore's document keys) with what
 *is* (the chunk table's), it is idempotent and crash-safe: a run with no changes embeds
 nothing; a run killed at any point leaves LanceDB at its last commit, and the next run redoes
-exactly the unfinished documents. FAISS is then patched (or rebuilt) to mirror LanceDB's ids.
+exactly the unfinished documents. An edited file is a new document that takes over the lineage
+of the version it replaces, so its unchanged chunks keep their ids (see ``plan_lineages``).
+FAISS is then patched (or rebuilt) to mirror LanceDB's ids.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -22,6 +25,7 @@ from memory_pipeline.embedding import Embedder
 from memory_pipeline.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.records import Kind, stable_id
 
 logger = logging.getLogger(__name__)
 DOC_BATCH = 200
@@ -71,37 +75,51 @@ def sync_index(
     started = time.perf_counter()
     report = IndexReport(model_id=embedder.model_id)
     store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
+    store.ensure_lineage_column()
     wanted = docstore.content_hashes()
     indexed = store.indexed_documents()
     stale = [d for d, key in wanted.items() if indexed.get(d) != key]
     gone = [d for d in indexed if d not in wanted]
-    log(f"index {embedder.model_id}: {len(stale)} documents to (re)index, {len(gone)} to remove, {len(wanted) - len(stale)} unchanged")
+    plan = plan_lineages(store, docstore, stale, gone)
+    log(
+        f"index {embedder.model_id}: {len(stale)} documents to (re)index ({len(plan.replaces)} replacing an earlier version), "
+        f"{len(gone)} to remove, {len(wanted) - len(stale)} unchanged"
+    )
 
-    if gone:
+    report.docs_deleted = len(gone)
+    replaced = set(plan.replaces.values())
+    removed = [d for d in gone if d not in replaced]  # the replaced ones leave with their new versions
+    if removed:
         before = store.count()
-        store.delete_documents(gone)
-        report.docs_deleted = len(gone)
+        store.delete_documents(removed)
         report.chunks_removed += before - store.count()
     cache = EmbeddingCache(config.cache_dir / "embeddings.sqlite")
     bar = _progress(len(stale), progress)
     try:
         for start in range(0, len(stale), DOC_BATCH):
             batch_ids = stale[start : start + DOC_BATCH]
+            earlier = [plan.replaces[d] for d in batch_ids if d in plan.replaces]
             docs = list(docstore.get_many(batch_ids))
             chunks = [
                 c
                 for doc in docs
-                for c in chunk_document(doc, config.chunking, max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens)
+                for c in chunk_document(
+                    doc,
+                    config.chunking,
+                    lineage=plan.lineages[doc.doc_id],
+                    max_model_tokens=embedder.max_tokens,
+                    count_model_tokens=embedder.count_tokens,
+                )
             ]
             texts = {c.text_hash: c.text for c in chunks}
-            old_ids = store.chunk_ids(batch_ids)
+            old_ids = store.chunk_ids([*batch_ids, *earlier])
             new_ids = {c.chunk_id for c in chunks}
             t0 = time.perf_counter()
             vectors, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
             report.embed_seconds += time.perf_counter() - t0
             report.embedded += embedded
             report.cache_hits += len(texts) - embedded
-            store.replace_documents({d.doc_id: wanted[d.doc_id] for d in docs}, chunks, vectors)
+            store.replace_documents({d.doc_id: wanted[d.doc_id] for d in docs}, chunks, vectors, replaced=earlier)
             report.docs_indexed += len(docs)
             report.chunks_added += len(new_ids - old_ids)
             report.chunks_removed += len(old_ids - new_ids)
@@ -123,6 +141,78 @@ def sync_index(
     report.seconds = round(time.perf_counter() - started, 3)
     report.embed_seconds = round(report.embed_seconds, 3)
     return report
+
+
+@dataclass(frozen=True)
+class LineagePlan:
+    """For each document to (re)index: the lineage its chunk ids derive from, and the indexed
+    earlier version it replaces, where it replaces one (that version leaves in the same commit)."""
+
+    lineages: dict[str, str]
+    replaces: dict[str, str]
+
+
+def plan_lineages(store: ChunkStore, docstore: DocumentStore, stale: Sequence[str], gone: Sequence[str]) -> LineagePlan:
+    """Choose the lineage of every document to (re)index (``stale``), given the indexed ones that left (``gone``).
+
+    Why lineages: a document's id is a hash of its file's bytes wherever the export has no id of its
+    own (articles, lectures, notes), so an edited file is a new document. Chunk ids made from that
+    id would all change with one edited paragraph: FAISS would drop and re-add every chunk, and the
+    search log's usage of the unchanged ones (kept by chunk id) would be orphaned. So chunk ids
+    derive from a lineage that survives edits:
+
+    - a document already indexed keeps its lineage (a moved or retitled file is the same document);
+    - a new document takes the lineage of the one it replaces: the gone document from the same
+      source (same kind and path), where that source now gives exactly one new document and gave
+      exactly one gone one (a file of several conversations without ids starts new lineages);
+    - any other document starts a lineage of its own, its doc_id, which is also what chunk ids
+      derived from before lineages existed, so an older table keeps its ids.
+
+    The lineage is kept with the chunk rows rather than derived from the ingest manifest, because
+    by the time the index runs the manifest has forgotten the replaced version, and a moved file
+    shows up there under a new path; only the chunk table still knows what was indexed before.
+    Lineages stay unique among indexed documents (a new one that clashes with a lineage in use,
+    e.g. a copy of a file's first version, gets one derived from it), so chunk ids never collide
+    between documents: two files with the same paragraph give it two chunk ids.
+    """
+    known = store.lineages(stale)
+    lineages = {d: known[d]["lineage"] for d in stale if d in known}
+    new = [d for d in stale if d not in known]
+    earlier = store.lineages(gone) if new and gone else {}
+    replaces = _same_source(docstore, new, earlier)
+    for doc_id, old in replaces.items():
+        lineages[doc_id] = earlier[old]["lineage"]
+    used = set(lineages.values())
+    released = set(gone)  # documents leaving in this run: their lineages are free, or passed on (hence used)
+    fresh = sorted(d for d in new if d not in lineages)
+    owners = store.lineage_owners(fresh)
+
+    def taken(lineage: str) -> bool:
+        owner = owners.get(lineage)
+        return lineage in used or (owner is not None and owner not in released)
+
+    for doc_id in fresh:
+        lineage = doc_id
+        while taken(lineage):
+            lineage = stable_id(doc_id, lineage)
+            owners.update(store.lineage_owners([lineage]))
+        lineages[doc_id] = lineage
+        used.add(lineage)
+    return LineagePlan(lineages, replaces)
+
+
+def _same_source(docstore: DocumentStore, new: Sequence[str], gone: dict[str, dict]) -> dict[str, str]:
+    """new doc_id -> the gone document of the same kind and source path, where each side has exactly one."""
+    wanted = set(new)
+    arrived: dict[tuple[str, str], list[str]] = {}
+    for kind in {row["kind"] for row in gone.values()}:
+        for row in docstore.summary_rows(Kind(kind)):
+            if row["doc_id"] in wanted:
+                arrived.setdefault((kind, row["source_path"]), []).append(row["doc_id"])
+    left: dict[tuple[str, str], list[str]] = {}
+    for doc_id, row in gone.items():
+        left.setdefault((row["kind"], row["source_path"]), []).append(doc_id)
+    return {docs[0]: left[source][0] for source, docs in arrived.items() if len(docs) == 1 and len(left.get(source, ())) == 1}
 
 
 def sync_faiss(store: ChunkStore, faiss_index: FaissIndex) -> bool:

@@ -169,13 +169,18 @@ def guess_language(text: str) -> str:
 class Chunk(BaseModel):
     """A piece of a document that is embedded and indexed; the unit of search.
 
-    ``chunk_id`` derives from the document id and the chunk's own text, so an unchanged chunk
-    keeps its id (and cached vector) when its document changes elsewhere. ``row_id`` is the same
-    identity as a positive 63-bit integer, the id FAISS and LanceDB rows share.
+    ``chunk_id`` derives from the document's lineage and the chunk's own text, so an unchanged
+    chunk keeps its id (its FAISS row, cached vector and search-log usage) when its document is
+    edited elsewhere, although the edited file is a new document (see ``indexer.plan_lineages``).
+    ``row_id`` is the same identity as a positive 63-bit integer, the id FAISS and LanceDB rows share.
     """
 
     chunk_id: str
     doc_id: str
+    lineage: str = Field(
+        default_factory=lambda data: data["doc_id"],
+        description="what the document's chunk ids derive from: its doc_id, or the lineage of the version it replaced",
+    )
     kind: Kind
     title: str
     source_path: str

@@ -162,6 +162,17 @@ def test_unchanged_exchange_keeps_its_chunk_id():
     assert other_doc[0].chunk_id != after[0].chunk_id
 
 
+def test_chunk_ids_follow_the_lineage_so_a_new_version_of_a_document_keeps_them():
+    turns = [("user", "First question?"), ("assistant", "First answer."), ("user", "Second?"), ("assistant", "Second answer.")]
+    before = chunk_document(dialogue(*turns, doc_id="v1"), ChunkingConfig())
+    assert {c.lineage for c in before} == {"v1"}  # a document starts its own lineage
+    turns[3] = ("assistant", "Second answer, edited.")
+    after = chunk_document(dialogue(*turns, doc_id="v2"), ChunkingConfig(), lineage="v1")
+    assert after[0].chunk_id == before[0].chunk_id and after[1].chunk_id != before[1].chunk_id
+    assert all(c.doc_id == "v2" and c.lineage == "v1" for c in after)
+    assert chunk_document(dialogue(*turns, doc_id="v2"), ChunkingConfig())[0].chunk_id != before[0].chunk_id
+
+
 def test_duplicate_texts_in_one_document_get_distinct_ids():
     doc = dialogue(("user", "ping"), ("assistant", "pong"), ("user", "ping"), ("assistant", "pong"))
     first, second = chunk_document(doc, ChunkingConfig())

@@ -53,9 +53,17 @@ def _chunks_by_doc(config: Config, embedder) -> dict[str, set[str]]:
 
 
 def _expected(config: Config, embedder) -> dict[str, set[str]]:
+    """Every document's chunks, under the lineage the index gave the document."""
+    store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+    lineages = {r["doc_id"]: r["lineage"] for r in store.rows(["doc_id", "lineage"])}
     docs = DocumentStore(config.documents_dir).iter_documents()
     return {
-        d.doc_id: {c.chunk_id for c in chunk_document(d, config.chunking, max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens)}
+        d.doc_id: {
+            c.chunk_id
+            for c in chunk_document(
+                d, config.chunking, lineage=lineages.get(d.doc_id), max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens
+            )
+        }
         for d in docs
     }
 
@@ -96,6 +104,134 @@ def test_no_change_and_moved_file_embed_nothing(corpus, embedder):
     paths = {r["source_path"] for r in store.rows(["source_path"])}
     assert any(p.endswith("moved/short.md") for p in paths) and not any(p.endswith("notes/short.md") for p in paths)
     assert check_consistency(corpus).ok
+
+
+# Chunk ids follow a document's lineage: an edited file is a new document, its unchanged chunks are not
+
+PLAN = [
+    "Лёгкий бег по утрам развивает аэробную базу.",
+    "Интервалы по четыреста метров раз в неделю.",
+    "Сон не меньше восьми часов.",
+    "Углеводы накануне длинной пробежки.",
+]
+
+
+def _sectioned(*texts: str) -> str:
+    """A markdown article with one short section per text, so each section is one chunk."""
+    return "# План\n\n" + "".join(f"## Часть {i}\n\n{text}\n\n" for i, text in enumerate(texts))
+
+
+def _chunk_rows(config: Config, embedder, name: str) -> dict[str, tuple[str, int]]:
+    """text -> (chunk_id, row_id) of the chunks of the file called ``name``."""
+    store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+    rows = store.rows(["text", "chunk_id", "row_id", "source_path"])
+    return {r["text"]: (r["chunk_id"], r["row_id"]) for r in rows if Path(r["source_path"]).name == name}
+
+
+def _faiss_ids(config: Config, embedder) -> set[int]:
+    _, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
+    assert faiss_index.load()
+    return {int(i) for i in faiss_index.ids()}
+
+
+def _assert_only_one_chunk_changed(before: dict, after: dict, faiss_before: set[int], config: Config, embedder, edited) -> str:
+    """The edited chunk got a new id and FAISS row; every other chunk kept both. Returns the new text."""
+    (old_text,) = before.keys() - after.keys()
+    (new_text,) = after.keys() - before.keys()
+    assert all(after[text] == before[text] for text in before.keys() & after.keys())
+    assert (edited.docs_indexed, edited.docs_deleted, edited.embedded, edited.chunks_added, edited.chunks_removed) == (1, 1, 1, 1, 1)
+    assert not edited.faiss_rebuilt and _faiss_ids(config, embedder) == faiss_before - {before[old_text][1]} | {after[new_text][1]}
+    assert check_consistency(config).ok and _chunks_by_doc(config, embedder) == _expected(config, embedder)
+    return new_text
+
+
+def test_an_edited_article_keeps_the_ids_and_faiss_rows_of_its_unchanged_chunks(corpus, embedder):
+    notes = corpus.sources.articles[0]
+    plan = list(PLAN)
+    (notes / "plan.md").write_text(_sectioned(*plan), encoding="utf-8")
+    _index(corpus, embedder)
+    before, faiss_before = _chunk_rows(corpus, embedder, "plan.md"), _faiss_ids(corpus, embedder)
+    assert len(before) == len(plan)
+
+    plan[2] = "Сон не меньше восьми часов, после длинной пробежки девять."
+    (notes / "plan.md").write_text(_sectioned(*plan), encoding="utf-8")
+    edited = _index(corpus, embedder)
+    after = _chunk_rows(corpus, embedder, "plan.md")
+    assert plan[2] in _assert_only_one_chunk_changed(before, after, faiss_before, corpus, embedder, edited)
+
+    (notes / "moved").mkdir()
+    os.replace(notes / "plan.md", notes / "moved" / "plan.md")
+    moved = _index(corpus, embedder)
+    assert moved.embedded == 0 and _chunk_rows(corpus, embedder, "plan.md") == after
+
+
+def _nexus_note(exchanges: list[tuple[str, str]]) -> str:
+    return "# Подготовка к марафону\n\n" + "".join(f"### User\n{q}\n\n### Assistant\n{a}\n\n" for q, a in exchanges)
+
+
+def test_an_edited_nexus_note_without_ids_keeps_the_ids_of_its_unchanged_exchanges(tmp_path, embedder):
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    exchanges = [
+        ("Сколько бегать в неделю?", "Начни с тридцати километров."),
+        ("Как питаться перед стартом?", "Больше углеводов за два дня."),
+        ("Когда отдыхать?", "Один день в неделю полностью без бега."),
+    ]
+    (chats / "марафон.md").write_text(_nexus_note(exchanges), encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [chats]})
+    _index(config, embedder)
+    [first] = DocumentStore(config.documents_dir).iter_documents()
+    assert first.format == "nexus_md" and first.external_id is None  # identity from the file's bytes
+    before, faiss_before = _chunk_rows(config, embedder, "марафон.md"), _faiss_ids(config, embedder)
+    assert len(before) == len(exchanges)
+
+    exchanges[1] = ("Как питаться перед стартом?", "Больше углеводов за два дня и вода на каждом пункте.")
+    (chats / "марафон.md").write_text(_nexus_note(exchanges), encoding="utf-8")
+    edited = _index(config, embedder)
+    [second] = DocumentStore(config.documents_dir).iter_documents()
+    assert second.doc_id != first.doc_id  # a new document, on the lineage of the one it replaced
+    after = _chunk_rows(config, embedder, "марафон.md")
+    assert "вода на каждом пункте" in _assert_only_one_chunk_changed(before, after, faiss_before, config, embedder, edited)
+
+
+def test_the_same_paragraph_in_two_files_has_two_ids_also_after_an_edit_and_a_copy_of_the_first_version(corpus, embedder):
+    notes = corpus.sources.articles[0]
+    shared = "Разминка десять минут перед любой тренировкой."
+    first_version = _sectioned(shared, "Первый файл про темп.")
+    (notes / "one.md").write_text(first_version, encoding="utf-8")
+    (notes / "two.md").write_text(_sectioned(shared, "Второй файл про пульс."), encoding="utf-8")
+    _index(corpus, embedder)
+
+    def shared_ids() -> tuple[set[str], set[int]]:
+        store, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
+        rows = [r for r in store.rows(["text", "chunk_id", "row_id"]) if shared in r["text"]]
+        return {r["chunk_id"] for r in rows}, {r["row_id"] for r in rows}
+
+    assert [len(ids) for ids in shared_ids()] == [2, 2]
+    (notes / "one.md").write_text(_sectioned(shared, "Первый файл про темп, исправленный."), encoding="utf-8")
+    _index(corpus, embedder)
+    # The first version again as a new file: its doc_id is the lineage one.md's chunks carry now.
+    (notes / "three.md").write_text(first_version, encoding="utf-8")
+    _index(corpus, embedder)
+    assert [len(ids) for ids in shared_ids()] == [3, 3]
+    report = check_consistency(corpus)
+    assert report.ok and report.duplicate_chunk_ids == 0
+    assert _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)
+
+
+def test_a_chunk_table_from_before_lineages_gets_them_and_keeps_its_ids(corpus, embedder):
+    _index(corpus, embedder)
+    ids = _chunks_by_doc(corpus, embedder)
+    store, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
+    store.table.drop_columns(["lineage"])
+    again = _index(corpus, embedder)
+    assert (again.docs_indexed, again.embedded) == (0, 0) and _chunks_by_doc(corpus, embedder) == ids
+    store, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
+    assert all(r["lineage"] == r["doc_id"] for r in store.rows(["doc_id", "lineage"]))
+    notes = corpus.sources.articles[0]
+    (notes / "short.md").write_text("# Короткая\n\nЛёгкий бег развивает аэробную базу и сердце.\n", encoding="utf-8")
+    _index(corpus, embedder)
+    assert check_consistency(corpus).ok and _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)
 
 
 @pytest.mark.parametrize("damage", ["delete", "garbage", "stale"])

@@ -1,8 +1,9 @@
 """The chunk table in LanceDB: rows, vectors and the stemmed full-text column, one table per model.
 
 LanceDB is the source of truth for chunks; FAISS is derived from it. A document's chunks are
-replaced in a single merge-insert commit (new rows in, its other rows out), so a reader or a
-crash never sees a document half re-chunked.
+replaced in a single merge-insert commit (new rows in, its other rows and those of the version
+it replaces out), so a reader or a crash never sees a document half re-chunked. Each row keeps
+its document's lineage, the key chunk ids derive from (see ``indexer.plan_lineages``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def _schema(dimension: int):
             pa.field("heading", pa.string()),
             pa.field("created_at", pa.timestamp("us")),
             pa.field("language", pa.string()),
+            # Last, where add_columns puts it in a table written before it existed.
+            pa.field("lineage", pa.string()),
         ]
     )
 
@@ -92,8 +95,23 @@ class ChunkStore:
         """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
         return {row["doc_id"]: row["doc_key"] for row in self.rows(["doc_id", "doc_key"])}
 
-    def replace_documents(self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> None:
-        """One atomic commit: these documents' chunks become exactly ``chunks`` (documents may end up empty)."""
+    def ensure_lineage_column(self) -> None:
+        """Give a table written before lineages existed its lineage column, filled with doc_id.
+
+        Those rows' chunk ids derive from their doc_id, the lineage a document starts with, so
+        every id stays valid and nothing is re-chunked.
+        """
+        if self.exists() and "lineage" not in self.table.schema.names:
+            self.table.add_columns({"lineage": "doc_id"})
+
+    def replace_documents(
+        self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray], *, replaced: Sequence[str] = ()
+    ) -> None:
+        """One atomic commit: these documents' chunks become exactly ``chunks`` (documents may end up empty).
+
+        The ``replaced`` documents (earlier versions of these) leave in the same commit; their
+        chunks that the new versions share keep their rows, now under the new doc_id.
+        """
         import pyarrow as pa
 
         rows = [_row(c, doc_keys[c.doc_id], vectors[c.text_hash]) for c in chunks]
@@ -102,7 +120,7 @@ class ChunkStore:
             self.table.merge_insert("chunk_id")
             .when_matched_update_all()
             .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(f"doc_id IN ({_quoted(sorted(doc_keys))})")
+            .when_not_matched_by_source_delete(f"doc_id IN ({_quoted(sorted({*doc_keys, *replaced}))})")
             .execute(data)
         )
 
@@ -113,6 +131,14 @@ class ChunkStore:
 
     def chunk_ids(self, doc_ids: Sequence[str]) -> set[str]:
         return {r["chunk_id"] for r in self.rows(["chunk_id"], doc_ids=doc_ids)}
+
+    def lineages(self, doc_ids: Sequence[str]) -> dict[str, dict]:
+        """doc_id -> lineage, kind and source path of those of ``doc_ids`` that have chunks here."""
+        return {r["doc_id"]: r for r in self.rows(["doc_id", "lineage", "kind", "source_path"], doc_ids=doc_ids)}
+
+    def lineage_owners(self, lineages: Sequence[str]) -> dict[str, str]:
+        """lineage -> the document whose chunks carry it, for those of ``lineages`` in use."""
+        return {r["lineage"]: r["doc_id"] for r in self._rows_in(["doc_id", "lineage"], "lineage", lineages)}
 
     def row_ids(self) -> np.ndarray:
         return np.array([r["row_id"] for r in self.rows(["row_id"])], dtype=np.int64)
@@ -145,12 +171,7 @@ class ChunkStore:
         if not self.exists():
             return []
         if doc_ids is not None:
-            ids = sorted(doc_ids)
-            return [
-                row
-                for start in range(0, len(ids), _ID_BATCH)
-                for row in self.rows(columns, f"doc_id IN ({_quoted(ids[start : start + _ID_BATCH])})")
-            ]
+            return self._rows_in(columns, "doc_id", doc_ids)
         query = self.table.search().select(list(columns)).limit(None)
         if where:
             query = query.where(where)
@@ -159,6 +180,15 @@ class ChunkStore:
             for row in rows:
                 row["vector"] = np.asarray(row["vector"], dtype=np.float32)
         return rows
+
+    def _rows_in(self, columns: Sequence[str], column: str, values: Sequence[str]) -> list[dict]:
+        """Selected columns of the rows whose string ``column`` is one of ``values``, queried in batches."""
+        ordered = sorted(set(values))
+        return [
+            row
+            for start in range(0, len(ordered), _ID_BATCH)
+            for row in self.rows(columns, f"{column} IN ({_quoted(ordered[start : start + _ID_BATCH])})")
+        ]
 
     def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
         query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*ROW_COLUMNS, "_distance"]).limit(k)
@@ -231,6 +261,7 @@ def _row(chunk: Chunk, doc_key: str, vector: np.ndarray) -> dict:
         "heading": chunk.heading,
         "created_at": chunk.created_at,
         "language": chunk.language,
+        "lineage": chunk.lineage,
     }
 
 
