@@ -234,6 +234,52 @@ def test_a_chunk_table_from_before_lineages_gets_them_and_keeps_its_ids(corpus, 
     assert check_consistency(corpus).ok and _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)
 
 
+# FAISS index type by size
+
+
+@pytest.mark.parametrize("large", ["hnsw", "ivf"])
+def test_faiss_switches_index_type_at_the_threshold_and_stays_equal_to_lancedb(corpus, embedder, large):
+    import faiss
+
+    from memory_pipeline.search import Searcher
+
+    config = corpus.model_copy(update={"index": corpus.index.model_copy(update={"faiss_flat_max": 8, "faiss_large_index": large})})
+    inner = {"flat": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
+
+    def mirrored(kind: str) -> None:
+        """FAISS holds exactly LanceDB's ids in an index of ``kind``, and each chunk's vector finds that chunk first."""
+        store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
+        assert faiss_index.load() and faiss_index.kind == kind
+        assert isinstance(faiss.downcast_index(faiss_index.index.index), inner[kind])
+        rows = store.rows(["row_id", "text", "vector"])
+        assert faiss_index.ntotal == len(rows) and sorted(faiss_index.ids().tolist()) == sorted(r["row_id"] for r in rows)
+        text_of = {r["row_id"]: r["text"] for r in rows}
+        for row in rows:
+            _, ids = faiss_index.search(row["vector"], 1)
+            assert text_of[int(ids[0])] == row["text"]
+        assert check_consistency(config).ok
+
+    first = _index(config, embedder)
+    assert first.chunks_total > 8
+    mirrored(large)
+    [hit] = Searcher(config, embedder=embedder).search("Pressing needs compact lines", k=1, mode="vector", log=False)
+    assert hit.title == "Football"
+
+    notes = config.sources.articles[0]
+    (notes / "short.md").write_text("# Короткая\n\nДлинные пробежки по выходным укрепляют сердце.\n", encoding="utf-8")
+    changed = _index(config, embedder)
+    assert changed.chunks_added == changed.chunks_removed == 1 and changed.faiss_rebuilt  # neither type removes in place
+    mirrored(large)
+    (notes / "other.md").unlink()
+    deleted = _index(config, embedder)
+    assert deleted.chunks_removed == 1 and deleted.faiss_rebuilt
+    mirrored(large)
+    (notes / "long.md").unlink()
+    shrunk = _index(config, embedder)
+    assert shrunk.chunks_total <= 8 and shrunk.faiss_rebuilt
+    mirrored("flat")
+
+
 @pytest.mark.parametrize("damage", ["delete", "garbage", "stale"])
 def test_a_damaged_faiss_file_is_repaired_from_lancedb(corpus, embedder, damage):
     _index(corpus, embedder)

@@ -2,7 +2,8 @@
 
 Exact inner-product search (vectors are normalised, so it is cosine) below a size threshold;
 HNSW or IVF above it. The file is always derived from LanceDB, so a missing, stale or corrupt
-file is rebuilt rather than trusted.
+file is rebuilt rather than trusted; so is an HNSW or IVF index that rows left (only the flat
+index removes vectors in place).
 """
 
 from __future__ import annotations
@@ -106,12 +107,17 @@ class FaissIndex:
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> bool:
-        """Remove ids in place; False when the index type cannot (HNSW), so the caller rebuilds."""
+        """Remove ids in place; False when the index type cannot, so the caller rebuilds.
+
+        Only the flat index can. HNSW has no removal, and IndexIDMap2 over IVF goes wrong: IVF keeps
+        the sequential ids of the remaining entries while the id map is compacted, so hits come back
+        under other chunks' ids, or faiss aborts on a later removal (faiss issues #4535, #1643).
+        """
         import faiss
 
         if not len(ids):
             return True
-        if self.kind == "hnsw":
+        if self.kind != "flat":
             return False
         self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
         return True
