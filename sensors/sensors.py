@@ -14,6 +14,10 @@ from memory_pipeline.watch import pending_changes
 
 DOWNSTREAM_OF_INGEST = ["ingest_report", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
 KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}
+CHANGE_SET_TAG = "memory_pipeline/change_set"
+CHANGED_PATHS_TAG = "memory_pipeline/changed_paths"
+MAX_RUNS_PER_CHANGE_SET = 3
+ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 def _interval_seconds() -> int:
@@ -25,31 +29,74 @@ def _interval_seconds() -> int:
     minimum_interval_seconds=_interval_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the source folders and the service inbox; launches a re-index run for just the new, "
-    "changed and deleted files once a burst of changes has settled.",
+    "changed and deleted files once a burst of changes has settled, one run at a time; a change set whose run "
+    f"failed or was canceled is retried (at most {MAX_RUNS_PER_CHANGE_SET} runs).",
 )
 def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPipelineResource):
+    """One re-index run per settled change set, retried when it fails or is canceled.
+
+    Each run is tagged with its change set's digest, and the cursor remembers the last one
+    requested; that set's runs, looked up in the instance by the tag, decide the tick. While one
+    is in progress nothing is launched (new changes wait for it, so two runs never write the
+    stores at once). When the latest failed or was canceled, the set is requested again under
+    a new run key (digest and attempt: Dagster launches each run key once), up to
+    MAX_RUNS_PER_CHANGE_SET runs; then the nightly run or the next change picks it up. A run
+    that failed after ingesting its files leaves no file looking changed, so its retry reuses
+    that run's config; indexing and scoring diff the whole store, so the retry finishes its work.
+    """
     config = pipeline.config
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    last = cursor.get("requested")
+    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={CHANGE_SET_TAG: last})) if last else []
+    active = next((run for run in runs if not run.is_finished), None)
+    if active is not None:
+        return dg.SkipReason(f"run {active.run_id} of the last change set is {active.status.value.lower()}; new changes wait for it")
+    failures = sum(run.status in ENDED_BADLY for run in runs)
     changes = pending_changes(config)
     if changes.empty:
+        if runs and runs[0].status in ENDED_BADLY:
+            return _retry(last, runs[0], failures)
         return dg.SkipReason("no new, changed or deleted source files")
-    cursor = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
     if cursor.get("digest") != changes.digest:
-        cursor = {"digest": changes.digest, "since": now}
+        cursor.update(digest=changes.digest, since=now)
         context.update_cursor(json.dumps(cursor))
     waited = now - cursor["since"]
     settle = config.schedule.settle_seconds
     if waited < settle:
         return dg.SkipReason(f"{changes.count()} changed paths; waiting {settle - waited:.0f}s more for the burst to settle")
+    attempt = failures if changes.digest == last else 0
+    if attempt >= MAX_RUNS_PER_CHANGE_SET:
+        return _given_up(runs[0], attempt)
     ops = {KIND_ASSETS[kind]: {"config": {"paths": changes.paths(kind)}} for kind in changes.kinds()}
     selection = [dg.AssetKey(KIND_ASSETS[kind]) for kind in changes.kinds()] + [
         dg.AssetKey(name) for name in DOWNSTREAM_OF_INGEST
     ]
+    context.update_cursor(json.dumps({**cursor, "requested": changes.digest}))
     return dg.RunRequest(
-        run_key=changes.digest,
+        run_key=f"{changes.digest}:{attempt}",
         run_config={"ops": ops},
         asset_selection=selection,
-        tags={"memory_pipeline/changed_paths": str(changes.count())},
+        tags={CHANGED_PATHS_TAG: str(changes.count()), CHANGE_SET_TAG: changes.digest},
+    )
+
+
+def _retry(digest: str, failed: dg.DagsterRun, failures: int) -> dg.RunRequest | dg.SkipReason:
+    """The failed run of a change set again, with its config and assets, under the next run key."""
+    if failures >= MAX_RUNS_PER_CHANGE_SET:
+        return _given_up(failed, failures)
+    return dg.RunRequest(
+        run_key=f"{digest}:{failures}",
+        run_config=failed.run_config,
+        asset_selection=sorted(failed.asset_selection, key=lambda key: key.to_user_string()) if failed.asset_selection else None,
+        tags={CHANGED_PATHS_TAG: failed.tags.get(CHANGED_PATHS_TAG, "0"), CHANGE_SET_TAG: digest},
+    )
+
+
+def _given_up(latest: dg.DagsterRun, failures: int) -> dg.SkipReason:
+    return dg.SkipReason(
+        f"{failures} runs of the last change set failed or were canceled (latest: {latest.run_id}); not retrying it "
+        "again: the nightly run or the next file change picks it up"
     )
 
 

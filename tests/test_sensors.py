@@ -19,7 +19,13 @@ from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
 from memory_pipeline.records import Kind
 from sensors.schedules import nightly_schedule
-from sensors.sensors import nightly_training_sensor, run_failure_record_sensor, source_files_sensor
+from sensors.sensors import (
+    CHANGE_SET_TAG,
+    MAX_RUNS_PER_CHANGE_SET,
+    nightly_training_sensor,
+    run_failure_record_sensor,
+    source_files_sensor,
+)
 
 
 @pytest.fixture()
@@ -49,8 +55,9 @@ def instance():
         yield instance
 
 
-def _tick(config_file, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"pipeline": MemoryPipelineResource(config_path=str(config_file))})
+def _tick(config_file, cursor=None, instance=None):
+    resources = {"pipeline": MemoryPipelineResource(config_path=str(config_file))}
+    context = dg.build_sensor_context(cursor=cursor, instance=instance, resources=resources)
     return source_files_sensor(context), context
 
 
@@ -105,6 +112,61 @@ def test_after_ingesting_the_changes_the_sensor_is_quiet(workspace):
     ingest_all(load_config(config_file), paths=[root / "dialogues" / "chat.jsonl"])
     quiet, _ = _tick(config_file)
     assert isinstance(quiet, dg.SkipReason)
+
+
+# A failed or canceled re-index run, tick by tick against runs in a temporary instance
+
+
+def _launch(instance: dg.DagsterInstance, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    """The run of reindex_job the daemon creates for a request of the file sensor, left in ``status``."""
+    return instance.create_run_for_job(
+        job_def=definitions.defs.resolve_job_def("reindex_job"),
+        run_config=request.run_config,
+        asset_selection=set(request.asset_selection),
+        tags={**request.tags, "dagster/run_key": request.run_key},
+        status=status,
+    )
+
+
+def test_a_failed_or_canceled_run_is_retried_and_nothing_is_launched_while_one_runs(workspace, instance):
+    root, config_file = workspace
+    (root / "articles" / "a.md").write_text("# Бег\n\nТемповый бег.\n", encoding="utf-8")
+    first, context = _tick(config_file, instance=instance)
+    assert isinstance(first, dg.RunRequest) and first.tags[CHANGE_SET_TAG]
+    running = _launch(instance, first, dg.DagsterRunStatus.STARTED)
+    (root / "articles" / "c.md").write_text("# Новое\n\nПока идёт прогон.\n", encoding="utf-8")
+    waiting, context = _tick(config_file, context.cursor, instance)
+    assert isinstance(waiting, dg.SkipReason) and running.run_id in waiting.skip_message  # no second run beside it
+    (root / "articles" / "c.md").unlink()
+
+    instance.report_run_failed(running)
+    retry, context = _tick(config_file, context.cursor, instance)
+    assert isinstance(retry, dg.RunRequest) and retry.run_key != first.run_key
+    assert retry.run_config == first.run_config and retry.tags[CHANGE_SET_TAG] == first.tags[CHANGE_SET_TAG]
+    again, _ = _tick(config_file, context.cursor, instance)
+    assert again.run_key == retry.run_key  # until that run exists, the same request: Dagster launches it once
+
+    instance.report_run_canceled(_launch(instance, retry, dg.DagsterRunStatus.STARTED))
+    last_try, context = _tick(config_file, context.cursor, instance)
+    assert isinstance(last_try, dg.RunRequest) and last_try.run_key not in {first.run_key, retry.run_key}
+    instance.report_run_failed(_launch(instance, last_try, dg.DagsterRunStatus.STARTED))
+    given_up, _ = _tick(config_file, context.cursor, instance)
+    assert isinstance(given_up, dg.SkipReason) and f"{MAX_RUNS_PER_CHANGE_SET} runs" in given_up.skip_message
+
+
+def test_a_run_that_failed_after_ingesting_its_files_is_retried_with_its_config(workspace, instance):
+    root, config_file = workspace
+    (root / "articles" / "c.md").write_text("# Новое\n\nНовая заметка.\n", encoding="utf-8")
+    request, context = _tick(config_file, instance=instance)
+    failed = _launch(instance, request, dg.DagsterRunStatus.STARTED)
+    ingest_all(load_config(config_file), paths=[root / "articles" / "c.md"])  # its ingest step finished, a later one failed
+    instance.report_run_failed(failed)
+    retry, context = _tick(config_file, context.cursor, instance)
+    assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key
+    assert retry.run_config == request.run_config and set(retry.asset_selection) == set(request.asset_selection)
+    _launch(instance, retry, dg.DagsterRunStatus.SUCCESS)
+    quiet, _ = _tick(config_file, context.cursor, instance)
+    assert isinstance(quiet, dg.SkipReason) and quiet.skip_message.startswith("no new")
 
 
 def test_nightly_schedule_comes_from_config():
