@@ -1,4 +1,4 @@
-"""The Dagster entry point: merges each concept's definitions and the shared resource once.
+"""The Dagster entry point: merges each concept's definitions and the shared resources once.
 
 ``dagster dev -w workspace.yaml`` and ``dagster asset materialize -f definitions.py`` load this.
 """
@@ -7,9 +7,11 @@ import dagster as dg
 
 from assets import index, ingest, promote, train
 from assets.jobs import memory_job, reindex_job, training_job
-from assets.resources import MemoryPipelineResource
+from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 from sensors.schedules import nightly_schedule
 from sensors.sensors import new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, source_files_sensor
+
+pipeline = MemoryPipelineResource()
 
 defs = dg.Definitions.merge(
     ingest.defs,
@@ -20,6 +22,6 @@ defs = dg.Definitions.merge(
         jobs=[reindex_job, memory_job, training_job],
         schedules=[nightly_schedule],
         sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor],
-        resources={"pipeline": MemoryPipelineResource()},
+        resources={"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)},
     ),
 )

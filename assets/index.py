@@ -4,8 +4,7 @@ import dagster as dg
 
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
 from assets.metadata import markdown_table
-from assets.resources import MemoryPipelineResource
-from memory_pipeline.docstore import DocumentStore
+from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 
 INDEX_GROUP = "index"
 
@@ -28,14 +27,11 @@ INDEX_GROUP = "index"
     group_name=INDEX_GROUP,
     can_subset=False,
 )
-def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource):
+def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource):
     """Bring the chunk stores in line with the document store; only changed documents are re-embedded."""
-    from memory_pipeline.embedding import load_embedder
     from memory_pipeline.indexer import sync_index
 
-    config = pipeline.config
-    embedder = load_embedder(config.embedding)
-    report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=True, log=context.log.info)
+    report = sync_index(pipeline.config, stores.documents, embedder.embedder, progress=True, log=context.log.info)
     figures = report.model_dump(mode="json")
     yield dg.MaterializeResult(
         asset_key="chunks",
@@ -74,12 +70,12 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
     kinds={"python"},
     automation_condition=dg.AutomationCondition.eager(),
 )
-def retrieval_eval(pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
+def retrieval_eval(pipeline: MemoryPipelineResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     from memory_pipeline.retrieval_eval import evaluate_retrieval
     from memory_pipeline.search import Searcher
 
     config = pipeline.config
-    result = evaluate_retrieval(config, searcher=Searcher(config))
+    result = evaluate_retrieval(config, searcher=Searcher(config, embedder=embedder.embedder))
     rows = [{"mode": mode, **figures} for mode, figures in result.get("modes", {}).items()]
     return dg.MaterializeResult(
         metadata={

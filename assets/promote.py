@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.metadata import counts_table, histogram, markdown_table
-from assets.resources import MemoryPipelineResource
+from assets.resources import EmbedderResource, MemoryPipelineResource
 
 PROMOTE_GROUP = "promote"
 _ITEM_COLUMNS = ["item_id", "score", "tier", "tier_rule", "title", "signals", "preview"]
@@ -30,10 +30,10 @@ _ITEM_CELL_CHARS = 200
     group_name=PROMOTE_GROUP,
     can_subset=False,
 )
-def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource):
+def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource):
     from memory_pipeline.scoring.promote import run_promotion
 
-    report = run_promotion(pipeline.config, progress=True, log=context.log.info)
+    report = run_promotion(pipeline.config, progress=True, embedder=embedder.embedder, log=context.log.info)
     context.log.info(
         f"scored {report.items_total} items ({report.items_new} new, {report.items_changed} changed, "
         f"{report.items_rescored} rescored) in {report.seconds:.1f}s"

@@ -1,12 +1,18 @@
-"""Dagster resources: the one config file, loaded once per run and shared by every asset."""
+"""Dagster resources: the one config file, the embedder and the stores it names.
 
-from __future__ import annotations
+``embedder`` and ``stores`` take their settings from ``pipeline``, so one config file drives all
+three. The core stays Dagster-free: these resources only open its objects.
+"""
 
 from functools import cached_property
 
 import dagster as dg
 
 from memory_pipeline.config import Config, load_config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.embedding import Embedder, embedder_model_id, load_embedder
+from memory_pipeline.index.faiss_store import FaissIndex
+from memory_pipeline.index.lancedb_store import ChunkStore
 
 
 class MemoryPipelineResource(dg.ConfigurableResource):
@@ -23,3 +29,37 @@ class MemoryPipelineResource(dg.ConfigurableResource):
     @cached_property
     def config(self) -> Config:
         return load_config(self.config_path or None, storage=self.storage or None)
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """The embedding model named in the config, loaded on first use; its weights are loaded once per process."""
+
+    pipeline: MemoryPipelineResource
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return load_embedder(self.pipeline.config.embedding)
+
+
+class StoresResource(dg.ConfigurableResource):
+    """The document store, and the LanceDB chunk table and FAISS index of the model named in the config.
+
+    Opening them loads no model: table and index are named by the model id the config gives.
+    """
+
+    pipeline: MemoryPipelineResource
+
+    @cached_property
+    def documents(self) -> DocumentStore:
+        return DocumentStore(self.pipeline.config.documents_dir)
+
+    @property
+    def model_id(self) -> str:
+        return embedder_model_id(self.pipeline.config.embedding)
+
+    def chunks(self) -> ChunkStore:
+        return ChunkStore(self.pipeline.config.lancedb_uri, self.model_id)
+
+    def faiss_index(self, dimension: int) -> FaissIndex:
+        config = self.pipeline.config
+        return FaissIndex(config.faiss_dir, self.model_id, dimension, config.index)
