@@ -78,12 +78,12 @@ def _item_row(item) -> dict:
 
 @dg.asset_check(asset="item_tiers", description="Every indexed item has exactly one tier, and no item is both promoted and discarded.")
 def item_tiers_complete_and_exclusive(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
-    from memory_pipeline.embedding import model_identity
+    from memory_pipeline.embedding import embedder_model_id
     from memory_pipeline.index.lancedb_store import ChunkStore
     from memory_pipeline.scoring.checks import check_tiers
 
     config = pipeline.config
-    store = ChunkStore(config.lancedb_uri, model_identity(config.embedding.model))
+    store = ChunkStore(config.lancedb_uri, embedder_model_id(config.embedding))
     result = check_tiers(config, {row["doc_id"] for row in store.rows(["doc_id"])})
     return dg.AssetCheckResult(passed=result.ok, metadata=result.model_dump(mode="json"))
 
