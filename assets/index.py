@@ -1,12 +1,18 @@
 """Index group: documents -> chunks -> vectors in LanceDB and FAISS, checked to agree; retrieval eval."""
 
+import json
+
 import dagster as dg
 
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
-from assets.metadata import markdown_table
+from assets.metadata import counts_table, markdown_table
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
+from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.records import Kind
 
 INDEX_GROUP = "index"
+_PREVIEW_PER_KIND = 3
+_PREVIEW_COLUMNS = ["title", "kind", "ordinal", "turn_index", "page", "start", "end", "heading", "text"]
 
 
 @dg.multi_asset(
@@ -31,8 +37,10 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
     """Bring the chunk stores in line with the document store; only changed documents are re-embedded."""
     from memory_pipeline.indexer import sync_index
 
-    report = sync_index(pipeline.config, stores.documents, embedder.embedder, progress=True, log=context.log.info)
+    model = embedder.embedder
+    report = sync_index(pipeline.config, stores.documents, model, progress=True, log=context.log.info)
     figures = report.model_dump(mode="json")
+    store = stores.chunks()
     yield dg.MaterializeResult(
         asset_key="chunks",
         metadata={
@@ -45,13 +53,62 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
             "embedded": dg.MetadataValue.int(report.embedded),
             "cache_hits": dg.MetadataValue.int(report.cache_hits),
             "seconds": dg.MetadataValue.float(report.seconds),
+            "chunks_per_kind": counts_table(_chunks_per_kind(store), "kind", "chunks"),
+            "preview": markdown_table(_chunk_samples(store), ["title", "kind", "position", "text"], cell_chars=160),
             "report": dg.MetadataValue.json(figures),
         },
     )
+    faiss_index = stores.faiss_index(model.dimension)
+    saved = json.loads(faiss_index.meta_path.read_text(encoding="utf-8"))
     yield dg.MaterializeResult(
         asset_key="faiss_index",
-        metadata={"ntotal": dg.MetadataValue.int(report.faiss_ntotal), "model_id": report.model_id},
+        metadata={
+            "ntotal": dg.MetadataValue.int(report.faiss_ntotal),
+            "index_type": saved["index_type"],
+            "dimension": dg.MetadataValue.int(int(saved["dimension"])),
+            "rebuilt": report.faiss_rebuilt,
+            "path": dg.MetadataValue.path(str(faiss_index.path)),
+            "model_id": report.model_id,
+        },
     )
+
+
+def _chunks_per_kind(store: ChunkStore) -> dict[str, int]:
+    if not store.exists():
+        return {}
+    return {kind.value: store.table.count_rows(f"kind = '{kind.value}'") for kind in Kind}
+
+
+def _chunk_samples(store: ChunkStore) -> list[dict]:
+    """The first few chunks of each kind, with where each sits in its document."""
+    if not store.exists():
+        return []
+    rows = [
+        row
+        for kind in Kind
+        for row in store.table.search().where(f"kind = '{kind.value}'").select(_PREVIEW_COLUMNS).limit(_PREVIEW_PER_KIND).to_list()
+    ]
+    return [{"title": r["title"], "kind": r["kind"], "position": _position(r), "text": r["text"]} for r in rows]
+
+
+def _position(row: dict) -> str:
+    """Chunk number, plus the exchange, page, time span or heading its kind has."""
+    parts = [f"chunk {row['ordinal']}"]
+    if row["turn_index"] is not None:
+        parts.append(f"turn {row['turn_index']}")
+    if row["page"] is not None:
+        parts.append(f"page {row['page']}")
+    if row["start"] is not None:
+        parts.append(f"{_clock(row['start'])}–{_clock(row['end'] or row['start'])}")
+    if row["heading"]:
+        parts.append(row["heading"])
+    return ", ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 @dg.asset_check(asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks.")

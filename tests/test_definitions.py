@@ -1,8 +1,14 @@
-"""The whole Dagster project loads: every asset, check, job, schedule and sensor resolves."""
+"""The whole Dagster project loads: every asset, check, job, schedule and sensor resolves; a run's metadata is complete."""
+
+from pathlib import Path
 
 import dagster as dg
+import pytest
+import yaml
 
 import definitions
+from assets import index, ingest
+from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 
 
 def test_definitions_are_loadable():
@@ -34,3 +40,65 @@ def test_jobs_resolve_with_their_selection():
     assert {"dialogue_documents", "chunks", "item_tiers"} <= selected and "lora_adapters" not in selected
     training = defs.resolve_job_def("training_job")
     assert {key.to_user_string() for key in training.asset_layer.selected_asset_keys} == {"training_sets", "lora_adapters"}
+
+
+# What the UI shows after a run: the ingest and index assets materialized over the fixture files
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory) -> dict[str, dict]:
+    """Asset key -> the metadata of its materialization, from one in-process run in a temporary instance."""
+    root = tmp_path_factory.mktemp("materialized")
+    sources = {
+        "dialogues": [str(FIXTURES / "dialogues"), str(FIXTURES / "nexus_obsidian" / "honest_self_assessment.md")],
+        "articles": [str(FIXTURES / "articles")],
+        "lectures": [str(FIXTURES / "lectures")],
+    }
+    config_file = root / "memory_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump({"storage_root": "storage", "sources": sources}), encoding="utf-8")
+    pipeline = MemoryPipelineResource(config_path=str(config_file))
+    resources = {"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*ingest.defs.assets, *index.defs.assets], instance=instance, resources=resources)
+    assert result.success
+    return {event.asset_key.to_user_string(): event.materialization.metadata for event in result.get_asset_materialization_events()}
+
+
+@pytest.mark.slow
+def test_each_kind_reports_counts_per_format_repairs_failures_and_a_preview(materialized):
+    for name in ("dialogue_documents", "article_documents", "lecture_documents"):
+        metadata = materialized[name]
+        assert metadata["documents_total"].value > 0, name
+        assert metadata["documents_per_format"].value.startswith("| format | documents |"), name
+        assert metadata["preview"].value.startswith("| title | format | language | n_units | repaired | source_path |"), name
+        assert {"repaired_documents_this_run", "repaired_documents_total", "files_failed", "failures"} <= set(metadata), name
+    articles = materialized["article_documents"]
+    assert articles["repaired_documents_total"].value >= 1 and articles["files_failed"].value >= 1
+    assert "binary.txt" in articles["failures"].value
+    assert materialized["dialogue_documents"]["repaired_documents_total"].value >= 1
+    report = materialized["ingest_report"]
+    assert report["failures"].value >= 1 and "binary.txt" in report["errors"].value
+    assert all(f"| {kind} |" in report["per_kind"].value for kind in ("dialogue", "article", "lecture"))
+
+
+@pytest.mark.slow
+def test_chunks_and_faiss_index_report_counts_a_chunk_preview_and_the_index_shape(materialized):
+    chunks, faiss_index = materialized["chunks"], materialized["faiss_index"]
+    assert chunks["chunks_total"].value > 0 and chunks["embedded"].value + chunks["cache_hits"].value > 0
+    per_kind = chunks["chunks_per_kind"].value
+    assert per_kind.startswith("| kind | chunks |") and all(f"| {kind} |" in per_kind for kind in ("dialogue", "article", "lecture"))
+    preview = chunks["preview"].value.splitlines()
+    assert preview[0] == "| title | kind | position | text |" and len(preview) > 2
+    assert any("turn " in line for line in preview) and any("0:0" in line for line in preview)  # dialogue exchanges, lecture times
+    assert faiss_index["ntotal"].value == chunks["chunks_total"].value
+    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 384, True)
+
+
+@pytest.mark.slow
+def test_retrieval_eval_reports_figures_per_search_mode(materialized):
+    metadata = materialized["retrieval_eval"]
+    assert metadata["queries"].value > 0
+    assert all(f"| {mode} |" in metadata["by_mode"].value for mode in ("vector", "fts", "hybrid"))
+    assert set(metadata["result"].value["modes"]["hybrid"]) == {"recall@1", "recall@5", "recall@10", "mrr"}
