@@ -1,6 +1,8 @@
-"""The real Dagster webserver loads the whole project: checked through its GraphQL API."""
+"""`dagster dev -w workspace.yaml` (webserver and daemon) loads the whole project: checked through its GraphQL API and its log."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -9,12 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from memory_pipeline.config import load_config
 from memory_pipeline.instance import ensure_dagster_home
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
+OUR_SENSORS = {"source_files_sensor", "new_examples_sensor", "run_failure_record_sensor", "nightly_training_sensor"}
 
 QUERY = """
 {
@@ -24,17 +28,22 @@ QUERY = """
         name
         jobs { name }
         schedules { name cronSchedule executionTimezone }
-        sensors { name }
+        sensors { name sensorState { ticks(limit: 5) { status error { message } } } }
         assetNodes { assetKey { path } groupName description assetChecksOrError { ... on AssetChecks { checks { name } } } }
       }
     }
     ... on PythonError { message stack }
   }
   workspaceOrError {
-    ... on Workspace { locationEntries { name locationOrLoadError { ... on PythonError { message } } } }
+    ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } }
   }
 }
 """
+
+# `dagster dev` warns about itself that `dg dev` (dagster-dg-cli) supersedes it: a notice about the
+# command, printed before any code loads, not about these definitions.
+_COMMAND_NOTICE = re.compile(r"SupersessionWarning: .*is superseded.*dg dev")
+_WARNING = re.compile(r"WARNING|Warning:")  # log levels are wrapped in colour codes, so no \b
 
 
 def _free_port() -> int:
@@ -43,46 +52,84 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _query(base: str) -> dict:
+    response = httpx.post(f"{base}/graphql", json={"query": QUERY}, timeout=120)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def _sensors_ticked(data: dict) -> bool:
+    nodes = data["repositoriesOrError"].get("nodes") or []
+    ticks = {s["name"]: s["sensorState"]["ticks"] for node in nodes for s in node["sensors"]}
+    return all(ticks.get(name) for name in OUR_SENSORS)
+
+
+def _interruptible() -> None:
+    """Runs in the child before `dagster dev` starts: a shell that started the tests in the background leaves
+    SIGINT ignored, and `dagster dev` handles SIGTERM as SIGINT, so it would ignore the test's SIGTERM too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
-def graphql(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("ui_storage")
-    config = load_config(REPO / "memory_pipeline.yaml", storage=storage)
-    env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(config)), MEMORY_PIPELINE_CONFIG=str(REPO / "memory_pipeline.yaml"), MEMORY_PIPELINE_STORAGE=str(storage))
+def dagster_dev(tmp_path_factory):
+    """(GraphQL answer once the daemon has ticked each of our sensors, the log of webserver, daemon and code server).
+
+    The project's config with its source folders swapped for empty ones, so the file sensor finds
+    nothing and no run starts while the test looks.
+    """
+    root = tmp_path_factory.mktemp("ui")
+    raw = yaml.safe_load((REPO / "memory_pipeline.yaml").read_text(encoding="utf-8"))
+    raw["sources"] = {kind: [str(root / "sources" / kind)] for kind in raw["sources"]}
+    for (folder,) in raw["sources"].values():
+        Path(folder).mkdir(parents=True)
+    config_file = root / "memory_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    storage = root / "storage"
+    config = load_config(config_file, storage=storage)
+    env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(config)), MEMORY_PIPELINE_CONFIG=str(config_file), MEMORY_PIPELINE_STORAGE=str(storage))
     port = _free_port()
-    webserver = Path(sys.executable).with_name("dagster-webserver")
-    process = subprocess.Popen(
-        [str(webserver), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    dagster = Path(sys.executable).with_name("dagster")
+    log_path = root / "dagster_dev.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_interruptible,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
+        deadline = time.time() + 300
+        data = None
+        while data is None or not _sensors_ticked(data):
             if process.poll() is not None:
-                pytest.fail(f"dagster-webserver exited: {process.stdout.read()}")
+                pytest.fail(f"dagster dev exited: {log_path.read_text(encoding='utf-8')[-5000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"dagster dev did not load and tick the sensors in time: {log_path.read_text(encoding='utf-8')[-5000:]}")
+            time.sleep(2)
             try:
                 if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
-                    break
+                    data = _query(base)
             except httpx.HTTPError:
                 pass
-            if time.time() > deadline:
-                pytest.fail("dagster-webserver did not start in time")
-            time.sleep(0.5)
-        response = httpx.post(f"{base}/graphql", json={"query": QUERY}, timeout=120)
-        response.raise_for_status()
-        yield response.json()["data"]
+        yield data, log_path.read_text(encoding="utf-8")
     finally:
-        process.terminate()
+        process.terminate()  # dagster dev treats SIGTERM as an interrupt and shuts webserver and daemon down
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def graphql(dagster_dev):
+    return dagster_dev[0]
 
 
 def test_workspace_loads_without_errors(graphql):
     entries = graphql["workspaceOrError"]["locationEntries"]
     assert [e["name"] for e in entries] == ["memory_pipeline"]
-    assert not (entries[0]["locationOrLoadError"] or {}).get("message")
+    assert entries[0]["loadStatus"] == "LOADED"
+    assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", entries[0]["locationOrLoadError"].get("message")
 
 
 def test_all_assets_checks_jobs_schedules_and_sensors_are_loaded(graphql):
@@ -105,4 +152,17 @@ def test_all_assets_checks_jobs_schedules_and_sensors_are_loaded(graphql):
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert schedules["nightly_schedule"]["cronSchedule"] == "0 3 * * *"
     sensors = {s["name"] for s in repo["sensors"]}
-    assert {"source_files_sensor", "new_examples_sensor", "run_failure_record_sensor", "nightly_training_sensor"} <= sensors
+    assert OUR_SENSORS <= sensors
+
+
+def test_the_daemon_evaluates_every_sensor_without_error(graphql):
+    (repo,) = graphql["repositoriesOrError"]["nodes"]
+    for sensor in repo["sensors"]:
+        for tick in sensor["sensorState"]["ticks"]:
+            assert tick["status"] != "FAILURE", f"{sensor['name']}: {(tick['error'] or {}).get('message')}"
+
+
+def test_the_log_has_no_warnings(dagster_dev):
+    _, log = dagster_dev
+    warnings = [line for line in log.splitlines() if _WARNING.search(line) and not _COMMAND_NOTICE.search(line)]
+    assert not warnings, "\n".join(warnings)
