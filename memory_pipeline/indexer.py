@@ -241,9 +241,9 @@ def sync_faiss(store: ChunkStore, faiss_index: FaissIndex) -> bool:
 
 def check_consistency(config: Config) -> ConsistencyReport:
     """LanceDB and FAISS agree (same count and ids); no empty or duplicate chunks. Loads no model."""
-    from memory_pipeline.embedding import model_identity
+    from memory_pipeline.embedding import embedder_model_id
 
-    model_id = model_identity(config.embedding.model)
+    model_id = embedder_model_id(config.embedding)
     store = ChunkStore(config.lancedb_uri, model_id)
     dimension = store.table.schema.field("vector").type.list_size if store.exists() else 0
     faiss_index = FaissIndex(config.faiss_dir, model_id, dimension, config.index)
