@@ -136,11 +136,18 @@ print(json.dumps(out))
 """
 
 
-def _child(code: str, *args: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", code, *args, str(Path(__file__).resolve().parent)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-4000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def run_child(prefix: str, code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh Python (its own peak RSS) over a new temp folder; its last stdout line is the JSON result."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(work), *args, str(Path(__file__).resolve().parent)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-4000:])
+        out = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=1), flush=True)
+    return out
 
 
 def main() -> None:
@@ -150,19 +157,9 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "corpora": {}}
     for size in args.sizes:
-        work = Path(tempfile.mkdtemp(prefix=f"bench_index_{size}_"))
-        try:
-            results["corpora"][str(size)] = _child(CORPUS_CHILD, str(work), str(size))
-            print(json.dumps(results["corpora"][str(size)], indent=1), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        results["corpora"][str(size)] = run_child(f"bench_index_{size}_", CORPUS_CHILD, str(size))
     if args.search_chunks:
-        work = Path(tempfile.mkdtemp(prefix="bench_search_"))
-        try:
-            results["search"] = _child(SEARCH_CHILD, str(work), str(args.search_chunks))
-            print(json.dumps(results["search"], indent=1), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        results["search"] = run_child("bench_search_", SEARCH_CHILD, str(args.search_chunks))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "index.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS / 'index.json'}")

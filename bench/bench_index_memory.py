@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from bench_index import run_child
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,15 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "corpora": {}}
     for size in args.sizes:
-        work = Path(tempfile.mkdtemp(prefix=f"bench_index_memory_{size}_"))
-        try:
-            done = subprocess.run([sys.executable, "-c", CHILD, str(work), str(size), str(Path(__file__).resolve().parent)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr[-4000:])
-            results["corpora"][str(size)] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(json.dumps(results["corpora"][str(size)], indent=1), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        results["corpora"][str(size)] = run_child(f"bench_index_memory_{size}_", CHILD, str(size))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "index_memory.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS / 'index_memory.json'}")
