@@ -25,10 +25,14 @@ from memory_pipeline.embedding import Embedder
 from memory_pipeline.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
-from memory_pipeline.records import Kind, stable_id
+from memory_pipeline.records import Chunk, Document, Kind, stable_id
 
 logger = logging.getLogger(__name__)
 DOC_BATCH = 200
+EMBED_POOL = 2048
+"""Chunks pooled per embedding call and LanceDB commit. Batches are cut from the pool sorted by
+length, so a larger pool pads less (measured: 200 short dialogues, ~390 chunks, ran at 0.86-0.88
+of bare encode; pools of ~1,700 chunks at 0.92); 2,048 chunks of text and vectors are a few MB."""
 
 
 class IndexReport(BaseModel):
@@ -95,37 +99,47 @@ def sync_index(
         report.chunks_removed += before - store.count()
     cache = EmbeddingCache(config.cache_dir / "embeddings.sqlite")
     bar = _progress(len(stale), progress)
+    pending: list[tuple[Document, list[Chunk]]] = []
+
+    def commit_pending() -> None:
+        """Embed the pooled chunks (one length-sorted pool: less padding than per small batch) and
+        replace their documents' chunks in one LanceDB commit."""
+        docs = [doc for doc, _ in pending]
+        chunks = [c for _, doc_chunks in pending for c in doc_chunks]
+        doc_ids = [d.doc_id for d in docs]
+        earlier = [plan.replaces[d] for d in doc_ids if d in plan.replaces]
+        texts = {c.text_hash: c.text for c in chunks}
+        old_ids = store.chunk_ids([*doc_ids, *earlier])
+        new_ids = {c.chunk_id for c in chunks}
+        t0 = time.perf_counter()
+        vectors, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
+        report.embed_seconds += time.perf_counter() - t0
+        report.embedded += embedded
+        report.cache_hits += len(texts) - embedded
+        store.replace_documents({d: wanted[d] for d in doc_ids}, chunks, vectors, replaced=earlier)
+        report.docs_indexed += len(docs)
+        report.chunks_added += len(new_ids - old_ids)
+        report.chunks_removed += len(old_ids - new_ids)
+        if bar is not None:
+            bar.update(len(docs))
+        log(f"indexed {report.docs_indexed}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)")
+        pending.clear()
+
     try:
         for start in range(0, len(stale), DOC_BATCH):
-            batch_ids = stale[start : start + DOC_BATCH]
-            earlier = [plan.replaces[d] for d in batch_ids if d in plan.replaces]
-            docs = list(docstore.get_many(batch_ids))
-            chunks = [
-                c
-                for doc in docs
-                for c in chunk_document(
+            for doc in docstore.get_many(stale[start : start + DOC_BATCH]):
+                doc_chunks = chunk_document(
                     doc,
                     config.chunking,
                     lineage=plan.lineages[doc.doc_id],
                     max_model_tokens=embedder.max_tokens,
                     count_model_tokens=embedder.count_tokens,
                 )
-            ]
-            texts = {c.text_hash: c.text for c in chunks}
-            old_ids = store.chunk_ids([*batch_ids, *earlier])
-            new_ids = {c.chunk_id for c in chunks}
-            t0 = time.perf_counter()
-            vectors, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
-            report.embed_seconds += time.perf_counter() - t0
-            report.embedded += embedded
-            report.cache_hits += len(texts) - embedded
-            store.replace_documents({d.doc_id: wanted[d.doc_id] for d in docs}, chunks, vectors, replaced=earlier)
-            report.docs_indexed += len(docs)
-            report.chunks_added += len(new_ids - old_ids)
-            report.chunks_removed += len(old_ids - new_ids)
-            if bar is not None:
-                bar.update(len(batch_ids))
-            log(f"indexed {min(start + DOC_BATCH, len(stale))}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)")
+                pending.append((doc, doc_chunks))
+            if sum(len(doc_chunks) for _, doc_chunks in pending) >= EMBED_POOL:
+                commit_pending()
+        if pending:
+            commit_pending()
     finally:
         if bar is not None:
             bar.close()

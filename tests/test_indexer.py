@@ -305,7 +305,9 @@ import sys, time
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.embedding import load_embedder
+from memory_pipeline import indexer
 from memory_pipeline.indexer import open_stores, sync_index
+indexer.EMBED_POOL = 64  # several commits in this small corpus
 config = Config.model_validate_json(sys.argv[1])
 embedder = load_embedder(config.embedding)
 store, _ = open_stores(config, embedder.model_id, embedder.dimension)
