@@ -93,7 +93,7 @@ def embed_with_cache(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     vectors = cache.get_many(embedder.model_id, list(texts_by_hash))
     # Longest first, so each batch holds texts of similar length: the model pads a batch to its
-    # longest text, and unsorted batches of mixed lengths cost ~15% more than bare encode.
+    # longest text (and memory trouble shows on the first batch, not the last).
     missing = sorted((h for h in texts_by_hash if h not in vectors), key=lambda h: -len(texts_by_hash[h]))
     with tqdm(total=len(missing), desc="embedding", unit="chunk", disable=not show_progress or not missing) as progress:
         for start in range(0, len(missing), batch_size):

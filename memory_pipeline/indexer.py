@@ -30,9 +30,9 @@ from memory_pipeline.records import Chunk, Document, Kind, stable_id
 logger = logging.getLogger(__name__)
 DOC_BATCH = 200
 EMBED_POOL = 2048
-"""Chunks pooled per embedding call and LanceDB commit. Batches are cut from the pool sorted by
-length, so a larger pool pads less (measured: 200 short dialogues, ~390 chunks, ran at 0.86-0.88
-of bare encode; pools of ~1,700 chunks at 0.92); 2,048 chunks of text and vectors are a few MB."""
+"""Chunks pooled per embedding call and LanceDB commit. The pool is sorted by length before it is
+cut into batches, so a larger pool pads less; 2,048 chunks of text and vectors are a few MB, and a
+crash costs at most one pool of work (the embedding cache keeps what was embedded)."""
 
 
 class IndexReport(BaseModel):
