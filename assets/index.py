@@ -7,6 +7,7 @@ import dagster as dg
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
 from assets.metadata import counts_table, markdown_table
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
+from memory_pipeline.display import clock
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.records import Kind
 
@@ -99,16 +100,10 @@ def _position(row: dict) -> str:
     if row["page"] is not None:
         parts.append(f"page {row['page']}")
     if row["start"] is not None:
-        parts.append(f"{_clock(row['start'])}–{_clock(row['end'] or row['start'])}")
+        parts.append(f"{clock(row['start'])}–{clock(row['end'] or row['start'])}")
     if row["heading"]:
         parts.append(row["heading"])
     return ", ".join(parts)
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 @dg.asset_check(asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks.")

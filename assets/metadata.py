@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
+from memory_pipeline.display import one_line
+
 
 def markdown_table(
     rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None, *, limit: int = 20, cell_chars: int = 80
@@ -33,5 +35,4 @@ def histogram(bins) -> dg.MetadataValue:
 
 
 def _cell(value: object, limit: int) -> str:
-    text = " ".join(str("" if value is None else value).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(str("" if value is None else value), limit).replace("|", "\\|")

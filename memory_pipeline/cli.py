@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, Config, load_config
+from memory_pipeline.display import clock, one_line
 from memory_pipeline.errors import ConfigError, ParseError
 
 app = typer.Typer(
@@ -93,27 +94,15 @@ def _print_document(doc) -> None:
     for turn in doc.turns[:6]:
         when = turn.timestamp.isoformat(sep=" ") if turn.timestamp else ""
         model = f" · {turn.model}" if turn.model else ""
-        console.print(f"  [cyan]{turn.role}{model}[/cyan] [dim]{when}[/dim]: {_preview(turn.text)}")
+        console.print(f"  [cyan]{turn.role}{model}[/cyan] [dim]{when}[/dim]: {one_line(turn.text, 110)}")
     for section in doc.sections[:6]:
         page = f"p.{section.page} " if section.page else ""
-        console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {_preview(section.text)}")
+        console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {one_line(section.text, 110)}")
     for segment in doc.segments[:6]:
-        console.print(f"  [cyan]{_clock(segment.start)}-{_clock(segment.end)} {segment.speaker or ''}[/cyan]: {_preview(segment.text)}")
+        console.print(f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {one_line(segment.text, 110)}")
     units = len(doc.turns) + len(doc.sections) + len(doc.segments)
     if units > 6:
         console.print(f"  [dim]... {units - 6} more[/dim]")
-
-
-def _preview(text: str, width: int = 110) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @app.command()
@@ -201,7 +190,7 @@ def _print_hits(hits, as_json: bool) -> None:
     for number, hit in enumerate(hits, start=1):
         console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{hit.kind} · score {hit.score:.3f} · {_position(hit)}[/dim]")
         console.print(f"   [dim]{hit.source_path}[/dim]")
-        console.print(f"   {_preview(hit.text, 300)}")
+        console.print(f"   {one_line(hit.text, 300)}")
 
 
 def _position(hit) -> str:
@@ -210,7 +199,7 @@ def _position(hit) -> str:
     if hit.page is not None:
         return f"page {hit.page}"
     if hit.start is not None:
-        return f"{_clock(hit.start)}-{_clock(hit.end)}" + (f" {hit.speaker}" if hit.speaker else "")
+        return f"{clock(hit.start)}-{clock(hit.end)}" + (f" {hit.speaker}" if hit.speaker else "")
     return hit.heading or ""
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from memory_pipeline.config import Config
+from memory_pipeline.display import one_line
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Kind, sha256_text
 from memory_pipeline.scoring import signals as sg
@@ -719,13 +720,8 @@ def _brief(row: pd.Series) -> ItemBrief:
         tier_rule=row["tier_rule"],
         score=round(float(row["score"]), 4),
         signals={name: round(float(row[name]), 4) for name in sg.SIGNALS},
-        preview=_preview(row["text"]),
+        preview=one_line(row["text"], 160),
     )
-
-
-def _preview(text: str, limit: int = 160) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _summarize(report: PromotionReport, state: ScoreState, config: Config) -> None:
@@ -768,7 +764,7 @@ def explain_item(config: Config, item_id: str) -> Explanation:
             for name in sg.SIGNALS
         ],
         routes=json.loads(row["routes"] or "{}"),
-        preview=_preview(row["text"], 400),
+        preview=one_line(row["text"], 400),
     )
 
 
