@@ -329,13 +329,17 @@ def test_kill_minus_nine_mid_run_then_next_run_repairs_everything(tmp_path, embe
     config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
     ingest_all(config)
     child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, config.model_dump_json()])
-    store, _ = open_stores(config, embedder.model_id, embedder.dimension)
+
+    def committed() -> int:
+        """Rows the child has committed, read through a new handle (an open one may keep an old version)."""
+        return open_stores(config, embedder.model_id, embedder.dimension)[0].count()
+
     deadline = time.time() + 300
     while child.poll() is None and time.time() < deadline:
-        if store.exists() and store.count() > 0:
+        if committed() > 0:
             break
         time.sleep(0.2)
-    assert child.poll() is None and store.count() > 0
+    assert child.poll() is None and committed() > 0
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
