@@ -1,7 +1,5 @@
 """Index group: documents -> chunks -> vectors in LanceDB and FAISS, checked to agree; retrieval eval."""
 
-import json
-
 import dagster as dg
 
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
@@ -59,16 +57,14 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
             "report": dg.MetadataValue.json(figures),
         },
     )
-    faiss_index = stores.faiss_index(model.dimension)
-    saved = json.loads(faiss_index.meta_path.read_text(encoding="utf-8"))
     yield dg.MaterializeResult(
         asset_key="faiss_index",
         metadata={
             "ntotal": dg.MetadataValue.int(report.faiss_ntotal),
-            "index_type": saved["index_type"],
-            "dimension": dg.MetadataValue.int(int(saved["dimension"])),
+            "index_type": report.faiss_index_type,
+            "dimension": dg.MetadataValue.int(model.dimension),
             "rebuilt": report.faiss_rebuilt,
-            "path": dg.MetadataValue.path(str(faiss_index.path)),
+            "path": dg.MetadataValue.path(report.faiss_path),
             "model_id": report.model_id,
         },
     )

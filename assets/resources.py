@@ -11,7 +11,6 @@ import dagster as dg
 from memory_pipeline.config import Config, load_config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.embedding import Embedder, embedder_model_id, load_embedder
-from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
 
 
@@ -42,7 +41,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
 
 class StoresResource(dg.ConfigurableResource):
-    """The document store, and the LanceDB chunk table and FAISS index of the model named in the config.
+    """The document store and the LanceDB chunk table of the model named in the config.
 
     Opening them loads no model: table and index are named by the model id the config gives.
     """
@@ -59,7 +58,3 @@ class StoresResource(dg.ConfigurableResource):
 
     def chunks(self) -> ChunkStore:
         return ChunkStore(self.pipeline.config.lancedb_uri, self.model_id)
-
-    def faiss_index(self, dimension: int) -> FaissIndex:
-        config = self.pipeline.config
-        return FaissIndex(config.faiss_dir, self.model_id, dimension, config.index)

@@ -48,6 +48,8 @@ class IndexReport(BaseModel):
     cache_hits: int = 0
     faiss_ntotal: int = 0
     faiss_rebuilt: bool = False
+    faiss_index_type: str = ""
+    faiss_path: str = ""
     seconds: float = 0.0
     embed_seconds: float = 0.0
 
@@ -152,6 +154,7 @@ def sync_index(
         store.ensure_fts_index()
     report.faiss_rebuilt = sync_faiss(store, faiss_index)
     report.faiss_ntotal = faiss_index.ntotal
+    report.faiss_index_type, report.faiss_path = faiss_index.kind, str(faiss_index.path)
     report.seconds = round(time.perf_counter() - started, 3)
     report.embed_seconds = round(report.embed_seconds, 3)
     return report
