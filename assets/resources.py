@@ -43,7 +43,7 @@ class EmbedderResource(dg.ConfigurableResource):
 class StoresResource(dg.ConfigurableResource):
     """The document store and the LanceDB chunk table of the model named in the config.
 
-    Opening them loads no model: table and index are named by the model id the config gives.
+    Opening them loads no model: the table is named by the model id the config gives.
     """
 
     pipeline: MemoryPipelineResource
