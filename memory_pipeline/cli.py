@@ -330,6 +330,7 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
     for v in list_versions(config):
         card = v.card
         files = {f.name: f.stat().st_size for f in v.path.glob("*.jsonl")}
+        counted = card.get("files", {}).get("data", {})
         rows.append(
             {
                 "adapter": v.adapter,
@@ -341,7 +342,7 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
                 "content_hash": card.get("content_hash", ""),
                 "path": str(v.path),
                 "files": {
-                    f.name: {"examples": _count_lines(f), "bytes": files[f.name], "path": str(f)} for f in v.data_files
+                    f.name: {"examples": _examples(f, counted), "bytes": files[f.name], "path": str(f)} for f in v.data_files
                 },
                 "exports": {name: str(path) for name, path in v.exports.items()},
             }
@@ -359,7 +360,10 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         console.print(f"    {counts}" + (f"  exports: {exports}" if exports else ""))
 
 
-def _count_lines(path: Path) -> int:
+def _examples(path: Path, counted: dict) -> int:
+    """The card's count for this data file; lines counted only for cards older than that field."""
+    if path.name in counted:
+        return int(counted[path.name]["examples"])
     with open(path, encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
 
