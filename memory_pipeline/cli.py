@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, Config, load_config
@@ -57,8 +58,8 @@ def parse(
     files: Annotated[list[Path], typer.Argument(help="files or folders to parse (folders are walked recursively)")],
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line: a document or an error")] = False,
 ) -> None:
-    """Show what files parse into, without storing anything (for debugging exports)."""
-    from memory_pipeline.sources import discover_sources, parse_file
+    """Show what files (and ZIP exports) parse into and which detector chose the parser, without storing anything."""
+    from memory_pipeline.sources import discover_sources, parse_detected
 
     failures = 0
     for root in files:
@@ -68,11 +69,12 @@ def parse(
             continue
         for unit in discover_sources(root):
             try:
-                for doc in parse_file(unit.path):
+                for doc, detection in parse_detected(unit.path):
                     if as_json:
-                        sys.stdout.write(doc.model_dump_json() + "\n")
+                        line = {**doc.model_dump(mode="json"), "detected_by": detection.detector}
+                        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
                     else:
-                        _print_document(doc)
+                        _print_document(doc, detection.detector)
             except ParseError as exc:
                 failures += 1
                 _print_parse_error(exc, as_json)
@@ -87,19 +89,19 @@ def _print_parse_error(exc: ParseError, as_json: bool) -> None:
         err_console.print(f"[red]error[/red] {exc.path}: {exc.reason}")
 
 
-def _print_document(doc) -> None:
+def _print_document(doc, detector: str) -> None:
     repair = f"repaired ({doc.repair.codec}, {doc.repair.lines_repaired} lines)" if doc.repair.repaired else "no repair"
     console.print(f"[bold]{doc.title}[/bold]  [dim]{doc.kind.value}/{doc.format} id={doc.doc_id} lang={doc.language} {repair}[/dim]")
-    console.print(f"  [dim]{doc.source_path}[/dim]")
+    console.print(f"  {doc.source_path}  (format by {detector})", style="dim", markup=False, highlight=False)
     for turn in doc.turns[:6]:
         when = turn.timestamp.isoformat(sep=" ") if turn.timestamp else ""
         model = f" · {turn.model}" if turn.model else ""
-        console.print(f"  [cyan]{turn.role}{model}[/cyan] [dim]{when}[/dim]: {one_line(turn.text, 110)}")
+        console.print(f"  [cyan]{turn.role}{model}[/cyan] [dim]{when}[/dim]: {escape(one_line(turn.text, 110))}")
     for section in doc.sections[:6]:
         page = f"p.{section.page} " if section.page else ""
-        console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {one_line(section.text, 110)}")
+        console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {escape(one_line(section.text, 110))}")
     for segment in doc.segments[:6]:
-        console.print(f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {one_line(segment.text, 110)}")
+        console.print(f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {escape(one_line(segment.text, 110))}")
     units = len(doc.turns) + len(doc.sections) + len(doc.segments)
     if units > 6:
         console.print(f"  [dim]... {units - 6} more[/dim]")

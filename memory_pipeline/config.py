@@ -45,6 +45,9 @@ class SourcesConfig(_Section):
 
 class IngestConfig(_Section):
     max_file_mb: float = Field(1024.0, gt=0, description="files larger than this are refused with an error")
+    archive_max_members: int = Field(20_000, ge=1, description="ZIP exports with more members are refused (zip bombs)")
+    archive_max_total_mb: float = Field(8000.0, gt=0, description="ZIP exports expanding to more than this are refused")
+    archive_max_ratio: float = Field(100.0, gt=1, description="a ZIP member expanding more than this many times is refused")
 
 
 class ChunkingConfig(_Section):

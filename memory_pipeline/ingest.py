@@ -29,6 +29,7 @@ from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources import SourceUnit, check_size, discover_sources, guess_kind, parse_file, titles_from_name
+from memory_pipeline.sources.archive import ArchiveLimits, source_file
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
@@ -126,7 +127,7 @@ def ingest_kind(
     report.files_seen = len(units)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
 
-    run = _IngestRun(store, manifest, report, kind)
+    run = _IngestRun(store, manifest, report, kind, archive_limits(config))
     seen_paths: set[str] = set()
     for number, unit in enumerate(units, start=1):
         key = str(unit.path.resolve())
@@ -150,8 +151,10 @@ def ingest_kind(
 class _IngestRun:
     """State of one ingest run: documents waiting to be written, and the figures so far."""
 
-    def __init__(self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind):
-        self.store, self.manifest, self.report, self.kind = store, manifest, report, kind
+    def __init__(
+        self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind, limits: ArchiveLimits
+    ):
+        self.store, self.manifest, self.report, self.kind, self.limits = store, manifest, report, kind, limits
         self.pending: list[Document] = []
         self.formats: Counter[str] = Counter()
         self.dirty_files = 0
@@ -202,11 +205,15 @@ class _IngestRun:
         self._record_error(key, reason, entry, written, signature, fingerprint)
 
     def _parse(self, unit: SourceUnit, written: list[str]) -> None:
-        """Queue a source's documents for writing; ``written`` gets their ids as they come, for errors midway."""
-        for batch in _batched(parse_file(unit.path, self.kind), _FLUSH_DOCS):
+        """Queue a source's documents for writing; ``written`` gets their ids as they come, for errors midway.
+
+        A conversation that another export holds in a newer version is not written, but its id is
+        still the source's: should the newer export go, the conversation is not lost with it.
+        """
+        for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
+            written.extend(d.doc_id for d in batch)
             batch = _keep_newest(batch, self.known_versions(), self.manifest)
             self.pending.extend(batch)
-            written.extend(d.doc_id for d in batch)
             for doc in batch:
                 self.formats[doc.format] += 1
                 self.report.repaired_documents += int(doc.repair.repaired)
@@ -233,11 +240,11 @@ class _IngestRun:
         if old_key is None:
             return False
         old = self.manifest.entries[old_key]
-        docs = [d for d in self.store.get_many(old.doc_ids) if str(Path(d.source_path).resolve()) == old_key]
+        docs = [d for d in self.store.get_many(old.doc_ids) if str(source_file(d.source_path).resolve()) == old_key]
         old_titles = titles_from_name(Path(old_key))
         if old_titles != titles_from_name(unit.path) and any(d.title in old_titles for d in docs):
             return False
-        moved = [d.model_copy(update={"source_path": str(unit.path)}) for d in docs]
+        moved = [d.model_copy(update={"source_path": _moved_path(d.source_path, unit.path)}) for d in docs]
         known = self.known_versions()
         for doc in moved:
             if doc.doc_id in known:
@@ -278,7 +285,7 @@ class _IngestRun:
         self.dirty_files += 1
         if orphaned or self.dirty_files >= _FLUSH_FILES:
             self.flush()
-            self.report.documents_removed += self.store.delete(orphaned, self.kind)
+            self.report.documents_removed += self.store.delete(orphaned)
 
     def _record_error(
         self, key: str, reason: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str
@@ -344,19 +351,45 @@ def _discover(roots: Sequence[Path], kind: Kind) -> list[SourceUnit]:
     return list(units.values())
 
 
+def archive_limits(config: Config) -> ArchiveLimits:
+    """The archive safety limits the config sets (a member is held to the file size limit too)."""
+    settings = config.ingest
+    return ArchiveLimits(
+        max_members=settings.archive_max_members,
+        max_total_bytes=int(settings.archive_max_total_mb * 1_000_000),
+        max_member_bytes=int(settings.max_file_mb * 1_000_000),
+        max_ratio=settings.archive_max_ratio,
+    )
+
+
+def _moved_path(source_path: str, new_file: Path) -> str:
+    """A document's source path after its file moved; an archive member keeps its ``!member`` part."""
+    archive = source_file(source_path)
+    if archive == Path(source_path):
+        return str(new_file)
+    return f"{new_file}!{source_path[len(str(archive)) + 1 :]}"
+
+
 def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifest) -> list[Document]:
-    """Two exports can hold the same conversation; keep the fuller, newer one whichever file comes last."""
+    """Two exports can hold the same conversation (a monthly re-export beside the old one): keep
+    the newer version, the fuller on a tie, whichever file comes last."""
     kept = []
     for doc in docs:
         old = known.get(doc.doc_id)
         units = len(doc.turns) + len(doc.sections) + len(doc.segments)
-        updated = doc.updated_at.replace(tzinfo=None) if doc.updated_at else datetime.min
-        if old and old["source_path"] != doc.source_path and str(Path(old["source_path"]).resolve()) in manifest.entries:
-            if (old["n_units"] or 0, old["updated_at"] or datetime.min) > (units, updated):
+        updated = _naive(doc.updated_at) if doc.updated_at else datetime.min
+        elsewhere = old and old["source_path"] != doc.source_path
+        if elsewhere and str(source_file(old["source_path"]).resolve()) in manifest.entries:
+            if (old["updated_at"] or datetime.min, old["n_units"] or 0) > (updated, units):
                 continue
         known[doc.doc_id] = {"doc_id": doc.doc_id, "source_path": doc.source_path, "n_units": units, "updated_at": updated}
         kept.append(doc)
     return kept
+
+
+def _naive(value: datetime) -> datetime:
+    """Naive UTC, as the store keeps times."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _within(path: Path, roots: set[Path]) -> bool:
@@ -376,7 +409,7 @@ def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots
         doomed.update(manifest.entries.pop(path).doc_ids)
         report.files_removed += 1
     doomed = {d for d in doomed if not any(d in e.doc_ids for e in manifest.entries.values())}
-    return store.delete(doomed, kind)
+    return store.delete(doomed)
 
 
 def _save_report(config: Config, report: IngestReport, *, limited_to: Sequence[Path] | None, seen: set[str]) -> None:

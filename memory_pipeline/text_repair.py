@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import RepairReport
+from memory_pipeline.sources.archive import as_source
 
 # Codecs a UTF-8 file may have been misread with, most common first (ties go to the earlier one).
 _CODECS = ("cp1252", "cp1251", "mac_roman", "latin-1", "koi8_r")
@@ -376,7 +377,7 @@ def decode_bytes(data: bytes, path: str | Path) -> tuple[str, str]:
 def read_text_file(path: Path) -> tuple[str, RepairReport]:
     """Read, decode and repair a text file; the report records the encoding its bytes had."""
     try:
-        data = Path(path).read_bytes()
+        data = as_source(path).read_bytes()
     except OSError as exc:
         raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
     text, encoding = decode_bytes(data, path)

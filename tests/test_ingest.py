@@ -113,9 +113,9 @@ def test_a_failed_file_is_not_parsed_again_until_it_changes_and_the_sensor_sees_
     parsed: list[str] = []
     real_parse = ingest.parse_file
 
-    def counted_parse(path, kind):
+    def counted_parse(path, kind, **options):
         parsed.append(Path(path).name)
-        return real_parse(path, kind)
+        return real_parse(path, kind, **options)
 
     monkeypatch.setattr(ingest, "parse_file", counted_parse)
     again = ingest_kind(corpus, Kind.ARTICLE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,17 @@ from pathlib import Path
 
 from memory_pipeline.errors import ParseError, UnsupportedFormatError
 from memory_pipeline.records import Document, Kind
+from memory_pipeline.sources.archive import (
+    MEMBER_READ_ERRORS,
+    ArchiveLimits,
+    ArchiveMember,
+    check_member,
+    is_archive,
+    open_archive,
+    read_head,
+    skip_reason,
+)
+from memory_pipeline.sources.sniff import SNIFF_BYTES, Detection, sniff_format
 
 # format name -> (kind, "module:function")
 PARSERS: dict[str, tuple[Kind, str]] = {
@@ -24,6 +36,8 @@ PARSERS: dict[str, tuple[Kind, str]] = {
     "claude_json": (Kind.DIALOGUE, "claude:parse_claude_export"),
     "nexus_md": (Kind.DIALOGUE, "nexus:parse_nexus_markdown"),
     "chat_jsonl": (Kind.DIALOGUE, "chat_jsonl:parse_chat_jsonl"),
+    "chat_text": (Kind.DIALOGUE, "chat_text:parse_chat_text"),
+    "claude_projects": (Kind.ARTICLE, "claude:parse_claude_projects"),
     "pdf": (Kind.ARTICLE, "pdf:parse_pdf"),
     "markdown": (Kind.ARTICLE, "markdown:parse_markdown"),
     "text": (Kind.ARTICLE, "text:parse_plain_text"),
@@ -33,8 +47,7 @@ PARSERS: dict[str, tuple[Kind, str]] = {
     "transcript": (Kind.LECTURE, "transcript:parse_transcript"),
 }
 
-SUPPORTED_EXTENSIONS = {".json", ".jsonl", ".md", ".markdown", ".pdf", ".txt", ".html", ".htm", ".srt", ".vtt"}
-_SNIFF_BYTES = 256 * 1024
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,57 +78,18 @@ class SourceUnit:
 
 
 def detect_format(path: Path, kind: Kind | None = None) -> str:
-    """Pick a parser by extension, sniffing content where the extension is ambiguous.
-
-    ``kind`` comes from the configured source folder; it decides e.g. whether a ``.txt`` is an
-    article or a lecture transcript, and whether a ``.md`` is a chat note or an article.
-    """
-    ext = path.suffix.lower()
-    if ext == ".json":
-        head = _sniff(path)
-        if b'"chat_messages"' in head:
-            return "claude_json"
-        if b'"mapping"' in head:
-            return "chatgpt_json"
-        if not head.strip():
-            raise ParseError(path, "empty file")
-        raise UnsupportedFormatError(
-            path, "JSON is neither a ChatGPT export (no 'mapping') nor a Claude export (no 'chat_messages')"
-        )
-    if ext == ".jsonl":
-        return "chat_jsonl"
-    if ext in {".md", ".markdown"}:
-        if kind is Kind.ARTICLE:
-            return "markdown"
-        if kind is Kind.DIALOGUE or _looks_like_nexus(_sniff(path)):
-            return "nexus_md"
-        return "markdown"
-    if ext == ".pdf":
-        return "pdf"
-    if ext in {".html", ".htm"}:
-        return "html"
-    if ext == ".srt":
-        return "srt"
-    if ext == ".vtt":
-        return "vtt"
-    if ext == ".txt":
-        if kind is Kind.LECTURE:
-            return "transcript"
-        if kind is Kind.ARTICLE:
-            return "text"
-        return "transcript" if _looks_like_transcript(_sniff(path)) else "text"
-    raise UnsupportedFormatError(
-        path, f"unknown extension {ext or '(none)'!r}; supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))}"
-    )
+    """The parser format of a file, by content first and extension as fallback (see :mod:`.sniff`)."""
+    return sniff_format(path, kind).fmt
 
 
 def guess_kind(unit: SourceUnit) -> Kind:
     """The kind a source under no configured folder is, from its format.
 
-    A conversation note with its folder of exchanges is a dialogue whatever its note looks like;
+    A conversation note with its folder of exchanges is a dialogue whatever its note looks like,
+    and so is an archive (exports are chats; each member's documents still go to their own kind);
     a file no parser takes counts as an article, so the article report names it.
     """
-    if unit.members:
+    if unit.members or is_archive(unit.path):
         return Kind.DIALOGUE
     try:
         return PARSERS[detect_format(unit.path)][0]
@@ -140,20 +114,80 @@ def titles_from_name(path: Path) -> set[str]:
     return {readable_stem(path), stem_title(path)}
 
 
-def parse_file(path: Path, kind: Kind | None = None) -> Iterator[Document]:
-    """Parse one file into documents, after the checks every format shares (exists, non-empty)."""
+def parse_file(path: Path, kind: Kind | None = None, *, limits: ArchiveLimits | None = None) -> Iterator[Document]:
+    """Parse one file (or ZIP archive) into documents, after the checks every format shares."""
+    for document, _ in parse_detected(path, kind, limits=limits):
+        yield document
+
+
+def parse_detected(
+    path: Path, kind: Kind | None = None, *, limits: ArchiveLimits | None = None
+) -> Iterator[tuple[Document, Detection]]:
+    """Documents of a file with the detection that chose their parser (``parse`` shows it).
+
+    A ZIP archive yields the documents of all its members, each routed by its own content; their
+    kinds may differ from ``kind`` (an export holds chats and attached documents).
+    """
     path = Path(path)
     if not path.is_file():
         raise ParseError(path, "not a file or does not exist")
     if path.stat().st_size == 0:
         raise ParseError(path, "empty file")
-    fmt = detect_format(path, kind)
+    if is_archive(path):
+        yield from _parse_archive(path, limits or ArchiveLimits())
+        return
+    detection = sniff_format(path, kind)
+    if detection.fmt == "zip":
+        raise UnsupportedFormatError(path, "a ZIP archive under another extension; rename it to .zip")
+    for document in _run_parser(path, detection.fmt, kind):
+        yield document, detection
+
+
+def _run_parser(path: Path | ArchiveMember, fmt: str, kind: Kind | None) -> Iterator[Document]:
     expected_kind, target = PARSERS[fmt]
     if kind is not None and kind is not expected_kind:
         raise UnsupportedFormatError(path, f"a {fmt} file is a {expected_kind.value}, not a {kind.value}")
     module_name, func_name = target.split(":")
     parser = getattr(importlib.import_module(f"{__name__}.{module_name}"), func_name)
     yield from parser(path)
+
+
+def _parse_archive(path: Path, limits: ArchiveLimits) -> Iterator[tuple[Document, Detection]]:
+    """Every member of an archive, streamed and routed by content; refused and broken members are
+    reported together at the end (after the others' documents) as one ParseError naming each.
+
+    Members an export carries beside its conversations (``chat.html``, a rendered copy of them;
+    account and feedback files; images) are skipped, as are files no parser reads.
+    """
+    zip_file, members = open_archive(path, limits)
+    problems: list[str] = []
+    produced = 0
+    with zip_file:
+        for member in members:
+            try:
+                head = read_head(member, SNIFF_BYTES)
+                check_member(member, head)
+                if skip_reason(member, head):
+                    logger.info("%s: skipped (%s)", member, skip_reason(member, head))
+                    continue
+                try:
+                    detection = sniff_format(member, None, head=head)
+                except ParseError as exc:
+                    logger.info("%s: skipped (%s)", member, exc.reason)
+                    continue
+                detection = Detection(detection.fmt, f"{member.member} in archive; {detection.detector}")
+                for document in _run_parser(member, detection.fmt, None):
+                    produced += 1
+                    yield document, detection
+            except ParseError as exc:
+                problems.append(f"{exc.path}: {exc.reason}")
+            except MEMBER_READ_ERRORS as exc:
+                problems.append(f"{member}: corrupt member data ({type(exc).__name__}: {exc})")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ParseError(path, f"{len(problems)} member(s) refused or unreadable: {shown}")
+    if not produced:
+        raise ParseError(path, "no member of the archive holds conversations or documents")
 
 
 def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUnit]:
@@ -198,19 +232,3 @@ def human_size(n_bytes: int) -> str:
         if n_bytes >= scale:
             return f"{n_bytes / scale:.1f} {unit}"
     return f"{n_bytes} bytes"
-
-
-def _sniff(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(_SNIFF_BYTES)
-
-
-def _looks_like_nexus(head: bytes) -> bool:
-    markers = (b">[!nexus_user]", b">[!nexus_agent]", b"### User", b"### Assistant", b"conversation_id:")
-    return any(m in head for m in markers)
-
-
-def _looks_like_transcript(head: bytes) -> bool:
-    import re
-
-    return len(re.findall(rb"\[\d{1,2}:\d{2}(?::\d{2})?\]", head)) >= 2

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from memory_pipeline.records import Document, Kind, RepairReport, Section, Segment, stable_id
+from memory_pipeline.sources.archive import ArchiveMember
 
 # Sections stay readable units for the chunker; a longer run of paragraphs under one heading
 # is cut into several sections with the same heading path.
@@ -26,8 +27,10 @@ _END_PUNCTUATION = tuple(".,;:!?…")
 
 def file_sha256(path: Path) -> str:
     """sha256 of the file's bytes, read in blocks so large files do not sit in memory twice."""
+    if isinstance(path, ArchiveMember):
+        return path.content_hash()
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

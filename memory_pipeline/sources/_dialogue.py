@@ -20,6 +20,7 @@ import ijson
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind, RepairReport, Turn, stable_id
+from memory_pipeline.sources.archive import ArchiveMember
 from memory_pipeline.text_repair import repair_many
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ _IJSON = _ijson_backend()
 
 def files_sha256(paths: Sequence[Path]) -> str:
     """sha256 of the files' bytes in order (for one file: plain sha256 of its bytes)."""
+    if len(paths) == 1 and isinstance(paths[0], ArchiveMember):
+        return paths[0].content_hash()
     digest = hashlib.sha256()
     for position, path in enumerate(paths):
         if position:
             digest.update(b"\x00")
-        with open(path, "rb") as handle:
+        with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -64,7 +67,7 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
     Memory stays bounded by one element, whatever the file size: exports of heavy users run to
     hundreds of MB. Syntax errors, including a file cut short, raise ParseError naming the file.
     """
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         offset, first = _first_json_byte(handle)
         if first is None:
             raise ParseError(path, "empty file")
@@ -208,11 +211,11 @@ def text_of_parts(parts: object) -> str:
     return "\n\n".join(t for t in texts if t.strip())
 
 
-Converter = Callable[[dict, Path, str], Document]
+Converter = Callable[[dict, Path, str], Document | list[Document]]
 
 
 def documents_from_json(path: Path, *, convert: Converter) -> Iterator[Document]:
-    """The documents of a JSON export, one per conversation, streamed.
+    """The documents of a JSON export, one per conversation (and the articles attached to it), streamed.
 
     One conversation of an odd shape is skipped with a warning naming the file and the
     conversation, so a years-long export is not lost to one bad entry; a file from which nothing
@@ -230,14 +233,14 @@ def documents_from_json(path: Path, *, convert: Converter) -> Iterator[Document]
         try:
             if not isinstance(item, dict):
                 raise ValueError(f"expected a conversation object, got a JSON {type(item).__name__}")
-            document = convert(item, path, source_hash)
+            converted = convert(item, path, source_hash)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             skipped += 1
             first_problem = first_problem or f"conversation {label}: {exc}"
             log.warning("%s: skipped conversation %s: %s", path, label, exc)
             continue
         produced += 1
-        yield document
+        yield from converted if isinstance(converted, list) else [converted]
     if not produced:
         if skipped:
             raise ParseError(path, f"no readable conversation ({skipped} skipped; first: {first_problem})")

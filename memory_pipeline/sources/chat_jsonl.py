@@ -29,6 +29,7 @@ from memory_pipeline.sources._dialogue import (
     repair_conversation,
     text_of_parts,
 )
+from memory_pipeline.sources.archive import as_source
 from memory_pipeline.text_repair import decode_bytes
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class _Conversation:
 
 def parse_chat_jsonl(path: Path) -> Iterator[Document]:
     """One dialogue per conversation found in a JSONL file."""
-    path = Path(path)
+    path = as_source(path)
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -29,6 +29,7 @@ import yaml
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, RepairReport, Turn
 from memory_pipeline.sources._dialogue import build_dialogue, files_sha256, parse_timestamp
+from memory_pipeline.sources.archive import ArchiveMember, as_source
 from memory_pipeline.text_repair import read_text_file
 
 FORMAT = "nexus_md"
@@ -91,7 +92,7 @@ class _Note:
 
 def parse_nexus_markdown(path: Path) -> Iterator[Document]:
     """The one conversation of a nexus note (with its exchange folder, if it is a conversation note)."""
-    path = Path(path)
+    path = as_source(path)
     files = [path, *conversation_note_members(path)]
     notes: list[_Note] = []
     report: RepairReport | None = None
@@ -112,6 +113,8 @@ def parse_nexus_markdown(path: Path) -> Iterator[Document]:
 def conversation_note_members(path: Path) -> list[Path]:
     """The exchange files of a conversation note (front matter and links only, beside a folder of
     the same name), in exchange order; [] for any other file."""
+    if isinstance(path, ArchiveMember):
+        return []
     path = Path(path)
     folder = path.with_suffix("")
     if path.suffix.lower() not in MARKDOWN_SUFFIXES or not folder.is_dir() or not _is_conversation_note(path):
