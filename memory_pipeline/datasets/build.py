@@ -240,12 +240,20 @@ def _unchanged(config: Config, adapter_name: str, latest: Path | None, card: dic
 
 
 def build_dataset_for_adapter(config: Config, adapter_name: str) -> DatasetBuildResult:
-    """Build from the promote stage's current assignments and the document store."""
+    """Build from the promote stage's current assignments and the document store.
+
+    ``core`` also takes every profile document (the user's own description of himself), promoted
+    or not: it is what that adapter exists to learn.
+    """
     from memory_pipeline.docstore import DocumentStore
     from memory_pipeline.scoring.promote import load_assignments
 
     config.adapter(adapter_name)
     assignments = load_assignments(config, adapter=adapter_name)
+    if adapter_name == "core":
+        from memory_pipeline.profile import profile_assignments
+
+        assignments += profile_assignments(config, {a.item_id for a in assignments})
     doc_ids = {a.doc_id for a in assignments if adapter_name in (a.adapters or ())}
     documents = DocumentStore(config.documents_dir).get_many(doc_ids) if doc_ids else []
     return build_dataset(config, adapter_name, assignments, documents)

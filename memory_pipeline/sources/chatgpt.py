@@ -3,14 +3,18 @@
 A conversation is a tree (``mapping``): every regenerated answer or edited question starts a
 new branch. The branch shown last ends at ``current_node``; walking its ``parent`` links to the
 root and reversing gives the dialogue as the user read it, without the abandoned branches.
-System prompts, tool calls and their results, and hidden messages (custom instructions,
-model context) are not part of what was said and are dropped. The file is streamed one
-conversation at a time: a heavy user's export is hundreds of MB.
+System prompts, tool calls and their results, and hidden messages (model context) are not part
+of what was said and are dropped. The hidden custom-instructions message ("About me" and "how
+to respond") is what the user wrote about himself: it becomes one profile document for the
+whole export (see :mod:`.profile`). A turn of images only keeps a placeholder naming each file,
+so it is never silently empty. The file is streamed one conversation at a time: a heavy
+user's export is hundreds of MB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from memory_pipeline.records import Document, Turn
@@ -21,6 +25,8 @@ from memory_pipeline.sources._dialogue import (
     parse_timestamp,
     repair_conversation,
 )
+from memory_pipeline.sources.archive import as_source
+from memory_pipeline.sources.profile import GLOBAL_SCOPE, ProfileCollector, ProfileText, instruction_text
 
 FORMAT = "chatgpt_json"
 _TEXT_CONTENT = frozenset({"text", "multimodal_text"})
@@ -28,23 +34,30 @@ _ROLES = frozenset({"user", "assistant"})
 
 
 def parse_chatgpt_export(path: Path) -> Iterator[Document]:
-    """One dialogue per conversation of a ChatGPT export (an array, or a single conversation object)."""
-    return documents_from_json(Path(path), convert=conversation_document)
+    """One dialogue per conversation of a ChatGPT export (an array, or a single conversation object),
+    then the user's profile (custom instructions) once, as last seen."""
+    path = as_source(path)
+    profiles = ProfileCollector()
+    yield from documents_from_json(path, convert=partial(conversation_document, profiles=profiles))
+    yield from profiles.documents(path)
 
 
-def conversation_document(conversation: dict, path: Path, source_hash: str) -> Document:
+def conversation_document(
+    conversation: dict, path: Path, source_hash: str, profiles: ProfileCollector | None = None
+) -> Document:
     """The dialogue of one exported conversation; ValueError when it has none."""
     mapping = conversation.get("mapping")
     if not isinstance(mapping, dict) or not mapping:
         raise ValueError("no 'mapping' of messages")
     default_model = conversation.get("default_model_slug")
-    turns = [
-        turn
-        for node in _branch(mapping, _current_node(conversation, mapping))
-        if (turn := _turn(as_dict(node).get("message"), default_model)) is not None
-    ]
-    title, turns, report = repair_conversation(str(conversation.get("title") or ""), turns)
+    branch = _branch(mapping, _current_node(conversation, mapping))
     external_id = conversation.get("conversation_id") or conversation.get("id")
+    if profiles is not None:
+        for node in branch:
+            if (sighting := _profile(as_dict(node).get("message"), conversation, source_hash)) is not None:
+                profiles.offer(sighting)
+    turns = [turn for node in branch if (turn := _turn(as_dict(node).get("message"), default_model)) is not None]
+    title, turns, report = repair_conversation(str(conversation.get("title") or ""), turns)
     return build_dialogue(
         fmt=FORMAT,
         turns=turns,
@@ -100,7 +113,7 @@ def _turn(message: object, default_model: object) -> Turn | None:
         return None
     if message.get("recipient", "all") not in ("all", None):
         return None
-    text = _parts_text(content.get("parts"))
+    text = _parts_text(content.get("parts"), metadata.get("attachments"))
     if not text.strip():
         return None
     model = metadata.get("model_slug") or (default_model if role == "assistant" else None)
@@ -114,14 +127,58 @@ def _turn(message: object, default_model: object) -> Turn | None:
     )
 
 
-def _parts_text(parts: object) -> str:
-    """String parts of a message, plus voice-mode transcriptions; images and files are left out."""
+def _parts_text(parts: object, attachments: object = None) -> str:
+    """String parts of a message, plus voice-mode transcriptions; a message of images only is a
+    placeholder per image naming its file (from the message's attachments, else the asset id)."""
     if not isinstance(parts, list):
         return ""
-    texts = []
+    texts, images = [], []
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
         elif as_dict(part).get("content_type") == "audio_transcription" and isinstance(part.get("text"), str):
             texts.append(part["text"])
-    return "\n\n".join(t for t in texts if t.strip())
+        elif as_dict(part).get("content_type") == "image_asset_pointer":
+            images.append(_image_name(as_dict(part), attachments))
+    text = "\n\n".join(t for t in texts if t.strip())
+    return text or "\n".join(f"[image: {name}]" for name in images)
+
+
+def _image_name(part: dict, attachments: object) -> str:
+    """The uploaded file's name for an image part: ``file-service://file-abc`` -> the attachment named ``file-abc``."""
+    pointer = str(part.get("asset_pointer") or "")
+    file_id = pointer.rsplit("/", 1)[-1]
+    for attachment in attachments if isinstance(attachments, list) else []:
+        attachment = as_dict(attachment)
+        if file_id and attachment.get("id") == file_id and isinstance(attachment.get("name"), str):
+            return attachment["name"]
+    return file_id or "image"
+
+
+def _profile(message: object, conversation: dict, source_hash: str) -> ProfileText | None:
+    """The custom instructions in a conversation's hidden message, if this message holds them.
+
+    Newer exports keep the user's own words in ``metadata.user_context_message_data``
+    (``about_user_message`` / ``about_model_message``); older ones only in the
+    ``user_editable_context`` content, wrapped in the model-facing boilerplate.
+    """
+    message = as_dict(message)
+    content = as_dict(message.get("content"))
+    data = as_dict(as_dict(message.get("metadata")).get("user_context_message_data"))
+    if data:
+        about_user, about_model = data.get("about_user_message"), data.get("about_model_message")
+    elif content.get("content_type") == "user_editable_context":
+        about_user, about_model = content.get("user_profile"), content.get("user_instructions")
+    else:
+        return None
+    conversation_id = conversation.get("conversation_id") or conversation.get("id")
+    return ProfileText(
+        provider="chatgpt",
+        scope=GLOBAL_SCOPE,
+        about_user=instruction_text(about_user),
+        about_model=instruction_text(about_model),
+        created_at=parse_timestamp(conversation.get("create_time")),
+        updated_at=parse_timestamp(conversation.get("update_time")) or parse_timestamp(conversation.get("create_time")),
+        seen_in=str(conversation_id) if conversation_id else None,
+        source_hash=source_hash,
+    )
