@@ -1,6 +1,7 @@
-"""Regenerate the binary article/lecture fixtures and the demo PDF (the outputs are committed).
+"""Regenerate the binary article/lecture fixtures, the export archives and the demo PDF (the outputs are committed).
 
-    .venv/bin/python scripts/make_fixtures.py
+    .venv/bin/python scripts/make_fixtures.py            # everything
+    .venv/bin/python scripts/make_fixtures.py --exports  # only the ChatGPT / Claude export ZIPs
 
 Needs fpdf2 (dev dependency) and a TrueType font with Cyrillic (DejaVu Sans, as Debian's
 fonts-dejavu-core installs it); pypdf writes the encrypted variants.
@@ -8,7 +9,11 @@ fonts-dejavu-core installs it); pypdf writes the encrypted variants.
 
 from __future__ import annotations
 
+import io
+import json
 import random
+import sys
+import zipfile
 from pathlib import Path
 
 from fpdf import FPDF
@@ -18,6 +23,7 @@ from pypdf import PdfWriter
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLES = ROOT / "tests" / "fixtures" / "articles"
 LECTURES = ROOT / "tests" / "fixtures" / "lectures"
+EXPORTS = ROOT / "tests" / "fixtures" / "exports"
 DEMO = ROOT / "demo" / "articles"
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
@@ -201,7 +207,157 @@ def binary_files() -> None:
     (ARTICLES / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + noise)
 
 
+# --- export archives, shaped like the real ChatGPT and Claude data exports -----------------------
+
+ZIP_TIME = (2025, 3, 1, 12, 0, 0)  # fixed member times: same bytes on every run
+ABOUT_ME_OLD = "Я бегаю марафоны, работаю инженером."
+ABOUT_ME = "Я бегаю марафоны и работаю инженером-программистом. Считаю, что регулярность важнее таланта."
+HOW_TO_ANSWER = "Отвечай по-русски, коротко и с цифрами; спорь со мной, если я ошибаюсь."
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> None:
+    """A deflated ZIP with fixed member times, members in the given order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+
+
+def _node(node_id: str, parent: str | None, children: list[str], message: dict | None) -> dict:
+    return {"id": node_id, "parent": parent, "children": children, "message": message}
+
+
+def _message(node_id: str, role: str, content: dict, when: float, **extra) -> dict:
+    message = {"id": node_id, "author": {"role": role, "name": None, "metadata": {}}, "create_time": when,
+               "update_time": None, "content": content, "status": "finished_successfully", "end_turn": None,
+               "weight": 1.0, "metadata": {}, "recipient": "all", "channel": None}
+    for key, value in extra.items():
+        message[key] = value if key != "metadata" else {**message["metadata"], **value}
+    return message
+
+
+def _text(*parts: str) -> dict:
+    return {"content_type": "text", "parts": list(parts)}
+
+
+def _chatgpt_conversation(conv_id: str, title: str, start: float, about_me: str, chain: list[tuple]) -> dict:
+    """A conversation whose branch is root -> hidden custom instructions -> ``chain`` (id, role, content, extra)."""
+    context = _message("ctx", "system", {"content_type": "text", "parts": [""]}, start, metadata={
+        "is_visually_hidden_from_conversation": True,
+        "user_context_message_data": {"about_user_message": about_me, "about_model_message": HOW_TO_ANSWER},
+        "is_user_system_message": True,
+    })
+    ids = ["root", "ctx", *[c[0] for c in chain]]
+    mapping = {"root": _node("root", None, ["ctx"], None), "ctx": _node("ctx", "root", [ids[2]], context)}
+    for index, (node_id, role, content, extra) in enumerate(chain, start=2):
+        children = [ids[index + 1]] if index + 1 < len(ids) else []
+        message = _message(node_id, role, content, start + index * 10, **extra)
+        mapping[node_id] = _node(node_id, ids[index - 1], children, message)
+    return {"title": title, "create_time": start, "update_time": start + 600, "mapping": mapping,
+            "moderation_results": [],
+            "current_node": ids[-1], "plugin_ids": None, "conversation_id": conv_id, "conversation_template_id": None,
+            "gizmo_id": None, "is_archived": False, "safe_urls": [], "default_model_slug": "gpt-4o", "id": conv_id}
+
+
+def chatgpt_export() -> dict[str, bytes]:
+    """conversations.json (custom instructions, thoughts, code interpreter, an image-only turn), chat.html,
+    user.json, message_feedback.json and the uploaded image, as in ChatGPT's "Export data" ZIP."""
+    marathon_id = "6761e0b2-aaaa-8000-9000-000000000001"
+    marathon = _chatgpt_conversation(marathon_id, "Подготовка к марафону", 1735700000.0, ABOUT_ME, [
+        ("u1", "user", _text("Хочу пробежать марафон из 3:30. Сколько недель готовиться?"), {}),
+        ("t1", "assistant", {"content_type": "thoughts",
+                             "thoughts": [{"summary": "план", "content": "СКРЫТАЯ МЫСЛЬ"}]}, {}),
+        ("r1", "assistant", {"content_type": "reasoning_recap", "content": "Думал 5 секунд"}, {}),
+        ("a1", "assistant", _text("Около 16 недель при базе 40 км в неделю."), {"metadata": {"model_slug": "gpt-4o"}}),
+        ("u2", "user", {"content_type": "multimodal_text", "parts": [{"content_type": "image_asset_pointer",
+         "asset_pointer": "file-service://file-Ab12Cd34", "size_bytes": 68, "width": 1, "height": 1}]},
+         {"metadata": {"attachments": [{"id": "file-Ab12Cd34", "name": "pulse_chart.png", "mime_type": "image/png"}]}}),
+        ("c1", "assistant", {"content_type": "code", "language": "python", "text": "print(42 / 16)"},
+         {"recipient": "python"}),
+        ("o1", "tool", {"content_type": "execution_output", "text": "2.625"}, {}),
+        ("a2", "assistant", _text("По графику пульс в зоне 2 — так и держи."), {}),
+    ])
+    older = _chatgpt_conversation("6761e0b2-aaaa-8000-9000-000000000002", "Кроссовки", 1704100000.0, ABOUT_ME_OLD, [
+        ("u1", "user", _text("Какие кроссовки взять для длинных?"), {}),
+        ("a1", "assistant", _text("С амортизацией и запасом полразмера."), {}),
+    ])
+    conversations = [marathon, older]
+    html = "<html><head><title>ChatGPT Data Export</title></head><body><h1>Подготовка к марафону</h1>" \
+           "<script>var jsonData = " + json.dumps(conversations, ensure_ascii=False) + ";</script></body></html>"
+    return {
+        "user.json": json.dumps({"id": "user-abc", "email": "runner@example.com", "chatgpt_plus_user": True}).encode(),
+        "conversations.json": json.dumps(conversations, ensure_ascii=False, indent=1).encode("utf-8"),
+        "message_feedback.json": json.dumps([{"id": "fb-1", "conversation_id": marathon["id"], "user_id": "user-abc",
+                                              "rating": "thumbsUp", "content": "{}"}]).encode(),
+        "chat.html": html.encode("utf-8"),
+        "file-Ab12Cd34-pulse_chart.png": _tiny_png(),
+    }
+
+
+def _tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def claude_export() -> dict[str, bytes]:
+    """conversations.json (thinking blocks, an attachment's extracted text, a files-only message),
+    projects.json (knowledge docs, custom instructions, an empty starter project) and users.json."""
+    conversation = {
+        "uuid": "5f0c7a1e-bbbb-4000-8000-000000000001", "name": "Разбор плана тренировок",
+        "created_at": "2025-02-10T08:00:00.000000Z", "updated_at": "2025-02-10T08:30:00.000000Z",
+        "account": {"uuid": "acc-1"},
+        "chat_messages": [
+            {"uuid": "m1", "text": "Посмотри мой план", "sender": "human", "created_at": "2025-02-10T08:00:00.000000Z",
+             "updated_at": "2025-02-10T08:00:00.000000Z",
+             "content": [{"type": "text", "text": "Посмотри мой план на неделю, всё ли разумно?"}],
+             "attachments": [{"file_name": "plan.txt", "file_size": 120, "file_type": "txt",
+                              "extracted_content": "Понедельник: отдых.\n\nВторник: интервалы 5×1000 м.\n\n"
+                                                   "Суббота: длительная 28 км."}],
+             "files": []},
+            {"uuid": "m2", "text": "", "sender": "assistant", "created_at": "2025-02-10T08:01:00.000000Z",
+             "updated_at": "2025-02-10T08:01:00.000000Z",
+             "content": [{"type": "thinking", "thinking": "СКРЫТОЕ РАССУЖДЕНИЕ"},
+                         {"type": "text", "text": "План разумный, но длительную лучше сократить до 24 км."}],
+             "attachments": [], "files": []},
+            {"uuid": "m3", "text": "", "sender": "human", "created_at": "2025-02-10T08:02:00.000000Z",
+             "updated_at": "2025-02-10T08:02:00.000000Z", "content": [],
+             "attachments": [], "files": [{"file_name": "watch_export.fit"}]},
+            {"uuid": "m4", "text": "Файл с часов не читается, но по плану всё ок.", "sender": "assistant",
+             "created_at": "2025-02-10T08:03:00.000000Z", "updated_at": "2025-02-10T08:03:00.000000Z",
+             "content": [], "attachments": [], "files": []},
+        ],
+    }
+    projects = [
+        {"uuid": "proj-1", "name": "Марафон 2025", "description": "Подготовка к весеннему марафону",
+         "is_private": True, "is_starter_project": False,
+         "prompt_template": "Я готовлюсь к марафону; учитывай мой пульс и объёмы.",
+         "created_at": "2025-01-05T10:00:00.000000Z", "updated_at": "2025-02-01T10:00:00.000000Z",
+         "creator": {"uuid": "acc-1", "full_name": "Runner"},
+         "docs": [{"uuid": "doc-1", "filename": "zones.md", "created_at": "2025-01-05T10:05:00.000000Z",
+                   "content": "# Пульсовые зоны\n\nЗона 2: 130–145 ударов.\n\nЗона 4: 165–175 ударов."}]},
+        {"uuid": "proj-2", "name": "How to use Claude", "description": "", "is_private": False,
+         "is_starter_project": True, "prompt_template": "", "created_at": "2025-01-01T00:00:00.000000Z",
+         "updated_at": "2025-01-01T00:00:00.000000Z", "creator": {"uuid": "acc-1", "full_name": "Runner"}, "docs": []},
+    ]
+    users = [{"uuid": "acc-1", "full_name": "Runner", "email_address": "runner@example.com",
+              "verified_phone_number": None}]
+    return {
+        "conversations.json": json.dumps([conversation], ensure_ascii=False, indent=1).encode("utf-8"),
+        "projects.json": json.dumps(projects, ensure_ascii=False, indent=1).encode("utf-8"),
+        "users.json": json.dumps(users, ensure_ascii=False).encode("utf-8"),
+    }
+
+
+def exports() -> None:
+    write_zip(EXPORTS / "chatgpt_export.zip", chatgpt_export())
+    write_zip(EXPORTS / "claude_export.zip", claude_export())
+
+
 def main() -> None:
+    exports()
     ARTICLES.mkdir(parents=True, exist_ok=True)
     LECTURES.mkdir(parents=True, exist_ok=True)
     DEMO.mkdir(parents=True, exist_ok=True)
@@ -221,4 +377,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exports() if "--exports" in sys.argv[1:] else main()

@@ -1,0 +1,378 @@
+"""Exports as people have them: ZIP archives read in place, formats by content, profiles, attachments."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memory_pipeline.cli import app
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest import ingest_kind, load_reports
+from memory_pipeline.profile import latest_profile, profile_assignments
+from memory_pipeline.records import Kind
+from memory_pipeline.sources import parse_detected, parse_file
+from memory_pipeline.sources.archive import ArchiveLimits
+
+TESTS = Path(__file__).resolve().parent
+EXPORTS = TESTS / "fixtures" / "exports"
+CHATGPT_ZIP = EXPORTS / "chatgpt_export.zip"
+CLAUDE_ZIP = EXPORTS / "claude_export.zip"
+NEXUS_NOTE = TESTS / "fixtures" / "dialogues" / "nexus" / "headings.md"
+
+
+def members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def write_zip(path: Path, content: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in content.items():
+            archive.writestr(name, data)
+    return path
+
+
+def dialogue_rows(config: Config) -> list[dict]:
+    """Stored dialogue rows, through a new store handle (a kept one may show an older table version)."""
+    return DocumentStore(config.documents_dir).summary_rows(Kind.DIALOGUE)
+
+
+def by_format(documents) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for doc in documents:
+        grouped.setdefault(doc.format, []).append(doc)
+    return grouped
+
+
+# --- archives in, as they are --------------------------------------------------------------------
+
+
+def test_chatgpt_zip_parses_in_place_with_member_provenance():
+    docs = by_format(parse_file(CHATGPT_ZIP))
+    assert set(docs) == {"chatgpt_json", "profile"}, "chat.html, user.json, feedback and the image are not documents"
+    marathon, older = docs["chatgpt_json"]
+    assert marathon.source_path == f"{CHATGPT_ZIP}!conversations.json"
+    assert marathon.external_id == "6761e0b2-aaaa-8000-9000-000000000001" and marathon.turns[0].message_id == "u1"
+    texts = [t.text for t in marathon.turns]
+    assert texts == [
+        "Хочу пробежать марафон из 3:30. Сколько недель готовиться?",
+        "Около 16 недель при базе 40 км в неделю.",
+        "[image: pulse_chart.png]",
+        "По графику пульс в зоне 2 — так и держи.",
+    ], "thoughts, reasoning recap, code and its output left out; the image-only turn keeps its file name"
+    assert older.title == "Кроссовки"
+
+
+def test_chatgpt_custom_instructions_are_one_profile_newest_wins():
+    (profile,) = by_format(parse_file(CHATGPT_ZIP))["profile"]
+    assert profile.kind is Kind.DIALOGUE and profile.metadata["item_kind"] == "profile"
+    assert profile.metadata["about_user"].startswith("Я бегаю марафоны и работаю инженером-программистом")
+    assert "Отвечай по-русски" in profile.metadata["about_model"]
+    assert profile.created_at.year == 2025, "dated by the newest conversation that carries it"
+    assert profile.metadata["seen_in"].endswith("0001")
+    assert [t.role for t in profile.turns] == ["user"] and profile.turns[0].text.startswith("About me:\n")
+
+
+def test_claude_zip_attachments_projects_and_thinking():
+    docs = by_format(parse_file(CLAUDE_ZIP))
+    (dialogue,) = docs["claude_json"]
+    assert "СКРЫТОЕ" not in " ".join(t.text for t in dialogue.turns)
+    assert dialogue.turns[2].text == "[file: watch_export.fit]", "a files-only message says what it carried"
+    (attachment,) = docs["claude_attachment"]
+    assert attachment.kind is Kind.ARTICLE and attachment.title == "plan.txt"
+    assert attachment.metadata["conversation_doc_id"] == dialogue.doc_id and attachment.metadata["message_id"] == "m1"
+    assert "интервалы 5×1000 м" in attachment.body_text()
+    (project_doc,) = docs["claude_project_doc"]
+    assert project_doc.title == "Марафон 2025: zones.md" and project_doc.sections[0].heading_path == ["Марафон 2025"]
+    assert project_doc.source_path.endswith("claude_export.zip!projects.json")
+    (profile,) = docs["profile"]
+    assert profile.metadata["scope"] == "project Марафон 2025" and "учитывай мой пульс" in profile.turns[0].text
+
+
+def test_parse_cli_shows_the_detector_for_archives_and_loose_files(tmp_path):
+    note = tmp_path / "chat saved by hand.txt"
+    shutil.copy(NEXUS_NOTE, note)
+    result = CliRunner().invoke(app, ["parse", "--json", str(CHATGPT_ZIP), str(note)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["detected_by"] == "conversations.json in archive; content: JSON with 'mapping' (ChatGPT export)"
+    assert lines[-1]["format"] == "nexus_md" and lines[-1]["detected_by"] == "content: nexus chat markers"
+
+
+def _hostile(tmp_path: Path, name: str) -> Path:
+    good = members(CHATGPT_ZIP)["conversations.json"]
+    path = tmp_path / f"{name}.zip"
+    if name == "traversal":
+        return write_zip(path, {"conversations.json": good, "../../evil.json": good, "/etc/abs.json": good})
+    if name == "nested":
+        inner = tmp_path / "inner.zip"
+        write_zip(inner, {"conversations.json": good})
+        return write_zip(path, {"conversations.json": good, "old/export.zip": inner.read_bytes()})
+    if name == "bomb":
+        return write_zip(path, {"conversations.json": good, "zeros.json": b"\x00" * 20_000_000})
+    if name == "truncated":
+        data = write_zip(path, {"conversations.json": good}).read_bytes()
+        path.write_bytes(data[: len(data) - 30])
+        return path
+    if name == "not_a_zip":
+        path.write_bytes(b"PK\x03\x04" + b"garbage" * 50)
+        return path
+    if name == "corrupt_member":
+        data = bytearray(write_zip(path, {"conversations.json": good}).read_bytes())
+        data[60:90] = b"\xff" * 30
+        path.write_bytes(bytes(data))
+        return path
+    if name == "symlink":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("conversations.json", good)
+            link = zipfile.ZipInfo("link.json")
+            link.external_attr = (0o120777 << 16)
+            archive.writestr(link, "/etc/passwd")
+        return path
+    raise AssertionError(name)
+
+
+HOSTILE = {
+    "traversal": ("2 member(s) refused", "unsafe member name", True),
+    "nested": ("nested archive refused (NestedArchiveError)", "old/export.zip", True),
+    "bomb": ("expands", "zip bomb", False),
+    "truncated": ("truncated or corrupt central directory", "not a readable ZIP archive", False),
+    "not_a_zip": ("truncated or corrupt central directory", "not a readable ZIP archive", False),
+    "corrupt_member": ("conversations.json", "", False),
+    "symlink": ("symbolic link", "link.json", True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_archives_give_named_errors_and_the_honest_members_still_parse(name, tmp_path):
+    path = _hostile(tmp_path, name)
+    first, second, keeps_good = HOSTILE[name]
+    produced = []
+    with pytest.raises(ParseError) as error:
+        produced.extend(parse_file(path))
+    assert error.value.path == str(path) and first in error.value.reason and second in error.value.reason
+    assert bool(produced) == keeps_good
+    assert not list(tmp_path.glob("**/evil.json")) and not Path("/etc/abs.json").exists()
+
+
+def test_archive_limits_on_members_and_total_size(tmp_path):
+    path = write_zip(tmp_path / "many.zip", {f"notes/{i}.md": b"# Note\n\nText.\n" for i in range(30)})
+    with pytest.raises(ParseError, match=r"30 members, over the limit of 10 \(ingest.archive_max_members\)"):
+        list(parse_file(path, limits=ArchiveLimits(max_members=10)))
+    with pytest.raises(ParseError, match="archive_max_total_mb"):
+        list(parse_file(path, limits=ArchiveLimits(max_total_bytes=100)))
+    assert len(list(parse_file(path))) == 30
+
+
+def test_ingest_reports_a_hostile_archive_and_ingests_the_rest(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(CLAUDE_ZIP, folder)
+    shutil.copy(_hostile(tmp_path, "bomb"), folder / "bomb.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    report = ingest_kind(config, Kind.DIALOGUE)
+    assert [(Path(e.path).name, "zip bomb" in e.reason) for e in report.errors] == [("bomb.zip", True)]
+    store = DocumentStore(config.documents_dir)
+    assert {r["format"] for r in store.summary_rows(Kind.DIALOGUE)} == {"claude_json", "profile"}
+    assert {r["format"] for r in store.summary_rows(Kind.ARTICLE)} == {"claude_attachment", "claude_project_doc"}
+
+
+# --- a newer export beside the older one -----------------------------------------------------------
+
+
+def _newer_chatgpt_export(path: Path) -> Path:
+    """The next month's export: the marathon conversation grew, the shoes one is gone, a new one appeared."""
+    content = members(CHATGPT_ZIP)
+    conversations = json.loads(content["conversations.json"])
+    marathon = conversations[0]
+    mapping = marathon["mapping"]
+    mapping["a2"]["children"] = ["u3"]
+    mapping["u3"] = {"id": "u3", "parent": "a2", "children": [], "message": {
+        "id": "u3", "author": {"role": "user"}, "create_time": 1738000000.0,
+        "content": {"content_type": "text", "parts": ["А если бежать 3:20?"]}}}
+    marathon["current_node"], marathon["update_time"] = "u3", 1738000000.0
+    fresh = json.loads(json.dumps(conversations[1]))
+    fresh.update(id="6761e0b2-aaaa-8000-9000-000000000003", conversation_id="6761e0b2-aaaa-8000-9000-000000000003",
+                 title="Восстановление", create_time=1738100000.0, update_time=1738100000.0)
+    fresh["mapping"]["u1"]["message"]["content"]["parts"] = ["Сколько отдыхать после марафона?"]
+    content["conversations.json"] = json.dumps([marathon, fresh], ensure_ascii=False).encode("utf-8")
+    return write_zip(path, content)
+
+
+def test_a_newer_export_supersedes_conversation_by_conversation_and_loses_nothing(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(CHATGPT_ZIP, folder / "2025-01 export.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    ingest_kind(config, Kind.DIALOGUE)
+    before = {r["title"]: r["doc_id"] for r in dialogue_rows(config)}
+    _newer_chatgpt_export(folder / "2025-02 export.zip")
+    report = ingest_kind(config, Kind.DIALOGUE)
+    assert report.errors == []
+    rows = {r["title"]: r for r in dialogue_rows(config)}
+    expected = ["About me (chatgpt)", "Восстановление", "Кроссовки", "Подготовка к марафону"]
+    assert sorted(rows) == expected, "nothing duplicated or lost"
+    marathon = rows["Подготовка к марафону"]
+    assert marathon["doc_id"] == before["Подготовка к марафону"], "same conversation id, same lineage"
+    assert marathon["n_units"] == 5, "the newer version"
+    assert marathon["source_path"].endswith("2025-02 export.zip!conversations.json")
+    assert rows["Кроссовки"]["source_path"].endswith("2025-01 export.zip!conversations.json")
+    (folder / "2025-02 export.zip").unlink()
+    ingest_kind(config, Kind.DIALOGUE)
+    left = {r["title"] for r in dialogue_rows(config)}
+    assert {"Подготовка к марафону", "Кроссовки"} <= left and "Восстановление" not in left
+    assert all(r.errors == [] for r in load_reports(config).values())
+
+
+def test_a_moved_archive_keeps_its_documents_and_their_member_paths(tmp_path):
+    folder = tmp_path / "exports"
+    (folder / "old").mkdir(parents=True)
+    shutil.copy(CLAUDE_ZIP, folder / "claude.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    ingest_kind(config, Kind.DIALOGUE)
+    (folder / "claude.zip").rename(folder / "old" / "claude.zip")
+    moved = ingest_kind(config, Kind.DIALOGUE)
+    assert (moved.files_moved, moved.files_parsed) == (1, 0)
+    paths = {r["source_path"] for r in dialogue_rows(config)}
+    archive = folder / "old" / "claude.zip"
+    assert paths == {f"{archive}!conversations.json", f"{archive}!projects.json"}
+
+
+# --- format by content -----------------------------------------------------------------------------
+
+
+def test_a_nexus_note_saved_as_txt_ingests_as_a_dialogue(tmp_path):
+    note = tmp_path / "dialogues" / "заметка.txt"
+    note.parent.mkdir()
+    shutil.copy(NEXUS_NOTE, note)
+    ((doc, detection),) = list(parse_detected(note))
+    assert (doc.format, detection.detector) == ("nexus_md", "content: nexus chat markers")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [note.parent]})
+    report = ingest_kind(config, Kind.DIALOGUE)
+    assert report.errors == [] and report.by_format == {"nexus_md": 1}
+
+
+def test_formats_by_content_whatever_the_name(tmp_path):
+    cases = {
+        "conversations (1)": members(CHATGPT_ZIP)["conversations.json"],
+        "export.txt": members(CLAUDE_ZIP)["conversations.json"],
+        "subtitles.txt": b"1\n00:00:01,000 --> 00:00:03,000\nHello.\n\n2\n00:00:04,000 --> 00:00:06,000\nWorld.\n",
+        "talk.md": b"WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nHello.\n",
+        "chat.txt": "Разговор о сне\n\nUser: Сколько спать перед стартом?\nAssistant: Восемь часов.\n".encode(),
+        "page.txt": b"<!DOCTYPE html><html><body><p>Plain page about running easy.</p></body></html>",
+    }
+    expected = {
+        "conversations (1)": ("chatgpt_json", "content: JSON with 'mapping' (ChatGPT export)"),
+        "export.txt": ("claude_json", "content: JSON with 'chat_messages' (Claude export)"),
+        "subtitles.txt": ("srt", "content: SRT cue timing line"),
+        "talk.md": ("vtt", "content: WEBVTT header"),
+        "chat.txt": ("chat_text", "content: User:/Assistant: transcript"),
+        "page.txt": ("html", "content: HTML document"),
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        doc, detection = next(iter(parse_detected(path)))
+        assert (doc.format, detection.detector) == expected[name], name
+    chat = next(iter(parse_file(tmp_path / "chat.txt")))
+    assert [t.role for t in chat.turns] == ["user", "assistant"] and chat.title == "Разговор о сне"
+
+
+def test_the_extension_decides_only_when_content_says_nothing(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Pacing\n\nStart slow.\n", encoding="utf-8")
+    ((doc, detection),) = list(parse_detected(notes))
+    assert (doc.format, detection.detector) == ("text", "extension .txt")
+    ((doc, detection),) = list(parse_detected(notes, Kind.LECTURE))
+    assert (doc.format, detection.detector) == ("transcript", "extension .txt in a lecture folder")
+    article = tmp_path / "article.md"
+    shutil.copy(NEXUS_NOTE, article)
+    in_articles = next(iter(parse_file(article, Kind.ARTICLE)))
+    assert in_articles.format == "markdown", "the articles folder is believed over loose cues"
+
+
+# --- the profile as memory ---------------------------------------------------------------------------
+
+
+def test_latest_profile_and_core_always_gets_the_profiles(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(CHATGPT_ZIP, folder)
+    shutil.copy(CLAUDE_ZIP, folder)
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    assert latest_profile(config) is None
+    ingest_kind(config, Kind.DIALOGUE)
+    prompt = latest_profile(config)
+    assert prompt.startswith("About the user, in their own words:\nЯ бегаю марафоны и работаю инженером-программистом")
+    assert "How the user wants you to answer:\nОтвечай по-русски" in prompt
+    assigned = profile_assignments(config, set())
+    assert sorted(a.title for a in assigned) == ["About me (chatgpt)", "Instructions for project Марафон 2025 (claude)"]
+    assert all(a.adapters == ["core"] and a.unit.turn_index == 0 for a in assigned)
+    assert profile_assignments(config, {a.item_id for a in assigned}) == []
+
+
+# --- streaming -------------------------------------------------------------------------------------
+
+_RSS_SCRIPT = """
+import resource, sys
+from memory_pipeline.sources import parse_file
+count = sum(1 for _ in parse_file(sys.argv[1]))
+print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _big_chatgpt_zip(path: Path, conversations: int) -> int:
+    """A zip whose conversations.json is written straight into the archive (varied words, so it
+    compresses like real text); returns the uncompressed size."""
+    import random
+
+    rng = random.Random(5)
+    words = [f"слово{i}" for i in range(4000)] + [f"word{i}" for i in range(4000)]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("conversations.json", "w", force_zip64=True) as member:
+            member.write(b"[")
+            for n in range(conversations):
+                mapping = {"root": {"id": "root", "parent": None, "children": ["m0"], "message": None}}
+                for i in range(10):
+                    text = " ".join(rng.choices(words, k=800))
+                    message = {"id": f"m{i}", "author": {"role": "user" if i % 2 == 0 else "assistant"},
+                               "create_time": 1.7e9 + n * 100 + i, "content": {"content_type": "text", "parts": [text]}}
+                    children = [f"m{i + 1}"] if i < 9 else []
+                    parent = "root" if i == 0 else f"m{i - 1}"
+                    mapping[f"m{i}"] = {"id": f"m{i}", "parent": parent, "children": children, "message": message}
+                conversation = {"title": f"Run {n}", "id": f"c{n}", "current_node": "m9", "mapping": mapping}
+                member.write((b"," if n else b"") + json.dumps(conversation, ensure_ascii=False).encode("utf-8"))
+            member.write(b"]")
+        return archive.getinfo("conversations.json").file_size
+
+
+def _peak_rss_kb(path: Path) -> tuple[int, int]:
+    result = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(path)], capture_output=True, text=True, check=True)
+    count, rss = result.stdout.split()
+    return int(count), int(rss)
+
+
+@pytest.mark.slow
+def test_a_large_conversations_json_inside_a_zip_streams_with_flat_memory(tmp_path):
+    small, big = tmp_path / "small.zip", tmp_path / "big.zip"
+    _big_chatgpt_zip(small, 20)
+    size = _big_chatgpt_zip(big, 1200)
+    assert size > 100_000_000
+    small_count, small_rss = _peak_rss_kb(small)
+    big_count, big_rss = _peak_rss_kb(big)
+    assert (small_count, big_count) == (20, 1200)
+    growth_mb = (big_rss - small_rss) / 1000
+    assert growth_mb < 60, f"peak RSS grew {growth_mb:.0f} MB for a {size / 1e6:.0f} MB member"
+
+
+def test_stored_members_and_a_misnamed_archive_are_read(tmp_path):
+    content = {"conversations.json": members(CLAUDE_ZIP)["conversations.json"]}
+    path = write_zip(tmp_path / "export.dat", content, zipfile.ZIP_STORED)
+    assert [d.format for d in parse_file(path)] == ["claude_json", "claude_attachment"]
