@@ -136,6 +136,15 @@ def _hostile(tmp_path: Path, name: str) -> Path:
             link.external_attr = (0o120777 << 16)
             archive.writestr(link, "/etc/passwd")
         return path
+    if name == "encrypted":  # zipfile cannot write encrypted members: set the flag in both headers
+        data = bytearray(write_zip(path, {"conversations.json": good, "secret.json": b"{}"}).read_bytes())
+        with zipfile.ZipFile(path) as archive:
+            local = archive.getinfo("secret.json").header_offset
+        central = data.rindex(b"PK\x01\x02")
+        data[local + 6] |= 0x1
+        data[central + 8] |= 0x1
+        path.write_bytes(bytes(data))
+        return path
     raise AssertionError(name)
 
 
@@ -147,6 +156,7 @@ HOSTILE = {
     "not_a_zip": ("truncated or corrupt central directory", "not a readable ZIP archive", False),
     "corrupt_member": ("conversations.json", "", False),
     "symlink": ("symbolic link", "link.json", True),
+    "encrypted": ("encrypted", "secret.json", True),
 }
 
 

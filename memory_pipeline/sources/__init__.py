@@ -23,6 +23,7 @@ from memory_pipeline.sources.archive import (
     ArchiveLimits,
     ArchiveMember,
     check_member,
+    check_not_nested,
     is_archive,
     open_archive,
     read_head,
@@ -165,8 +166,9 @@ def _parse_archive(path: Path, limits: ArchiveLimits) -> Iterator[tuple[Document
     with zip_file:
         for member in members:
             try:
+                check_member(member)
                 head = read_head(member, SNIFF_BYTES)
-                check_member(member, head)
+                check_not_nested(member, head)
                 if skip_reason(member, head):
                     logger.info("%s: skipped (%s)", member, skip_reason(member, head))
                     continue
@@ -183,6 +185,8 @@ def _parse_archive(path: Path, limits: ArchiveLimits) -> Iterator[tuple[Document
                 problems.append(f"{exc.path}: {exc.reason}")
             except MEMBER_READ_ERRORS as exc:
                 problems.append(f"{member}: corrupt member data ({type(exc).__name__}: {exc})")
+            except (ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
+                problems.append(f"{member}: {type(exc).__name__}: {exc}")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ParseError(path, f"{len(problems)} member(s) refused or unreadable: {shown}")

@@ -189,8 +189,8 @@ def _check_limits(path: Path, infos: list[zipfile.ZipInfo], limits: ArchiveLimit
             )
 
 
-def check_member(member: ArchiveMember, head: bytes) -> None:
-    """Refuse a member no export has: unsafe name, link, encrypted, or an archive itself."""
+def check_member(member: ArchiveMember) -> None:
+    """Refuse, before reading it, a member no export has: unsafe name, link, or encrypted."""
     info = member._info
     name = info.filename
     parts = PurePosixPath(name.replace("\\", "/")).parts
@@ -200,6 +200,10 @@ def check_member(member: ArchiveMember, head: bytes) -> None:
         raise UnsafeMemberError(member, "member is a symbolic link; refused")
     if info.flag_bits & 0x1:
         raise UnsafeMemberError(member, "member is encrypted; refused")
+
+
+def check_not_nested(member: ArchiveMember, head: bytes) -> None:
+    """Refuse a member that is itself an archive or compressed file, by suffix or signature."""
     if member.suffix.lower() in _NESTED_SUFFIXES or head.startswith(_NESTED_SIGNATURES):
         raise NestedArchiveError(
             member, "nested archive refused (NestedArchiveError): unpack it and ingest its contents"
