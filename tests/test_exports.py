@@ -194,6 +194,18 @@ def test_ingest_reports_a_hostile_archive_and_ingests_the_rest(tmp_path):
     assert {r["format"] for r in store.summary_rows(Kind.ARTICLE)} == {"claude_attachment", "claude_project_doc"}
 
 
+def test_an_unpacked_export_folder_skips_its_companions(tmp_path):
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    for name, data in members(CHATGPT_ZIP).items():
+        (folder / name).write_bytes(data)
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    report = ingest_kind(config, Kind.DIALOGUE)
+    assert (report.files_seen, report.errors) == (1, []), "chat.html, user.json, feedback and the image are not sources"
+    assert {r["format"] for r in dialogue_rows(config)} == {"chatgpt_json", "profile"}
+    assert DocumentStore(config.documents_dir).count(Kind.ARTICLE) == 0, "chat.html is not every conversation again"
+
+
 # --- a newer export beside the older one -----------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from memory_pipeline.sources.archive import (
     check_member,
     check_not_nested,
     is_archive,
+    is_export_companion,
     open_archive,
     read_head,
     skip_reason,
@@ -197,8 +198,10 @@ def _parse_archive(path: Path, limits: ArchiveLimits) -> Iterator[tuple[Document
 def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUnit]:
     """Walk a file or folder recursively and yield source units in a stable order.
 
-    Hidden files and folders (``.obsidian``, ``.git``, ``.trash``) are skipped. Files of unknown
-    extension are still yielded so that ingestion reports them rather than silently ignoring them.
+    Hidden files and folders (``.obsidian``, ``.git``, ``.trash``) are skipped, and so are the
+    companions of an unpacked export beside its ``conversations.json`` (``chat.html`` would be every
+    conversation again as an article; account, feedback and image files hold no conversation). Files of
+    unknown extension are still yielded so that ingestion reports them rather than silently ignoring them.
     """
     from memory_pipeline.sources.nexus import claimed_by_conversation_note, conversation_note_members
 
@@ -208,8 +211,9 @@ def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUni
         return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        unpacked_export = "conversations.json" in filenames
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or (unpacked_export and is_export_companion(name)):
                 continue
             path = Path(dirpath) / name
             if path.suffix.lower() in {".md", ".markdown"} and kind is not Kind.ARTICLE:

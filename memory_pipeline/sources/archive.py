@@ -242,6 +242,11 @@ _MEDIA_SUFFIXES = frozenset(
 _MEDIA_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"ID3", b"OggS", b"\x1aE\xdf\xa3")
 
 
+def is_export_companion(name: str) -> bool:
+    """A file an export carries beside ``conversations.json`` that holds no conversation of its own."""
+    return name.lower() in EXPORT_COMPANIONS or PurePosixPath(name).suffix.lower() in _MEDIA_SUFFIXES
+
+
 def skip_reason(member: ArchiveMember, head: bytes) -> str | None:
     """Why a member is not parsed (export companion, image or audio), or None to parse it."""
     if member.name.lower() in EXPORT_COMPANIONS:
