@@ -183,11 +183,11 @@ def _parse_archive(path: Path, limits: ArchiveLimits) -> Iterator[tuple[Document
                     produced += 1
                     yield document, detection
             except ParseError as exc:
-                problems.append(f"{exc.path}: {exc.reason}")
+                problems.append(f"{member.member}: {exc.reason}")
             except MEMBER_READ_ERRORS as exc:
-                problems.append(f"{member}: corrupt member data ({type(exc).__name__}: {exc})")
+                problems.append(f"{member.member}: corrupt member data ({type(exc).__name__}: {exc})")
             except (ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
-                problems.append(f"{member}: {type(exc).__name__}: {exc}")
+                problems.append(f"{member.member}: {type(exc).__name__}: {exc}")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ParseError(path, f"{len(problems)} member(s) refused or unreadable: {shown}")
