@@ -15,7 +15,8 @@ from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.ingest import ingest_kind, load_reports
-from memory_pipeline.profile import latest_profile, profile_assignments
+from memory_pipeline.datasets.build import make_examples
+from memory_pipeline.profile import latest_profile, profile_assignments, profile_documents
 from memory_pipeline.records import Kind
 from memory_pipeline.sources import parse_detected, parse_file
 from memory_pipeline.sources.archive import ArchiveLimits
@@ -338,6 +339,12 @@ def test_latest_profile_and_core_always_gets_the_profiles(tmp_path):
     assert sorted(a.title for a in assigned) == ["About me (chatgpt)", "Instructions for project Марафон 2025 (claude)"]
     assert all(a.adapters == ["core"] and a.unit.turn_index == 0 for a in assigned)
     assert profile_assignments(config, {a.item_id for a in assigned}) == []
+    documents = {d.doc_id: d for d in profile_documents(config)}
+    examples, skipped = make_examples(assigned, documents, config.adapter("core"), config.datasets)
+    assert skipped == {} and len(examples) == 2
+    targets = [e.record["messages"][-1] for e in examples]
+    assert all(t["role"] == "assistant" for t in targets), "core learns the profile in the user's voice"
+    assert any(t["content"].startswith("About me:\nЯ бегаю") for t in targets)
 
 
 # --- streaming -------------------------------------------------------------------------------------
