@@ -118,6 +118,8 @@ def _hostile(tmp_path: Path, name: str) -> Path:
         return write_zip(path, {"conversations.json": good, "old/export.zip": inner.read_bytes()})
     if name == "bomb":
         return write_zip(path, {"conversations.json": good, "zeros.json": b"\x00" * 20_000_000})
+    if name == "overlapping":  # every entry points at the same compressed stream (zbsm-style)
+        return _overlapping_bomb(path, copies=40)
     if name == "truncated":
         data = write_zip(path, {"conversations.json": good}).read_bytes()
         path.write_bytes(data[: len(data) - 30])
@@ -149,10 +151,26 @@ def _hostile(tmp_path: Path, name: str) -> Path:
     raise AssertionError(name)
 
 
+def _overlapping_bomb(path: Path, copies: int) -> Path:
+    """One deflated 3 MB member, then ``copies`` central directory entries all pointing at it."""
+    write_zip(path, {"a.json": b" " * 3_000_000})
+    data = path.read_bytes()
+    central = data.index(b"PK\x01\x02")
+    end = data.index(b"PK\x05\x06")
+    entry = data[central:end]
+    entries = b"".join(entry[:46] + bytes([ord("a") + i % 26]) + entry[47:] for i in range(copies))
+    tail = bytearray(data[end:])
+    tail[8:10] = tail[10:12] = copies.to_bytes(2, "little")
+    tail[12:16] = len(entries).to_bytes(4, "little")
+    path.write_bytes(data[:central] + entries + bytes(tail))
+    return path
+
+
 HOSTILE = {
     "traversal": ("2 member(s) refused", "unsafe member name", True),
     "nested": ("nested archive refused (NestedArchiveError)", "old/export.zip", True),
     "bomb": ("expands", "zip bomb", False),
+    "overlapping": ("expands", "in all", False),
     "truncated": ("truncated or corrupt central directory", "not a readable ZIP archive", False),
     "not_a_zip": ("truncated or corrupt central directory", "not a readable ZIP archive", False),
     "corrupt_member": ("conversations.json", "", False),

@@ -154,7 +154,7 @@ def open_archive(path: Path, limits: ArchiveLimits) -> tuple[zipfile.ZipFile, li
         raise ArchiveError(path, f"not a readable ZIP archive: truncated or corrupt central directory ({exc})") from exc
     try:
         infos = [i for i in zip_file.infolist() if not i.is_dir()]
-        _check_limits(path, infos, limits)
+        _check_limits(path, infos, limits, path.stat().st_size)
     except BaseException:
         zip_file.close()
         raise
@@ -162,7 +162,12 @@ def open_archive(path: Path, limits: ArchiveLimits) -> tuple[zipfile.ZipFile, li
     return zip_file, [ArchiveMember(path, zip_file, info, mtime_ns) for info in infos]
 
 
-def _check_limits(path: Path, infos: list[zipfile.ZipInfo], limits: ArchiveLimits) -> None:
+def _check_limits(path: Path, infos: list[zipfile.ZipInfo], limits: ArchiveLimits, archive_bytes: int) -> None:
+    """Member count, sizes and ratios as the central directory declares them.
+
+    The ratio is checked per member and for the whole archive: members that overlap (one
+    compressed stream referenced by many entries) each look modest, their sum does not.
+    """
     if len(infos) > limits.max_members:
         raise ArchiveLimitError(
             path, f"{len(infos)} members, over the limit of {limits.max_members} (ingest.archive_max_members)"
@@ -172,6 +177,13 @@ def _check_limits(path: Path, infos: list[zipfile.ZipInfo], limits: ArchiveLimit
         raise ArchiveLimitError(
             path,
             f"{total:,} bytes uncompressed, over the limit of {limits.max_total_bytes:,} (ingest.archive_max_total_mb)",
+        )
+    overall = total / max(archive_bytes, 1)
+    if total > _RATIO_FLOOR_BYTES and overall > limits.max_ratio:
+        raise ArchiveLimitError(
+            path,
+            f"expands {overall:.0f}x in all, over the ratio limit of {limits.max_ratio:g}x "
+            "(ingest.archive_max_ratio): a zip bomb?",
         )
     for info in infos:
         if info.file_size > limits.max_member_bytes:
