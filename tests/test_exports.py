@@ -300,6 +300,15 @@ def test_a_nexus_note_saved_as_txt_ingests_as_a_dialogue(tmp_path):
     assert report.errors == [] and report.by_format == {"nexus_md": 1}
 
 
+def test_real_nexus_notes_saved_as_txt_inside_a_zip_are_repaired_dialogues(tmp_path):
+    samples = sorted((TESTS / "fixtures" / "nexus_obsidian").glob("*.md"))
+    path = write_zip(tmp_path / "notes.zip", {f"notes/{p.stem}.txt": p.read_bytes() for p in samples})
+    docs = list(parse_file(path))
+    assert [d.format for d in docs] == ["nexus_md"] * len(samples) == ["nexus_md"] * 4
+    assert all(d.repair.codec == "mac_roman" and d.language == "ru" for d in docs)
+    assert docs[0].source_path == f"{path}!notes/{samples[0].stem}.txt"
+
+
 def test_formats_by_content_whatever_the_name(tmp_path):
     cases = {
         "conversations (1)": members(CHATGPT_ZIP)["conversations.json"],
