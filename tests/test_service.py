@@ -351,3 +351,25 @@ def test_refuses_to_bind_off_loopback_without_token():
     require_safe_binding("0.0.0.0", "token")
     with pytest.raises(SystemExit, match="token"):
         require_safe_binding("0.0.0.0", None)
+
+
+def test_api_docs_load_every_asset_from_the_service_itself(tmp_path):
+    """/docs and /redoc work offline: every script, style, icon and the schema they reference is served here."""
+    import re
+    from urllib.parse import urljoin
+
+    app = create_app(Config(storage_root=tmp_path / "storage"), searcher=NoMemories())
+    with running(app) as base:
+        for page in ("/docs", "/redoc"):
+            html = httpx.get(base + page, timeout=10).text
+            references = re.findall(r"""(?:src|href|spec-url)=["']([^"']+)["']|\burl: ?'([^']+)'""", html)
+            urls = {urljoin(base + page, a or b) for a, b in references}
+            assert len(urls) >= 3, f"{page}: {html}"
+            assert not re.search(r"https?://(?!127\.0\.0\.1)", html.replace(base, "")), f"{page} points off the machine"
+            for url in urls:
+                assert url.startswith(base), url
+                response = httpx.get(url, timeout=10)
+                assert response.status_code == 200, url
+                assert response.content, url
+        assert "swagger-ui" in httpx.get(base + "/docs", timeout=10).text
+        assert httpx.get(base + "/openapi.json", timeout=10).json()["paths"]["/search"]

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, model_validator
 
 from memory_pipeline import __version__
@@ -112,7 +113,11 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
         if credentials is None or not secrets.compare_digest(credentials.credentials, token):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="memory_pipeline", version=__version__, description=__doc__)
+    # /docs and /redoc from assets shipped in fastapi-offline: FastAPI's default pages load them from a CDN,
+    # and this service runs with no network (nor does Swagger UI's validator badge, an online service, show).
+    app = FastAPIOffline(
+        title="memory_pipeline", version=__version__, description=__doc__, swagger_ui_parameters={"validatorUrl": None}
+    )
     app.state.config = config
     app.state.inbox = Inbox(config.inbox_dir)
     app.state.searcher = searcher
