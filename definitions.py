@@ -9,7 +9,13 @@ from assets import index, ingest, promote, train
 from assets.jobs import memory_job, reindex_job, training_job
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 from sensors.schedules import nightly_schedule
-from sensors.sensors import new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, source_files_sensor
+from sensors.sensors import (
+    automation_sensor,
+    new_examples_sensor,
+    nightly_training_sensor,
+    run_failure_record_sensor,
+    source_files_sensor,
+)
 
 pipeline = MemoryPipelineResource()
 
@@ -21,7 +27,7 @@ defs = dg.Definitions.merge(
     dg.Definitions(
         jobs=[reindex_job, memory_job, training_job],
         schedules=[nightly_schedule],
-        sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor],
+        sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, automation_sensor],
         resources={"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)},
     ),
 )

@@ -25,6 +25,8 @@ run_coordinator:
     max_concurrent_runs: 1
 telemetry:
   enabled: false
+auto_materialize:
+  use_sensors: true  # automation conditions run in definitions.py's default_automation_condition_sensor (on by default)
 """
 
 

@@ -19,6 +19,16 @@ CHANGED_PATHS_TAG = "memory_pipeline/changed_paths"
 MAX_RUNS_PER_CHANGE_SET = 3
 ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
+# Declared here so declarative automation is on in every instance: the one Dagster adds by itself is stopped
+# until someone finds its toggle. Same name, so the docs and Dagster's own pages about it still apply.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates the assets' automation conditions: retrieval_eval re-runs whenever the chunks change, "
+    "whichever run changed them.",
+)
+
 
 def _interval_seconds() -> int:
     return load_config().schedule.sensor_interval_seconds
