@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
-from assets.metadata import counts_table, markdown_table
+from assets.metadata import counts_table, table
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 from memory_pipeline.display import clock
 from memory_pipeline.index.lancedb_store import ChunkStore
@@ -38,7 +38,6 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
 
     model = embedder.embedder
     report = sync_index(pipeline.config, stores.documents, model, progress=True, log=context.log.info)
-    figures = report.model_dump(mode="json")
     store = stores.chunks()
     yield dg.MaterializeResult(
         asset_key="chunks",
@@ -53,8 +52,7 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
             "cache_hits": dg.MetadataValue.int(report.cache_hits),
             "seconds": dg.MetadataValue.float(report.seconds),
             "chunks_per_kind": counts_table(_chunks_per_kind(store), "kind", "chunks"),
-            "preview": markdown_table(_chunk_samples(store), ["title", "kind", "position", "text"], cell_chars=160),
-            "report": dg.MetadataValue.json(figures),
+            "preview": table(_chunk_samples(store), ["title", "kind", "position", "text"], cell_chars=160),
         },
     )
     yield dg.MaterializeResult(
@@ -125,11 +123,12 @@ def retrieval_eval(pipeline: MemoryPipelineResource, embedder: EmbedderResource)
     config = pipeline.config
     result = evaluate_retrieval(config, searcher=Searcher(config, embedder=embedder.embedder))
     rows = [{"mode": mode, **figures} for mode, figures in result.get("modes", {}).items()]
+    columns = list(dict.fromkeys(column for row in rows for column in row)) or ["mode"]
     return dg.MaterializeResult(
         metadata={
             "queries": dg.MetadataValue.int(int(result.get("queries", 0))),
-            "by_mode": markdown_table(rows),
-            "result": dg.MetadataValue.json(result),
+            "model_id": str(result.get("model_id", "")),
+            "by_mode": table(rows, columns),
         }
     )
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import dagster as dg
 
-from assets.metadata import counts_table, markdown_table
+from assets.metadata import counts_table, table
 from assets.resources import MemoryPipelineResource
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import IngestReport, ingest_kind, load_reports
@@ -49,8 +49,8 @@ def _report_metadata(report: IngestReport, summary: list[dict]) -> dict:
         "mb_parsed": dg.MetadataValue.float(round(report.bytes_parsed / 1e6, 3)),
         "seconds": dg.MetadataValue.float(report.seconds),
         "documents_per_format": counts_table(Counter(r["format"] for r in summary), "format", "documents"),
-        "failures": markdown_table([e.model_dump() for e in report.errors], ["path", "reason"]),
-        "preview": markdown_table(summary, ["title", "format", "language", "n_units", "repaired", "source_path"]),
+        "failures": table([e.model_dump() for e in report.errors], ["path", "reason"]),
+        "preview": table(summary, ["title", "format", "language", "n_units", "repaired", "source_path"]),
     }
 
 
@@ -84,9 +84,10 @@ def ingest_report(pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
         metadata={
             "failures": dg.MetadataValue.int(len(errors)),
             "documents_total": dg.MetadataValue.int(sum(r.documents_total for r in reports.values())),
-            "errors": markdown_table(errors, ["kind", "path", "reason"], limit=100),
-            "per_kind": markdown_table(
-                [{"kind": k, "documents": r.documents_total, "failed": r.files_failed, "finished_at": r.finished_at} for k, r in reports.items()]
+            "errors": table(errors, ["kind", "path", "reason"], limit=100),
+            "per_kind": table(
+                [{"kind": k, "documents": r.documents_total, "failed": r.files_failed, "finished_at": r.finished_at} for k, r in reports.items()],
+                ["kind", "documents", "failed", "finished_at"],
             ),
         }
     )

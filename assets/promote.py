@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from assets.metadata import counts_table, histogram, markdown_table
+from assets.metadata import counts_table, histogram, table
 from assets.resources import EmbedderResource, MemoryPipelineResource
+from memory_pipeline.display import position_of
 
 PROMOTE_GROUP = "promote"
-_ITEM_COLUMNS = ["item_id", "score", "tier", "tier_rule", "title", "signals", "preview"]
+_ITEM_COLUMNS = ["score", "tier", "tier_rule", "title", "position", "date", "preview", "signals", "item_id"]
 _ITEM_CELL_CHARS = 200
 
 
@@ -33,7 +34,8 @@ _ITEM_CELL_CHARS = 200
 def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource):
     from memory_pipeline.scoring.promote import run_promotion
 
-    report = run_promotion(pipeline.config, progress=True, embedder=embedder.embedder, log=context.log.info)
+    config = pipeline.config
+    report = run_promotion(config, progress=True, embedder=embedder.embedder, log=context.log.info)
     context.log.info(
         f"scored {report.items_total} items ({report.items_new} new, {report.items_changed} changed, "
         f"{report.items_rescored} rescored) in {report.seconds:.1f}s"
@@ -46,11 +48,13 @@ def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRe
             "items_changed": dg.MetadataValue.int(report.items_changed),
             "items_rescored": dg.MetadataValue.int(report.items_rescored),
             "items_removed": dg.MetadataValue.int(report.items_removed),
-            "signals_computed": dg.MetadataValue.json(report.signals_computed),
+            "signals_computed": counts_table(report.signals_computed, "signal", "items"),
             "seconds": dg.MetadataValue.float(report.seconds),
-            "score_histogram": histogram(report.histogram),
-            "top_items": markdown_table([_item_row(i) for i in report.top], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
-            "bottom_items": markdown_table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
+            "score_histogram": histogram(
+                report.histogram, rag_threshold=config.promote.rag_threshold, lora_threshold=config.promote.lora_threshold
+            ),
+            "top_items": table([_item_row(i) for i in report.top], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
+            "bottom_items": table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
         },
     )
     yield dg.MaterializeResult(
@@ -66,13 +70,15 @@ def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRe
 
 def _item_row(item) -> dict:
     return {
-        "item_id": item.item_id,
         "score": round(item.score, 3),
         "tier": item.tier,
         "tier_rule": item.tier_rule,
         "title": item.title,
-        "signals": " ".join(f"{k}={v:.2f}" for k, v in item.signals.items()),
+        "position": position_of(item.unit),
+        "date": item.created_at.date().isoformat() if item.created_at else "",
         "preview": item.preview,
+        "signals": " ".join(f"{k}={v:.2f}" for k, v in item.signals.items()),
+        "item_id": item.item_id,
     }
 
 

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from assets.metadata import markdown_table
+from assets.metadata import table
 from assets.partitions import adapter_partitions
 from assets.resources import MemoryPipelineResource
 
@@ -35,9 +35,39 @@ def training_sets(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
             "train_examples": dg.MetadataValue.int(int(card.get("counts", {}).get("train", 0))),
             "eval_examples": dg.MetadataValue.int(int(card.get("counts", {}).get("eval", 0))),
             "content_hash": str(card.get("content_hash", "")),
+            **card_tables(card),
             "card": dg.MetadataValue.md(card_md),
         }
     )
+
+
+def card_tables(card: dict) -> dict[str, dg.MetadataValue]:
+    """The dataset card's figures as tables the UI shows in place (the whole card stays one click away)."""
+    if not card:
+        return {}
+    counts, tokens, sources, scores = card["counts"], card["tokens"], card["sources"], card["scores"]
+    splits = [{"split": split, "examples": counts[split], **tokens[split]} for split in ("train", "eval")]
+    splits.append({"split": "heldout (general)", "examples": counts["heldout"], "total": tokens["heldout_total"]})
+    figures = {
+        "promoted items": counts["promoted_items"],
+        "lines built": counts["examples_built"],
+        "documents (train / eval)": f"{sources['documents']['train']} / {sources['documents']['eval']}",
+        "kinds": _pairs(sources["kinds"]),
+        "document formats": _pairs(sources["document_formats"]),
+        "scores (min / mean / max)": f"{scores['min']} / {scores['mean']} / {scores['max']}",
+        "thresholds (rag / lora)": f"{scores['rag_threshold']} / {scores['lora_threshold']}",
+        "parent version": card.get("parent") or "(none)",
+    }
+    curation = [{"step": s["step"], "removed": s["removed"], "details": _pairs({k: v for k, v in s.items() if k not in ("step", "removed")})} for s in card["filters"]]
+    return {
+        "splits": table(splits, ["split", "examples", "total", "mean", "p50", "p95", "max"]),
+        "card_figures": table([{"figure": k, "value": str(v)} for k, v in figures.items()], ["figure", "value"]),
+        "curation": table(curation, ["step", "removed", "details"], cell_chars=200),
+    }
+
+
+def _pairs(mapping: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in mapping.items()) or "-"
 
 
 @dg.asset(
@@ -68,9 +98,11 @@ def lora_adapters(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
     return dg.MaterializeResult(metadata=adapter_metadata(version))
 
 
+_PPL_SPLITS = (("eval", "its eval split"), ("heldout", "general held-out text"))
+
+
 def adapter_metadata(version) -> dict:
     metrics = version.metrics
-    figures = {k: metrics.get(k) for k in ("eval_ppl_base", "eval_ppl_adapter", "eval_ppl_previous", "heldout_ppl_base", "heldout_ppl_adapter", "heldout_ppl_previous")}
     samples_file = version.path / "samples.json"
     samples = json.loads(samples_file.read_text(encoding="utf-8")) if samples_file.is_file() else []
     return {
@@ -79,13 +111,22 @@ def adapter_metadata(version) -> dict:
         "path": dg.MetadataValue.path(str(version.path)),
         "gate_passed": bool(metrics.get("gate_passed")),
         "gate_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in metrics.get("gate_reasons", []))),
-        "perplexity": dg.MetadataValue.json({k: v for k, v in figures.items() if v is not None}),
+        "perplexity": table(
+            [{"text": text, **{model: _rounded(metrics.get(f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}} for split, text in _PPL_SPLITS],
+            ["text", "base", "adapter", "previous"],
+        ),
         "tokens_per_second": dg.MetadataValue.float(float(metrics.get("tokens_per_second") or 0.0)),
         "dataset_version": version.manifest.get("dataset", {}).get("version", ""),
-        "samples": markdown_table(
-            [{"prompt": s["prompt"][-1]["content"] if s["prompt"] else "", "base": s["base"], "adapter": s["adapter"]} for s in samples]
+        "samples": table(
+            [{"prompt": s["prompt"][-1]["content"] if s["prompt"] else "", "base": s["base"], "adapter": s["adapter"]} for s in samples],
+            ["prompt", "base", "adapter"],
+            cell_chars=200,
         ),
     }
+
+
+def _rounded(value) -> float | None:
+    return round(float(value), 3) if value is not None else None
 
 
 @dg.asset_check(asset=lora_adapters, description="The newest adapter version passed the gate; otherwise shows why `current` did not move.")
@@ -110,7 +151,9 @@ def lora_adapters_gate_passed(pipeline: MemoryPipelineResource) -> dg.AssetCheck
                 "verdict": "; ".join(newest.metrics.get("gate_reasons", [])),
             }
         )
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={"adapters": markdown_table(rows)})
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={"adapters": table(rows, ["adapter", "newest", "current", "verdict"], cell_chars=300)}
+    )
 
 
 defs = dg.Definitions(assets=[training_sets, lora_adapters], asset_checks=[lora_adapters_gate_passed])

@@ -15,3 +15,29 @@ def clock(seconds: float | None) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def position(
+    *,
+    turn_index: int | None = None,
+    page: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    heading: str | None = None,
+) -> str:
+    """Where a piece sits in its document, as a person looks for it: 'turn 3', 'p. 4 · Intro > Setup', '00:01:05–00:02:10'."""
+    parts = []
+    if turn_index is not None:
+        parts.append(f"turn {turn_index}")
+    if page is not None:
+        parts.append(f"p. {page}")
+    if start is not None:
+        parts.append(f"{clock(start)}–{clock(end if end is not None else start)}")
+    if heading:
+        parts.append(heading)
+    return " · ".join(parts)
+
+
+def position_of(piece: object) -> str:
+    """``position`` of anything carrying those fields (a search hit, a scored item's unit)."""
+    return position(**{name: getattr(piece, name, None) for name in ("turn_index", "page", "start", "end", "heading")})

@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from memory_pipeline.config import Config
-from memory_pipeline.display import one_line
+from memory_pipeline.display import one_line, position_of
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Kind, sha256_text
 from memory_pipeline.scoring import signals as sg
@@ -53,6 +53,7 @@ class ItemBrief(BaseModel):
     kind: str
     title: str
     unit: ItemUnit
+    created_at: datetime | None = Field(None, description="when it was said or written (first seen when unknown)")
     tier: str
     tier_rule: str
     score: float
@@ -716,6 +717,7 @@ def _brief(row: pd.Series) -> ItemBrief:
         kind=row["kind"],
         title=row["title"],
         unit=ItemUnit.model_validate_json(row["unit"]),
+        created_at=_timestamp(row["created_at"]) or _timestamp(row["first_seen"]),
         tier=row["tier"],
         tier_rule=row["tier_rule"],
         score=round(float(row["score"]), 4),
@@ -810,24 +812,45 @@ def _timestamp(value) -> datetime | None:
 
 
 def tier_summary(config: Config) -> dict:
-    """Counts per tier, per tier label and per adapter, with a few sample item ids of each (zeros before the first run)."""
+    """Counts per tier, per tier label and per adapter, with a few sample item ids of each (zeros before the first run).
+
+    ``examples`` describes the same samples for a person: title, date and position in the document.
+    """
     if not ScoreStore(scores_dir(config)).exists():
-        return {"items": 0, "tiers": {t.value: 0 for t in Tier}, "labels": {}, "adapters": {a.name: 0 for a in config.adapters}, "samples": {}}
-    frame = _frame(config, ["item_id", "tier", "tier_base", "adapters", "score"])
+        return {
+            "items": 0, "tiers": {t.value: 0 for t in Tier}, "labels": {}, "adapters": {a.name: 0 for a in config.adapters},
+            "samples": {}, "examples": {},
+        }
+    frame = _frame(config, ["item_id", "tier", "tier_base", "adapters", "score", "title", "unit", "created_at", "first_seen"])
     ordered = frame.sort_values(["score", "item_id"], ascending=[False, True])
     per_adapter: dict[str, list[str]] = {a.name: [] for a in config.adapters}
     for item_id, adapters in zip(ordered["item_id"], ordered["adapters"], strict=True):
         for name in adapters if adapters is not None else ():
             per_adapter.setdefault(name, []).append(item_id)
+    samples = {
+        **{t.value: ordered.loc[ordered["tier_base"] == t.value, "item_id"].head(_SAMPLES).tolist() for t in Tier},
+        **{f"lora:{name}": ids[:_SAMPLES] for name, ids in per_adapter.items()},
+    }
+    rows = ordered.set_index("item_id", drop=False)
     return {
         "items": len(frame),
         "tiers": {t.value: int((frame["tier_base"] == t.value).sum()) for t in Tier},
         "labels": {str(k): int(v) for k, v in frame["tier"].value_counts().items()},
         "adapters": {name: len(ids) for name, ids in per_adapter.items()},
-        "samples": {
-            **{t.value: ordered.loc[ordered["tier_base"] == t.value, "item_id"].head(_SAMPLES).tolist() for t in Tier},
-            **{f"lora:{name}": ids[:_SAMPLES] for name, ids in per_adapter.items()},
-        },
+        "samples": samples,
+        "examples": {group: [_example(rows.loc[item_id]) for item_id in ids] for group, ids in samples.items()},
+    }
+
+
+def _example(row: pd.Series) -> dict:
+    """A sampled item as a person finds it again: title, date, position in its document, score."""
+    when = _timestamp(row["created_at"]) or _timestamp(row["first_seen"])
+    return {
+        "item_id": row["item_id"],
+        "title": row["title"],
+        "date": when.date().isoformat() if when else None,
+        "position": position_of(ItemUnit.model_validate_json(row["unit"])),
+        "score": round(float(row["score"]), 4),
     }
 
 
