@@ -190,8 +190,17 @@ def _load_model(path: str, device: str) -> SentenceTransformer:
     if device == "cpu":
         _limit_torch_threads()
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-    return SentenceTransformer(path, device=device)
+    # transformers draws a "Loading weights" bar for this sub-second load on every command (a search
+    # too); the bar says nothing there. Other bars (indexing, training) stay on.
+    bars_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(path, device=device)
+    finally:
+        if bars_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _limit_torch_threads() -> None:
