@@ -13,13 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, Config, load_config
-from memory_pipeline.display import clock, one_line
+from memory_pipeline.display import clock, one_line, position_of
 from memory_pipeline.errors import ConfigError, ParseError
 
 app = typer.Typer(
     help="A local, private memory for your AI: ingest, index, search, score and distil into LoRA adapters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # typer's rich help labels every flag (even --help) `<bool>`; click's plain help does not
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -150,7 +151,7 @@ def _sync_index(config: Config):
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="what to look for (any language)")],
-    k: Annotated[Optional[int], typer.Option("-k", help="number of hits")] = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="number of hits", show_default="search.default_k in the config: 10")] = None,
     kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
@@ -208,7 +209,7 @@ def _position(hit) -> str:
 @app.command("eval-retrieval")
 def eval_retrieval(
     queries: Annotated[int, typer.Option("--queries", help="number of self-supervised queries")] = 200,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the figures as one JSON object")] = False,
 ) -> None:
     """Recall@1/5/10 and MRR per search mode on queries taken from inside the indexed dialogues."""
     from memory_pipeline.retrieval_eval import evaluate_retrieval
@@ -254,7 +255,7 @@ def serve(
 
 
 @app.command()
-def promote(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def promote(as_json: Annotated[bool, typer.Option("--json", help="the scoring report as one JSON object")] = False) -> None:
     """Score every indexed item and tier it (cache / rag / lora:<adapter> / discard); incremental."""
     from memory_pipeline.scoring.promote import run_promotion
 
@@ -271,12 +272,19 @@ def promote(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def explain(item_id: Annotated[str, typer.Argument(help="an item id (see `tiers` or the UI)")]) -> None:
+def explain(
+    item_id: Annotated[str, typer.Argument(help="an item id (see `tiers` or the UI)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the explanation as one JSON object")] = False,
+) -> None:
     """Each signal of an item with its weight and contribution, and why it got its tier."""
     from memory_pipeline.scoring.promote import explain_item
 
     e = explain_item(state.config(), item_id)
-    console.print(f"[bold]{e.title}[/bold]  [dim]{e.kind} · {e.doc_id} · {e.unit.model_dump(exclude_none=True)}[/dim]")
+    if as_json:
+        sys.stdout.write(e.model_dump_json() + "\n")
+        return
+    when = f" · {e.created_at:%Y-%m-%d}" if e.created_at else ""
+    console.print(f"[bold]{e.title}[/bold]  [dim]{e.kind} · {position_of(e.unit) or 'whole document'}{when} · {e.doc_id}[/dim]")
     console.print(f"score [bold]{e.score:.3f}[/bold] -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
     table = Table()
     for column in ("signal", "value", "weight", "contribution", "why"):
@@ -285,13 +293,28 @@ def explain(item_id: Annotated[str, typer.Argument(help="an item id (see `tiers`
         table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", s.reason)
     console.print(table)
     for adapter, route in e.routes.items():
-        console.print(f"route {adapter}: {route}")
+        console.print(f"route {adapter}: {_readable(route)}")
     console.print(f"[dim]{e.preview}[/dim]")
 
 
+def _readable(figures: dict) -> str:
+    """A route's figures as a person reads them: 'score 0.441, sim 0.291, keywords: running', empty lists left out."""
+    parts = []
+    for name, value in figures.items():
+        if isinstance(value, bool):
+            parts.append(f"{name}: {'yes' if value else 'no'}")
+        elif isinstance(value, float):
+            parts.append(f"{name} {value:.3f}")
+        elif isinstance(value, list):
+            parts.extend([f"{name}: {', '.join(map(str, value))}"] if value else [])
+        else:
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
 @app.command()
-def tiers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Counts per tier and per adapter, with sample item ids."""
+def tiers(as_json: Annotated[bool, typer.Option("--json", help="counts and samples as one JSON object")] = False) -> None:
+    """Counts per tier and per adapter, with the top items of each: title, date, position, item id."""
     from memory_pipeline.scoring.promote import tier_summary
 
     summary = tier_summary(state.config())
@@ -299,18 +322,24 @@ def tiers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
         return
     console.print(f"{summary['items']} items")
-    for tier, count in summary["tiers"].items():
-        console.print(f"  {tier:<8} {count:>6}   e.g. {', '.join(summary['samples'].get(tier, [])[:3])}")
-    for adapter, count in summary["adapters"].items():
-        console.print(f"  lora:{adapter:<8} {count:>6}   e.g. {', '.join(summary['samples'].get('lora:' + adapter, [])[:3])}")
+    groups = [(tier, count) for tier, count in summary["tiers"].items()]
+    groups += [(f"lora:{adapter}", count) for adapter, count in summary["adapters"].items()]
+    for group, count in groups:
+        console.print(f"[bold]{group:<12}[/bold] {count:>6}")
+        for example in summary["examples"].get(group, [])[:3]:
+            where = " · ".join(filter(None, [example["date"], example["position"]]))
+            console.print(f"    {one_line(example['title'], 60)}  [dim]{where} · score {example['score']:.3f} · {example['item_id']}[/dim]")
 
 
-datasets_app = typer.Typer(help="LoRA training sets: build and list versions.", no_args_is_help=True)
+datasets_app = typer.Typer(help="LoRA training sets: build and list versions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("build")
-def datasets_build(adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None) -> None:
+def datasets_build(
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter")] = False,
+) -> None:
     """Build a new training set version per adapter from its promoted items (same code as the asset)."""
     from memory_pipeline.datasets.build import build_dataset_for_adapter
 
@@ -318,12 +347,17 @@ def datasets_build(adapter: Annotated[Optional[str], typer.Option("--adapter", h
     for name in [adapter] if adapter else [a.name for a in config.adapters]:
         result = build_dataset_for_adapter(config, name)
         counts = result.card.get("counts", {}) if result.card else {}
+        if as_json:
+            row = {"adapter": name, "version": result.version, "created": result.created, "message": result.message,
+                   "train": counts.get("train", 0), "eval": counts.get("eval", 0), "path": str(result.path) if result.path else None}
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
         state_label = "new version" if result.created else (result.message or "unchanged")
         console.print(f"{name}: {result.version or '-'} ({state_label}) train={counts.get('train', 0)} eval={counts.get('eval', 0)}  {result.path or ''}")
 
 
 @datasets_app.command("list")
-def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the versions as a JSON list")] = False) -> None:
     """Versions of every adapter's training set with sizes and paths."""
     from memory_pipeline.datasets.versions import latest_version_name, list_versions
 
@@ -370,7 +404,7 @@ def _examples(path: Path, counted: dict) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True)
+adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(adapters_app, name="adapters")
 
 
@@ -378,6 +412,7 @@ app.add_typer(adapters_app, name="adapters")
 def adapters_train(
     name: Annotated[str, typer.Argument(help="adapter name from the config, e.g. core")],
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override training.max_steps")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the new version, its gate verdict and metrics as JSON")] = False,
 ) -> None:
     """Train a new version on the adapter's latest training set; `current` moves only if the gate passes."""
     from memory_pipeline.adapters import train_adapter
@@ -390,6 +425,10 @@ def adapters_train(
         err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
         raise typer.Exit(1)
     version = train_adapter(config, name, dataset_dir, max_steps=max_steps)
+    if as_json:
+        row = {"adapter": name, "version": version.version, "gate_passed": version.passed, "path": str(version.path), "metrics": version.metrics}
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
     verdict = "[green]passed the gate, now current[/green]" if version.passed else "[yellow]failed the gate; current unchanged[/yellow]"
     console.print(f"{name} {version.version}: {verdict}")
     for reason in version.metrics.get("gate_reasons", []):
@@ -397,7 +436,7 @@ def adapters_train(
 
 
 @adapters_app.command("list")
-def adapters_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the versions as a JSON list")] = False) -> None:
     """Versions of every adapter with metrics, gate result, and which one is current."""
     from memory_pipeline.adapters import current_version, list_versions
 
@@ -508,6 +547,15 @@ def _repo_root() -> Path:
     return root
 
 
+# `dagster dev`, `job execute` and `asset materialize` warn on every start that `dg` (dagster-dg-cli, not
+# installed here) supersedes them: a notice about Dagster's own commands that no user of this project can act
+# on. Only those warnings are filtered (PYTHONWARNINGS reaches the webserver, daemon and code servers too).
+_DAGSTER_COMMAND_NOTICES = ",".join(
+    f"ignore:Function `{command}` is superseded:FutureWarning"
+    for command in ("dev_command", "job_execute_command", "asset_materialize_command")
+)
+
+
 def _dagster(*args: str, config: Config) -> None:
     import subprocess
 
@@ -516,7 +564,9 @@ def _dagster(*args: str, config: Config) -> None:
     root = _repo_root()
     command = [str(Path(sys.executable).with_name("dagster")), *args]
     console.print(f"[dim]$ {' '.join(command)}[/dim]")
-    code = subprocess.call(command, cwd=root, env=dagster_env(config))
+    env = dagster_env(config)
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), _DAGSTER_COMMAND_NOTICES]))
+    code = subprocess.call(command, cwd=root, env=env)
     if code != 0:
         err_console.print(f"[red]dagster exited with {code}; the run is in the UI with its logs[/red]")
         raise typer.Exit(code)

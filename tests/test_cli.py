@@ -74,7 +74,19 @@ def test_tiers_json_counts_every_item_with_samples(corpus):
     assert summary["items"] == report["items_total"] and summary["tiers"] == report["tiers"]
     for tier, count in summary["tiers"].items():
         assert len(summary["samples"][tier]) == min(count, 5)
+        assert [e["item_id"] for e in summary["examples"][tier]] == summary["samples"][tier]
     assert summary["adapters"] == report["adapters"] and summary["adapters"]["sport"] > 0
+
+
+def test_tiers_shows_each_sample_by_title_date_and_position(corpus):
+    summary = json.loads(on_corpus(corpus, "tiers", "--json").stdout)
+    example = summary["examples"]["lora:sport"][0]
+    assert example["title"] and example["date"] and example["position"].startswith(("turn ", "00:"))
+    result = on_corpus(corpus, "tiers")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # rich wraps long lines
+    assert f"{example['date']} · {example['position']} · score {example['score']:.3f} · {example['item_id']}" in text
+    assert " ".join(example["title"].split())[:20] in text
 
 
 def test_explain_prints_each_signal_and_the_tier_rule(corpus):
@@ -86,6 +98,10 @@ def test_explain_prints_each_signal_and_the_tier_rule(corpus):
     assert "-> tier lora:sport" in text and ">= lora_threshold 0.35; routed (sport" in text
     for signal in ("novelty", "redundancy", "recurrence", "density", "importance", "quality", "usage", "recency"):
         assert signal in text
+    explained = json.loads(on_corpus(corpus, "explain", item_id, "--json").stdout)
+    assert explained["item_id"] == item_id and len(explained["signals"]) == 8
+    position = summary["examples"]["lora:sport"][0]["position"]
+    assert f"· {position} ·" in text and "{'" not in text  # where it is, not a Python dict
 
 
 def test_explain_an_unknown_item_is_one_clear_error(corpus, monkeypatch, capsys):
@@ -103,8 +119,10 @@ def test_explain_an_unknown_item_is_one_clear_error(corpus, monkeypatch, capsys)
 def test_datasets_list_json_shows_the_built_versions(corpus):
     _, storage, _ = corpus
     assert json.loads(on_corpus(corpus, "datasets", "list", "--json").stdout) == []
-    build = on_corpus(corpus, "datasets", "build")
+    build = on_corpus(corpus, "datasets", "build", "--json")
     assert build.exit_code == 0, build.output
+    built = {row["adapter"]: row for row in map(json.loads, build.stdout.splitlines())}
+    assert built["sport"]["created"] and built["sport"]["train"] > 0 and not built["core"]["version"]
     result = on_corpus(corpus, "datasets", "list", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)  # core has no promoted items here, so no version
@@ -137,3 +155,11 @@ def test_storage_option_chooses_the_storage_root(corpus):
     assert without.exit_code == 0, without.output
     assert json.loads(without.stdout)["items"] == 0
     assert not (config_file.parent / "config_storage" / "scores").exists() and (storage / "scores").is_dir()
+
+
+def test_help_shows_plain_flags_and_defaults():
+    result = invoke("search", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "<bool>" not in text and "--json one JSON object per hit" in text
+    assert "number of hits [default: (search.default_k in the config: 10)]" in text
