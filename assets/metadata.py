@@ -63,10 +63,15 @@ def histogram(bins, *, rag_threshold: float, lora_threshold: float) -> dg.Metada
     """
     counts = [b.count for b in bins]
     png = _histogram_png(counts, rag_threshold, lora_threshold)
-    legend = f"🟨 cache < {rag_threshold:g} ≤ 🟦 rag < {lora_threshold:g} ≤ 🟩 lora (if routed); score 0 → 1"
-    per_bin = " · ".join(str(c) for c in counts)
+    legend = [
+        f"score 0 → 1, bins of {1 / max(len(counts), 1):g}",
+        f"yellow: cache, below {rag_threshold:g}",
+        f"blue: rag, from {rag_threshold:g}",
+        f"green: lora (if routed), from {lora_threshold:g}",
+        "items per bin: " + " ".join(str(c) for c in counts),
+    ]
     image = f"![score histogram](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-    return dg.MetadataValue.md(f"{image}\n\n{legend}\n\nitems per bin of {1 / max(len(counts), 1):g}: {per_bin}")
+    return dg.MetadataValue.md("\n\n".join([image, *legend]))
 
 
 def _histogram_png(counts: Sequence[int], rag_threshold: float, lora_threshold: float) -> bytes:

@@ -7,8 +7,9 @@ from assets.resources import EmbedderResource, MemoryPipelineResource
 from memory_pipeline.display import position_of
 
 PROMOTE_GROUP = "promote"
-_ITEM_COLUMNS = ["score", "tier", "tier_rule", "title", "position", "date", "preview", "signals", "item_id"]
-_ITEM_CELL_CHARS = 200
+# Each signal's value is left to `memory-pipeline explain ITEM_ID`: nine more figures per row make the table too wide to read.
+_ITEM_COLUMNS = ["score", "tier", "tier_rule", "title", "position", "date", "preview", "item_id"]
+_ITEM_CELL_CHARS = 120
 
 
 @dg.multi_asset(
@@ -23,7 +24,7 @@ _ITEM_CELL_CHARS = 200
         dg.AssetSpec(
             "item_tiers",
             deps=["item_scores"],
-            description="Each item's tier (cache / rag / lora:<adapter> / discard) and adapters, from the combined "
+            description="Each item's tier (`cache` / `rag` / `lora:<adapter>` / `discard`) and adapters, from the combined "
             "score and the thresholds in config; a config change re-tiers without re-embedding.",
             kinds={"python"},
         ),
@@ -77,7 +78,6 @@ def _item_row(item) -> dict:
         "position": position_of(item.unit),
         "date": item.created_at.date().isoformat() if item.created_at else "",
         "preview": item.preview,
-        "signals": " ".join(f"{k}={v:.2f}" for k, v in item.signals.items()),
         "item_id": item.item_id,
     }
 

@@ -27,6 +27,8 @@ telemetry:
   enabled: false
 auto_materialize:
   use_sensors: true  # automation conditions run in definitions.py's default_automation_condition_sensor (on by default)
+nux:
+  enabled: false  # no "Join the Dagster community" sign-up dialog over the first page: this instance runs offline
 """
 
 
