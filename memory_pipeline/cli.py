@@ -207,20 +207,35 @@ def _position(hit) -> str:
 
 @app.command("eval-retrieval")
 def eval_retrieval(
-    queries: Annotated[int, typer.Option("--queries", help="number of self-supervised queries")] = 200,
+    questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled set over the demo corpus)")] = None,
+    queries: Annotated[int, typer.Option("--queries", help="self-supervised queries as well (0: none)")] = 200,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recall@1/5/10 and MRR per search mode on queries taken from inside the indexed dialogues."""
-    from memory_pipeline.retrieval_eval import evaluate_retrieval
+    """Recall@1/5/10 and MRR per search mode on hand-written questions (and self-supervised ones), fusion weight tuned."""
+    from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval, load_questions
     from memory_pipeline.search import Searcher
 
     config = state.config()
-    result = evaluate_retrieval(config, searcher=Searcher(config), n_queries=queries)
+    searcher = Searcher(config)
+    result = {"question_set": evaluate_questions(config, searcher=searcher, questions=load_questions(questions))}
+    if queries > 0:
+        result["self_supervised"] = evaluate_retrieval(config, searcher=searcher, n_queries=queries)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
-    table = Table(title=f"retrieval eval ({result.get('queries', 0)} queries)")
-    modes = result.get("modes", {})
+    qs = result["question_set"]
+    console.print(f"question set: {qs['answerable']} of {qs['questions']} questions answerable in this memory; model {qs['model_id']}")
+    for part, title in (("modes", "all questions"), ("tune", "tune split"), ("report", "report split"), ("cross_lingual", "cross-lingual")):
+        _print_modes(f"{title} ({qs[part]['questions']}; hybrid_fts_weight {qs['hybrid_fts_weight']})", {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
+    tuning = qs["fusion_tuning"]
+    console.print(f"fusion tuned on the tune split: best hybrid_fts_weight {tuning['best_fts_weight']}; on the report split: {tuning['report_at_best']}")
+    if "self_supervised" in result:
+        ss = result["self_supervised"]
+        _print_modes(f"self-supervised ({ss['queries']} sentences from answers)", ss["modes"])
+
+
+def _print_modes(title: str, modes: dict[str, dict]) -> None:
+    table = Table(title=title)
     columns = list(dict.fromkeys(c for figures in modes.values() for c in figures))
     table.add_column("mode")
     for column in columns:

@@ -102,7 +102,7 @@ def test_empty_index_returns_no_hits(tmp_path):
 
 
 def test_fusion_keeps_a_dominant_full_text_hit_and_adds_vector_only_candidates():
-    fused = fuse({1: 10.0, 2: 2.0, 3: 1.0}, {2: 0.9, 4: 0.85, 1: 0.5})
+    fused = fuse({1: 10.0, 2: 2.0, 3: 1.0}, {2: 0.9, 4: 0.85, 1: 0.5}, fts_weight=0.7)
     assert max(fused, key=fused.get) == 1
     assert 4 in fused
 
