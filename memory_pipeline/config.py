@@ -21,7 +21,7 @@ CONFIG_ENV = "MEMORY_PIPELINE_CONFIG"
 STORAGE_ENV = "MEMORY_PIPELINE_STORAGE"
 TOKEN_ENV = "MEMORY_PIPELINE_TOKEN"
 DEFAULT_CONFIG_NAME = "memory_pipeline.yaml"
-DEFAULT_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_MODEL = "packaged:use-multilingual-v3"
 
 
 class _Section(BaseModel):
@@ -65,7 +65,7 @@ class ChunkingConfig(_Section):
 class EmbeddingConfig(_Section):
     model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
-        description="sentence-transformers model: 'packaged:all-MiniLM-L6-v2' (bundled), a local path, or a hub id",
+        description="'packaged:use-multilingual-v3' (bundled, multilingual), 'packaged:all-MiniLM-L6-v2' (bundled, English), or a sentence-transformers local path or hub id",
     )
     batch_size: int = Field(64, ge=1, le=4096)
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
