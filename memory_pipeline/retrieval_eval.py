@@ -108,9 +108,30 @@ def metrics(ranks: Sequence[int | None]) -> dict[str, float]:
     }
 
 
-def first_match(rows: Sequence[dict], answers: Sequence[AcceptedAnswer]) -> int | None:
-    """1-based rank of the first row any accepted answer matches."""
-    return next((rank for rank, row in enumerate(rows, 1) if any(a.matches(row) for a in answers)), None)
+def unit_key(row: dict) -> tuple:
+    """What a person counts as one result: a dialogue exchange (all its chunks), otherwise the chunk."""
+    if row.get("kind") == "dialogue" and row.get("turn_index") is not None:
+        return ("exchange", row.get("doc_id"), row.get("turn_index"))
+    return ("chunk", row.get("chunk_id"))
+
+
+def first_match(rows: Sequence[dict], answers: Sequence[AcceptedAnswer], k: int) -> int | None:
+    """1-based rank, among the first ``k`` distinct units (``unit_key``), of the first one an accepted answer matches.
+
+    Rows are ranked chunks; further chunks of an exchange already listed do not take a rank, as the
+    question is whether the right exchange (or article passage) is among the first k results.
+    """
+    seen: set[tuple] = set()
+    for row in rows:
+        key = unit_key(row)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > k:
+            return None
+        if any(a.matches(row) for a in answers):
+            return len(seen)
+    return None
 
 
 def answerable(searcher: Searcher, questions: Sequence[EvalQuestion]) -> list[EvalQuestion]:
@@ -124,8 +145,9 @@ def answerable(searcher: Searcher, questions: Sequence[EvalQuestion]) -> list[Ev
 def evaluate_questions(config: Config, *, searcher: Searcher | None = None, questions: Sequence[EvalQuestion] | None = None, k: int = 10) -> dict:
     """Figures per mode on the whole set, per split and on the cross-lingual part; the fusion weight tuned on ``tune``.
 
-    Hybrid is ranked here from its two candidate lists (the same ``fuse`` the search uses), so one
-    pass gives the configured weight and every weight of the grid. Searches are not logged.
+    Every mode is ranked here from the candidate lists hybrid search fuses (the vector and the
+    full-text list as they are, hybrid by the same ``fuse`` the search uses), so one pass gives
+    each mode, the configured weight and every weight of the grid; nothing is logged.
     """
     searcher = searcher or Searcher(config)
     questions = list(questions if questions is not None else load_questions())
@@ -134,14 +156,13 @@ def evaluate_questions(config: Config, *, searcher: Searcher | None = None, ques
     ranks: dict[str, list[int | None]] = {"vector": [], "fts": []}
     by_weight: dict[float, list[int | None]] = {w: [] for w in sorted({*FUSION_GRID, configured})}
     for q in usable:
-        for mode in ("vector", "fts"):
-            hits = searcher.search(q.question, k=k, mode=mode, log=False)
-            ranks[mode].append(first_match([h.model_dump() for h in hits], q.answers))
         fts_scores, vector_scores, known = searcher.hybrid_candidates(q.question, k)
         rows = searcher.rows_of(list({*fts_scores, *vector_scores}), known)
+        for mode, scores in (("vector", vector_scores), ("fts", fts_scores)):
+            ranks[mode].append(first_match([rows[i] for i in ranked(scores) if i in rows], q.answers, k))
         for weight, found in by_weight.items():
-            best = ranked(fuse(fts_scores, vector_scores, fts_weight=weight))[:k]
-            found.append(first_match([rows[i] for i in best if i in rows], q.answers))
+            order = ranked(fuse(fts_scores, vector_scores, fts_weight=weight))
+            found.append(first_match([rows[i] for i in order if i in rows], q.answers, k))
     ranks["hybrid"] = by_weight[configured]
 
     def figures(select) -> dict:
