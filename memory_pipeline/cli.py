@@ -205,6 +205,19 @@ def _position(hit) -> str:
     return hit.heading or ""
 
 
+def _route_reason(route: dict) -> str:
+    """What decided an adapter's route score: stance phrases for core, the nearest example for a topic."""
+    if "stance" in route:
+        if not route.get("eligible"):
+            return f"score {route['score']:.2f}: not the user's own text (or too short)"
+        found = "; ".join(route["stance"]) or "no stance phrase or argument"
+        return f"stance {route['score']:.2f} ({found}); similarity to the description {route['sim']:.2f}"
+    if "nearest" in route:
+        keywords = f"; keywords seen (not deciding): {', '.join(route['keywords'])}" if route.get("keywords") else ""
+        return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
+    return str(route)
+
+
 @app.command("eval-retrieval")
 def eval_retrieval(
     questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled set over the demo corpus)")] = None,
@@ -300,7 +313,7 @@ def explain(item_id: Annotated[str, typer.Argument(help="an item id (see `tiers`
         table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", s.reason)
     console.print(table)
     for adapter, route in e.routes.items():
-        console.print(f"route {adapter}: {route}")
+        console.print(f"route {adapter}: {_route_reason(route)}")
     console.print(f"[dim]{e.preview}[/dim]")
 
 

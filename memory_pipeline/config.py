@@ -142,7 +142,7 @@ class PromoteConfig(_Section):
     min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
     recurrence_radius: float = Field(0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic")
-    core_min_user_chars: int = Field(120, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
+    core_min_user_chars: int = Field(40, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
 
     @field_validator("weights")
     @classmethod

@@ -216,7 +216,15 @@ def test_routing_sends_sport_to_sport_and_an_opinion_to_core(tmp_path):
     opinion = route_item(kind=Kind.DIALOGUE, text=opinion_text, user_text=opinion_text, vector=TOPIC_OTHER, profiles=profiles, config=config.promote)
     assert choose_adapters(sport, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
     assert choose_adapters(opinion, config.promote.route_threshold, ["core", "sport"]) == ["core"]
-    assert opinion["core"]["opinions"] == ["я думаю"] and "во-первых" in opinion["core"]["arguments"]
+    assert "view: «я думаю»" in opinion["core"]["stance"] and "argument: «поэтому»" in opinion["core"]["stance"]
+
+
+def test_a_sport_keyword_in_passing_routes_nothing(tmp_path):
+    config = config_for(tmp_path)
+    text = "Если перенести на аналогию со спортом: тренировка модели похожа на марафон, но я говорю о своём ИИ."
+    routes = route_item(kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles_for(config), config=config.promote)
+    assert routes["sport"]["keywords"] and routes["sport"]["score"] == 0.0
+    assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["core"]
 
 
 def test_keywords_match_russian_inflections_by_stem():
@@ -531,7 +539,7 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     remembered = next(a for a in assignments if a.text.startswith("Remember this"))
     assert signal(config, remembered.item_id, "importance") >= 0.8
     opinion = next(a for a in assignments if a.text.startswith("I think"))
-    assert explain_item(config, opinion.item_id).routes["core"]["opinions"] == ["i think", "i believe"]
+    assert {"view: «i think»", "view: «i believe»"} <= set(explain_item(config, opinion.item_id).routes["core"]["stance"])
 
     again = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert (again.items_new, again.items_rescored, again.documents_read, again.texts_embedded) == (0, 0, 0, 0)
