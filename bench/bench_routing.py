@@ -7,7 +7,7 @@ items. Reports precision and recall per adapter on all units, on the tune and re
 per kind of unit, the topic threshold that the tune half prefers, and every misroute with the
 reasons (stance phrases, nearest example, similarity). Writes bench/results/routing.json.
 
-    .venv/bin/python bench/bench_routing.py [--model packaged:use-multilingual-v3]
+    .venv/bin/python bench/bench_routing.py [--model packaged:use-multilingual-v3] [--set my_labels.jsonl]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from memory_pipeline.config import load_config
 from memory_pipeline.embedding import load_embedder
-from memory_pipeline.scoring.routing_eval import evaluate_routing
+from memory_pipeline.scoring.routing_eval import evaluate_routing, load_routing_set
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "routing.json"
@@ -28,12 +28,13 @@ RESULTS = Path(__file__).parent / "results" / "routing.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="embedding model (default: memory_pipeline.yaml's)")
+    parser.add_argument("--set", dest="routing_set", default=None, help="labelled routing set JSONL (default: the bundled one)")
     args = parser.parse_args()
     config = load_config(ROOT / "memory_pipeline.yaml")
     if args.model:
         config = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": args.model})})
     started = time.perf_counter()
-    result = evaluate_routing(config, load_embedder(config.embedding))
+    result = evaluate_routing(config, load_embedder(config.embedding), load_routing_set(args.routing_set))
     result["seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
