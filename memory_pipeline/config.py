@@ -51,7 +51,7 @@ class IngestConfig(_Section):
 
 
 class ChunkingConfig(_Section):
-    max_tokens: int = Field(256, ge=16, le=8192, description="chunk budget in cl100k tokens (capped by the model's max length)")
+    max_tokens: int = Field(512, ge=16, le=8192, description="chunk budget in the embedding model's own tokens (capped by its max length)")
     overlap_tokens: int = Field(32, ge=0, description="article chunk overlap in tokens")
     lecture_window_seconds: float = Field(90.0, gt=0, description="lecture chunks span at most this much time")
 
