@@ -38,6 +38,8 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
 
     model = embedder.embedder
     report = sync_index(pipeline.config, stores.documents, model, progress=True, log=context.log.info)
+    if report.not_migrated:
+        context.log.error(report.migration_line())
     figures = report.model_dump(mode="json")
     store = stores.chunks()
     yield dg.MaterializeResult(
@@ -52,6 +54,8 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
             "embedded": dg.MetadataValue.int(report.embedded),
             "cache_hits": dg.MetadataValue.int(report.cache_hits),
             "seconds": dg.MetadataValue.float(report.seconds),
+            "migrated_from": dg.MetadataValue.json(report.migrated_from),
+            "not_migrated": dg.MetadataValue.int(report.not_migrated),
             "chunks_per_kind": counts_table(_chunks_per_kind(store), "kind", "chunks"),
             "preview": markdown_table(_chunk_samples(store), ["title", "kind", "position", "text"], cell_chars=160),
             "report": dg.MetadataValue.json(figures),

@@ -135,7 +135,9 @@ def ingest(
                 f"index: {r.docs_indexed} documents (re)indexed, {r.docs_deleted} removed; chunks +{r.chunks_added} "
                 f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; {r.seconds:.1f}s"
             )
-    if missing or any(r.errors for r in reports.values()):
+            if r.migrated_from:
+                console.print(("[red]" if r.not_migrated else "[yellow]") + r.migration_line())
+    if missing or any(r.errors for r in reports.values()) or (index_report is not None and index_report.not_migrated):
         raise typer.Exit(1)
 
 

@@ -52,6 +52,21 @@ class IndexReport(BaseModel):
     faiss_path: str = ""
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    migrated_from: dict[str, int] = Field(
+        default_factory=dict,
+        description="model switch: chunk table of an earlier model -> its documents this run embedded into this model's table",
+    )
+    not_migrated: int = Field(0, description="documents of those tables, still in the document store, that this table lacks after the run")
+
+    def migration_line(self) -> str:
+        """One line for the CLI and the logs; '' when this run was no model switch."""
+        if not self.migrated_from:
+            return ""
+        tables = ", ".join(f"{name} ({n} documents)" for name, n in sorted(self.migrated_from.items()))
+        return (
+            f"model switch: re-embedded the documents of {tables} with {self.model_id}; "
+            f"{self.not_migrated} documents not migrated; the earlier tables are kept (switching back costs nothing)"
+        )
 
 
 class ConsistencyReport(BaseModel):
@@ -87,6 +102,9 @@ def sync_index(
     stale = [d for d, key in wanted.items() if indexed.get(d) != key]
     gone = [d for d in indexed if d not in wanted]
     plan = plan_lineages(store, docstore, stale, gone)
+    # A model switch: documents other models' tables hold that this one lacks are re-embedded below.
+    earlier = {name: docs & set(stale) for name, docs in store.other_model_documents().items()} if stale else {}
+    earlier = {name: docs for name, docs in earlier.items() if docs}
     log(
         f"index {embedder.model_id}: {len(stale)} documents to (re)index ({len(plan.replaces)} replacing an earlier version), "
         f"{len(gone)} to remove, {len(wanted) - len(stale)} unchanged"
@@ -148,6 +166,11 @@ def sync_index(
         cache.close()
 
     report.chunks_total = store.count()
+    if earlier:
+        present = set(store.indexed_documents())
+        report.migrated_from = {name: len(docs & present) for name, docs in earlier.items()}
+        report.not_migrated = len(set().union(*earlier.values()) - present)
+        log(report.migration_line())
     if stale or gone:
         store.optimize()
     else:

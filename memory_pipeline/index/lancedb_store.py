@@ -95,6 +95,18 @@ class ChunkStore:
         """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
         return {row["doc_id"]: row["doc_key"] for row in self.rows(["doc_id", "doc_key"])}
 
+    def other_model_documents(self) -> dict[str, set[str]]:
+        """Chunk tables of other embedding models in this database -> the documents they hold.
+
+        What a model switch has to carry over: the new model's table is filled from the document
+        store, and these sets show whether every document the old model had indexed arrived.
+        """
+        tables = [t for t in self._db.list_tables().tables if t.startswith("chunks_") and t != self.table_name]
+        return {
+            name: set(self._db.open_table(name).search().select(["doc_id"]).limit(None).to_arrow().column("doc_id").to_pylist())
+            for name in tables
+        }
+
     def ensure_lineage_column(self) -> None:
         """Give a table written before lineages existed its lineage column, filled with doc_id.
 
