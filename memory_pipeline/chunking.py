@@ -63,6 +63,7 @@ class _Piece:
     speaker: str | None = None
     heading: str | None = None
     created_at: datetime | None = None
+    source_file: str | None = None
 
 
 def chunk_document(
@@ -218,9 +219,10 @@ def _dialogue_pieces(doc: Document, budget: Budget) -> list[_Piece]:
         question = user.text.strip() if user else ""
         answer = "\n\n".join(t.text.strip() for t in answers if t.text.strip())
         when = next((t.timestamp for t in ([user] if user else []) + answers if t.timestamp), None)
+        file = next((t.source_file for t in ([user] if user else []) + answers if t.source_file), None)
 
         def add(text: str) -> None:
-            pieces.append(_Piece(text, turn_index=turn_index, created_at=when))
+            pieces.append(_Piece(text, turn_index=turn_index, created_at=when, source_file=file))
 
         whole = exchange_text(question, answer)
         if not whole:
@@ -398,6 +400,7 @@ def _to_chunks(doc: Document, pieces: list[_Piece], lineage: str) -> list[Chunk]
                 heading=piece.heading,
                 created_at=_utc_naive(piece.created_at or doc.created_at),
                 language=doc.language,
+                source_file=piece.source_file,
             )
         )
     return chunks

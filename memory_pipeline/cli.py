@@ -193,7 +193,7 @@ def _print_hits(hits, as_json: bool) -> None:
         console.print("[dim]no hits[/dim]")
     for number, hit in enumerate(hits, start=1):
         console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{hit.kind} · score {hit.score:.3f} · {_position(hit)}[/dim]")
-        console.print(f"   [dim]{hit.source_path}[/dim]")
+        console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
         console.print(f"   {one_line(hit.text, 300)}")
 
 

@@ -96,7 +96,7 @@ def sync_index(
     started = time.perf_counter()
     report = IndexReport(model_id=embedder.model_id)
     store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
-    store.ensure_lineage_column()
+    store.ensure_columns()
     wanted = docstore.content_hashes()
     indexed = store.indexed_documents()
     stale = [d for d, key in wanted.items() if indexed.get(d) != key]

@@ -40,6 +40,7 @@ class Hit(BaseModel):
     end: float | None = None
     speaker: str | None = None
     heading: str | None = None
+    source_file: str | None = None
     text: str
 
 
