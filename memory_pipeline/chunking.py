@@ -38,7 +38,8 @@ _LEVELS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<=[.!?…;])\s+"), " "),
     (re.compile(r"\s+"), " "),
 )
-_WORD_START = re.compile(r"(?<!\S)\S")
+# Where a sentence starts: after . ! ? … and whitespace, or on a new line.
+_SENTENCE_START = re.compile(r"(?:(?<=[.!?…])\s+|\n\s*)(?=\S)")
 
 
 @dataclass(frozen=True)
@@ -300,11 +301,15 @@ def _pack_with_overlap(
 
 
 def _overlap_tail(text: str, tokens: int, count: Callable[[str], int]) -> str:
-    """The longest suffix of text within ``tokens`` tokens that starts at a word ('' when none fits)."""
+    """The longest suffix of text within ``tokens`` tokens that starts a sentence ('' when none fits).
+
+    Whole sentences only: the next chunk starts with its heading and then this tail, and a tail
+    from mid-sentence read as if the heading ran into it.
+    """
     if tokens <= 0:
         return ""
-    starts = [m.start() for m in _WORD_START.finditer(text)]
-    low, high = 1, len(starts)  # bisect the earliest word start whose suffix fits (never the whole text)
+    starts = [0, *(m.end() for m in _SENTENCE_START.finditer(text))]
+    low, high = 1, len(starts)  # bisect the earliest sentence start whose suffix fits (never the whole text)
     while low < high:
         middle = (low + high) // 2
         low, high = (low, middle) if count(text[starts[middle] :].strip()) <= tokens else (middle + 1, high)
