@@ -91,7 +91,7 @@ class SearchConfig(_Section):
     default_k: int = Field(10, ge=1, le=1000)
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     max_query_chars: int = Field(4000, ge=10)
-    hybrid_fts_weight: float = Field(0.2, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
+    hybrid_fts_weight: float = Field(0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
 
 
 class AdapterConfig(_Section):

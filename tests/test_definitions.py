@@ -93,7 +93,7 @@ def test_chunks_and_faiss_index_report_counts_a_chunk_preview_and_the_index_shap
     assert preview[0] == "| title | kind | position | text |" and len(preview) > 2
     assert any("turn " in line for line in preview) and any("0:0" in line for line in preview)  # dialogue exchanges, lecture times
     assert faiss_index["ntotal"].value == chunks["chunks_total"].value
-    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 384, True)
+    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 512, True)
 
 
 @pytest.mark.slow
