@@ -57,12 +57,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(run(model, Path(tmp)))
         qs = runs[-1]["question_set"]
-        print(model, "report:", {m: qs["report"][m]["recall@5"] for m in ("vector", "fts", "hybrid")}, "tuned:", qs["fusion_tuning"]["best_fts_weight"])
+        recall = {m: qs["report"][m]["recall@5"] for m in ("vector", "fts", "hybrid")}
+        print(model, "report recall@5:", recall, "tuned fts weight:", qs["fusion_tuning"]["best_fts_weight"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "corpus": "demo/", "runs": runs}, ensure_ascii=False, indent=2) + "\n",
-        encoding="utf-8",
-    )
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "corpus": "demo/", "runs": runs}
+    RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")
 
 

@@ -28,7 +28,7 @@ RESULTS = Path(__file__).parent / "results" / "routing.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="embedding model (default: memory_pipeline.yaml's)")
-    parser.add_argument("--set", dest="routing_set", default=None, help="labelled routing set JSONL (default: the bundled one)")
+    parser.add_argument("--set", dest="routing_set", default=None, help="labelled routing set JSONL (default: bundled)")
     args = parser.parse_args()
     config = load_config(ROOT / "memory_pipeline.yaml")
     if args.model:
@@ -40,7 +40,8 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     for part in ("all", "tune", "report"):
         print(part, {name: (f["precision"], f["recall"]) for name, f in result[part].items()})
-    print("route_threshold", result["route_threshold"], "tune prefers", result["threshold_tuning"]["best_route_threshold"])
+    tuned = result["threshold_tuning"]["best_route_threshold"]
+    print("route_threshold", result["route_threshold"], "tune prefers", tuned)
     print(f"{len(result['misroutes'])} misroutes; wrote {RESULTS}")
 
 

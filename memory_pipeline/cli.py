@@ -222,11 +222,11 @@ def _route_reason(route: dict) -> str:
 
 @app.command("eval-retrieval")
 def eval_retrieval(
-    questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled set over the demo corpus)")] = None,
+    questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled one)")] = None,
     queries: Annotated[int, typer.Option("--queries", help="self-supervised queries as well (0: none)")] = 200,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recall@1/5/10 and MRR per search mode on hand-written questions (and self-supervised ones), fusion weight tuned."""
+    """Recall@1/5/10 and MRR per search mode on hand-written (and self-supervised) questions; fusion weight tuned."""
     from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval, load_questions
     from memory_pipeline.search import Searcher
 
@@ -239,11 +239,13 @@ def eval_retrieval(
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
     qs = result["question_set"]
-    console.print(f"question set: {qs['answerable']} of {qs['questions']} questions answerable in this memory; model {qs['model_id']}")
-    for part, title in (("modes", "all questions"), ("tune", "tune split"), ("report", "report split"), ("cross_lingual", "cross-lingual")):
-        _print_modes(f"{title} ({qs[part]['questions']}; hybrid_fts_weight {qs['hybrid_fts_weight']})", {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
+    console.print(f"question set: {qs['answerable']} of {qs['questions']} answerable in this memory; model {qs['model_id']}")
+    parts = (("modes", "all questions"), ("tune", "tune split"), ("report", "report split"), ("cross_lingual", "cross-lingual"))
+    for part, title in parts:
+        title = f"{title} ({qs[part]['questions']}; hybrid_fts_weight {qs['hybrid_fts_weight']})"
+        _print_modes(title, {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
     tuning = qs["fusion_tuning"]
-    console.print(f"fusion tuned on the tune split: best hybrid_fts_weight {tuning['best_fts_weight']}; on the report split: {tuning['report_at_best']}")
+    console.print(f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; report split: {tuning['report_at_best']}")
     if "self_supervised" in result:
         ss = result["self_supervised"]
         _print_modes(f"self-supervised ({ss['queries']} sentences from answers)", ss["modes"])

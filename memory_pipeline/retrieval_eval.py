@@ -137,12 +137,16 @@ def first_match(rows: Sequence[dict], answers: Sequence[AcceptedAnswer], k: int)
 def answerable(searcher: Searcher, questions: Sequence[EvalQuestion]) -> list[EvalQuestion]:
     """Questions with at least one accepted answer in the memory (read from the sources they name only)."""
     sources = sorted({a.source for q in questions for a in q.answers})
-    clauses = " OR ".join(f"source_path LIKE '%{_like(s)}' OR source_path LIKE '%{_like(Path(s).stem)}/%'" for s in sources)
+    clauses = " OR ".join(
+        f"source_path LIKE '%{_like(s)}' OR source_path LIKE '%{_like(Path(s).stem)}/%'" for s in sources
+    )
     rows = searcher.store.rows(["source_path", "title", "turn_index", "text"], clauses) if sources else []
     return [q for q in questions if any(a.matches(row) for a in q.answers for row in rows)]
 
 
-def evaluate_questions(config: Config, *, searcher: Searcher | None = None, questions: Sequence[EvalQuestion] | None = None, k: int = 10) -> dict:
+def evaluate_questions(
+    config: Config, *, searcher: Searcher | None = None, questions: Sequence[EvalQuestion] | None = None, k: int = 10
+) -> dict:
     """Figures per mode on the whole set, per split and on the cross-lingual part; the fusion weight tuned on ``tune``.
 
     Every mode is ranked here from the candidate lists hybrid search fuses (the vector and the
@@ -208,8 +212,10 @@ def build_queries(searcher: Searcher, n_queries: int, seed: int) -> list[tuple[s
     return candidates[:n_queries]
 
 
-def evaluate_retrieval(config: Config, *, searcher: Searcher | None = None, n_queries: int = 200, seed: int = 13, k: int = 10) -> dict:
-    """Self-supervised: recall@1/5/10 and MRR per mode; these searches are not logged (they would distort usage scores)."""
+def evaluate_retrieval(
+    config: Config, *, searcher: Searcher | None = None, n_queries: int = 200, seed: int = 13, k: int = 10
+) -> dict:
+    """Self-supervised: recall@1/5/10 and MRR per mode; not logged (these searches would distort usage scores)."""
     searcher = searcher or Searcher(config)
     queries = build_queries(searcher, n_queries, seed)
     result: dict = {"queries": len(queries), "model_id": searcher.embedder.model_id, "modes": {}}

@@ -125,13 +125,16 @@ class Searcher:
         rows = self._rows(best, known)
         return [_hit(rows[i], scores[i], "vector") for i in best if i in rows]
 
-    def hybrid_candidates(self, query: str, k: int, kind: str | None = None) -> tuple[dict[int, float], dict[int, float], dict[int, dict]]:
-        """Full-text and vector scores (row_id -> score) of the candidates hybrid fuses for a top ``k``, plus rows read on the way."""
+    def hybrid_candidates(
+        self, query: str, k: int, kind: str | None = None
+    ) -> tuple[dict[int, float], dict[int, float], dict[int, dict]]:
+        """Full-text and vector scores (row_id -> score) of what hybrid fuses for a top ``k``, plus rows read on the way."""
         depth = max(50, 4 * k)
         self._refresh()
         fts_rows = self.store.fts_search(query, depth, kind=kind)
         vector_scores, known = self._vector_scores(query, depth, kind)
-        return {row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores, {**known, **{row["row_id"]: row for row in fts_rows}}
+        fts_scores = {row["row_id"]: float(row["_score"]) for row in fts_rows}
+        return fts_scores, vector_scores, {**known, **{row["row_id"]: row for row in fts_rows}}
 
     def rows_of(self, row_ids: list[int], known: dict[int, dict] | None = None) -> dict[int, dict]:
         """Rows by row_id, reading from the store only those not in ``known``."""
@@ -151,7 +154,7 @@ def ranked(fused: dict[int, float]) -> list[int]:
 
 
 def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_weight: float) -> dict[int, float]:
-    """Weighted sum of min-max normalised scores (vectors get ``1 - fts_weight``); a candidate missing from one list gets 0 there.
+    """Weighted sum of min-max normalised scores (vectors weigh ``1 - fts_weight``); missing from a list = 0 there.
 
     Unlike rank fusion, a full-text hit that stands far above the rest keeps its lead, while
     candidates the full text misses (paraphrases, other wording) still come in through the vectors.

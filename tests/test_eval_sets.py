@@ -38,7 +38,7 @@ def test_every_question_has_an_accepted_answer_in_the_demo_corpus(demo_rows):
 
 
 def test_answers_match_by_file_title_turn_and_substring():
-    row = {"source_path": "/x/chats/claude_conversations.json", "title": "Zone 2", "turn_index": 1, "text": "Run  EASY by feel"}
+    row = {"source_path": "/x/claude_conversations.json", "title": "Zone 2", "turn_index": 1, "text": "Run  EASY by feel"}
     assert AcceptedAnswer(source="claude_conversations.json", title="Zone 2", turns=[0, 1]).matches(row)
     assert not AcceptedAnswer(source="claude_conversations.json", title="Other", turns=[0, 1]).matches(row)
     assert not AcceptedAnswer(source="claude_conversations.json", turns=[2, 3]).matches(row)
@@ -60,7 +60,8 @@ def test_ranks_count_each_exchange_once():
 
 def test_a_bad_question_line_names_the_file_and_line(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text('{"id": "a", "split": "tune", "lang": "ru", "source_lang": "ru", "question": "?", "answers": [{"source": "x"}]}\n', encoding="utf-8")
+    line = '{"id": "a", "split": "tune", "lang": "ru", "source_lang": "ru", "question": "?", "answers": [{"source": "x"}]}'
+    path.write_text(line + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"q\.jsonl:1"):
         load_questions(path)
 
@@ -75,4 +76,5 @@ def test_routing_set_is_labelled_with_every_class_and_both_voices():
 
 
 def test_precision_and_recall():
-    assert precision_recall([True, True, False, False], [True, False, True, False]) == {"positives": 2, "routed": 2, "precision": 0.5, "recall": 0.5}
+    figures = precision_recall([True, True, False, False], [True, False, True, False])
+    assert figures == {"positives": 2, "routed": 2, "precision": 0.5, "recall": 0.5}

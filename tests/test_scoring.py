@@ -222,7 +222,8 @@ def test_routing_sends_sport_to_sport_and_an_opinion_to_core(tmp_path):
 def test_a_sport_keyword_in_passing_routes_nothing(tmp_path):
     config = config_for(tmp_path)
     text = "Если перенести на аналогию со спортом: тренировка модели похожа на марафон, но я говорю о своём ИИ."
-    routes = route_item(kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles_for(config), config=config.promote)
+    profiles = profiles_for(config)
+    routes = route_item(kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles, config=config.promote)
     assert routes["sport"]["keywords"] and routes["sport"]["score"] == 0.0
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["core"]
 
@@ -539,7 +540,8 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     remembered = next(a for a in assignments if a.text.startswith("Remember this"))
     assert signal(config, remembered.item_id, "importance") >= 0.8
     opinion = next(a for a in assignments if a.text.startswith("I think"))
-    assert {"view: «i think»", "view: «i believe»"} <= set(explain_item(config, opinion.item_id).routes["core"]["stance"])
+    stance = explain_item(config, opinion.item_id).routes["core"]["stance"]
+    assert {"view: «i think»", "view: «i believe»"} <= set(stance)
 
     again = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert (again.items_new, again.items_rescored, again.documents_read, again.texts_embedded) == (0, 0, 0, 0)

@@ -57,4 +57,5 @@ def test_argument_moves_count_only_in_statements_and_two_make_a_stance():
 
 
 def test_reasons_name_the_phrases_found():
-    assert detect_stance("Мне кажется, поиск важнее, чем модель.").describe() == ["view: «мне кажется»", "argument: «важнее, чем»"]
+    reasons = detect_stance("Мне кажется, поиск важнее, чем модель.").describe()
+    assert reasons == ["view: «мне кажется»", "argument: «важнее, чем»"]

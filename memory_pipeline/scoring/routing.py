@@ -27,7 +27,7 @@ from memory_pipeline.scoring.stance import detect_stance
 
 CORE = "core"
 CORE_MIN_STANCE = 0.5
-"""Stance score (``Stance.score``) at which an item goes to core: a stance phrase, or an argument move in the user's turns."""
+"""Stance score (``Stance.score``) that sends an item to core: a stance phrase, or an argument move of the user."""
 ROUTING_RULES = "stance-v1"
 """Part of the profiles fingerprint: stored routes are redone when the routing rules change."""
 
@@ -131,9 +131,12 @@ def route_item(
                 score = stance.score
             else:
                 score = 1.0 if stance.phrases else 0.0
-            routes[CORE] = {"score": score, "sim": round(sim, 6), "stance": stance.describe() if stance else [], "eligible": eligible}
+            reasons = stance.describe() if stance else []
+            routes[CORE] = {"score": score, "sim": round(sim, 6), "stance": reasons, "eligible": eligible}
         else:
-            routes[profile.name] = {"score": round(sim, 6), "sim": round(sim, 6), "nearest": nearest, "keywords": keyword_hits(text, profile.keywords)}
+            keywords = keyword_hits(text, profile.keywords)
+            sim = round(sim, 6)
+            routes[profile.name] = {"score": sim, "sim": sim, "nearest": nearest, "keywords": keywords}
     return routes
 
 
@@ -149,12 +152,13 @@ def _similarity(vector: np.ndarray | None, profile: AdapterProfile) -> tuple[flo
 
 
 def choose_adapters(routes: dict[str, dict], threshold: float, adapter_names: Sequence[str]) -> list[str]:
-    """``core`` when the user's stance reaches ``CORE_MIN_STANCE``, plus the best topic at or above ``threshold`` (at most one)."""
+    """``core`` when the user's stance reaches ``CORE_MIN_STANCE``, plus the best topic at or above ``threshold``."""
     chosen = []
     core = routes.get(CORE)
     if CORE in adapter_names and core and core["score"] >= CORE_MIN_STANCE:
         chosen.append(CORE)
-    topics = [(r["score"], name) for name, r in routes.items() if name != CORE and name in adapter_names and r["score"] >= threshold]
+    topics = [(r["score"], name) for name, r in routes.items() if name != CORE and name in adapter_names]
+    topics = [(score, name) for score, name in topics if score >= threshold]
     if topics:
         chosen.append(max(topics)[1])
     return chosen

@@ -72,7 +72,9 @@ def precision_recall(predicted: Sequence[bool], gold: Sequence[bool]) -> dict[st
     }
 
 
-def route_units(config: Config, embedder: PassageEmbedder, units: Sequence[RoutingUnit]) -> tuple[list[dict], np.ndarray]:
+def route_units(
+    config: Config, embedder: PassageEmbedder, units: Sequence[RoutingUnit]
+) -> tuple[list[dict], np.ndarray]:
     """Each unit's routes (as promote stores them) and its vector."""
     texts = sorted({t for a in config.adapters for t in profile_texts(a)})
     vectors_by_text = dict(zip(texts, embedder.embed_passages(texts), strict=True)) if texts else {}
@@ -86,7 +88,7 @@ def route_units(config: Config, embedder: PassageEmbedder, units: Sequence[Routi
 
 
 def evaluate_routing(config: Config, embedder: PassageEmbedder, units: Sequence[RoutingUnit] | None = None) -> dict:
-    """Precision and recall per adapter on all units and per split, the topic threshold tuned on ``tune``, and the misroutes."""
+    """Precision and recall per adapter, overall and per split; the topic threshold tuned on ``tune``; misroutes."""
     units = list(units if units is not None else load_routing_set())
     routes, _ = route_units(config, embedder, units)
     names = [a.name for a in config.adapters]
@@ -103,24 +105,33 @@ def evaluate_routing(config: Config, embedder: PassageEmbedder, units: Sequence[
     grid = []
     for candidate in THRESHOLD_GRID:
         picks = [choose_adapters(r, candidate, names) for r in routes]
-        grid.append({"route_threshold": candidate, "tune": figures(picks, lambda u: u.split == "tune"), "report": figures(picks, lambda u: u.split == "report")})
+        grid.append(
+            {
+                "route_threshold": candidate,
+                "tune": figures(picks, lambda u: u.split == "tune"),
+                "report": figures(picks, lambda u: u.split == "report"),
+            }
+        )
     topics = [n for n in names if n != "core"]
 
     def tune_key(row: dict) -> tuple:
         # Topic precision first (the target is >= 0.9), then recall.
         scores = [row["tune"][n] for n in topics]
-        return (min((s["precision"] >= 0.9 for s in scores), default=True), sum(s["recall"] for s in scores), -row["route_threshold"])
+        precise = min((s["precision"] >= 0.9 for s in scores), default=True)
+        return (precise, sum(s["recall"] for s in scores), -row["route_threshold"])
 
     best = max(grid, key=tune_key) if grid else None
+    unit_kinds = sorted({u.unit for u in units})
     return {
         "units": len(units),
-        "labels": {name: sum(1 for u in units if name in u.labels) for name in names} | {"neither": sum(1 for u in units if not u.labels)},
+        "labels": {name: sum(1 for u in units if name in u.labels) for name in names}
+        | {"neither": sum(1 for u in units if not u.labels)},
         "model_id": getattr(embedder, "model_id", ""),
         "route_threshold": threshold,
         "all": figures(chosen, lambda u: True),
         "tune": figures(chosen, lambda u: u.split == "tune"),
         "report": figures(chosen, lambda u: u.split == "report"),
-        "by_unit": {kind: figures(chosen, lambda u, kind=kind: u.unit == kind) for kind in sorted({u.unit for u in units})},
+        "by_unit": {unit: figures(chosen, lambda u, unit=unit: u.unit == unit) for unit in unit_kinds},
         "threshold_tuning": {"grid": grid, "best_route_threshold": best["route_threshold"] if best else threshold},
         "misroutes": [
             {"id": u.id, "labels": u.labels, "routed": c, "routes": r}

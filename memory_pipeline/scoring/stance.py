@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 # (category, pattern): Russian and English, lower-case; \b-like edges are added around each.
 _STANCE: tuple[tuple[str, str], ...] = (
-    # views and beliefs
     ("view", r"я\s+(?:так\s+)?(?:думаю|считаю|полагаю|уверен[а]?|убежд[её]н[а]?|верю)"),
-    ("view", r"(?:вс[её]\s+равно\s+|по-прежнему\s+|всё-таки\s+)?считаю,?\s+(?:что|это|так|нужно|надо|важно|правильн|неправильн|проще|лучше)"),
+    ("view", r"(?:вс[её]\s+равно\s+|по-прежнему\s+)?считаю,?\s+(?:что|это|так|нужно|надо|важно|правильн|проще|лучше)"),
     ("view", r"думаю,\s+(?:что|это|так)"),
     ("view", r"по[-\s]моему"),
     ("view", r"(?:как\s+)?мне\s+(?:кажется|думается|видится|представляется)"),
@@ -35,24 +34,29 @@ _STANCE: tuple[tuple[str, str], ...] = (
     ("view", r"насколько\s+я\s+понимаю|как\s+я\s+понимаю|(?:я\s+)?понимаю,?\s+что\s+я"),
     ("view", r"меня\s+(?:бесит|раздражает|злит|радует|удивляет)"),
     ("view", r"(?:это|она|он|оно|они)\s+(?:—\s+|-\s+)?переоцен|это\s+перебор|это\s+перестраховка"),
-    ("belief", r"мо[иея]\s+(?:убеждени|мировоззрени|ценност|принцип|взгляд)|свои\s+(?:убеждени|взгляд|ценност)|способы\s+мышления"),
+    ("belief", r"мо[иея]\s+(?:убеждени|мировоззрени|ценност|принцип|взгляд)"),
+    ("belief", r"свои\s+(?:убеждени|взгляд|ценност)|способы\s+мышления"),
     ("hypothesis", r"гипотеза\s*:|моя\s+гипотеза|я\s+предполагаю|предполагаю,\s+что|если\s+я\s+прав"),
     ("plan", r"я\s+(?:планирую|собираюсь|намерен[а]?|решил[а]?|буду)\b"),
     ("plan", r"(?:^|[.!?]\s+|,\s+|я\s+)хочу\s+(?!,?\s*чтобы\s+ты)(?:\w+ть|\w+ться)\b"),
     ("plan", r"мо[яй]\s+(?:цель|план|задача)|цель\s*:"),
-    ("value", r"я\s+принципиально|для\s+меня\s+(?:важно|главное|ценно)|мне\s+важно|я\s+ценю|я\s+предпочитаю|мне\s+(?:хватает|достаточно)\s+\w+"),
-    ("value", r"(?:слишком|чересчур)\s+\w+\s+для\s+(?:меня|моей|моего|моих)"),
-    ("self_assessment", r"я\s+себя\s+оцениваю|оцениваю\s+себя|я\s+(?:сильно\s+|пока\s+)?отста[юё]|я\s+(?:сильно\s+)?отстпю|для\s+меня\s+(?:вс[её]\s+)?ново"),
-    ("self_assessment", r"(?:я\s+)?(?:хорошо|плохо|слабо|сильно)\s+(?:разбираюсь|понимаю|знаю)|мой\s+уровень|я\s+новичок|вытяну\s+ли\s+я"),
+    ("value", r"я\s+принципиально|для\s+меня\s+(?:важно|главное|ценно)|мне\s+важно|я\s+ценю|я\s+предпочитаю"),
+    ("value", r"мне\s+(?:хватает|достаточно)\s+\w+|(?:слишком|чересчур)\s+\w+\s+для\s+(?:меня|моей|моего|моих)"),
+    ("self_assessment", r"я\s+себя\s+оцениваю|оцениваю\s+себя|я\s+(?:сильно\s+|пока\s+)?(?:отста[юё]|отстпю)"),
+    ("self_assessment", r"для\s+меня\s+(?:вс[её]\s+)?ново|мой\s+уровень|я\s+новичок|вытяну\s+ли\s+я"),
+    ("self_assessment", r"(?:я\s+)?(?:хорошо|плохо|слабо|сильно)\s+(?:разбираюсь|понимаю|знаю)"),
     ("agreement", r"(?:вот\s+с\s+этим\s+|с\s+этим\s+)?(?:не\s+)?согласен|убедил[аи]?\b|я\s+против\b|я\s+за\s+то"),
-    ("ai_design", r"(?:мо|сво)(?:й|я|е|ё|ю|его|ей|ем|ём|их)\s+(?:ии|ai|модел\w*|ассистент\w*|llm|ллм|агент\w*|архитектур\w*)"),
-    ("ai_design", r"не\s+обучить\s+\w+,\s+а\s+обучить|чтобы\s+(?:мой\s+|моя\s+)?(?:ии|модель|ассистент)\s+(?:думал|мыслил|отвечал|рассуждал)"),
+    ("ai_design", r"(?:мо|сво)(?:й|я|е|ё|ю|его|ей|ем|ём|их)\s+(?:ии|ai|llm|ллм|модел\w*|ассистент\w*|агент\w*)"),
+    ("ai_design", r"(?:мо|сво)(?:й|я|е|ё|ю|его|ей|ем|ём|их)\s+архитектур\w*"),
+    ("ai_design", r"не\s+обучить\s+\w+,\s+а\s+обучить"),
+    ("ai_design", r"чтобы\s+(?:мой\s+|моя\s+)?(?:ии|модель|ассистент)\s+(?:думал|мыслил|отвечал|рассуждал)"),
     ("view", r"i\s+(?:honestly\s+|really\s+|still\s+)?(?:think|believe|feel\s+that|suspect|reckon|doubt)"),
-    ("view", r"in\s+my\s+(?:view|opinion|experience)|my\s+(?:view|opinion|take)\s+is|imo\b|i'?m\s+convinced|i\s+am\s+convinced|i'?d\s+say"),
+    ("view", r"in\s+my\s+(?:view|opinion|experience)|my\s+(?:view|opinion|take)\s+is|imo\b"),
+    ("view", r"i'?m\s+convinced|i\s+am\s+convinced|i'?d\s+say"),
     ("belief", r"my\s+(?:beliefs|values|worldview|principles)|i\s+value\b"),
     ("hypothesis", r"my\s+hypothesis|hypothesis\s*:|i\s+assume\s+that"),
     ("plan", r"i\s+(?:plan|intend|am\s+going|'m\s+going|want)\s+to\b|my\s+(?:goal|plan)\s+is"),
-    ("self_assessment", r"i\s+rate\s+myself|i'?m\s+(?:bad|good|weak|strong|new)\s+at|i\s+am\s+(?:bad|good|weak|strong|new)\s+at"),
+    ("self_assessment", r"i\s+rate\s+myself|i(?:'m|\s+am)\s+(?:bad|good|weak|strong|new)\s+at"),
     ("agreement", r"i\s+(?:dis)?agree|that\s+i\s+can\s+live\s+with|fair\.|you\s+convinced\s+me"),
     ("ai_design", r"my\s+(?:ai|assistant|model)\s+should|i\s+want\s+my\s+(?:ai|assistant|model)"),
 )
@@ -79,7 +83,10 @@ _ARGUMENT: tuple[str, ...] = (
 )
 
 _EDGE_BEFORE = r"(?<![\w-])"
-_REQUEST_START = re.compile(r"^\s*(?:объясни|расскажи|подскажи|помоги|покажи|дай|сделай|напиши|explain|tell\s+me|show\s+me|give\s+me|convince\s+me)", re.IGNORECASE)
+_REQUEST_START = re.compile(
+    r"^\s*(?:объясни|расскажи|подскажи|помоги|покажи|дай|сделай|напиши|explain|(?:tell|show|give|convince)\s+me)",
+    re.IGNORECASE,
+)
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 
@@ -102,7 +109,8 @@ class Stance:
 
     def describe(self) -> list[str]:
         """Reasons a person can check: ``category: «phrase»`` and ``argument: «move»``."""
-        return [f"{category}: «{phrase}»" for category, phrase in self.phrases] + [f"argument: «{move}»" for move in self.arguments]
+        phrases = [f"{category}: «{phrase}»" for category, phrase in self.phrases]
+        return phrases + [f"argument: «{move}»" for move in self.arguments]
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -115,7 +123,8 @@ _ARGUMENT_RE = tuple(_compile(pattern) for pattern in _ARGUMENT)
 
 def statements(text: str) -> list[str]:
     """Sentences of ``text`` that are not questions or requests to the assistant."""
-    return [s for s in (p.strip() for p in _SENTENCE.split(text)) if s and not s.endswith("?") and not _REQUEST_START.match(s)]
+    sentences = (p.strip() for p in _SENTENCE.split(text))
+    return [s for s in sentences if s and not s.endswith("?") and not _REQUEST_START.match(s)]
 
 
 def detect_stance(text: str) -> Stance:
