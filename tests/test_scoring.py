@@ -467,7 +467,7 @@ def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, c
     assert row(state2, "a-0")["importance"] == pytest.approx(0.8)
 
 
-# The whole promotion over a tiny indexed corpus (real ingest, chunking, MiniLM vectors, LanceDB)
+# The whole promotion over a tiny indexed corpus (real ingest, chunking, the default model's vectors, LanceDB)
 
 
 def _conversation(cid: str, day: str, *exchanges: tuple[str, str]) -> str:
