@@ -50,7 +50,8 @@ def model_throughput(note: Path, model: str, exchanges: int) -> dict:
     embedder.embed_passages(["warm up"])  # weights loaded outside the timing
     (doc,) = parse_file(note)
     started = time.perf_counter()
-    chunks = chunk_document(doc, ChunkingConfig(), max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens)
+    budget = {"max_model_tokens": embedder.max_tokens, "count_model_tokens": embedder.count_tokens}
+    chunks = chunk_document(doc, ChunkingConfig(), **budget)
     chunked = time.perf_counter()
     embedder.embed_passages([c.text for c in chunks])
     done = time.perf_counter()
@@ -222,7 +223,8 @@ def paragraphs(note: Path, limit: int) -> list[str]:
 def fresh_process(note: Path, work: Path) -> dict:
     """`ingest` (parse, chunk, embed, index) in a new process until searchable, then cold searches."""
     config = work / "memory_pipeline.yaml"
-    config.write_text(f"storage_root: {work / 'storage'}\nsources:\n  dialogues: [{note.parent}]\n  articles: []\n  lectures: []\n")
+    sources = f"sources:\n  dialogues: [{note.parent}]\n  articles: []\n  lectures: []\n"
+    config.write_text(f"storage_root: {work / 'storage'}\n{sources}")
     cli = [sys.executable, "-m", "memory_pipeline.cli", "--config", str(config)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out: dict = {"load_average_before": os.getloadavg()}
@@ -233,18 +235,22 @@ def fresh_process(note: Path, work: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["ingest_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
     searches = []
-    for query in ("как я оцениваю свои знания ИИ стэка", "what should I learn first to build my own LLM", "теория или практика"):
+    queries = ("как я оцениваю свои знания ИИ стэка", "what should I learn first to build my own LLM", "теория или практика")
+    for query in queries:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        result = subprocess.run([*cli, "search", query, "-k", "3", "--json", "--no-service"], check=True, env=env, capture_output=True, text=True)
+        command = [*cli, "search", query, "-k", "3", "--json", "--no-service"]
+        result = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         hits = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-        searches.append({"query": query, "wall_s": round(wall, 2), "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
-                         "hits": len(hits), "top_turn": hits[0]["turn_index"] if hits else None})
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        top = hits[0] if hits else {}
+        searches.append({"query": query, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "hits": len(hits),
+                         "top_turn": top.get("turn_index"), "top_file": Path(top.get("source_file") or "").name})
     out["cold_searches"] = searches
-    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--config", str(config), "search", "марафон", "--no-service"],
-                           env=env, capture_output=True, text=True)
+    command = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--config", str(config), "search", "марафон", "--no-service"]
+    probe = subprocess.run(command, env=env, capture_output=True, text=True)
     out["search_imports_torch"] = bool(re.search(r"\|\s+torch$", probe.stderr, re.M))
     out["load_average_after"] = os.getloadavg()
     return out

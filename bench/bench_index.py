@@ -8,7 +8,8 @@ its own. Figures:
   ``model.encode`` on a random sample of up to 4,000 of the same chunk texts in the same process
   (ratio = pipeline / bare at the sample's tokens/s); "bare" is the configured embedder's own
   ``embed_passages`` (the default USE model, or MiniLM's ``model.encode`` behind it). Dialogues
-  are short (one exchange, one answer paragraph: one or two chunks each) so that 10,000 of them embed in minutes on two CPU cores;
+  are short (one exchange, one answer paragraph: one or two chunks each) so that 10,000 of them
+  embed in minutes on two CPU cores;
 - a re-run with no changes, and a re-run after changing one file, as a share of the full run;
 - search p50/p95 per mode over a synthetic table of --search-chunks chunks.
 """
@@ -45,6 +46,7 @@ BARE_SAMPLE = 4000
 make_vault(work / "vault", size, seed=size, max_exchanges=1, max_answer_paragraphs=1)
 config = Config(storage_root=work / "storage", sources={"dialogues": [work / "vault"]})
 embedder = load_embedder(config.embedding)
+embedder.embed_passages(["warm up"])  # weights loaded before any timing, as MiniLM's are by load_embedder
 out = {"documents": size, "shape": "one exchange per dialogue, one answer paragraph", "model_id": embedder.model_id}
 
 def run():

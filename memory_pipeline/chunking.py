@@ -5,7 +5,8 @@ article per section and paragraph, a lecture per time window. Budgets are counte
 embedding model's own tokens (cl100k only where no model is given), because what a chunk holds
 depends on the model's tokenizer and language: a Russian paragraph is about 3x more tokens in
 MiniLM's English WordPiece than in USE's multilingual SentencePiece. So a whole exchange becomes
-one chunk where it fits the model, and none is silently truncated by it. Chunk ids derive from the document's lineage and the text, so an unchanged chunk
+one chunk where it fits the model, and none is silently truncated by it.
+Chunk ids derive from the document's lineage and the text, so an unchanged chunk
 keeps its id and cached vector when the rest of its document changes.
 """
 

@@ -51,7 +51,9 @@ class IngestConfig(_Section):
 
 
 class ChunkingConfig(_Section):
-    max_tokens: int = Field(512, ge=16, le=8192, description="chunk budget in the embedding model's own tokens (capped by its max length)")
+    max_tokens: int = Field(
+        512, ge=16, le=8192, description="chunk budget in the embedding model's own tokens (capped by its max length)"
+    )
     overlap_tokens: int = Field(32, ge=0, description="article chunk overlap in tokens")
     lecture_window_seconds: float = Field(90.0, gt=0, description="lecture chunks span at most this much time")
 
@@ -65,7 +67,8 @@ class ChunkingConfig(_Section):
 class EmbeddingConfig(_Section):
     model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
-        description="'packaged:use-multilingual-v3' (bundled, multilingual), 'packaged:all-MiniLM-L6-v2' (bundled, English), or a sentence-transformers local path or hub id",
+        description="'packaged:use-multilingual-v3' (bundled, multilingual), 'packaged:all-MiniLM-L6-v2' "
+        "(bundled, English), or a sentence-transformers local path or hub id",
     )
     batch_size: int = Field(64, ge=1, le=4096)
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")

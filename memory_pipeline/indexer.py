@@ -54,9 +54,11 @@ class IndexReport(BaseModel):
     embed_seconds: float = 0.0
     migrated_from: dict[str, int] = Field(
         default_factory=dict,
-        description="model switch: chunk table of an earlier model -> its documents this run embedded into this model's table",
+        description="model switch: chunk table of an earlier model -> its documents this run embedded into this one's",
     )
-    not_migrated: int = Field(0, description="documents of those tables, still in the document store, that this table lacks after the run")
+    not_migrated: int = Field(
+        0, description="documents of those tables, still in the document store, that this table lacks after the run"
+    )
 
     def migration_line(self) -> str:
         """One line for the CLI and the logs; '' when this run was no model switch."""

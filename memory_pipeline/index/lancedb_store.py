@@ -103,10 +103,11 @@ class ChunkStore:
         store, and these sets show whether every document the old model had indexed arrived.
         """
         tables = [t for t in self._db.list_tables().tables if t.startswith("chunks_") and t != self.table_name]
-        return {
-            name: set(self._db.open_table(name).search().select(["doc_id"]).limit(None).to_arrow().column("doc_id").to_pylist())
-            for name in tables
-        }
+        found = {}
+        for name in tables:
+            doc_ids = self._db.open_table(name).search().select(["doc_id"]).limit(None).to_arrow().column("doc_id")
+            found[name] = set(doc_ids.to_pylist())
+        return found
 
     def ensure_columns(self) -> None:
         """Give a table written before them the lineage column, filled with doc_id, and source_file (empty).
