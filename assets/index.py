@@ -38,6 +38,8 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
 
     model = embedder.embedder
     report = sync_index(pipeline.config, stores.documents, model, progress=True, log=context.log.info)
+    if report.not_migrated:
+        context.log.error(report.migration_line())
     store = stores.chunks()
     yield dg.MaterializeResult(
         asset_key="chunks",
@@ -51,6 +53,8 @@ def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResou
             "embedded": dg.MetadataValue.int(report.embedded),
             "cache_hits": dg.MetadataValue.int(report.cache_hits),
             "seconds": dg.MetadataValue.float(report.seconds),
+            "migrated_from": counts_table(report.migrated_from, "earlier table", "documents"),
+            "not_migrated": dg.MetadataValue.int(report.not_migrated),
             "chunks_per_kind": counts_table(_chunks_per_kind(store), "kind", "chunks"),
             "preview": table(_chunk_samples(store), ["title", "kind", "position", "text"], cell_chars=160),
         },
@@ -111,24 +115,38 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
 @dg.asset(
     group_name=INDEX_GROUP,
     deps=["chunks", "faiss_index"],
-    description="Self-supervised retrieval evaluation: recall@1/5/10 and MRR per search mode on the indexed dialogues. "
-    "Declarative automation re-runs it whenever the chunks change, whichever run changed them.",
+    description="Retrieval evaluation per search mode: the bundled hand-written question set (the questions whose "
+    "answers are in this memory; fusion weight tuned on its tune half, reported on the other) and self-supervised "
+    "sentences from the indexed dialogues. Declarative automation re-runs it whenever the chunks change, whichever run changed them.",
     kinds={"python"},
     automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(pipeline: MemoryPipelineResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    from memory_pipeline.retrieval_eval import evaluate_retrieval
+    from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval
     from memory_pipeline.search import Searcher
 
     config = pipeline.config
-    result = evaluate_retrieval(config, searcher=Searcher(config, embedder=embedder.embedder))
+    searcher = Searcher(config, embedder=embedder.embedder)
+    questions = evaluate_questions(config, searcher=searcher)
+    result = evaluate_retrieval(config, searcher=searcher)
     rows = [{"mode": mode, **figures} for mode, figures in result.get("modes", {}).items()]
     columns = list(dict.fromkeys(column for row in rows for column in row)) or ["mode"]
+    question_rows = [
+        {"part": label, "questions": questions[part]["questions"], "mode": mode, **questions[part][mode]}
+        for part, label in (("modes", "all"), ("report", "report split"), ("cross_lingual", "cross-lingual"))
+        for mode in ("vector", "fts", "hybrid")
+    ]
+    question_columns = list(dict.fromkeys(column for row in question_rows for column in row))
+    tuning = questions["fusion_tuning"]
     return dg.MaterializeResult(
         metadata={
             "queries": dg.MetadataValue.int(int(result.get("queries", 0))),
             "model_id": str(result.get("model_id", "")),
             "by_mode": table(rows, columns),
+            "question_set_answerable": dg.MetadataValue.int(questions["answerable"]),
+            "question_set_by_mode": table(question_rows, question_columns),
+            "hybrid_fts_weight": dg.MetadataValue.float(float(questions["hybrid_fts_weight"])),
+            "hybrid_fts_weight_tuned": dg.MetadataValue.float(float(tuning["best_fts_weight"])),
         }
     )
 

@@ -1,10 +1,12 @@
 """Token-aware chunking: documents -> the pieces that are embedded, indexed and searched.
 
 Each kind is cut where its meaning breaks: a dialogue per exchange (question + answer), an
-article per section and paragraph, a lecture per time window. Budgets are counted in cl100k
-tokens and, when the embedder says so, in the model's own tokens too, so no chunk is silently
-truncated by the model (Russian text takes several times more English WordPiece tokens than
-cl100k tokens). Chunk ids derive from the document's lineage and the text, so an unchanged chunk
+article per section and paragraph, a lecture per time window. Budgets are counted in the
+embedding model's own tokens (cl100k only where no model is given), because what a chunk holds
+depends on the model's tokenizer and language: a Russian paragraph is about 3x more tokens in
+MiniLM's English WordPiece than in USE's multilingual SentencePiece. So a whole exchange becomes
+one chunk where it fits the model, and none is silently truncated by it.
+Chunk ids derive from the document's lineage and the text, so an unchanged chunk
 keeps its id and cached vector when the rest of its document changes.
 """
 
@@ -19,7 +21,7 @@ from itertools import groupby
 
 from memory_pipeline.config import ChunkingConfig
 from memory_pipeline.records import Chunk, Document, Kind, Section, Segment, Turn, sha256_text, stable_id
-from memory_pipeline.tokens import count_tokens, last_tokens, split_by_tokens, truncate_tokens
+from memory_pipeline.tokens import count_tokens, split_by_tokens
 
 USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
 ELLIPSIS = "…"
@@ -37,24 +39,20 @@ _LEVELS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<=[.!?…;])\s+"), " "),
     (re.compile(r"\s+"), " "),
 )
-_PARTIAL_WORD = re.compile(r"^\S*\s*")
+# Where a sentence starts: after . ! ? … and whitespace, or on a new line.
+_SENTENCE_START = re.compile(r"(?:(?<=[.!?…])\s+|\n\s*)(?=\S)")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much text one chunk may hold: cl100k tokens, and the model's own tokens when known."""
+    """How much text one chunk may hold, in the tokens ``count`` counts (the model's own)."""
 
     max_tokens: int
-    max_model_tokens: int | None = None
-    count_model_tokens: Callable[[str], int] | None = None
+    count: Callable[[str], int] = count_tokens
 
     def fits(self, text: str, *, share: float = 1.0, reserve: int = 0) -> bool:
-        """Within ``share`` of the budget, keeping ``reserve`` cl100k tokens free (for overlap)."""
-        if count_tokens(text) > int(self.max_tokens * share) - reserve:
-            return False
-        if self.count_model_tokens is None or self.max_model_tokens is None:
-            return True
-        return self.count_model_tokens(text) <= int(self.max_model_tokens * share)
+        """Within ``share`` of the budget, keeping ``reserve`` tokens free (for overlap)."""
+        return self.count(text) <= int(self.max_tokens * share) - reserve
 
 
 @dataclass
@@ -67,6 +65,7 @@ class _Piece:
     speaker: str | None = None
     heading: str | None = None
     created_at: datetime | None = None
+    source_file: str | None = None
 
 
 def chunk_document(
@@ -82,10 +81,11 @@ def chunk_document(
     Chunk ids derive from ``lineage`` (default: the doc_id) and each chunk's text; the indexer
     passes the lineage of the version an edited document replaces, so its unchanged chunks keep
     their ids. ``max_model_tokens`` / ``count_model_tokens`` come from the embedder (its max
-    sequence length and tokenizer); without them only the cl100k budget ``config.max_tokens`` applies.
+    sequence length and tokenizer): ``config.max_tokens`` is then counted in the model's tokens and
+    capped by its length; without them, in cl100k tokens.
     """
     cap = config.max_tokens if max_model_tokens is None else min(config.max_tokens, max_model_tokens)
-    budget = Budget(cap, max_model_tokens, count_model_tokens)
+    budget = Budget(cap, count_model_tokens or count_tokens)
     if doc.kind is Kind.DIALOGUE:
         pieces = _dialogue_pieces(doc, budget)
     elif doc.kind is Kind.ARTICLE:
@@ -177,7 +177,8 @@ def _context(text: str, budget: Budget, share: float, render: Callable[[str], st
     """``render(text)`` cut to fit ``share`` of the budget; the flag says whether it was cut."""
     if budget.fits(render(text), share=share):
         return render(text), False
-    candidate = truncate_tokens(text, int(budget.max_tokens * share))
+    # A token is rarely over 16 characters: a safe upper bound that keeps the bisection short.
+    candidate = text[: int(budget.max_tokens * share) * 16]
     low, high = 0, len(candidate)
     while low < high:
         middle = (low + high + 1) // 2
@@ -220,9 +221,10 @@ def _dialogue_pieces(doc: Document, budget: Budget) -> list[_Piece]:
         question = user.text.strip() if user else ""
         answer = "\n\n".join(t.text.strip() for t in answers if t.text.strip())
         when = next((t.timestamp for t in ([user] if user else []) + answers if t.timestamp), None)
+        file = next((t.source_file for t in ([user] if user else []) + answers if t.source_file), None)
 
         def add(text: str) -> None:
-            pieces.append(_Piece(text, turn_index=turn_index, created_at=when))
+            pieces.append(_Piece(text, turn_index=turn_index, created_at=when, source_file=file))
 
         whole = exchange_text(question, answer)
         if not whole:
@@ -290,24 +292,29 @@ def _pack_with_overlap(
             continue
         if current:
             chunks.append((header + body(current), page))
-            tail = _overlap_tail("\n\n".join(current), overlap)
+            tail = _overlap_tail("\n\n".join(current), overlap, budget.count)
             while tail and not budget.fits(header + body([text])):
-                tail = _overlap_tail(tail, count_tokens(tail) // 2)
+                tail = _overlap_tail(tail, budget.count(tail) // 2, budget.count)
         current, page = [text], unit_page
     if current:
         chunks.append((header + body(current), page))
     return chunks
 
 
-def _overlap_tail(text: str, tokens: int) -> str:
-    """The last ``tokens`` tokens of text, starting at a word boundary ('' when none fits)."""
+def _overlap_tail(text: str, tokens: int, count: Callable[[str], int]) -> str:
+    """The longest suffix of text within ``tokens`` tokens that starts a sentence ('' when none fits).
+
+    Whole sentences only: the next chunk starts with its heading and then this tail, and a tail
+    from mid-sentence read as if the heading ran into it.
+    """
     if tokens <= 0:
         return ""
-    tail = last_tokens(text, tokens)
-    if len(tail) < len(text) and not text[-len(tail) - 1].isspace():
-        tail = _PARTIAL_WORD.sub("", tail, count=1)
-    tail = tail.strip()
-    return "" if tail == text.strip() else tail
+    starts = [0, *(m.end() for m in _SENTENCE_START.finditer(text))]
+    low, high = 1, len(starts)  # bisect the earliest sentence start whose suffix fits (never the whole text)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if count(text[starts[middle] :].strip()) <= tokens else (middle + 1, high)
+    return text[starts[low] :].strip() if low < len(starts) else ""
 
 
 # --- lectures ----------------------------------------------------------------------------------
@@ -399,6 +406,7 @@ def _to_chunks(doc: Document, pieces: list[_Piece], lineage: str) -> list[Chunk]
                 heading=piece.heading,
                 created_at=_utc_naive(piece.created_at or doc.created_at),
                 language=doc.language,
+                source_file=piece.source_file,
             )
         )
     return chunks

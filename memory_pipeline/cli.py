@@ -136,7 +136,9 @@ def ingest(
                 f"index: {r.docs_indexed} documents (re)indexed, {r.docs_deleted} removed; chunks +{r.chunks_added} "
                 f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; {r.seconds:.1f}s"
             )
-    if missing or any(r.errors for r in reports.values()):
+            if r.migrated_from:
+                console.print(("[red]" if r.not_migrated else "[yellow]") + r.migration_line())
+    if missing or any(r.errors for r in reports.values()) or (index_report is not None and index_report.not_migrated):
         raise typer.Exit(1)
 
 
@@ -192,7 +194,7 @@ def _print_hits(hits, as_json: bool) -> None:
         console.print("[dim]no hits[/dim]")
     for number, hit in enumerate(hits, start=1):
         console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{hit.kind} · score {hit.score:.3f} · {_position(hit)}[/dim]")
-        console.print(f"   [dim]{hit.source_path}[/dim]")
+        console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
         console.print(f"   {one_line(hit.text, 300)}")
 
 
@@ -206,22 +208,52 @@ def _position(hit) -> str:
     return hit.heading or ""
 
 
+def _route_reason(route: dict) -> str:
+    """What decided an adapter's route score: stance phrases for core, the nearest example for a topic."""
+    if "stance" in route:
+        if not route.get("eligible"):
+            return f"score {route['score']:.2f}: not the user's own text (or too short)"
+        found = "; ".join(route["stance"]) or "no stance phrase or argument"
+        return f"stance {route['score']:.2f} ({found}); similarity to the description {route['sim']:.2f}"
+    if "nearest" in route:
+        keywords = f"; keywords seen (not deciding): {', '.join(route['keywords'])}" if route.get("keywords") else ""
+        return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
+    return _readable(route)
+
+
 @app.command("eval-retrieval")
 def eval_retrieval(
-    queries: Annotated[int, typer.Option("--queries", help="number of self-supervised queries")] = 200,
+    questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled one)")] = None,
+    queries: Annotated[int, typer.Option("--queries", help="self-supervised queries as well (0: none)")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="the figures as one JSON object")] = False,
 ) -> None:
-    """Recall@1/5/10 and MRR per search mode on queries taken from inside the indexed dialogues."""
-    from memory_pipeline.retrieval_eval import evaluate_retrieval
+    """Recall@1/5/10 and MRR per search mode on hand-written (and self-supervised) questions; fusion weight tuned."""
+    from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval, load_questions
     from memory_pipeline.search import Searcher
 
     config = state.config()
-    result = evaluate_retrieval(config, searcher=Searcher(config), n_queries=queries)
+    searcher = Searcher(config)
+    result = {"question_set": evaluate_questions(config, searcher=searcher, questions=load_questions(questions))}
+    if queries > 0:
+        result["self_supervised"] = evaluate_retrieval(config, searcher=searcher, n_queries=queries)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
-    table = Table(title=f"retrieval eval ({result.get('queries', 0)} queries)")
-    modes = result.get("modes", {})
+    qs = result["question_set"]
+    console.print(f"question set: {qs['answerable']} of {qs['questions']} answerable in this memory; model {qs['model_id']}")
+    parts = (("modes", "all questions"), ("tune", "tune split"), ("report", "report split"), ("cross_lingual", "cross-lingual"))
+    for part, title in parts:
+        title = f"{title} ({qs[part]['questions']}; hybrid_fts_weight {qs['hybrid_fts_weight']})"
+        _print_modes(title, {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
+    tuning = qs["fusion_tuning"]
+    console.print(f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; report split: {tuning['report_at_best']}")
+    if "self_supervised" in result:
+        ss = result["self_supervised"]
+        _print_modes(f"self-supervised ({ss['queries']} sentences from answers)", ss["modes"])
+
+
+def _print_modes(title: str, modes: dict[str, dict]) -> None:
+    table = Table(title=title)
     columns = list(dict.fromkeys(c for figures in modes.values() for c in figures))
     table.add_column("mode")
     for column in columns:
@@ -293,7 +325,7 @@ def explain(
         table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", s.reason)
     console.print(table)
     for adapter, route in e.routes.items():
-        console.print(f"route {adapter}: {_readable(route)}")
+        console.print(f"route {adapter}: {_route_reason(route)}")
     console.print(f"[dim]{e.preview}[/dim]")
 
 

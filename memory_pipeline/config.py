@@ -21,7 +21,7 @@ CONFIG_ENV = "MEMORY_PIPELINE_CONFIG"
 STORAGE_ENV = "MEMORY_PIPELINE_STORAGE"
 TOKEN_ENV = "MEMORY_PIPELINE_TOKEN"
 DEFAULT_CONFIG_NAME = "memory_pipeline.yaml"
-DEFAULT_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_MODEL = "packaged:use-multilingual-v3"
 
 
 class _Section(BaseModel):
@@ -51,7 +51,9 @@ class IngestConfig(_Section):
 
 
 class ChunkingConfig(_Section):
-    max_tokens: int = Field(256, ge=16, le=8192, description="chunk budget in cl100k tokens (capped by the model's max length)")
+    max_tokens: int = Field(
+        512, ge=16, le=8192, description="chunk budget in the embedding model's own tokens (capped by its max length)"
+    )
     overlap_tokens: int = Field(32, ge=0, description="article chunk overlap in tokens")
     lecture_window_seconds: float = Field(90.0, gt=0, description="lecture chunks span at most this much time")
 
@@ -65,7 +67,8 @@ class ChunkingConfig(_Section):
 class EmbeddingConfig(_Section):
     model: str = Field(
         DEFAULT_EMBEDDING_MODEL,
-        description="sentence-transformers model: 'packaged:all-MiniLM-L6-v2' (bundled), a local path, or a hub id",
+        description="'packaged:use-multilingual-v3' (bundled, multilingual), 'packaged:all-MiniLM-L6-v2' "
+        "(bundled, English), or a sentence-transformers local path or hub id",
     )
     batch_size: int = Field(64, ge=1, le=4096)
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
@@ -91,6 +94,7 @@ class SearchConfig(_Section):
     default_k: int = Field(10, ge=1, le=1000)
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     max_query_chars: int = Field(4000, ge=10)
+    hybrid_fts_weight: float = Field(0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
 
 
 class AdapterConfig(_Section):
@@ -141,7 +145,7 @@ class PromoteConfig(_Section):
     min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
     recurrence_radius: float = Field(0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic")
-    core_min_user_chars: int = Field(120, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
+    core_min_user_chars: int = Field(40, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
 
     @field_validator("weights")
     @classmethod

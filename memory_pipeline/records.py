@@ -57,6 +57,9 @@ class Turn(BaseModel):
     model: str | None = Field(None, description="model name when the export records it")
     timestamp: datetime | None = None
     message_id: str | None = None
+    source_file: str | None = Field(
+        None, description="the file the message was read from, where the document spans several"
+    )
 
 
 class Section(BaseModel):
@@ -115,7 +118,10 @@ class Document(BaseModel):
         payload = json.dumps(
             {
                 "title": self.title,
-                "turns": [t.model_dump(mode="json") for t in self.turns],
+                # without an unset source_file, so documents parsed before it existed keep their hash
+                "turns": [
+                    t.model_dump(mode="json", exclude=None if t.source_file else {"source_file"}) for t in self.turns
+                ],
                 "sections": [s.model_dump(mode="json") for s in self.sections],
                 "segments": [s.model_dump(mode="json") for s in self.segments],
             },
@@ -195,6 +201,9 @@ class Chunk(BaseModel):
     heading: str | None = None
     created_at: datetime | None = None
     language: str = "unknown"
+    source_file: str | None = Field(
+        None, description="dialogue: the exchange's own file, where the conversation spans several"
+    )
 
     @property
     def row_id(self) -> int:

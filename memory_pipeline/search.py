@@ -1,10 +1,10 @@
 """Search the memory: vector (FAISS), full text (LanceDB, Russian + English stems), or hybrid.
 
 Hybrid fuses the two candidate lists by a weighted sum of their normalised scores (see
-``fuse``), then reranks. The full-text side weighs more by default: most of the user's text is Russian and the packaged embedding model
-is English-only, so on Russian queries exact (stemmed) words are the stronger evidence, while
-the vector list still lifts paraphrases. The weights were tuned on the retrieval evaluation
-(see retrieval_eval.py) so that hybrid is never worse than the best single mode there.
+``fuse``), then reranks. The full-text share (``search.hybrid_fts_weight``, the vector list gets
+the rest) depends on how well the embedding model knows the user's languages, so it is tuned on
+the tune half of the hand-written question set (``memory-pipeline eval-retrieval``, see
+retrieval_eval.py) and reported on the other half.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from memory_pipeline.index.lancedb_store import ChunkStore
 
 MODES = ("vector", "fts", "hybrid")
 KINDS = ("dialogue", "article", "lecture")
-FTS_WEIGHT = 0.7
-VECTOR_WEIGHT = 0.3
 _RELOAD_SECONDS = 1.0
 
 
@@ -42,6 +40,7 @@ class Hit(BaseModel):
     end: float | None = None
     speaker: str | None = None
     heading: str | None = None
+    source_file: str | None = None
     text: str
 
 
@@ -126,24 +125,42 @@ class Searcher:
         rows = self._rows(best, known)
         return [_hit(rows[i], scores[i], "vector") for i in best if i in rows]
 
-    def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
+    def hybrid_candidates(
+        self, query: str, k: int, kind: str | None = None
+    ) -> tuple[dict[int, float], dict[int, float], dict[int, dict]]:
+        """Full-text and vector scores (row_id -> score) of what hybrid fuses for a top ``k``, plus rows read on the way."""
         depth = max(50, 4 * k)
+        self._refresh()
         fts_rows = self.store.fts_search(query, depth, kind=kind)
         vector_scores, known = self._vector_scores(query, depth, kind)
-        fused = fuse({row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores)
-        best = sorted(fused, key=lambda row_id: (-fused[row_id], row_id))[:k]
-        rows = self._rows(best, {**known, **{row["row_id"]: row for row in fts_rows}})
+        fts_scores = {row["row_id"]: float(row["_score"]) for row in fts_rows}
+        return fts_scores, vector_scores, {**known, **{row["row_id"]: row for row in fts_rows}}
+
+    def rows_of(self, row_ids: list[int], known: dict[int, dict] | None = None) -> dict[int, dict]:
+        """Rows by row_id, reading from the store only those not in ``known``."""
+        return self._rows(row_ids, known or {})
+
+    def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
+        fts_scores, vector_scores, known = self.hybrid_candidates(query, k, kind)
+        fused = fuse(fts_scores, vector_scores, fts_weight=self.config.search.hybrid_fts_weight)
+        best = ranked(fused)[:k]
+        rows = self._rows(best, known)
         return [_hit(rows[i], fused[i], "hybrid") for i in best if i in rows]
 
 
-def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_weight: float = FTS_WEIGHT, vector_weight: float = VECTOR_WEIGHT) -> dict[int, float]:
-    """Weighted sum of min-max normalised scores; a candidate missing from one list gets 0 there.
+def ranked(fused: dict[int, float]) -> list[int]:
+    """Row ids best first; ties by row id, so a ranking is reproducible."""
+    return sorted(fused, key=lambda row_id: (-fused[row_id], row_id))
+
+
+def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_weight: float) -> dict[int, float]:
+    """Weighted sum of min-max normalised scores (vectors weigh ``1 - fts_weight``); missing from a list = 0 there.
 
     Unlike rank fusion, a full-text hit that stands far above the rest keeps its lead, while
     candidates the full text misses (paraphrases, other wording) still come in through the vectors.
     """
     fused: dict[int, float] = {}
-    for weight, scores in ((fts_weight, fts_scores), (vector_weight, vector_scores)):
+    for weight, scores in ((fts_weight, fts_scores), (1.0 - fts_weight, vector_scores)):
         if not scores:
             continue
         low, high = min(scores.values()), max(scores.values())

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from memory_pipeline import cli
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV
 
-pytestmark = pytest.mark.slow  # real ingest and MiniLM embeddings, once per module
+pytestmark = pytest.mark.slow  # real ingest and the default embeddings, once per module
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

@@ -106,7 +106,7 @@ def test_chunks_and_faiss_index_report_counts_a_chunk_preview_and_the_index_shap
     assert any("turn " in p for p in positions) and any("0:0" in p for p in positions)  # dialogue exchanges, lecture times
     assert not any(isinstance(entry, dg.JsonMetadataValue) for entry in chunks.values())  # the figures once, not again as JSON
     assert faiss_index["ntotal"].value == chunks["chunks_total"].value
-    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 384, True)
+    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 512, True)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from memory_pipeline.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.records import sha256_text
 
+MINILM = "packaged:all-MiniLM-L6-v2"
 TEXTS = [
     "Start the marathon slower than your goal pace.",
     "Ешьте углеводы вечером накануне забега.",
@@ -27,13 +28,14 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def embedder():
-    return load_embedder(EmbeddingConfig(device="cpu", batch_size=2))
+    return load_embedder(EmbeddingConfig(model=MINILM, device="cpu", batch_size=2))
 
 
 @pytest.fixture(scope="module")
 def e5_style_embedder(embedder):
     """The same model with e5-style prefixes: another model id, the loaded model is shared."""
-    return load_embedder(EmbeddingConfig(device="cpu", query_prefix="query: ", passage_prefix="passage: "))
+    config = EmbeddingConfig(model=MINILM, device="cpu", query_prefix="query: ", passage_prefix="passage: ")
+    return load_embedder(config)
 
 
 def test_packaged_minilm_identity_and_shape(embedder):

@@ -1,4 +1,4 @@
-"""Incremental indexing into a real LanceDB and real FAISS files, with the real packaged MiniLM."""
+"""Incremental indexing into a real LanceDB and real FAISS files, with the real packaged default model."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 from memory_pipeline.chunking import chunk_document
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder, resolve_model_path
+from memory_pipeline.embedding import load_embedder
 from memory_pipeline.indexer import check_consistency, open_stores, sync_index
 from memory_pipeline.ingest import ingest_all
 
@@ -348,16 +348,27 @@ def test_kill_minus_nine_mid_run_then_next_run_repairs_everything(tmp_path, embe
     assert report.docs_indexed <= 450
 
 
-def test_another_model_gets_its_own_table_and_never_mixes_vectors(corpus, embedder):
-    _index(corpus, embedder)
-    local = corpus.model_copy(deep=True)
-    local.embedding.model = resolve_model_path(corpus.embedding.model)  # same weights, different model id
-    other = load_embedder(local.embedding)
-    assert other.model_id != embedder.model_id
-    report = sync_index(local, DocumentStore(local.documents_dir), other, progress=False)
+def test_model_switch_is_a_reported_migration_into_the_new_models_table(corpus, embedder):
+    """Indexed with MiniLM, then switched to the default: every document is re-embedded into the new
+    model's table, the report names the table it came from, and search reads the new table."""
+    from memory_pipeline.search import Searcher
+
+    minilm_config = corpus.model_copy(deep=True)
+    minilm_config.embedding.model = "packaged:all-MiniLM-L6-v2"
+    minilm = load_embedder(minilm_config.embedding)
+    assert not _index(minilm_config, minilm).migrated_from  # the first model: nothing to migrate
+    old, _ = open_stores(minilm_config, minilm.model_id, minilm.dimension)
+    report = sync_index(corpus, DocumentStore(corpus.documents_dir), embedder, progress=False)
+    assert report.migrated_from == {old.table_name: 3} and report.not_migrated == 0
     assert report.embedded == report.chunks_total > 0  # cache is keyed by model id: everything embedded again
-    first, _ = open_stores(corpus, embedder.model_id, embedder.dimension)
-    second, _ = open_stores(local, other.model_id, other.dimension)
-    assert first.table_name != second.table_name and first.count() == second.count()
-    meta = json.loads(Path(open_stores(local, other.model_id, other.dimension)[1].meta_path).read_text())
-    assert meta["model_id"] == other.model_id
+    assert "model switch" in report.migration_line() and old.table_name in report.migration_line()
+    new, faiss_index = open_stores(corpus, embedder.model_id, embedder.dimension)
+    assert new.table_name != old.table_name and set(new.indexed_documents()) == set(old.indexed_documents())
+    assert old.count() > 0  # the earlier table is kept
+    assert json.loads(Path(faiss_index.meta_path).read_text())["model_id"] == embedder.model_id
+    assert check_consistency(corpus).ok
+    assert not sync_index(corpus, DocumentStore(corpus.documents_dir), embedder, progress=False).migrated_from
+    searcher = Searcher(corpus, embedder=embedder)
+    assert searcher.stats()["chunks"] == new.count()
+    assert searcher.search("компактные линии в прессинге", k=3, mode="vector")[0].title == "Football"
+

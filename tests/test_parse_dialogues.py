@@ -170,6 +170,19 @@ def test_conversation_note_with_exchange_folder_is_one_conversation():
     assert doc.external_id == "0c0c0c0c-1234-4567-89ab-cdef00000042"
     assert doc.turns[3].timestamp == datetime(2025, 2, 1, 10, 16)
     assert doc.source_hash == _dialogue.files_sha256([FOLDER_NOTE, *members])
+    assert [t.source_file for t in doc.turns] == [str(members[0])] * 2 + [str(members[1])] * 2
+
+
+def test_chunks_of_a_folder_conversation_name_the_exchange_file_they_come_from():
+    from memory_pipeline.chunking import chunk_document
+    from memory_pipeline.config import ChunkingConfig
+
+    members = conversation_note_members(FOLDER_NOTE)
+    chunks = chunk_document(only(parse_file(FOLDER_NOTE)), ChunkingConfig())
+    assert [(c.turn_index, c.source_file) for c in chunks] == [(0, str(members[0])), (2, str(members[1]))]
+    assert all(c.source_path == str(FOLDER_NOTE) for c in chunks)
+    single = only(parse_file(SAMPLES / "honest_self_assessment.md"))
+    assert all(t.source_file is None for t in single.turns)
 
 
 def test_exchange_folder_changes_update_the_same_conversation(tmp_path):

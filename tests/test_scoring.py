@@ -216,7 +216,16 @@ def test_routing_sends_sport_to_sport_and_an_opinion_to_core(tmp_path):
     opinion = route_item(kind=Kind.DIALOGUE, text=opinion_text, user_text=opinion_text, vector=TOPIC_OTHER, profiles=profiles, config=config.promote)
     assert choose_adapters(sport, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
     assert choose_adapters(opinion, config.promote.route_threshold, ["core", "sport"]) == ["core"]
-    assert opinion["core"]["opinions"] == ["я думаю"] and "во-первых" in opinion["core"]["arguments"]
+    assert "view: «я думаю»" in opinion["core"]["stance"] and "argument: «поэтому»" in opinion["core"]["stance"]
+
+
+def test_a_sport_keyword_in_passing_routes_nothing(tmp_path):
+    config = config_for(tmp_path)
+    text = "Если перенести на аналогию со спортом: тренировка модели похожа на марафон, но я говорю о своём ИИ."
+    profiles = profiles_for(config)
+    routes = route_item(kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles, config=config.promote)
+    assert routes["sport"]["keywords"] and routes["sport"]["score"] == 0.0
+    assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["core"]
 
 
 def test_keywords_match_russian_inflections_by_stem():
@@ -458,7 +467,7 @@ def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, c
     assert row(state2, "a-0")["importance"] == pytest.approx(0.8)
 
 
-# The whole promotion over a tiny indexed corpus (real ingest, chunking, MiniLM vectors, LanceDB)
+# The whole promotion over a tiny indexed corpus (real ingest, chunking, the default model's vectors, LanceDB)
 
 
 def _conversation(cid: str, day: str, *exchanges: tuple[str, str]) -> str:
@@ -531,7 +540,8 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     remembered = next(a for a in assignments if a.text.startswith("Remember this"))
     assert signal(config, remembered.item_id, "importance") >= 0.8
     opinion = next(a for a in assignments if a.text.startswith("I think"))
-    assert explain_item(config, opinion.item_id).routes["core"]["opinions"] == ["i think", "i believe"]
+    stance = explain_item(config, opinion.item_id).routes["core"]["stance"]
+    assert {"view: «i think»", "view: «i believe»"} <= set(stance)
 
     again = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert (again.items_new, again.items_rescored, again.documents_read, again.texts_embedded) == (0, 0, 0, 0)

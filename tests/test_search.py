@@ -11,7 +11,7 @@ from memory_pipeline.errors import SearchError
 from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.indexer import sync_index
 from memory_pipeline.ingest import ingest_all
-from memory_pipeline.retrieval_eval import evaluate_retrieval
+from memory_pipeline.retrieval_eval import FUSION_GRID, AcceptedAnswer, EvalQuestion, evaluate_questions, evaluate_retrieval
 from memory_pipeline.search import Searcher, fuse, search
 from memory_pipeline.search_log import hit_counts
 
@@ -102,7 +102,7 @@ def test_empty_index_returns_no_hits(tmp_path):
 
 
 def test_fusion_keeps_a_dominant_full_text_hit_and_adds_vector_only_candidates():
-    fused = fuse({1: 10.0, 2: 2.0, 3: 1.0}, {2: 0.9, 4: 0.85, 1: 0.5})
+    fused = fuse({1: 10.0, 2: 2.0, 3: 1.0}, {2: 0.9, 4: 0.85, 1: 0.5}, fts_weight=0.7)
     assert max(fused, key=fused.get) == 1
     assert 4 in fused
 
@@ -113,3 +113,20 @@ def test_retrieval_eval_reports_every_mode_and_hybrid_is_not_worse(searcher):
     modes = result["modes"]
     assert set(modes) == {"vector", "fts", "hybrid"}
     assert modes["hybrid"]["mrr"] >= max(modes["vector"]["mrr"], modes["fts"]["mrr"]) - 1e-9
+
+
+def test_question_set_eval_skips_absent_answers_and_tunes_the_fusion_weight(searcher):
+    def question(qid, split, text, source, contains):
+        answer = AcceptedAnswer(source=source, contains=[contains])
+        return EvalQuestion(id=qid, split=split, lang="en", source_lang="en", question=text, answers=[answer])
+
+    questions = [
+        question("a", "tune", "how long should athletes sleep", "chats.jsonl", "eight to nine hours"),
+        question("b", "report", "высокий прессинг в футболе", "pressing.md", "компактных линий"),
+        question("c", "report", "anything", "absent.md", "nowhere"),
+    ]
+    result = evaluate_questions(searcher.config, searcher=searcher, questions=questions)
+    assert (result["answerable"], result["skipped"]) == (2, ["c"])
+    assert result["modes"]["fts"]["recall@5"] == 1.0 and result["report"]["questions"] == 1
+    assert set(result["modes"]["hybrid"]) == {"recall@1", "recall@5", "recall@10", "mrr"}
+    assert result["fusion_tuning"]["best_fts_weight"] in FUSION_GRID

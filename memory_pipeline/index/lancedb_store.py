@@ -23,7 +23,7 @@ from memory_pipeline.records import Chunk
 _ID_BATCH = 500
 ROW_COLUMNS = [
     "row_id", "chunk_id", "doc_id", "kind", "title", "source_path", "text", "ordinal",
-    "turn_index", "page", "start", "end", "speaker", "heading", "created_at", "language",
+    "turn_index", "page", "start", "end", "speaker", "heading", "created_at", "language", "source_file",
 ]  # fmt: skip
 
 
@@ -51,8 +51,9 @@ def _schema(dimension: int):
             pa.field("heading", pa.string()),
             pa.field("created_at", pa.timestamp("us")),
             pa.field("language", pa.string()),
-            # Last, where add_columns puts it in a table written before it existed.
+            # Last, where add_columns puts them in a table written before they existed.
             pa.field("lineage", pa.string()),
+            pa.field("source_file", pa.string()),
         ]
     )
 
@@ -95,14 +96,35 @@ class ChunkStore:
         """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
         return {row["doc_id"]: row["doc_key"] for row in self.rows(["doc_id", "doc_key"])}
 
-    def ensure_lineage_column(self) -> None:
-        """Give a table written before lineages existed its lineage column, filled with doc_id.
+    def other_model_documents(self) -> dict[str, set[str]]:
+        """Chunk tables of other embedding models in this database -> the documents they hold.
+
+        What a model switch has to carry over: the new model's table is filled from the document
+        store, and these sets show whether every document the old model had indexed arrived.
+        """
+        tables = [t for t in self._db.list_tables().tables if t.startswith("chunks_") and t != self.table_name]
+        found = {}
+        for name in tables:
+            doc_ids = self._db.open_table(name).search().select(["doc_id"]).limit(None).to_arrow().column("doc_id")
+            found[name] = set(doc_ids.to_pylist())
+        return found
+
+    def ensure_columns(self) -> None:
+        """Give a table written before them the lineage column, filled with doc_id, and source_file (empty).
 
         Those rows' chunk ids derive from their doc_id, the lineage a document starts with, so
         every id stays valid and nothing is re-chunked.
         """
         if self.exists() and "lineage" not in self.table.schema.names:
             self.table.add_columns({"lineage": "doc_id"})
+        if self.exists() and "source_file" not in self.table.schema.names:
+            self.table.add_columns({"source_file": "CAST(NULL AS STRING)"})
+
+    @property
+    def row_columns(self) -> list[str]:
+        """ROW_COLUMNS this table has (one not yet given its newer columns by ``ensure_columns`` lacks some)."""
+        names = set(self.table.schema.names)
+        return [c for c in ROW_COLUMNS if c in names]
 
     def replace_documents(
         self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray], *, replaced: Sequence[str] = ()
@@ -161,7 +183,7 @@ class ChunkStore:
         ids = [int(i) for i in row_ids]
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start : start + _ID_BATCH]
-            query = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(ROW_COLUMNS).limit(None)
+            query = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(self.row_columns).limit(None)
             for row in query.to_arrow().to_pylist():
                 found[row["row_id"]] = row
         return found
@@ -191,7 +213,7 @@ class ChunkStore:
         ]
 
     def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
-        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*ROW_COLUMNS, "_distance"]).limit(k)
+        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*self.row_columns, "_distance"]).limit(k)
         if kind:
             query = query.where(f"kind = '{kind}'", prefilter=True)
         rows = query.to_arrow().to_pylist()
@@ -206,7 +228,7 @@ class ChunkStore:
             return []
         if not self._fts_ready:
             self.ensure_fts_index()
-        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*ROW_COLUMNS, "_score"]).limit(k)
+        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*self.row_columns, "_score"]).limit(k)
         if kind:
             search = search.where(f"kind = '{kind}'", prefilter=True)
         return search.to_arrow().to_pylist()
@@ -262,6 +284,7 @@ def _row(chunk: Chunk, doc_key: str, vector: np.ndarray) -> dict:
         "created_at": chunk.created_at,
         "language": chunk.language,
         "lineage": chunk.lineage,
+        "source_file": chunk.source_file,
     }
 
 

@@ -1,8 +1,14 @@
 """Which LoRA adapter an item teaches: ``core`` (the user's own views) and at most one topic.
 
-``core`` learns to answer the way the user thinks, so it takes dialogue exchanges where the
-user says enough and takes a stance, argues or explains; topic adapters take items close to
-their description and examples, helped by keyword hits (stemmed, so Russian inflections match).
+``core`` learns how the user thinks, so it takes the items where he states his own view, belief,
+hypothesis, plan, self-assessment or how his AI should think, in his own words: the user's turns
+of a dialogue exchange, or a note of his own (an article section written in the first person).
+The first-person stance detector (``stance.py``) decides; an assistant's answer never does.
+
+A topic adapter takes the items that are substantively on its topic: the item's vector against
+the adapter's description and ``examples`` (a multilingual model makes Russian items meet English
+examples and back). Keywords are shown as evidence but never route by themselves, so a word in
+passing ("аналогия со спортом") does not make a conversation about AI a sport item.
 """
 
 from __future__ import annotations
@@ -17,56 +23,13 @@ import numpy as np
 
 from memory_pipeline.config import AdapterConfig, PromoteConfig
 from memory_pipeline.records import Kind, sha256_text
-from memory_pipeline.scoring.signals import markers_pattern
+from memory_pipeline.scoring.stance import detect_stance
 
 CORE = "core"
-KEYWORD_BONUS = 0.15
-KEYWORD_BONUS_MAX = 0.45
-
-_OPINION = (
-    "я думаю",
-    "я считаю",
-    "по-моему",
-    "по моему",
-    "мне кажется",
-    "на мой взгляд",
-    "я уверен",
-    "я убежден",
-    "я убеждён",
-    "моё мнение",
-    "мое мнение",
-    "я не согласен",
-    "я согласен",
-    "i think",
-    "i believe",
-    "in my opinion",
-    "in my view",
-    "i'm convinced",
-    "i am convinced",
-    "i disagree",
-    "i agree",
-    "i feel that",
-    "my view is",
-    "imo",
-)
-_ARGUMENT = (
-    "потому что",
-    "поэтому",
-    "следовательно",
-    "во-первых",
-    "во-вторых",
-    "значит",
-    "однако",
-    "например",
-    "because",
-    "therefore",
-    "however",
-    "for example",
-    "which means",
-    "the reason",
-    "first,",
-    "second,",
-)
+CORE_MIN_STANCE = 0.5
+"""Stance score (``Stance.score``) that sends an item to core: a stance phrase, or an argument move of the user."""
+ROUTING_RULES = "stance-v1"
+"""Part of the profiles fingerprint: stored routes are redone when the routing rules change."""
 
 
 class PassageEmbedder(Protocol):
@@ -84,6 +47,7 @@ class AdapterProfile:
     name: str
     vectors: np.ndarray
     keywords: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
+    texts: tuple[str, ...] = field(default_factory=tuple)
 
 
 def profile_texts(adapter: AdapterConfig) -> list[str]:
@@ -92,7 +56,7 @@ def profile_texts(adapter: AdapterConfig) -> list[str]:
 
 def profiles_fingerprint(adapters: Sequence[AdapterConfig], model_id: str) -> str:
     """Changes when any adapter's description, examples or keywords change: routes are then redone."""
-    parts = [model_id]
+    parts = [ROUTING_RULES, model_id]
     for a in adapters:
         parts += [a.name, *profile_texts(a), "|", *a.keywords, "||"]
     return sha256_text("\x1f".join(parts))[:32]
@@ -104,7 +68,7 @@ def build_profiles(adapters: Sequence[AdapterConfig], vectors_by_text: dict[str,
     for a in adapters:
         texts = profile_texts(a)
         vecs = np.stack([vectors_by_text[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
-        profiles.append(AdapterProfile(a.name, vecs, tuple((k, keyword_stems(k)) for k in a.keywords)))
+        profiles.append(AdapterProfile(a.name, vecs, tuple((k, keyword_stems(k)) for k in a.keywords), tuple(texts)))
     return profiles
 
 
@@ -137,14 +101,6 @@ def keyword_hits(text: str, keywords: Sequence[tuple[str, tuple[str, ...]]]) -> 
     ]
 
 
-def stance_markers(user_text: str) -> tuple[list[str], list[str]]:
-    """Opinion markers ("я думаю", "I believe") and argument markers ("потому что", "therefore")."""
-    folded = user_text.casefold()
-    opinions = set(markers_pattern(_OPINION).findall(folded))
-    arguments = set(markers_pattern(_ARGUMENT).findall(folded))
-    return [m for m in _OPINION if m in opinions], [m for m in _ARGUMENT if m in arguments]
-
-
 def route_item(
     *,
     kind: Kind,
@@ -154,42 +110,55 @@ def route_item(
     profiles: Sequence[AdapterProfile],
     config: PromoteConfig,
 ) -> dict[str, dict]:
-    """Per adapter: its route score and what it came from (similarity, markers, keywords).
+    """Per adapter: its route score and what it came from.
 
-    core = max(stance, similarity to core's profile) for dialogue exchanges whose user text has
-    at least ``core_min_user_chars``, else 0; stance = 0.5 per opinion marker + 0.15 per argument
-    marker, capped at 1. Topic = max similarity to description/examples + 0.15 per keyword hit
-    (up to 0.45).
+    core: the stance score of the user's own words (dialogue: his turns, when at least
+    ``core_min_user_chars``; article: the section, stance phrases only, as an article's argument
+    may be anyone's; lectures: never), with the phrases found. Topic: the best cosine between the
+    item's vector and the adapter's description and examples, with the nearest of those texts and
+    any keyword seen.
     """
     routes: dict[str, dict] = {}
     for profile in profiles:
-        sim = _similarity(vector, profile.vectors)
+        sim, nearest = _similarity(vector, profile)
         if profile.name == CORE:
-            eligible = kind is Kind.DIALOGUE and len(user_text.strip()) >= config.core_min_user_chars
-            opinions, arguments = stance_markers(user_text) if eligible else ([], [])
-            stance = min(1.0, 0.5 * len(opinions) + 0.15 * len(arguments))
-            score = max(stance, sim) if eligible else 0.0
-            routes[CORE] = {"score": round(score, 6), "sim": round(sim, 6), "opinions": opinions, "arguments": arguments, "eligible": eligible}
+            own = user_text if kind is Kind.DIALOGUE else text if kind is Kind.ARTICLE else ""
+            eligible = len(own.strip()) >= config.core_min_user_chars if kind is Kind.DIALOGUE else bool(own.strip())
+            stance = detect_stance(own) if eligible else None
+            if stance is None:
+                score = 0.0
+            elif kind is Kind.DIALOGUE:
+                score = stance.score
+            else:
+                score = 1.0 if stance.phrases else 0.0
+            reasons = stance.describe() if stance else []
+            routes[CORE] = {"score": score, "sim": round(sim, 6), "stance": reasons, "eligible": eligible}
         else:
-            hits = keyword_hits(text, profile.keywords)
-            score = sim + min(KEYWORD_BONUS_MAX, KEYWORD_BONUS * len(hits))
-            routes[profile.name] = {"score": round(score, 6), "sim": round(sim, 6), "keywords": hits}
+            keywords = keyword_hits(text, profile.keywords)
+            sim = round(sim, 6)
+            routes[profile.name] = {"score": sim, "sim": sim, "nearest": nearest, "keywords": keywords}
     return routes
 
 
-def _similarity(vector: np.ndarray | None, vectors: np.ndarray) -> float:
+def _similarity(vector: np.ndarray | None, profile: AdapterProfile) -> tuple[float, str]:
+    """Best cosine to the profile's texts, and that text (shortened) so a person can see what matched."""
+    vectors = profile.vectors
     if vector is None or vectors.size == 0 or vectors.shape[1] != len(vector):
-        return 0.0
-    return float(np.max(vectors @ vector))
+        return 0.0, ""
+    sims = vectors @ vector
+    best = int(np.argmax(sims))
+    text = profile.texts[best] if best < len(profile.texts) else ""
+    return float(sims[best]), " ".join(text.split())[:80]
 
 
 def choose_adapters(routes: dict[str, dict], threshold: float, adapter_names: Sequence[str]) -> list[str]:
-    """``core`` when its score reaches the threshold, plus the best topic that does (at most one)."""
+    """``core`` when the user's stance reaches ``CORE_MIN_STANCE``, plus the best topic at or above ``threshold``."""
     chosen = []
     core = routes.get(CORE)
-    if CORE in adapter_names and core and core["score"] >= threshold:
+    if CORE in adapter_names and core and core["score"] >= CORE_MIN_STANCE:
         chosen.append(CORE)
-    topics = [(r["score"], name) for name, r in routes.items() if name != CORE and name in adapter_names and r["score"] >= threshold]
+    topics = [(r["score"], name) for name, r in routes.items() if name != CORE and name in adapter_names]
+    topics = [(score, name) for score, name in topics if score >= threshold]
     if topics:
         chosen.append(max(topics)[1])
     return chosen

@@ -76,6 +76,7 @@ class _Message:
     when: str
     lines: list[str] = field(default_factory=list)
     message_id: str | None = None
+    source_file: str | None = None
 
 
 @dataclass
@@ -100,6 +101,10 @@ def parse_nexus_markdown(path: Path) -> Iterator[Document]:
         text, file_report = read_text_file(file)
         notes.append(_read_note(text))
         report = file_report if report is None else report.merge(file_report)
+    if len(files) > 1:  # a conversation note's exchange files: each message remembers its own
+        for file, note in zip(files, notes, strict=True):
+            for message in note.messages:
+                message.source_file = str(file)
     messages = [m for note in notes for m in note.messages]
     if not messages:
         raise ParseError(path, "no User/Assistant messages found (not a nexus chat note)")
@@ -183,6 +188,7 @@ def _document(
             model=m.model or (default_model if m.role == "assistant" else None),
             timestamp=_display_time(m.when, day_first=day_first),
             message_id=m.message_id,
+            source_file=m.source_file,
         )
         for m in messages
         if (text := _message_text(m.lines)) and text not in _PLACEHOLDERS
