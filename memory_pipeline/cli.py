@@ -158,13 +158,18 @@ def search(
     mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
     no_service: Annotated[bool, typer.Option("--no-service", help="search in-process even when a service is up")] = False,
+    since: Annotated[Optional[str], typer.Option("--since", help="from this date: 2024-03-01, 'last month', 'два месяца назад'")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="up to this date (inclusive for a bare date)")] = None,
+    include_discard: Annotated[bool, typer.Option("--include-discard", help="also recall items tiered discard")] = False,
 ) -> None:
     """Search the memory. Uses a running service when one is up, else searches in-process."""
     from memory_pipeline.errors import SearchError
 
     config = state.config()
     try:
-        hits, answered_by = _find_hits(config, query, k=k, kind=kind, mode=mode, use_service=not no_service)
+        hits, answered_by = _find_hits(
+            config, query, k=k, kind=kind, mode=mode, use_service=not no_service, since=since, until=until, include_discard=include_discard
+        )
     except SearchError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -173,16 +178,16 @@ def search(
         console.print(f"[dim]{answered_by}[/dim]")
 
 
-def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool):
+def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool, **recall):
     """Hits and who answered: a warm service has the model loaded, so it is tried first."""
     from memory_pipeline.service.client import service_search, service_url
 
-    hits = service_search(config, query, k=k, kind=kind, mode=mode) if use_service else None
+    hits = service_search(config, query, k=k, kind=kind, mode=mode, **recall) if use_service else None
     if hits is not None:
         return hits, f"via service at {service_url(config)}"
     from memory_pipeline.search import search as run_search
 
-    return run_search(config, query, k=k, kind=kind, mode=mode), "in-process"
+    return run_search(config, query, k=k, kind=kind, mode=mode, **recall), "in-process"
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -193,7 +198,8 @@ def _print_hits(hits, as_json: bool) -> None:
     if not hits:
         console.print("[dim]no hits[/dim]")
     for number, hit in enumerate(hits, start=1):
-        console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{hit.kind} · score {hit.score:.3f} · {_position(hit)}[/dim]")
+        date = f"{hit.created_at:%Y-%m-%d}" if hit.created_at else "undated"
+        console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]")
         console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
         console.print(f"   {one_line(hit.text, 300)}")
 
@@ -317,7 +323,7 @@ def explain(
         return
     when = f" · {e.created_at:%Y-%m-%d}" if e.created_at else ""
     console.print(f"[bold]{e.title}[/bold]  [dim]{e.kind} · {position_of(e.unit) or 'whole document'}{when} · {e.doc_id}[/dim]")
-    console.print(f"score [bold]{e.score:.3f}[/bold] -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
+    console.print(f"score [bold]{e.score:.3f}[/bold] (recall {e.recall_score:.3f}) -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
     table = Table()
     for column in ("signal", "value", "weight", "contribution", "why"):
         table.add_column(column)
@@ -326,6 +332,12 @@ def explain(
     console.print(table)
     for adapter, route in e.routes.items():
         console.print(f"route {adapter}: {_route_reason(route)}")
+    if e.superseded_by:
+        console.print(f"restated later by {e.superseded_by} (preferred in recall)")
+    if e.restated_from:
+        console.print(f"restates {', '.join(e.restated_from)}")
+    for change in e.history:
+        console.print(f"{change['at']:%Y-%m-%d %H:%M} {change['from_tier'] or '(new)'} -> {change['to_tier']}: {change['reason']}")
     console.print(f"[dim]{e.preview}[/dim]")
 
 

@@ -95,6 +95,11 @@ class SearchConfig(_Section):
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     max_query_chars: int = Field(4000, ge=10)
     hybrid_fts_weight: float = Field(0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
+    # Recall: how tiers and item scores shape a result list (memory_pipeline/recall.py).
+    prior_weight: float = Field(0.3, ge=0, le=1, description="share of a hit's rank that comes from its item's (decayed) score, a ranking prior")
+    max_hits_per_position: int = Field(2, ge=1, description="at most this many hits from one dialogue turn / document section in a result list")
+    superseded_factor: float = Field(0.8, gt=0, le=1, description="rank multiplier of an item restated later (the restatement is preferred)")
+    time_expressions: bool = Field(True, description="a query naming a time span ('last week', 'два месяца назад') filters by it")
 
 
 class AdapterConfig(_Section):
@@ -146,6 +151,11 @@ class PromoteConfig(_Section):
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
     recurrence_radius: float = Field(0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic")
     core_min_user_chars: int = Field(40, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
+    # The lifecycle: fresh items wait in cache; long-term items fade with age and lack of use.
+    cache_days: float = Field(7.0, ge=0, description="items dated within this many days are cache (short-term) until promotion decides")
+    age_half_life_days: float = Field(1095.0, gt=0, description="a rag item's recall score halves per this many days since it entered the memory")
+    unused_half_life_days: float = Field(365.0, gt=0, description="... and per this many days since a search last returned it")
+    restate_similarity: float = Field(0.8, gt=-1, le=1, description="cosine at or above which a later item restates an earlier one's view")
 
     @field_validator("weights")
     @classmethod

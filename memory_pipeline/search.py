@@ -5,12 +5,17 @@ Hybrid fuses the two candidate lists by a weighted sum of their normalised score
 the rest) depends on how well the embedding model knows the user's languages, so it is tuned on
 the tune half of the hand-written question set (``memory-pipeline eval-retrieval``, see
 retrieval_eval.py) and reported on the other half.
+
+Every mode then goes through recall (memory_pipeline/recall.py): the tiers decide what may be
+returned and the item scores act as a ranking prior; a time span (``since``/``until``, or one
+the query names: "last week", "два месяца назад") filters by the chunk's date.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -20,10 +25,13 @@ from memory_pipeline.embedding import Embedder, load_embedder
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.recall import RecallView, position_key, rank
+from memory_pipeline.timespan import TimeSpan, bounds, find_in_query
 
 MODES = ("vector", "fts", "hybrid")
 KINDS = ("dialogue", "article", "lecture")
 _RELOAD_SECONDS = 1.0
+_META_COLUMNS = ["row_id", "kind", "chunk_id", "doc_id", "turn_index", "heading", "page", "start", "created_at"]
 
 
 class Hit(BaseModel):
@@ -41,6 +49,11 @@ class Hit(BaseModel):
     speaker: str | None = None
     heading: str | None = None
     source_file: str | None = None
+    created_at: datetime | None = None
+    tier: str | None = None
+    item_id: str | None = None
+    superseded_by: str | None = None
+    relevance: float | None = None
     text: str
 
 
@@ -56,7 +69,8 @@ class Searcher:
         self._faiss_stamp: float | None = None
         self._checked = 0.0
         self._table_version: int | None = None
-        self._kinds: dict[int, str] = {}
+        self._meta: dict[int, tuple[str, str, tuple, datetime | None]] = {}
+        self.recall = RecallView(config)
 
     def stats(self) -> dict:
         self._refresh()
@@ -77,21 +91,49 @@ class Searcher:
                 self.store.table.checkout_latest()
                 version = self.store.table.version
                 if version != self._table_version:
-                    self._kinds = {r["row_id"]: r["kind"] for r in self.store.rows(["row_id", "kind"])}
+                    self._meta = {
+                        r["row_id"]: (r["kind"], r["chunk_id"], position_key(r), r["created_at"]) for r in self.store.rows(_META_COLUMNS)
+                    }
                     self._table_version = version
+            self.recall.refresh()
 
-    def search(self, query: str, *, k: int | None = None, kind: str | None = None, mode: str | None = None, log: bool = True) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        kind: str | None = None,
+        mode: str | None = None,
+        log: bool = True,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        include_discard: bool = False,
+        now: datetime | None = None,
+    ) -> list[Hit]:
+        """The k best hits the tiers allow; ``since``/``until`` (dates or expressions) or a span the query names filter by date."""
         query, k, kind, mode = validate_request(self.config, query, k, kind, mode)
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        span = bounds(since, until, now=now, timezone=self.config.schedule.timezone)
+        if span is None and self.config.search.time_expressions:
+            named = find_in_query(query, now=now, timezone=self.config.schedule.timezone)
+            if named is not None:
+                query, span = named
         started = time.perf_counter()
         self._refresh()
-        if not self._kinds:
+        if not self._meta:
             hits: list[Hit] = []
-        elif mode == "vector":
-            hits = self._vector(query, k, kind)
-        elif mode == "fts":
-            hits = [_hit(row, float(row["_score"]), "fts") for row in self.store.fts_search(query, k, kind=kind)]
         else:
-            hits = self._hybrid(query, k, kind)
+            depth = max(50, 4 * k)
+            if mode == "vector":
+                candidates, known = self._vector_scores(query, depth, kind, span)
+            elif mode == "fts":
+                rows = self.store.fts_search(query, depth, kind=kind, where=span.where() if span else None)
+                candidates, known = {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}
+            else:
+                candidates, known = self._hybrid(query, depth, kind, span)
+            ranked = rank(candidates, self._chunk_of, self.recall, self.config, k=k, include_discard=include_discard, now=now)
+            rows = self._rows([r.row_id for r in ranked], known)
+            hits = [_hit(rows[r.row_id], r, mode) for r in ranked if r.row_id in rows]
         if log:
             from memory_pipeline.search_log import log_search
 
@@ -99,31 +141,36 @@ class Searcher:
             log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
         return hits
 
-    def _vector_scores(self, query: str, depth: int, kind: str | None) -> tuple[dict[int, float], dict[int, dict]]:
+    def _chunk_of(self, row_id: int) -> tuple[str, tuple, datetime | None]:
+        _, chunk_id, position, created = self._meta.get(row_id, ("", "", (row_id,), None))
+        return chunk_id, position, created
+
+    def _allowed(self, row_id: int, kind: str | None, span: TimeSpan | None) -> bool:
+        meta = self._meta.get(row_id)
+        if meta is None:
+            return kind is None and span is None
+        return (kind is None or meta[0] == kind) and (span is None or span.contains(meta[3]))
+
+    def _vector_scores(self, query: str, depth: int, kind: str | None, span: TimeSpan | None = None) -> tuple[dict[int, float], dict[int, dict]]:
         """Nearest chunks as row_id -> cosine, plus any rows already read on the way.
 
-        FAISS answers from memory; a kind filter is applied with the in-memory row_id -> kind map,
-        over-fetching, and falls back to LanceDB's pre-filtered search when too few remain.
+        FAISS answers from memory; kind and time filters are applied with the in-memory row map,
+        over-fetching, and fall back to LanceDB's pre-filtered search when too few remain.
         """
         vector = self.embedder.embed_query(query)
         if self.faiss.ntotal:
-            fetch = depth if kind is None else min(self.faiss.ntotal, depth * 8)
+            filtered = kind is not None or span is not None
+            fetch = depth if not filtered else min(self.faiss.ntotal, depth * 8)
             scores, ids = self.faiss.search(vector, fetch)
-            found = {int(i): float(s) for s, i in zip(scores, ids) if kind is None or self._kinds.get(int(i)) == kind}
-            if len(found) >= min(depth, sum(1 for v in self._kinds.values() if kind is None or v == kind)):
+            found = {int(i): float(s) for s, i in zip(scores, ids) if int(i) >= 0 and (not filtered or self._allowed(int(i), kind, span))}
+            if len(found) >= depth or fetch >= self.faiss.ntotal:
                 return dict(list(found.items())[:depth]), {}
-        rows = self.store.vector_search(vector, depth, kind=kind)
+        rows = self.store.vector_search(vector, depth, kind=kind, where=span.where() if span else None)
         return {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}
 
     def _rows(self, row_ids: list[int], known: dict[int, dict]) -> dict[int, dict]:
         missing = [i for i in row_ids if i not in known]
         return {**known, **(self.store.get_rows(missing) if missing else {})}
-
-    def _vector(self, query: str, k: int, kind: str | None) -> list[Hit]:
-        scores, known = self._vector_scores(query, k, kind)
-        best = sorted(scores, key=lambda i: -scores[i])[:k]
-        rows = self._rows(best, known)
-        return [_hit(rows[i], scores[i], "vector") for i in best if i in rows]
 
     def hybrid_candidates(
         self, query: str, k: int, kind: str | None = None
@@ -140,12 +187,11 @@ class Searcher:
         """Rows by row_id, reading from the store only those not in ``known``."""
         return self._rows(row_ids, known or {})
 
-    def _hybrid(self, query: str, k: int, kind: str | None) -> list[Hit]:
-        fts_scores, vector_scores, known = self.hybrid_candidates(query, k, kind)
-        fused = fuse(fts_scores, vector_scores, fts_weight=self.config.search.hybrid_fts_weight)
-        best = ranked(fused)[:k]
-        rows = self._rows(best, known)
-        return [_hit(rows[i], fused[i], "hybrid") for i in best if i in rows]
+    def _hybrid(self, query: str, depth: int, kind: str | None, span: TimeSpan | None) -> tuple[dict[int, float], dict[int, dict]]:
+        fts_rows = self.store.fts_search(query, depth, kind=kind, where=span.where() if span else None)
+        vector_scores, known = self._vector_scores(query, depth, kind, span)
+        fused = fuse({row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores, fts_weight=self.config.search.hybrid_fts_weight)
+        return fused, {**known, **{row["row_id"]: row for row in fts_rows}}
 
 
 def ranked(fused: dict[int, float]) -> list[int]:
@@ -189,14 +235,36 @@ def validate_request(config: Config, query: str, k: int | None, kind: str | None
     return query.strip(), k, kind, mode
 
 
-def search(config: Config, query: str, *, k: int | None = None, kind: str | None = None, mode: str | None = None, embedder: Embedder | None = None, log: bool = True) -> list[Hit]:
+def search(
+    config: Config,
+    query: str,
+    *,
+    k: int | None = None,
+    kind: str | None = None,
+    mode: str | None = None,
+    embedder: Embedder | None = None,
+    log: bool = True,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+    include_discard: bool = False,
+) -> list[Hit]:
     """One search in this process (loads the model: seconds; the service keeps it loaded)."""
     validate_request(config, query, k, kind, mode)
-    return Searcher(config, embedder=embedder).search(query, k=k, kind=kind, mode=mode, log=log)
+    bounds(since, until, timezone=config.schedule.timezone)
+    return Searcher(config, embedder=embedder).search(query, k=k, kind=kind, mode=mode, log=log, since=since, until=until, include_discard=include_discard)
 
 
-def _hit(row: dict, score: float, mode: str) -> Hit:
-    return Hit(score=score, mode=mode, **{name: row.get(name) for name in Hit.model_fields if name not in ("score", "mode")})
+def _hit(row: dict, entry, mode: str) -> Hit:
+    fields = {name: row.get(name) for name in Hit.model_fields if name in row}
+    return Hit(
+        **fields,
+        score=entry.score,
+        relevance=entry.relevance,
+        mode=mode,
+        tier=entry.tier,
+        item_id=entry.item_id,
+        superseded_by=entry.superseded_by,
+    )
 
 
 def _mtime(path: Path) -> float | None:

@@ -56,6 +56,18 @@ def hit_counts(config: Config) -> dict[str, int]:
         db.close()
 
 
+def last_hit_times(config: Config) -> dict[str, float]:
+    """chunk_id -> when (unix seconds) a logged search last returned it: lack of use decays recall."""
+    path = log_path(config)
+    if not path.is_file():
+        return {}
+    db = _connect(path)
+    try:
+        return dict(db.execute("SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id GROUP BY hits.chunk_id"))
+    finally:
+        db.close()
+
+
 def recent_searches(config: Config, limit: int = 20) -> list[dict]:
     path = log_path(config)
     if not path.is_file():

@@ -582,7 +582,8 @@ def test_changed_thresholds_retier_on_the_next_promotion_without_embedding(tmp_p
     assert counting.texts == 0 and second.texts_embedded == 0
     assert (second.items_new, second.items_changed, second.documents_read) == (0, 0, 0)
     assert second.tiers != first.tiers and second.tiers["discard"] == first.tiers["discard"]
-    assert second.tiers["lora"] > 0 and second.tiers["cache"] == 0
+    # Thresholds do not move fresh items (the undated lecture entered the memory just now): they wait in the cache.
+    assert second.tiers["lora"] > 0 and second.tiers["cache"] == first.tiers["cache"] == 1
     assert {second.signals_computed[name] for name in ("density", "importance", "quality", "routes")} == {0}
     assert np.array_equal(ScoreStore(scores_dir(config)).load().vectors, vectors)
     promoted = next(a for a in load_assignments(config) if a.tier.startswith("lora:"))

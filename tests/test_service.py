@@ -108,7 +108,7 @@ class NoMemories:
 class RankedSearcher:
     """Forty hits: thirty from notes.md, all ranked above the ten from wanted.md."""
 
-    def search(self, query, *, k, kind=None, mode=None, log=True):
+    def search(self, query, *, k, kind=None, mode=None, log=True, **recall):
         hits = [
             Hit(score=1 - i / 100, mode="hybrid", chunk_id=f"c{i}", doc_id=f"d{i}", kind="article",
                 title="Notes" if i < 30 else "Wanted", source_path=f"/notes/{'notes' if i < 30 else 'wanted'}.md", text=f"piece {i}")

@@ -212,16 +212,16 @@ class ChunkStore:
             for row in self.rows(columns, f"{column} IN ({_quoted(ordered[start : start + _ID_BATCH])})")
         ]
 
-    def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None) -> list[dict]:
+    def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
         query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*self.row_columns, "_distance"]).limit(k)
-        if kind:
-            query = query.where(f"kind = '{kind}'", prefilter=True)
+        if kind or where:
+            query = query.where(_conditions(kind, where), prefilter=True)
         rows = query.to_arrow().to_pylist()
         for row in rows:
             row["_score"] = 1.0 - float(row.pop("_distance"))
         return rows
 
-    def fts_search(self, query: str, k: int, *, kind: str | None = None) -> list[dict]:
+    def fts_search(self, query: str, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
         """BM25 over the stemmed column; the query is stemmed the same way."""
         stemmed = stem_for_fts(query)
         if not stemmed or not self.exists():
@@ -229,8 +229,8 @@ class ChunkStore:
         if not self._fts_ready:
             self.ensure_fts_index()
         search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*self.row_columns, "_score"]).limit(k)
-        if kind:
-            search = search.where(f"kind = '{kind}'", prefilter=True)
+        if kind or where:
+            search = search.where(_conditions(kind, where), prefilter=True)
         return search.to_arrow().to_pylist()
 
     def ensure_fts_index(self) -> None:
@@ -292,3 +292,8 @@ def _ids_and_vectors(table, dimension: int) -> tuple[np.ndarray, np.ndarray]:
     ids = table.column("row_id").to_numpy().astype(np.int64)
     flat = table.column("vector").combine_chunks().values.to_numpy() if hasattr(table.column("vector"), "combine_chunks") else table.column("vector").values.to_numpy()
     return ids, flat.reshape(-1, dimension).astype(np.float32)
+
+
+def _conditions(kind: str | None, where: str | None) -> str:
+    """A kind filter and an extra SQL condition (a time span) joined for LanceDB's prefilter."""
+    return " AND ".join(part for part in (f"kind = '{kind}'" if kind else "", f"({where})" if where else "") if part)

@@ -75,6 +75,7 @@ class PromotionReport(BaseModel):
     signals_computed: dict[str, int] = Field(default_factory=dict, description="items each signal was computed for (recency is live: all)")
     texts_embedded: int = Field(0, description="adapter description/example texts embedded (items are never embedded here)")
     tiers: dict[str, int] = Field(default_factory=dict)
+    tier_changes: int = Field(0, description="items whose tier changed this run (recorded in the tier history)")
     adapters: dict[str, int] = Field(default_factory=dict)
     histogram: list[HistogramBin] = Field(default_factory=list)
     top: list[ItemBrief] = Field(default_factory=list)
@@ -106,6 +107,10 @@ class Explanation(BaseModel):
     signals: list[SignalExplanation]
     routes: dict[str, dict]
     preview: str
+    recall_score: float = Field(0.0, description="the score decayed by age in the memory and time since last use: recall's prior")
+    superseded_by: str = Field("", description="a later item restating this view on the same topic: preferred in recall")
+    restated_from: list[str] = Field(default_factory=list, description="earlier items this one restates")
+    history: list[dict] = Field(default_factory=list, description="tier changes, oldest first: at, from_tier, to_tier, reason")
 
 
 class ItemAssignment(BaseModel):
@@ -189,10 +194,12 @@ def run_promotion(
         hits_by_chunk=chunk_source.hit_counts(),
         profiles=profiles,
         profiles_key=profiles_key,
+        last_hit_by_chunk=chunk_source.last_hits(),
     )
     report.documents_read = len(reread)
     report.texts_embedded = embedded
     store.save(state)
+    report.tier_changes = store.record_tier_changes(_tiers_of(previous), state.frame, naive_utc(now) or datetime.now(UTC).replace(tzinfo=None))
     report.seconds = round(time.perf_counter() - started, 3)
     store.save_report(report.model_dump(mode="json"))
     say(f"scoring: {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored); tiers {report.tiers}")
@@ -213,6 +220,7 @@ def update_scores(
     hits_by_chunk: dict[str, int],
     profiles: Sequence[AdapterProfile],
     profiles_key: str,
+    last_hit_by_chunk: dict[str, float] | None = None,
 ) -> tuple[ScoreState, PromotionReport]:
     """The scoring step itself, without I/O: previous state + rebuilt items -> new state and report.
 
@@ -241,6 +249,7 @@ def update_scores(
     computed["novelty"], computed["recurrence"] = _vector_signals(state, flags, touched)
     computed["redundancy"] = _redundancy(state, flags, touched, config)
     computed["usage"] = _usage(state, flags, touched, hits_by_chunk)
+    _last_used(state, last_hit_by_chunk or {})
     computed["routes"] = _routes(state, flags, touched, config, profiles, profiles_key)
     computed["recency"] = len(state)
     report.signals_computed = computed
@@ -261,9 +270,12 @@ def retier(config: Config, *, now: datetime | None = None) -> PromotionReport:
     state = store.load()
     if state is None:
         raise StoreError(f"{store.items_path}: no item scores yet; run the promotion first")
-    _finish(state, config, naive_utc(now) or datetime.now(UTC).replace(tzinfo=None))
+    before = _tiers_of(state)
+    at = naive_utc(now) or datetime.now(UTC).replace(tzinfo=None)
+    _finish(state, config, at)
     store.save(state)
     report = PromotionReport(model_id=state.model_id, items_total=len(state), items_unchanged=len(state))
+    report.tier_changes = store.record_tier_changes(before, state.frame, at)
     report.signals_computed = {"recency": len(state)}
     _summarize(report, state, config)
     report.seconds = round(time.perf_counter() - started, 3)
@@ -296,6 +308,16 @@ class _ChunkSource:
         from memory_pipeline.search_log import hit_counts
 
         return hit_counts(self.config)
+
+    def last_hits(self) -> dict[str, float]:
+        from memory_pipeline.search_log import last_hit_times
+
+        return last_hit_times(self.config)
+
+
+def _tiers_of(state: ScoreState) -> dict[str, str]:
+    frame = state.frame
+    return dict(zip(frame["item_id"], frame["tier"].fillna(""), strict=True)) if len(frame) else {}
 
 
 def _chunks_key(chunk_ids: Iterable[str]) -> str:
@@ -458,6 +480,8 @@ def _blank_row(now: datetime) -> dict:
         tier="",
         tier_base="",
         tier_rule="",
+        superseded_by="",
+        recall_score=0.0,
     )
     return row
 
@@ -626,6 +650,16 @@ def _usage(state: ScoreState, flags: _Flags, touched: np.ndarray, hits_by_chunk:
     return int(moved.sum())
 
 
+def _last_used(state: ScoreState, last_hit_by_chunk: dict[str, float]) -> None:
+    """When a search last returned one of the item's chunks (unix seconds in the log): disuse decays recall."""
+    frame = state.frame
+    if not len(frame):
+        return
+    latest = [max((last_hit_by_chunk.get(c, 0.0) for c in (ids if ids is not None else ())), default=0.0) for ids in frame["chunk_ids"]]
+    used = pd.to_datetime(pd.Series(latest, dtype="float64").where(lambda v: v > 0), unit="s")
+    frame["last_used"] = used.fillna(pd.to_datetime(frame["last_used"])).astype("datetime64[us]").to_numpy()
+
+
 def _routes(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config, profiles: Sequence[AdapterProfile], key: str) -> int:
     """Route scores for items whose text or vector changed, or for all when the adapters changed."""
     frame = state.frame
@@ -684,6 +718,14 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
     frame["recency"] = sg.recency(now_days - times, promote.recency_half_life_days)
     scores = combined_scores({name: frame[name].fillna(0.0).to_numpy() for name in sg.SIGNALS}, promote.weights)
     frame["score"] = scores
+    _, first_seen = _times(frame)
+    last_used = pd.to_datetime(frame["last_used"])
+    used_days = ((last_used - pd.Timestamp(_EPOCH)).dt.total_seconds() / _DAY).to_numpy(dtype=np.float64)
+    since_use = now_days - np.fmax(first_seen, np.nan_to_num(used_days, nan=-np.inf))
+    recall = scores * 0.5 ** (np.maximum(now_days - first_seen, 0.0) / promote.age_half_life_days) * 0.5 ** (np.maximum(since_use, 0.0) / promote.unused_half_life_days)
+    frame["recall_score"] = recall
+    frame["superseded_by"] = _superseded_by(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), time_of, keeper_of, promote.restate_similarity)
+    ages = now_days - times
     names = [a.name for a in config.adapters]
     decisions = [
         decide_tier(
@@ -696,15 +738,34 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
             routes=json.loads(routes or "{}") if score >= promote.lora_threshold else {},
             config=promote,
             adapter_names=names,
+            age_days=float(age),
+            recall_score=float(recalled),
         )
-        for n_chars, keeper, item_id, exact, has_vector, score, routes in zip(
-            frame["n_chars"], frame["cluster_keeper"], frame["item_id"], frame["exact_duplicate"], frame["has_vector"], scores, frame["routes"], strict=True
+        for n_chars, keeper, item_id, exact, has_vector, score, routes, age, recalled in zip(
+            frame["n_chars"], frame["cluster_keeper"], frame["item_id"], frame["exact_duplicate"], frame["has_vector"], scores, frame["routes"], ages, recall, strict=True
         )
     ]
     frame["tier"] = [d.label for d in decisions]
     frame["tier_base"] = [d.tier.value for d in decisions]
     frame["adapters"] = pd.Series([list(d.adapters) for d in decisions], dtype=object)
     frame["tier_rule"] = [d.rule for d in decisions]
+
+
+def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, threshold: float) -> list[str]:
+    """For each item, the latest later item restating it (a neighbour at cosine >= threshold), or ''.
+
+    Both stay in memory; recall prefers the restatement, so the user's current view wins over
+    what he said before. Copies of one text are duplicates (discard), not restatements.
+    """
+    result = []
+    for item_id, near, near_sims in zip(ids, neighbours, sims, strict=True):
+        later = [
+            n
+            for n, sim in zip(_ids(near), _ids(near_sims), strict=True)
+            if sim >= threshold and n in time_of and time_of[n] > time_of[item_id] and keeper_of[n] != keeper_of[item_id]
+        ]
+        result.append(max(later, key=lambda n: (time_of[n], n)) if later else "")
+    return result
 
 
 # Reports and readers
@@ -767,7 +828,19 @@ def explain_item(config: Config, item_id: str) -> Explanation:
         ],
         routes=json.loads(row["routes"] or "{}"),
         preview=one_line(row["text"], 400),
+        recall_score=float(row["recall_score"]) if pd.notna(row["recall_score"]) else 0.0,
+        superseded_by=row["superseded_by"] or "",
+        restated_from=_restated_from(config, item_id),
+        history=[
+            {"at": _timestamp(h["at"]), "from_tier": h["from_tier"], "to_tier": h["to_tier"], "reason": h["reason"]}
+            for h in ScoreStore(scores_dir(config)).load_history(item_id).to_dict("records")
+        ],
     )
+
+
+def _restated_from(config: Config, item_id: str) -> list[str]:
+    frame = _frame(config, ["item_id", "superseded_by"])
+    return sorted(frame.loc[frame["superseded_by"] == item_id, "item_id"].tolist())
 
 
 def _reason(name: str, row: pd.Series, config: Config) -> str:

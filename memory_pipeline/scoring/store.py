@@ -24,6 +24,8 @@ from memory_pipeline.scoring.signals import MINHASH_PERM, SIGNALS
 ITEMS_FILE = "items.parquet"
 PROFILES_FILE = "adapter_profiles.npz"
 REPORT_FILE = "last_report.json"
+HISTORY_FILE = "tier_history.parquet"
+HISTORY_COLUMNS = ("item_id", "at", "from_tier", "to_tier", "reason")
 
 STRING_COLUMNS = (
     "item_id",
@@ -46,6 +48,7 @@ STRING_COLUMNS = (
     "tier",
     "tier_base",
     "tier_rule",
+    "superseded_by",
 )
 FLOAT_COLUMNS = (
     *SIGNALS,
@@ -55,11 +58,12 @@ FLOAT_COLUMNS = (
     "code_fraction",
     "recurrence_span_days",
     "score",
+    "recall_score",
 )
 INT_COLUMNS = ("n_chars", "cluster_size", "hits", "recurrence_docs")
 BOOL_COLUMNS = ("has_vector", "exact_duplicate")
 LIST_COLUMNS = ("chunk_ids", "neighbours", "neighbour_sims", "markers", "tags", "quality_reasons", "adapters")
-TIME_COLUMNS = ("created_at", "first_seen")
+TIME_COLUMNS = ("created_at", "first_seen", "last_used")
 COLUMNS = (*STRING_COLUMNS, *FLOAT_COLUMNS, *INT_COLUMNS, *BOOL_COLUMNS, *LIST_COLUMNS, *TIME_COLUMNS)
 
 
@@ -123,7 +127,7 @@ class ScoreStore:
         dim = int(meta.get("vector_dim", "0"))
         vectors = _fixed_list_to_numpy(table.column("vector"), dim, np.float32)
         signatures = _fixed_list_to_numpy(table.column("minhash"), MINHASH_PERM, np.uint32)
-        frame = table.drop_columns(["vector", "minhash"]).to_pandas()
+        frame = _with_all_columns(table.drop_columns(["vector", "minhash"]).to_pandas())
         return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""), meta.get("markers_key", ""))
 
     def load_frame(self, columns: list[str] | None = None, *, item_ids: list[str] | None = None) -> pd.DataFrame:
@@ -133,7 +137,10 @@ class ScoreStore:
         if not self.exists():
             raise StoreError(f"{self.items_path}: no item scores yet; run the promotion first")
         filters = [("item_id", "in", item_ids)] if item_ids is not None else None
-        return pq.read_table(self.items_path, columns=columns or list(COLUMNS), filters=filters).to_pandas()
+        wanted = columns or list(COLUMNS)
+        present = set(pq.read_schema(self.items_path).names)
+        frame = pq.read_table(self.items_path, columns=[c for c in wanted if c in present], filters=filters).to_pandas()
+        return _with_all_columns(frame, wanted)
 
     def save(self, state: ScoreState) -> None:
         import pyarrow as pa
@@ -169,8 +176,56 @@ class ScoreStore:
         np.savez(buffer, model_id=np.array(model_id), keys=np.array(keys, dtype=str), vectors=stacked)
         atomic_write(self.root / PROFILES_FILE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
+    def record_tier_changes(self, before: dict[str, str], frame: pd.DataFrame, at) -> int:
+        """Append a history row for every item whose tier label changed (new items: from ''; removed: to 'removed').
+
+        The history is what makes the tiers a lifecycle a person can follow: when an item moved and why.
+        Returns how many changes were recorded.
+        """
+        after = dict(zip(frame["item_id"], frame["tier"], strict=True))
+        rules = dict(zip(frame["item_id"], frame["tier_rule"], strict=True))
+        rows = [
+            {"item_id": item_id, "at": at, "from_tier": before.get(item_id, ""), "to_tier": tier, "reason": rules[item_id]}
+            for item_id, tier in after.items()
+            if before.get(item_id, "") != tier
+        ]
+        rows += [
+            {"item_id": item_id, "at": at, "from_tier": tier, "to_tier": "removed", "reason": "its document left the store"}
+            for item_id, tier in before.items()
+            if item_id not in after
+        ]
+        if rows:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            new = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+            old = self.load_history()
+            merged = pd.concat([old, new], ignore_index=True) if len(old) else new
+            merged["at"] = pd.to_datetime(merged["at"]).astype("datetime64[us]")
+            table = pa.Table.from_pandas(merged, preserve_index=False)
+            atomic_write(self.root / HISTORY_FILE, lambda tmp: pq.write_table(table, tmp))
+        return len(rows)
+
+    def load_history(self, item_id: str | None = None) -> pd.DataFrame:
+        """Tier changes, oldest first: of one item, or of all."""
+        import pyarrow.parquet as pq
+
+        path = self.root / HISTORY_FILE
+        if not path.is_file():
+            return pd.DataFrame({c: pd.Series([], dtype=object) for c in HISTORY_COLUMNS})
+        filters = [("item_id", "=", item_id)] if item_id is not None else None
+        return pq.read_table(path, filters=filters).to_pandas()
+
     def save_report(self, report: dict) -> None:
         atomic_write_text(self.root / REPORT_FILE, json.dumps(report, ensure_ascii=False, indent=2, default=str))
+
+
+def _with_all_columns(frame: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
+    """A frame from an older store gains the columns added since, empty (filled on the next run)."""
+    for column in columns:
+        if column not in frame.columns:
+            frame[column] = pd.Series([None] * len(frame), dtype=_dtype(column)) if column not in LIST_COLUMNS else pd.Series([[] for _ in range(len(frame))], dtype=object)
+    return frame
 
 
 def _schema():

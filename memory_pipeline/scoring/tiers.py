@@ -3,16 +3,24 @@
 Tiers are recomputed on every run from stored signals, so changing weights or thresholds
 re-tiers everything without reading a vector or embedding a text.
 
-The rule, first match wins:
+Each tier is defined by what recall does with it (memory_pipeline/recall.py): ``discard`` is
+not recalled unless asked for, ``cache`` is recalled with a recency prior, ``rag`` and
+``lora:*`` are recalled with their (decayed) score as a prior. The rule, first match wins:
 
 1. ``discard``: junk (text shorter than ``min_chars``) or a duplicate that is not its cluster's
    keeper (the earliest copy is kept). Nothing is deleted: the raw document stays in the store.
-2. ``cache``: not indexed yet (no vector: the vector signals cannot be known), or a combined
-   score below ``rag_threshold``. Short-term memory: rescored every run, so recurrence and
-   usage can still lift it.
+2. ``cache``: not indexed yet (no vector: the vector signals cannot be known), or fresh: dated
+   within ``cache_days``. Short-term memory: recalled at once, rescored every run, so
+   recurrence and usage can lift it before promotion decides when the window closes.
 3. ``lora:<adapters>``: score at or above ``lora_threshold`` and routed to at least one adapter
    (``core`` and/or one topic), e.g. ``lora:core+sport``.
-4. ``rag``: everything else: searchable memory, not trained on.
+4. ``rag``: recall score (the score decayed by age in the memory and time since last use) at or
+   above ``rag_threshold``: long-term searchable memory, not trained on.
+5. ``discard`` again: below ``rag_threshold`` once out of the cache: never useful, or faded.
+
+Before, cache was "score below rag_threshold" only, and scoring runs after indexing, so every
+item had a vector and almost none scored that low: the cache was always empty and fresh
+captures were tiered like old archives.
 """
 
 from __future__ import annotations
@@ -84,6 +92,8 @@ def decide_tier(
     routes: Mapping[str, dict],
     config: PromoteConfig,
     adapter_names: Sequence[str],
+    age_days: float = float("inf"),
+    recall_score: float | None = None,
 ) -> TierDecision:
     """Apply the rule in the module docstring; ``rule`` says which threshold or rule decided."""
     if n_chars < config.min_chars:
@@ -93,8 +103,9 @@ def decide_tier(
         return TierDecision(Tier.DISCARD, (), f"{what} of {keeper} (the earliest copy is kept)")
     if not has_vector:
         return TierDecision(Tier.CACHE, (), "not indexed yet: no vector, vector signals unknown")
-    if score < config.rag_threshold:
-        return TierDecision(Tier.CACHE, (), f"score {score:.3f} < rag_threshold {config.rag_threshold}")
+    if age_days < config.cache_days:
+        return TierDecision(Tier.CACHE, (), f"fresh: {age_days:.1f} days old < cache_days {config.cache_days:g}; promotion decides later")
+    recall_score = score if recall_score is None else recall_score
     if score >= config.lora_threshold:
         adapters = choose_adapters(dict(routes), config.route_threshold, adapter_names)
         if adapters:
@@ -104,7 +115,12 @@ def decide_tier(
                 tuple(adapters),
                 f"score {score:.3f} >= lora_threshold {config.lora_threshold}; routed ({detail} >= route_threshold {config.route_threshold})",
             )
+    if recall_score < config.rag_threshold:
+        if score >= config.rag_threshold:
+            return TierDecision(Tier.DISCARD, (), f"faded: recall score {recall_score:.3f} (score {score:.3f} decayed by age and disuse) < rag_threshold {config.rag_threshold}")
+        return TierDecision(Tier.DISCARD, (), f"score {score:.3f} < rag_threshold {config.rag_threshold} after the cache window")
+    if score >= config.lora_threshold:
         return TierDecision(
             Tier.RAG, (), f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold {config.route_threshold}"
         )
-    return TierDecision(Tier.RAG, (), f"rag_threshold {config.rag_threshold} <= score {score:.3f} < lora_threshold {config.lora_threshold}")
+    return TierDecision(Tier.RAG, (), f"rag_threshold {config.rag_threshold} <= recall score {recall_score:.3f}, score {score:.3f} < lora_threshold {config.lora_threshold}")

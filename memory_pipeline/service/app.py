@@ -49,6 +49,12 @@ class SearchRequest(BaseModel):
     kind: Literal["dialogue", "article", "lecture"] | None = None
     mode: Literal["vector", "fts", "hybrid"] | None = None
     filters: SearchFilters | None = None
+    since: str | None = Field(None, description="ISO date/time or an expression: 'last week', 'два месяца назад'")
+    until: str | None = None
+    include_discard: bool = Field(False, description="also recall items tiered discard")
+
+    def recall(self) -> dict:
+        return {"since": self.since, "until": self.until, "include_discard": self.include_discard}
 
 
 class DialogueRequest(BaseModel):
@@ -80,7 +86,7 @@ def filtered_search(searcher, config: Config, request: SearchRequest) -> list[Hi
     depth = k
     while True:
         depth = min(MAX_K, depth * 4)
-        candidates = searcher.search(query, k=depth, kind=kind, mode=mode, log=False)
+        candidates = searcher.search(query, k=depth, kind=kind, mode=mode, log=False, **request.recall())
         hits = [hit for hit in candidates if request.filters.matches(hit)][:k]
         if len(hits) == k or len(candidates) < depth or depth == MAX_K:
             break
@@ -157,7 +163,7 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
         if request.filters and request.filters.active():
             hits = filtered_search(get_searcher(), config, request)
         else:
-            hits = get_searcher().search(request.query, k=request.k, kind=request.kind, mode=request.mode)
+            hits = get_searcher().search(request.query, k=request.k, kind=request.kind, mode=request.mode, **request.recall())
         return {"query": request.query, "hits": [h.model_dump(mode="json") for h in hits]}
 
     @app.post("/dialogues", dependencies=[Depends(authorize)])

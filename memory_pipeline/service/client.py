@@ -49,6 +49,9 @@ def service_search(
     k: int | None = None,
     kind: str | None = None,
     mode: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    include_discard: bool = False,
     timeout: float = 30.0,
 ) -> list[Hit] | None:
     """Hits (memory_pipeline.search.Hit) from the running service, or None when none is usable."""
@@ -62,7 +65,7 @@ def service_search(
             return None
         if not _healthy(health, config):
             return None
-        payload = {"query": query, "k": k, "kind": kind, "mode": mode}
+        payload = {"query": query, "k": k, "kind": kind, "mode": mode, "since": since, "until": until, "include_discard": include_discard or None}
         try:
             response = client.post("/search", json={key: value for key, value in payload.items() if value is not None})
         except httpx.HTTPError as exc:
