@@ -109,7 +109,11 @@ class AdapterConfig(_Section):
     description: str
     keywords: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list, description="example texts that belong to this adapter")
-    voice: Literal["user", "assistant"] = Field("assistant", description="whose turns become the assistant side")
+    voice: Literal["user", "assistant"] = Field(
+        "user",
+        description="whose text is learned: 'user' (default: the user's own turns are the targets, the assistant's are the prompt side) "
+        "or 'assistant' (the assistant's answers, only when this adapter is meant to; a proxy-recorded model's answers never are)",
+    )
     system_prompt: str = ""
 
 
@@ -156,6 +160,9 @@ class PromoteConfig(_Section):
     age_half_life_days: float = Field(1095.0, gt=0, description="a rag item's recall score halves per this many days since it entered the memory")
     unused_half_life_days: float = Field(365.0, gt=0, description="... and per this many days since a search last returned it")
     restate_similarity: float = Field(0.8, gt=-1, le=1, description="cosine at or above which a later item restates an earlier one's view")
+    lora_min_own_chars: int = Field(
+        40, ge=0, description="content floor: the user's own text (greetings, thanks, filler removed) needs this many characters to reach a LoRA tier"
+    )
 
     @field_validator("weights")
     @classmethod

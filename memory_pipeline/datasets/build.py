@@ -35,6 +35,11 @@ from memory_pipeline.datasets.versions import (
 from memory_pipeline.records import Document, Kind, sha256_bytes
 
 
+# Whose text a target is: the user's turns, an assistant's answers (voice 'assistant' only), the
+# user's articles and lectures. A served model's own answers are never targets (see make_examples).
+TARGET_SOURCES = ("user", "assistant", "article", "lecture")
+
+
 @dataclass(frozen=True)
 class DatasetBuildResult:
     """The version a build produced or found unchanged; ``version`` is empty when there is none yet."""
@@ -80,10 +85,30 @@ def _starts_exchange(doc: Document, turn_index: int) -> bool:
     return turn_index == 0 or (doc.turns[turn_index].role == "user" and doc.turns[turn_index - 1].role == "assistant")
 
 
+def is_captured(doc: Document, inbox_dir: Path | None) -> bool:
+    """Recorded by the service (proxy or /dialogues): its assistant turns are a served model's own answers."""
+    if inbox_dir is None:
+        return False
+    try:
+        return Path(doc.source_path).resolve().is_relative_to(inbox_dir.resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def make_examples(
-    assignments: Sequence[Any], documents: Mapping[str, Document], adapter: AdapterConfig, options: DatasetsConfig
+    assignments: Sequence[Any],
+    documents: Mapping[str, Document],
+    adapter: AdapterConfig,
+    options: DatasetsConfig,
+    *,
+    inbox_dir: Path | None = None,
 ) -> tuple[list[Example], dict[str, str]]:
-    """One candidate line per promoted item, and the reason for each item that gives none."""
+    """One candidate line per promoted item, and the reason for each item that gives none.
+
+    The target is the user's own text unless the adapter's voice is ``assistant``; even then a
+    captured exchange's answer (a model the proxy served, maybe this very adapter) never is:
+    a model must not be trained on its own outputs. Each example says whose text its target is.
+    """
     examples: list[Example] = []
     skipped: dict[str, str] = {}
     for a in assignments:
@@ -108,15 +133,18 @@ def make_examples(
             if chat is None:
                 skipped[a.item_id] = "no_target"
                 continue
+            if chat.target_role == "assistant" and is_captured(doc, inbox_dir):
+                skipped[a.item_id] = "served_model_answer"
+                continue
             record: dict[str, Any] = {"messages": chat.messages}
-            key_text = chat.key_text
+            key_text, source = chat.key_text, chat.target_role
         else:
             heading = _unit_field(a.unit, "heading") if kind is Kind.ARTICLE else None
             line = text_example(a.text or "", heading=heading)
             if line is None:
                 skipped[a.item_id] = "empty_text"
                 continue
-            record, key_text = line, line["text"]
+            record, key_text, source = line, line["text"], kind.value
         examples.append(
             Example(
                 item_id=a.item_id,
@@ -125,14 +153,17 @@ def make_examples(
                 score=float(a.score),
                 record=record,
                 key_text=key_text,
+                target_source=source,
             )
         )
     return curation.with_token_counts(examples), skipped
 
 
-def curate(assignments: Sequence[Any], documents: Mapping[str, Document], adapter: AdapterConfig, options: DatasetsConfig) -> Curated:
+def curate(
+    assignments: Sequence[Any], documents: Mapping[str, Document], adapter: AdapterConfig, options: DatasetsConfig, *, inbox_dir: Path | None = None
+) -> Curated:
     """Every curation step in order, with what each removed."""
-    examples, skipped = make_examples(assignments, documents, adapter, options)
+    examples, skipped = make_examples(assignments, documents, adapter, options, inbox_dir=inbox_dir)
     outcomes = dict(skipped)
     steps = [StepReport("lines_from_items", len(skipped), {"reasons": dict(sorted(Counter(skipped.values()).items()))})]
 
@@ -189,7 +220,7 @@ def build_dataset(
     options = config.datasets
     promoted = [a for a in assignments if adapter_name in (a.adapters or ())]
     docs = {d.doc_id: d for d in documents}
-    curated = curate(promoted, docs, adapter, options)
+    curated = curate(promoted, docs, adapter, options, inbox_dir=config.inbox_dir)
     by_file = curated.by_file()
     data = {DATA_FILES[key]: _jsonl(e.record for e in examples) for key, examples in by_file.items()}
     digest = content_hash(data)
@@ -303,6 +334,7 @@ def make_card(
                 "eval": len({e.doc_id for e in curated.eval}),
             },
             "kinds": dict(sorted(Counter(e.kind for e in kept).items())),
+            "targets": {source: sum(e.target_source == source for e in kept) for source in TARGET_SOURCES},
             "line_formats": dict(sorted(Counter(e.format for e in kept).items())),
             "document_formats": dict(sorted(doc_formats.items())),
         },
@@ -349,7 +381,8 @@ def render_card(card: dict[str, Any]) -> str:
         f"Tokens: {tokens['encoding']}. Promoted items: {counts['promoted_items']}; lines built: {counts['examples_built']}.",
         f"Documents: {sources['documents']['train']} train, {sources['documents']['eval']} eval. "
         f"Kinds: {_pairs(sources['kinds'])}. Line formats: {_pairs(sources['line_formats'])}. "
-        f"Document formats: {_pairs(sources['document_formats'])}.",
+        f"Document formats: {_pairs(sources['document_formats'])}. "
+        f"Targets from: {_pairs(sources.get('targets', {}))}.",
         f"Scores: min {scores['min']}, mean {scores['mean']}, max {scores['max']} "
         f"(thresholds: rag {scores['rag_threshold']}, lora {scores['lora_threshold']}).",
         "",

@@ -36,6 +36,7 @@ class Example:
     key_text: str  # prompt and target (or the text): what duplicates and language are judged on
     tokens: int = 0  # the whole line, context and template overhead included
     target_tokens: int = 0  # the part that is learned: the last assistant turn, or the whole text
+    target_source: str = ""  # whose text the target is: user, assistant, article, lecture (see datasets.build)
 
     @property
     def format(self) -> str:

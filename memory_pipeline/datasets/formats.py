@@ -36,6 +36,7 @@ class ChatExample:
 
     messages: list[Message]
     key_text: str
+    target_role: Literal["user", "assistant"] = "assistant"  # who wrote the learned turn in the original dialogue
 
 
 def normalize_messages(messages: Sequence[Message], *, system: str = "") -> list[Message]:
@@ -141,7 +142,7 @@ def chat_example(
         messages.insert(0, {"role": "user", "content": neutral_prompt(doc.title, doc.language)})
     normalized = normalize_messages(messages, system=system_prompt)
     prompt, answer = normalized[-2]["content"], normalized[-1]["content"]
-    return ChatExample(messages=normalized, key_text=prompt + "\n\n" + answer)
+    return ChatExample(messages=normalized, key_text=prompt + "\n\n" + answer, target_role="user" if voice == "user" else "assistant")
 
 
 def text_example(text: str, *, heading: str | None = None) -> dict[str, str] | None:

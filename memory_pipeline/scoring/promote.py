@@ -29,7 +29,7 @@ from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector, naive_utc
 from memory_pipeline.scoring.routing import AdapterProfile, PassageEmbedder, build_profiles, profile_texts, profiles_fingerprint, route_item
 from memory_pipeline.scoring.store import COLUMNS, ScoreState, ScoreStore, scores_dir
-from memory_pipeline.scoring.tiers import Tier, contributions, combined_scores, decide_tier, validate_weights
+from memory_pipeline.scoring.tiers import Tier, contributions, combined_scores, decide_tier, own_content_chars, validate_weights
 
 _EPOCH = datetime(1970, 1, 1)
 _DAY = 86400.0
@@ -37,6 +37,7 @@ _HISTOGRAM_BINS = 10
 _BRIEFS = 5
 _SAMPLES = 5
 _LIST_SIGNAL_COLUMNS = ("markers", "tags", "quality_reasons")
+_RESTATE_OVERLAP = 1 / 3
 
 
 class HistogramBin(BaseModel):
@@ -724,8 +725,10 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
     since_use = now_days - np.fmax(first_seen, np.nan_to_num(used_days, nan=-np.inf))
     recall = scores * 0.5 ** (np.maximum(now_days - first_seen, 0.0) / promote.age_half_life_days) * 0.5 ** (np.maximum(since_use, 0.0) / promote.unused_half_life_days)
     frame["recall_score"] = recall
-    frame["superseded_by"] = _superseded_by(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), time_of, keeper_of, promote.restate_similarity)
     ages = now_days - times
+    own_texts = np.where(frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
+    own_of = dict(zip(ids, own_texts.tolist(), strict=True))
+    frame["superseded_by"] = _superseded_by(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), time_of, keeper_of, own_of, promote)
     names = [a.name for a in config.adapters]
     decisions = [
         decide_tier(
@@ -740,9 +743,10 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
             adapter_names=names,
             age_days=float(age),
             recall_score=float(recalled),
+            own_chars=own_content_chars(own) if score >= promote.lora_threshold else None,
         )
-        for n_chars, keeper, item_id, exact, has_vector, score, routes, age, recalled in zip(
-            frame["n_chars"], frame["cluster_keeper"], frame["item_id"], frame["exact_duplicate"], frame["has_vector"], scores, frame["routes"], ages, recall, strict=True
+        for n_chars, keeper, item_id, exact, has_vector, score, routes, age, recalled, own in zip(
+            frame["n_chars"], frame["cluster_keeper"], frame["item_id"], frame["exact_duplicate"], frame["has_vector"], scores, frame["routes"], ages, recall, own_texts, strict=True
         )
     ]
     frame["tier"] = [d.label for d in decisions]
@@ -751,18 +755,40 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
     frame["tier_rule"] = [d.rule for d in decisions]
 
 
-def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, threshold: float) -> list[str]:
-    """For each item, the latest later item restating it (a neighbour at cosine >= threshold), or ''.
+def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, own_of: dict, promote) -> list[str]:
+    """For each item, the latest later item restating its view, or ''.
 
-    Both stay in memory; recall prefers the restatement, so the user's current view wins over
-    what he said before. Copies of one text are duplicates (discard), not restatements.
+    A restatement is a later neighbour at cosine >= ``restate_similarity`` whose own text (the
+    user's turns, or the section) shares at least a third of the smaller one's word stems: the
+    vectors say "same topic", the words say "same point" (an English-only embedder puts most
+    Russian texts close together, so cosine alone links unrelated ones). Both stay in memory;
+    recall prefers the restatement, so the user's current view wins. Copies of one text are
+    duplicates (discard), not restatements; chit-chat restates nothing.
     """
+    from memory_pipeline.index.fts import stem_for_fts
+
+    stems: dict[str, set[str]] = {}
+
+    def stems_of(item_id: str) -> set[str]:
+        if item_id not in stems:
+            text = own_of.get(item_id) or ""
+            stems[item_id] = set(stem_for_fts(text).split()) if own_content_chars(text) >= promote.lora_min_own_chars else set()
+        return stems[item_id]
+
+    def same_point(a: str, b: str) -> bool:
+        first, second = stems_of(a), stems_of(b)
+        return bool(first and second) and len(first & second) >= _RESTATE_OVERLAP * min(len(first), len(second))
+
     result = []
     for item_id, near, near_sims in zip(ids, neighbours, sims, strict=True):
         later = [
             n
             for n, sim in zip(_ids(near), _ids(near_sims), strict=True)
-            if sim >= threshold and n in time_of and time_of[n] > time_of[item_id] and keeper_of[n] != keeper_of[item_id]
+            if sim >= promote.restate_similarity
+            and n in time_of
+            and time_of[n] > time_of[item_id]
+            and keeper_of[n] != keeper_of[item_id]
+            and same_point(item_id, n)
         ]
         result.append(max(later, key=lambda n: (time_of[n], n)) if later else "")
     return result

@@ -9,14 +9,17 @@ not recalled unless asked for, ``cache`` is recalled with a recency prior, ``rag
 
 1. ``discard``: junk (text shorter than ``min_chars``) or a duplicate that is not its cluster's
    keeper (the earliest copy is kept). Nothing is deleted: the raw document stays in the store.
-2. ``cache``: not indexed yet (no vector: the vector signals cannot be known), or fresh: dated
-   within ``cache_days``. Short-term memory: recalled at once, rescored every run, so
-   recurrence and usage can lift it before promotion decides when the window closes.
-3. ``lora:<adapters>``: score at or above ``lora_threshold`` and routed to at least one adapter
-   (``core`` and/or one topic), e.g. ``lora:core+sport``.
-4. ``rag``: recall score (the score decayed by age in the memory and time since last use) at or
+2. ``cache``: not indexed yet (no vector: the vector signals cannot be known).
+3. ``lora:<adapters>``: score at or above ``lora_threshold``, routed to at least one adapter
+   (``core`` and/or one topic), e.g. ``lora:core+sport``, and above the content floor: the user's
+   own text (his turns; an article's or lecture's text) carries ``lora_min_own_chars`` once
+   greetings and thanks are removed, so chit-chat never teaches an adapter. Decided at once.
+4. ``cache``: fresh, dated within ``cache_days`` (a live capture, a new import). Short-term
+   memory: recalled at once with a recency prior, rescored every run, so recurrence and usage
+   can lift it before promotion decides between rag and discard when the window closes.
+5. ``rag``: recall score (the score decayed by age in the memory and time since last use) at or
    above ``rag_threshold``: long-term searchable memory, not trained on.
-5. ``discard`` again: below ``rag_threshold`` once out of the cache: never useful, or faded.
+6. ``discard`` again: below ``rag_threshold`` once out of the cache: never useful, or faded.
 
 Before, cache was "score below rag_threshold" only, and scoring runs after indexing, so every
 item had a vector and almost none scored that low: the cache was always empty and fresh
@@ -25,6 +28,7 @@ captures were tiered like old archives.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +39,20 @@ from memory_pipeline.config import PromoteConfig
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.scoring.routing import choose_adapters
 from memory_pipeline.scoring.signals import SIGNALS
+
+
+# Greetings, thanks, goodbyes and filler in Russian and English: what is left after removing them
+# is the content an item carries. "Привет ещё раз" has none and must not teach an adapter.
+_CHIT_CHAT = re.compile(
+    r"(?iu)\b(?:привет(?:ик|ствую)?|здравствуй(?:те)?|добр(?:ый|ое|ого)\s+(?:день|утро|вечер|дня|утра|вечера)|хай|ещё\s+раз|еще\s+раз"
+    r"|спасибо|благодарю|пожалуйста|пока|до\s+встречи|до\s+свидания|всего\s+доброго|ок(?:ей)?|ладно|хорошо|понятно|ясно|да|нет|угу|ага"
+    r"|hi|hello|hey|again|thanks?(?:\s+you)?|thx|please|bye|goodbye|see\s+you|ok(?:ay)?|sure|yes|no|got\s+it|cool|great|nice)\b"
+)
+
+
+def own_content_chars(text: str) -> int:
+    """Letters and digits of the user's own text once greetings, thanks and filler words are removed."""
+    return sum(ch.isalnum() for ch in _CHIT_CHAT.sub(" ", text or ""))
 
 
 class Tier(StrEnum):
@@ -94,6 +112,7 @@ def decide_tier(
     adapter_names: Sequence[str],
     age_days: float = float("inf"),
     recall_score: float | None = None,
+    own_chars: int | None = None,
 ) -> TierDecision:
     """Apply the rule in the module docstring; ``rule`` says which threshold or rule decided."""
     if n_chars < config.min_chars:
@@ -103,10 +122,12 @@ def decide_tier(
         return TierDecision(Tier.DISCARD, (), f"{what} of {keeper} (the earliest copy is kept)")
     if not has_vector:
         return TierDecision(Tier.CACHE, (), "not indexed yet: no vector, vector signals unknown")
-    if age_days < config.cache_days:
-        return TierDecision(Tier.CACHE, (), f"fresh: {age_days:.1f} days old < cache_days {config.cache_days:g}; promotion decides later")
     recall_score = score if recall_score is None else recall_score
-    if score >= config.lora_threshold:
+    fresh = age_days < config.cache_days
+    floor = own_chars is not None and own_chars < config.lora_min_own_chars
+    if score >= config.lora_threshold and floor and recall_score >= config.rag_threshold and not fresh:
+        return TierDecision(Tier.RAG, (), f"score {score:.3f} >= lora_threshold but the user's own content is {own_chars} chars < lora_min_own_chars {config.lora_min_own_chars}")
+    if score >= config.lora_threshold and not floor:
         adapters = choose_adapters(dict(routes), config.route_threshold, adapter_names)
         if adapters:
             detail = ", ".join(f"{a} {routes[a]['score']:.2f}" for a in adapters)
@@ -115,6 +136,8 @@ def decide_tier(
                 tuple(adapters),
                 f"score {score:.3f} >= lora_threshold {config.lora_threshold}; routed ({detail} >= route_threshold {config.route_threshold})",
             )
+    if fresh:
+        return TierDecision(Tier.CACHE, (), f"fresh: {age_days:.1f} days old < cache_days {config.cache_days:g}; rag or discard decided when the window closes")
     if recall_score < config.rag_threshold:
         if score >= config.rag_threshold:
             return TierDecision(Tier.DISCARD, (), f"faded: recall score {recall_score:.3f} (score {score:.3f} decayed by age and disuse) < rag_threshold {config.rag_threshold}")
