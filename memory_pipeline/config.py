@@ -102,6 +102,13 @@ class SearchConfig(_Section):
     time_expressions: bool = Field(True, description="a query naming a time span ('last week', 'два месяца назад') filters by it")
 
 
+class GuardConfig(_Section):
+    """What the model must do whenever this adapter is active: the user's views here are not mainstream."""
+
+    disclaimer: str = Field("", description="a warning the model must give with its answer, e.g. 'this is my own view, not medical advice'")
+    decline_topics: list[str] = Field(default_factory=list, description="topics the model must decline to advise on")
+
+
 class AdapterConfig(_Section):
     """One LoRA adapter: 'core' for the user's worldview, topic adapters on top of it."""
 
@@ -115,6 +122,7 @@ class AdapterConfig(_Section):
         "or 'assistant' (the assistant's answers, only when this adapter is meant to; a proxy-recorded model's answers never are)",
     )
     system_prompt: str = ""
+    guard: GuardConfig | None = Field(None, description="applied by the proxy whenever this adapter is active")
 
 
 class PromoteConfig(_Section):
@@ -258,6 +266,9 @@ class ServiceConfig(_Section):
     memory_token_budget: int = Field(800, ge=0)
     memory_k: int = Field(5, ge=0)
     model_adapters: dict[str, str] = Field(default_factory=dict, description="requested model -> LoRA name at upstream")
+    # The proxy as a drop-in OpenAI endpoint (memory_pipeline/service/proxy.py).
+    system_prompt: str = Field("", description="the user's worldview instructions, prepended to every chat through the proxy")
+    memory_min_similarity: float = Field(0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this")
 
     def resolved_token(self) -> str | None:
         """The bearer token: from the config, else from $MEMORY_PIPELINE_TOKEN; None means no auth."""

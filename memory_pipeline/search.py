@@ -54,6 +54,7 @@ class Hit(BaseModel):
     item_id: str | None = None
     superseded_by: str | None = None
     relevance: float | None = None
+    similarity: float | None = None  # cosine to the query, when the vector side saw the chunk
     text: str
 
 
@@ -124,16 +125,18 @@ class Searcher:
             hits: list[Hit] = []
         else:
             depth = max(50, 4 * k)
+            cosines: dict[int, float] = {}
             if mode == "vector":
                 candidates, known = self._vector_scores(query, depth, kind, span)
+                cosines = candidates
             elif mode == "fts":
                 rows = self.store.fts_search(query, depth, kind=kind, where=span.where() if span else None)
                 candidates, known = {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}
             else:
-                candidates, known = self._hybrid(query, depth, kind, span)
+                candidates, known, cosines = self._hybrid(query, depth, kind, span)
             ranked = rank(candidates, self._chunk_of, self.recall, self.config, k=k, include_discard=include_discard, now=now)
             rows = self._rows([r.row_id for r in ranked], known)
-            hits = [_hit(rows[r.row_id], r, mode) for r in ranked if r.row_id in rows]
+            hits = [_hit(rows[r.row_id], r, mode, cosines.get(r.row_id)) for r in ranked if r.row_id in rows]
         if log:
             from memory_pipeline.search_log import log_search
 
@@ -187,11 +190,12 @@ class Searcher:
         """Rows by row_id, reading from the store only those not in ``known``."""
         return self._rows(row_ids, known or {})
 
-    def _hybrid(self, query: str, depth: int, kind: str | None, span: TimeSpan | None) -> tuple[dict[int, float], dict[int, dict]]:
+    def _hybrid(self, query: str, depth: int, kind: str | None, span: TimeSpan | None):
+        """Fused scores, rows read on the way, and the vector side's cosines."""
         fts_rows = self.store.fts_search(query, depth, kind=kind, where=span.where() if span else None)
         vector_scores, known = self._vector_scores(query, depth, kind, span)
         fused = fuse({row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores, fts_weight=self.config.search.hybrid_fts_weight)
-        return fused, {**known, **{row["row_id"]: row for row in fts_rows}}
+        return fused, {**known, **{row["row_id"]: row for row in fts_rows}}, vector_scores
 
 
 def ranked(fused: dict[int, float]) -> list[int]:
@@ -254,12 +258,13 @@ def search(
     return Searcher(config, embedder=embedder).search(query, k=k, kind=kind, mode=mode, log=log, since=since, until=until, include_discard=include_discard)
 
 
-def _hit(row: dict, entry, mode: str) -> Hit:
+def _hit(row: dict, entry, mode: str, similarity: float | None = None) -> Hit:
     fields = {name: row.get(name) for name in Hit.model_fields if name in row}
     return Hit(
         **fields,
         score=entry.score,
         relevance=entry.relevance,
+        similarity=similarity,
         mode=mode,
         tier=entry.tier,
         item_id=entry.item_id,

@@ -363,6 +363,11 @@ def _adapter_profiles(config: Config, embedder: PassageEmbedder, store: ScoreSto
     return profiles, profiles_fingerprint(config.adapters, embedder.model_id), len(missing)
 
 
+def adapter_profiles(config: Config, embedder: PassageEmbedder, store: ScoreStore) -> list[AdapterProfile]:
+    """The adapters' routing profiles, as scoring builds them: what the proxy's ``auto`` model routes with."""
+    return _adapter_profiles(config, embedder, store)[0]
+
+
 def _item_row(item: Item, doc_key: str, doc_chunks: str) -> dict:
     return {
         "item_id": item.item_id,

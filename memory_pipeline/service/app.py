@@ -14,6 +14,7 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
@@ -25,9 +26,11 @@ from memory_pipeline.errors import SearchError
 from memory_pipeline.search import Hit, Searcher, validate_request
 from memory_pipeline.search_log import log_search
 from memory_pipeline.service.inbox import Inbox, InboxMessage, RecordResult, require_valid_unicode, turn_indexes
+from memory_pipeline.service.proxy import openai_error
 
 logger = logging.getLogger(__name__)
 MAX_K = 1000
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
 class SearchFilters(BaseModel):
@@ -136,14 +139,28 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
 
     app.state.get_searcher = get_searcher
 
+    # Every error in OpenAI's shape ({"error": {"message", "type", "param", "code"}}): SDKs, Open WebUI
+    # and n8n show its message; a bare FastAPI error only shows as "Error code: 422".
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"error": "invalid request", "detail": problems})
+        first = next((".".join(str(p) for p in e["loc"] if p != "body") for e in exc.errors()), None)
+        return openai_error(422, "invalid request: " + "; ".join(problems), "invalid_request_error", param=first or None, code="invalid_request")
 
     @app.exception_handler(SearchError)
     async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": "invalid search", "detail": str(exc)})
+        return openai_error(400, str(exc), "invalid_request_error", code="invalid_search")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = openai_error(exc.status_code, str(exc.detail), _ERROR_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return openai_error(500, f"internal error: {type(exc).__name__}", "server_error")
 
     @app.get("/health")
     def health() -> dict:

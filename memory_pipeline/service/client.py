@@ -107,6 +107,9 @@ def _error_detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text[:500] or f"HTTP {response.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list):
         return "; ".join(str(d) for d in detail)

@@ -1,9 +1,11 @@
 """OpenAI-compatible memory proxy: add the user's memories to the chat, forward it, record the exchange.
 
 Any OpenAI client (Open WebUI, n8n, scripts) pointed at this proxy talks to the user's real
-local model server, but every request gets the most relevant memories in its system message
-and every exchange lands in the inbox, to be indexed, scored and maybe learned. Memory must
-never block the chat: when retrieval fails the request goes through without memories.
+local model server, but every request gets the user's worldview prompt, the guards of the active
+adapters and the relevant memories in its system message, and every exchange lands in the
+inbox, to be indexed, scored and maybe learned. ``model: "auto"`` picks the adapters by the
+request's content with the scoring router. Memory must never block the chat: when retrieval
+fails the request goes through without memories.
 """
 
 from __future__ import annotations
@@ -27,17 +29,54 @@ from memory_pipeline.service.inbox import InboxMessage, message_text, require_va
 
 logger = logging.getLogger(__name__)
 MEMORY_HEADER = "Relevant memories from the user's own notes and past conversations (cite the source when you use one):"
+AUTO_MODEL = "auto"
+ADAPTERS_HEADER = "X-Memory-Adapters"
+
+
+def _position(hit) -> str:
+    if hit.turn_index is not None:
+        return f"turn {hit.turn_index}"
+    if hit.page is not None:
+        return f"page {hit.page}"
+    if hit.start is not None:
+        return f"at {int(hit.start) // 60}:{int(hit.start) % 60:02d}"
+    return hit.heading or ""
+
+
+def select_memories(hits, messages: list[dict], min_similarity: float | None) -> list:
+    """The hits worth injecting: relevant enough, one per turn or section, none the conversation already holds.
+
+    ``min_similarity`` applies to the hit's cosine to the query; a hit the vector side did not
+    see (found by its words only, below the vector candidates) does not pass it. None: no threshold.
+    """
+    said = " ".join(" ".join(message_text(m.get("content")).split()) for m in messages)
+    seen_positions: set[tuple] = set()
+    seen_texts: set[str] = set()
+    chosen = []
+    for hit in hits:
+        text = " ".join(hit.text.split())
+        position = (hit.doc_id, hit.turn_index, hit.page, hit.heading, hit.start)
+        if min_similarity is not None and (hit.similarity is None or hit.similarity < min_similarity):
+            continue
+        if position in seen_positions or text in seen_texts or (text and text in said):
+            continue
+        seen_positions.add(position)
+        seen_texts.add(text)
+        chosen.append(hit)
+    return chosen
 
 
 def memory_block(hits, budget_tokens: int) -> str:
-    """Memories as a compact, sourced list that fits the token budget (cl100k tokens)."""
+    """Memories as a compact list, each with its date and source, that fits the token budget (cl100k tokens)."""
     from memory_pipeline.tokens import count_tokens
 
     lines = [MEMORY_HEADER]
     used = count_tokens(MEMORY_HEADER)
     for number, hit in enumerate(hits, start=1):
         text = " ".join(hit.text.split())
-        line = f"[{number}] {text} (source: {hit.title}, {hit.source_path})"
+        date = f"{hit.created_at:%Y-%m-%d}" if getattr(hit, "created_at", None) else "undated"
+        where = ", ".join(p for p in (hit.kind, _position(hit), hit.source_path) if p)
+        line = f"[{number}] ({date}; {hit.title}; {where}) {text}"
         cost = count_tokens(line)
         if used + cost > budget_tokens:
             break
@@ -46,15 +85,35 @@ def memory_block(hits, budget_tokens: int) -> str:
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
-def inject_memories(messages: list[dict], block: str) -> list[dict]:
-    """Put the memory block in the system message (added first when the request has none)."""
-    if not block:
+def guard_text(config: Config, adapters: list[str]) -> str:
+    """The active adapters' guards as instructions the model must follow."""
+    parts = []
+    for name in adapters:
+        guard = next((a.guard for a in config.adapters if a.name == name), None)
+        if guard is None:
+            continue
+        if guard.disclaimer:
+            parts.append(f"When you answer from the {name} views, say so and add this warning: {guard.disclaimer}")
+        if guard.decline_topics:
+            parts.append(f"Politely decline to advise on: {', '.join(guard.decline_topics)}.")
+    return "\n".join(parts)
+
+
+def inject_system(messages: list[dict], *, before: str = "", after: str = "") -> list[dict]:
+    """The system message becomes ``before`` + the client's own system text + ``after`` (one is added first when there is none).
+
+    The worldview prompt and the guards go before the client's instructions, so every chat starts
+    from them; memories go after, next to the conversation they serve.
+    """
+    if not before and not after:
         return messages
     messages = [dict(m) for m in messages]
-    if messages and messages[0].get("role") == "system":
-        messages[0]["content"] = f"{message_text(messages[0].get('content'))}\n\n{block}"
+    own = message_text(messages[0].get("content")) if messages and messages[0].get("role") == "system" else ""
+    content = "\n\n".join(p for p in (before, own, after) if p)
+    if own or (messages and messages[0].get("role") == "system"):
+        messages[0]["content"] = content
     else:
-        messages.insert(0, {"role": "system", "content": block})
+        messages.insert(0, {"role": "system", "content": content})
     return messages
 
 
@@ -68,6 +127,54 @@ def retrieval_query(messages: list[dict]) -> str:
     if len(query) < 40 and len(user_turns) > 1:
         query = f"{user_turns[-2]}\n{query}"
     return query[-2000:]
+
+
+def list_models(config: Config) -> dict:
+    """GET /v1/models: the configured model names and ``auto``, in OpenAI's list shape."""
+    names = [*config.service.model_adapters, AUTO_MODEL]
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "memory_pipeline"} for name in dict.fromkeys(names)]}
+
+
+def choose_adapters_for(app: FastAPI, requested: str | None, query: str) -> tuple[list[str], str | None]:
+    """(active adapters, model name for the upstream) for a request.
+
+    ``auto``: core (the user's worldview is always on) plus the topic adapter the scoring router
+    picks for the request's text, so a question is routed like an item of the same content;
+    the upstream gets the adapters' combined name (``core+sport``), as vLLM's --lora-modules names it.
+    A configured name maps through ``service.model_adapters``; any other name passes unchanged.
+    """
+    config: Config = app.state.config
+    if requested == AUTO_MODEL:
+        adapters = ["core", *auto_topics(app, query)]
+        return adapters, "+".join(adapters)
+    if requested in config.service.model_adapters:
+        label = config.service.model_adapters[requested]
+        return [a for a in label.split("+") if a], label
+    return [], requested
+
+
+def auto_topics(app: FastAPI, query: str) -> list[str]:
+    """The topic adapter(s) the router sends this text to; [] when retrieval or routing fails (the chat goes on with core)."""
+    from memory_pipeline.records import Kind
+    from memory_pipeline.scoring.routing import choose_adapters, route_item
+
+    config: Config = app.state.config
+    if not query:
+        return []
+    try:
+        searcher = app.state.get_searcher()
+        if getattr(app.state, "adapter_profiles", None) is None:
+            from memory_pipeline.scoring.promote import adapter_profiles
+            from memory_pipeline.scoring.store import ScoreStore, scores_dir
+
+            app.state.adapter_profiles = adapter_profiles(config, searcher.embedder, ScoreStore(scores_dir(config)))
+        vector = searcher.embedder.embed_passages([query])[0]
+        routes = route_item(kind=Kind.DIALOGUE, text=query, user_text=query, vector=vector, profiles=app.state.adapter_profiles, config=config.promote)
+        names = [a.name for a in config.adapters]
+        return [a for a in choose_adapters(routes, config.promote.route_threshold, names) if a != "core"]
+    except Exception:
+        logger.exception("adapter routing failed; answering with core only")
+        return []
 
 
 class ChatMessage(BaseModel):
@@ -95,6 +202,10 @@ class ChatRequest(BaseModel):
 def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
     service = config.service
 
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    def models() -> dict:
+        return list_models(config)
+
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(request: Request) -> Response:
         try:
@@ -110,10 +221,16 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
 
         original = body["messages"]
         forwarded = dict(body)
-        forwarded["messages"] = inject_memories(original, await run_in_threadpool(_memories_for, app, original))
         requested_model = chat.model
-        if requested_model in service.model_adapters:
-            forwarded["model"] = service.model_adapters[requested_model]
+        adapters, upstream_model = await run_in_threadpool(choose_adapters_for, app, requested_model, retrieval_query(original))
+        if upstream_model is not None:
+            forwarded["model"] = upstream_model
+        if requested_model == AUTO_MODEL:
+            logger.info("model auto: adapters %s", "+".join(adapters))
+        memories = await run_in_threadpool(_memories_for, app, original)
+        before = "\n\n".join(p for p in (service.system_prompt.strip(), guard_text(config, adapters)) if p)
+        forwarded["messages"] = inject_system(original, before=before, after=memories)
+        extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
         conversation_id = request.headers.get("x-conversation-id")
         url = service.upstream_url.rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {service.upstream_api_key}"} if service.upstream_api_key else {}
@@ -130,15 +247,15 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
-            return JSONResponse(status_code=502, content={"error": "upstream unreachable", "detail": f"{url}: {exc}"})
+            return openai_error(502, f"upstream model server unreachable: {url}: {exc}", "upstream_error", code="upstream_unreachable")
 
         if upstream.status_code >= 400:
             content = await upstream.aread()
             await _close(upstream, client)
-            return Response(content=content, status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "application/json"))
+            return upstream_error(upstream.status_code, content)
 
         if chat.stream:
-            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model))
+            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model), headers=extra_headers)
         content = await upstream.aread()
         await _close(upstream, client)
         try:
@@ -149,7 +266,25 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             logger.warning("upstream answer not in OpenAI shape; exchange recorded without the answer")
             answer, model = "", requested_model
         await run_in_threadpool(record, answer, model)
-        return Response(content=content, status_code=upstream.status_code, media_type="application/json")
+        return Response(content=content, status_code=upstream.status_code, media_type="application/json", headers=extra_headers)
+
+
+def openai_error(status: int, message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+    """An error in OpenAI's shape, so SDKs and UIs show its message (not only "Error code: 422")."""
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": error_type, "param": param, "code": code}})
+
+
+def upstream_error(status: int, content: bytes) -> JSONResponse:
+    """The upstream's error, passed through when it is already in OpenAI's shape, wrapped in it when not."""
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and isinstance(body["error"].get("message"), str):
+        error = body["error"]
+        return openai_error(status, error["message"], str(error.get("type") or "upstream_error"), param=error.get("param"), code=error.get("code"))
+    text = content.decode("utf-8", errors="replace").strip()[:500] or f"HTTP {status}"
+    return openai_error(status, f"upstream model server: {text}", "upstream_error")
 
 
 def _memories_for(app: FastAPI, messages: list[dict]) -> str:
@@ -160,8 +295,11 @@ def _memories_for(app: FastAPI, messages: list[dict]) -> str:
         query = retrieval_query(messages)
         if not query:
             return ""
-        hits = app.state.get_searcher().search(query, k=config.service.memory_k, log=False)
-        return memory_block(hits, config.service.memory_token_budget)
+        searcher = app.state.get_searcher()
+        hits = searcher.search(query, k=config.service.memory_k * 2, log=False)
+        threshold = None if config.search.default_mode == "fts" else config.service.memory_min_similarity
+        chosen = select_memories(hits, messages, threshold)[: config.service.memory_k]
+        return memory_block(chosen, config.service.memory_token_budget)
     except Exception:
         logger.exception("memory retrieval failed; answering without memories")
         return ""
@@ -193,10 +331,12 @@ class RecordedStream(StreamingResponse):
     in the iterator could run late or never.
     """
 
-    def __init__(self, upstream: httpx.Response, client: httpx.AsyncClient, record: Callable[[str], None]):
+    def __init__(self, upstream: httpx.Response, client: httpx.AsyncClient, record: Callable[[str], None], headers: dict[str, str] | None = None):
         self.answer = StreamedAnswer()
         self._upstream, self._client, self._record = upstream, client, record
-        super().__init__(self._relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "text/event-stream"))
+        super().__init__(
+            self._relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "text/event-stream"), headers=headers
+        )
 
     async def _relay(self) -> AsyncIterator[bytes]:
         async for chunk in self._upstream.aiter_raw():

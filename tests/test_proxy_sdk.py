@@ -1,0 +1,122 @@
+"""The proxy as a drop-in OpenAI endpoint, driven by the real OpenAI Python SDK through a served app and a stub upstream."""
+
+import logging
+
+import openai
+import pytest
+
+from memory_pipeline.config import AdapterConfig, Config, GuardConfig
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest import ingest_all
+from memory_pipeline.service.app import create_app
+from memory_pipeline.service.proxy import MEMORY_HEADER
+from test_service import _upstream_app, running
+
+pytestmark = pytest.mark.slow
+TOKEN = "sdk-token"
+WORLDVIEW = "Answer as the user thinks: plain words, own experience first."
+DISCLAIMER = "These are my own training views, not medical advice."
+SPORT = AdapterConfig(
+    name="sport",
+    description="Sport and training: running, marathons, workouts, pacing, recovery.",
+    keywords=["marathon", "running", "pace"],
+    guard=GuardConfig(disclaimer=DISCLAIMER, decline_topics=["doping"]),
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+
+    root = tmp_path_factory.mktemp("sdk")
+    notes = root / "articles"
+    notes.mkdir()
+    (notes / "marathon.md").write_text(
+        "---\ndate: 2024-03-15\n---\n# Marathon pacing\n\nRun the first half of a marathon slower than goal pace; "
+        "easy running at conversational pace builds the aerobic base.\n\n"
+        "# Recovery\n\nAfter a long run, sleep and an easy day matter more than any supplement.\n",
+        encoding="utf-8",
+    )
+    seen: list[dict] = []
+    with running(_upstream_app(seen)) as upstream:
+        config = Config(storage_root=root / "storage", sources={"articles": [notes]}, adapters=[Config().adapters[0], SPORT])
+        config.service.token = TOKEN
+        config.service.upstream_url = f"{upstream}/v1"
+        config.service.model_adapters = {"my-model": "core+sport"}
+        config.service.system_prompt = WORLDVIEW
+        ingest_all(config)
+        embedder = load_embedder(config.embedding)
+        sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+        from memory_pipeline.search import Searcher
+
+        with running(create_app(config, searcher=Searcher(config, embedder=embedder))) as base:
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)
+            yield client, seen, base
+
+
+def _system(request: dict) -> str:
+    return request["messages"][0]["content"] if request["messages"][0]["role"] == "system" else ""
+
+
+def test_models_list_names_the_configured_models_and_auto(served):
+    client, _, _ = served
+    assert [m.id for m in client.models.list()] == ["my-model", "auto"]
+
+
+def test_auto_routes_by_content_guards_and_injects_dated_sourced_memories(served, caplog):
+    client, seen, _ = served
+    with caplog.at_level(logging.INFO, logger="memory_pipeline.service.proxy"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How should I pace my first marathon?"}]
+        )
+    answer = raw.parse()
+    assert answer.choices[0].message.content.startswith("Темп")
+    assert raw.headers["x-memory-adapters"] == "core+sport" and "adapters core+sport" in caplog.text
+    request = seen[-1]
+    system = _system(request)
+    assert request["model"] == "core+sport"
+    assert system.startswith(WORLDVIEW) and DISCLAIMER in system and "doping" in system
+    assert system.index("Be brief.") < system.index(MEMORY_HEADER)
+    memories = system.split(MEMORY_HEADER, 1)[1].strip().splitlines()
+    assert memories and all("2024-03-15" in line and "marathon.md" in line for line in memories)
+    assert len(memories) == len(set(memories))
+
+
+def test_an_unrelated_question_gets_no_memories_and_a_plain_model_no_guard(served):
+    client, seen, _ = served
+    client.chat.completions.create(model="plain-model", messages=[{"role": "user", "content": "What is the capital of Portugal?"}])
+    system = _system(seen[-1])
+    assert seen[-1]["model"] == "plain-model"
+    assert system == WORLDVIEW  # the worldview always; no guard (no adapter active), no memory (none relevant)
+
+
+def test_streamed_chat_relays_the_answer_with_the_adapters_header(served):
+    client, seen, _ = served
+    with client.chat.completions.with_streaming_response.create(
+        model="my-model", stream=True, messages=[{"role": "user", "content": "Easy running pace for the aerobic base?"}]
+    ) as response:
+        assert response.headers["x-memory-adapters"] == "core+sport"
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices)
+    assert text == "Темп лёгкого бега — разговорный."
+    assert seen[-1]["model"] == "core+sport" and DISCLAIMER in _system(seen[-1])
+
+
+def test_errors_are_in_openai_shape_and_the_sdk_shows_their_message(served):
+    client, _, base = served
+    with pytest.raises(openai.UnprocessableEntityError) as invalid:
+        client.chat.completions.create(model="auto", messages=[])
+    assert "messages" in invalid.value.message and invalid.value.body["type"] == "invalid_request_error"
+    assert invalid.value.body["param"] == "messages"
+    with pytest.raises(openai.UnprocessableEntityError) as bad_role:
+        client.chat.completions.create(model="auto", messages=[{"role": "wizard", "content": "hi"}])
+    assert "role" in bad_role.value.message
+    with pytest.raises(openai.AuthenticationError) as unauthorized:
+        openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0).models.list()
+    assert unauthorized.value.body["type"] == "authentication_error" and "token" in unauthorized.value.message
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="overloaded", messages=[{"role": "user", "content": "hi"}])
+    assert limited.value.body["message"] == "rate limited" and "rate limited" in limited.value.message
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.embeddings.create(model="auto", input="x")
+    assert missing.value.body["type"] == "not_found_error"
