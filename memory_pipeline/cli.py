@@ -285,11 +285,12 @@ def _print_ingest_reports(reports) -> None:
 def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="bind address (default from config: 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="port (default from config)")] = None,
+    local: Annotated[bool, typer.Option("--local", help="answer chats with the base model + current adapters in-process (slow on CPU)")] = False,
 ) -> None:
     """Serve search, dialogue capture and the OpenAI-compatible memory proxy over HTTP."""
     from memory_pipeline.service.app import serve as run_server
 
-    run_server(state.config(), host=host, port=port)
+    run_server(state.config(), host=host, port=port, local=local)
 
 
 @app.command()

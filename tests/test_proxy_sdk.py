@@ -10,6 +10,7 @@ from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.ingest import ingest_all
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.proxy import MEMORY_HEADER
+from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer)
 from test_service import _upstream_app, running
 
 pytestmark = pytest.mark.slow
@@ -120,3 +121,19 @@ def test_errors_are_in_openai_shape_and_the_sdk_shows_their_message(served):
     with pytest.raises(openai.NotFoundError) as missing:
         client.embeddings.create(model="auto", input="x")
     assert missing.value.body["type"] == "not_found_error"
+
+
+def test_serve_local_answers_with_the_base_model_in_process(tmp_path, base_dir):
+    from memory_pipeline.service.local_model import create_local_app
+
+    config = Config(storage_root=tmp_path / "storage")
+    config.training.base_model = str(base_dir)  # the tiny random Llama of the adapter tests: the path, not the weights, is under test
+    config.service.memory_k = 0
+    with running(create_app(config, local_model=create_local_app(config))) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        question = [{"role": "user", "content": "Say hello."}]
+        raw = client.chat.completions.with_raw_response.create(model="auto", max_tokens=8, messages=question)
+        assert raw.headers["x-memory-adapters"] == "core"  # asked for; no version of core trained yet, so the base answers
+        answer = raw.parse().choices[0].message.content
+        streamed = client.chat.completions.create(model="auto", max_tokens=8, stream=True, messages=question)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == answer  # greedy: the same answer

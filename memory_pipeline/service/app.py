@@ -108,8 +108,11 @@ def require_safe_binding(host: str, token: str | None) -> None:
         raise SystemExit(f"refusing to bind {host} without a token: set service.token or ${TOKEN_ENV}")
 
 
-def create_app(config: Config, *, searcher=None) -> FastAPI:
-    """Build the app; ``searcher`` defaults to a memory_pipeline.search.Searcher loaded once."""
+def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = None) -> FastAPI:
+    """Build the app; ``searcher`` defaults to a memory_pipeline.search.Searcher loaded once.
+
+    ``local_model``: an OpenAI-compatible app the proxy calls in-process instead of ``service.upstream_url``.
+    """
     from memory_pipeline.docstore import DocumentStore
     from memory_pipeline.service.proxy import register_proxy
 
@@ -130,6 +133,7 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
     app.state.config = config
     app.state.inbox = Inbox(config.inbox_dir)
     app.state.searcher = searcher
+    app.state.local_model = local_model
     app.state.docstore = DocumentStore(config.documents_dir)
 
     def get_searcher():
@@ -204,12 +208,18 @@ def create_app(config: Config, *, searcher=None) -> FastAPI:
     return app
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+def serve(config: Config, *, host: str | None = None, port: int | None = None, local: bool = False) -> None:
+    """Serve until stopped; ``local``: the proxy answers with the base model and current adapters in-process."""
     import uvicorn
 
     host = host or config.service.host
     port = port or config.service.port
     require_safe_binding(host, config.service.resolved_token())
-    app = create_app(config)
+    local_model = None
+    if local:
+        from memory_pipeline.service.local_model import create_local_app
+
+        local_model = create_local_app(config)
+    app = create_app(config, local_model=local_model)
     app.state.get_searcher()
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from memory_pipeline.config import Config
 from memory_pipeline.records import stable_id
 from memory_pipeline.service.inbox import InboxMessage, message_text, require_valid_unicode
+from memory_pipeline.service.local_model import LOCAL_BASE_URL
 
 logger = logging.getLogger(__name__)
 MEMORY_HEADER = "Relevant memories from the user's own notes and past conversations (cite the source when you use one):"
@@ -216,8 +217,9 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             chat = ChatRequest.model_validate(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
-        if not service.upstream_url:
-            raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url)")
+        local = app.state.local_model
+        if not service.upstream_url and local is None:
+            raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)")
 
         original = body["messages"]
         forwarded = dict(body)
@@ -232,9 +234,10 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         forwarded["messages"] = inject_system(original, before=before, after=memories)
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
         conversation_id = request.headers.get("x-conversation-id")
-        url = service.upstream_url.rstrip("/") + "/chat/completions"
+        url = (service.upstream_url if local is None else LOCAL_BASE_URL).rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {service.upstream_api_key}"} if service.upstream_api_key else {}
-        client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+        transport = httpx.ASGITransport(app=local) if local is not None else None
+        client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0), transport=transport)
 
         def record(answer: str, model: str | None) -> None:
             messages = [InboxMessage(role=m["role"], content=m.get("content")) for m in original if m["role"] in ("user", "assistant")]
