@@ -267,7 +267,9 @@ class ServiceConfig(_Section):
     memory_k: int = Field(5, ge=0)
     model_adapters: dict[str, str] = Field(default_factory=dict, description="requested model -> LoRA name at upstream")
     # The proxy as a drop-in OpenAI endpoint (memory_pipeline/service/proxy.py).
-    system_prompt: str = Field("", description="the user's worldview instructions, prepended to every chat through the proxy")
+    system_prompt: str = Field(
+        "", description="the user's worldview instructions, prepended to every chat through the proxy; empty: his newest exported profile"
+    )
     memory_min_similarity: float = Field(0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this")
 
     def resolved_token(self) -> str | None:

@@ -130,6 +130,22 @@ def retrieval_query(messages: list[dict]) -> str:
     return query[-2000:]
 
 
+def worldview_prompt(app: FastAPI) -> str:
+    """``service.system_prompt``, else the user's newest account-wide profile (his custom instructions), read once."""
+    config: Config = app.state.config
+    if config.service.system_prompt.strip():
+        return config.service.system_prompt.strip()
+    if getattr(app.state, "worldview", None) is None:
+        from memory_pipeline.profile import latest_profile
+
+        try:
+            app.state.worldview = latest_profile(config) or ""
+        except Exception:  # the chat must go on without it
+            logger.exception("reading the user's profile failed; no worldview prompt")
+            app.state.worldview = ""
+    return app.state.worldview
+
+
 def list_models(config: Config) -> dict:
     """GET /v1/models: the configured model names and ``auto``, in OpenAI's list shape."""
     names = [*config.service.model_adapters, AUTO_MODEL]
@@ -230,7 +246,7 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         if requested_model == AUTO_MODEL:
             logger.info("model auto: adapters %s", "+".join(adapters))
         memories = await run_in_threadpool(_memories_for, app, original)
-        before = "\n\n".join(p for p in (service.system_prompt.strip(), guard_text(config, adapters)) if p)
+        before = "\n\n".join(p for p in (await run_in_threadpool(worldview_prompt, app), guard_text(config, adapters)) if p)
         forwarded["messages"] = inject_system(original, before=before, after=memories)
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
         conversation_id = request.headers.get("x-conversation-id")
