@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel
 
 from memory_pipeline.config import Config
@@ -31,6 +32,7 @@ from memory_pipeline.timespan import TimeSpan, bounds, find_in_query
 MODES = ("vector", "fts", "hybrid")
 KINDS = ("dialogue", "article", "lecture")
 _RELOAD_SECONDS = 1.0
+_QUERY_VECTORS_KEPT = 32
 _META_COLUMNS = ["row_id", "kind", "chunk_id", "doc_id", "turn_index", "heading", "page", "start", "created_at"]
 
 
@@ -72,6 +74,8 @@ class Searcher:
         self._table_version: int | None = None
         self._meta: dict[int, tuple[str, str, tuple, datetime | None]] = {}
         self.recall = RecallView(config)
+        self._query_vectors: dict[str, np.ndarray] = {}
+        self._vectors_lock = threading.Lock()
 
     def stats(self) -> dict:
         self._refresh()
@@ -144,6 +148,18 @@ class Searcher:
             log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
         return hits
 
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding, remembered for the last few queries: the proxy routes and retrieves with the same text."""
+        with self._vectors_lock:
+            vector = self._query_vectors.get(query)
+        if vector is None:
+            vector = self.embedder.embed_query(query)
+            with self._vectors_lock:
+                self._query_vectors[query] = vector
+                while len(self._query_vectors) > _QUERY_VECTORS_KEPT:
+                    self._query_vectors.pop(next(iter(self._query_vectors)))
+        return vector
+
     def _chunk_of(self, row_id: int) -> tuple[str, tuple, datetime | None]:
         _, chunk_id, position, created = self._meta.get(row_id, ("", "", (row_id,), None))
         return chunk_id, position, created
@@ -160,7 +176,7 @@ class Searcher:
         FAISS answers from memory; kind and time filters are applied with the in-memory row map,
         over-fetching, and fall back to LanceDB's pre-filtered search when too few remain.
         """
-        vector = self.embedder.embed_query(query)
+        vector = self.query_vector(query)
         if self.faiss.ntotal:
             filtered = kind is not None or span is not None
             fetch = depth if not filtered else min(self.faiss.ntotal, depth * 8)

@@ -185,7 +185,7 @@ def auto_topics(app: FastAPI, query: str) -> list[str]:
             from memory_pipeline.scoring.store import ScoreStore, scores_dir
 
             app.state.adapter_profiles = adapter_profiles(config, searcher.embedder, ScoreStore(scores_dir(config)))
-        vector = searcher.embedder.embed_passages([query])[0]
+        vector = searcher.query_vector(query)  # a question against passage-embedded profiles, as in retrieval; shared with it
         routes = route_item(kind=Kind.DIALOGUE, text=query, user_text=query, vector=vector, profiles=app.state.adapter_profiles, config=config.promote)
         names = [a.name for a in config.adapters]
         return [a for a in choose_adapters(routes, config.promote.route_threshold, names) if a != "core"]
