@@ -87,15 +87,23 @@ def main() -> None:
             _memories_for(app, messages)
             choose_adapters_for(app, "auto", messages[-1]["content"])
 
-        memory_ms, routing_ms, injected = [], [], []
+        searcher = app.state.searcher
+        memory_ms, routing_ms, request_ms, injected = [], [], [], []
         for messages in requests:
+            searcher._query_vectors.clear()  # the pool repeats questions: every request embeds afresh, as a new one would
             t0 = time.perf_counter()
             block = _memories_for(app, messages)
             memory_ms.append((time.perf_counter() - t0) * 1000)
             injected.append(max(len(block.splitlines()) - 1, 0))
+            searcher._query_vectors.clear()
             t0 = time.perf_counter()
-            choose_adapters_for(app, "auto", messages[-1]["content"])
+            choose_adapters_for(app, "auto", messages[-1]["content"])  # routing alone, embedding included
             routing_ms.append((time.perf_counter() - t0) * 1000)
+            searcher._query_vectors.clear()
+            t0 = time.perf_counter()
+            choose_adapters_for(app, "auto", messages[-1]["content"])  # an auto request: routing, then memories (one embedding)
+            _memories_for(app, messages)
+            request_ms.append((time.perf_counter() - t0) * 1000)
         memory = _percentiles(memory_ms)
         result = {
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg())},
@@ -107,6 +115,7 @@ def main() -> None:
             "tiers": promotion.tiers,
             "proxy_memory_ms": memory,
             "auto_routing_ms": _percentiles(routing_ms),
+            "auto_request_ms": _percentiles(request_ms),
             "memories_injected": {"mean": round(statistics.mean(injected), 2), "none": sum(1 for i in injected if i == 0)},
             "target": {"p50_ms": 50, "met": memory["p50"] <= 50},
         }
