@@ -110,6 +110,7 @@ def main() -> None:
             "started": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "settings": {"documents": args.documents, "queries": args.queries, "memory_k": config.service.memory_k,
                          "memory_min_similarity": config.service.memory_min_similarity, "time_span_share": 0.5},
+            "embedding_model": embedder.model_id,
             "corpus": corpus,
             "index": {"chunks": getattr(index_report, "chunks_total", None), "prepare_seconds": round(prepared, 1)},
             "tiers": promotion.tiers,

@@ -46,7 +46,10 @@ class Ranked:
 
 
 class RecallView:
-    """chunk_id -> its item's tier, recall score and restatement link, from the score store; reloaded when it changes."""
+    """chunk_id -> its item's tier, recall score and restatement link, from the score store.
+
+    Reloaded when the score file changes (a promotion or retier run replaced it).
+    """
 
     def __init__(self, config: Config):
         from memory_pipeline.scoring.store import ScoreStore, scores_dir
@@ -64,12 +67,14 @@ class RecallView:
         if stamp is None:
             self.by_chunk = {}
             return
-        frame = self.store.load_frame(["item_id", "chunk_ids", "tier_base", "recall_score", "score", "superseded_by", "created_at", "first_seen"])
+        columns = ["item_id", "chunk_ids", "tier_base", "recall_score", "score", "superseded_by", "created_at", "first_seen"]
+        frame = self.store.load_frame(columns)
         found: dict[str, ChunkRecall] = {}
         for row in frame.itertuples(index=False):
             recall_score = row.recall_score if row.recall_score == row.recall_score else row.score  # NaN: an older store
             when = row.created_at if row.created_at == row.created_at else row.first_seen
-            info = ChunkRecall(row.item_id, row.tier_base or "cache", float(recall_score or 0.0), row.superseded_by or "", _naive(when))
+            recall_score = float(recall_score or 0.0)
+            info = ChunkRecall(row.item_id, row.tier_base or "cache", recall_score, row.superseded_by or "", _naive(when))
             for chunk_id in row.chunk_ids if row.chunk_ids is not None else ():
                 found[chunk_id] = info
         self.by_chunk = found
@@ -111,7 +116,9 @@ def rank(
             tier, item_id, superseded = info.tier, info.item_id, info.superseded_by
             if tier == "discard" and not include_discard:
                 continue
-            prior = max(info.recall_score, freshness(info.date or date, now, cache_days)) if tier == "cache" else info.recall_score
+            prior = info.recall_score
+            if tier == "cache":
+                prior = max(prior, freshness(info.date or date, now, cache_days))
         factor = (1.0 - weight) + weight * min(max(prior, 0.0), 1.0)
         if superseded:
             factor *= search.superseded_factor

@@ -182,7 +182,9 @@ class Searcher:
             fetch = depth if not filtered else min(self.faiss.ntotal, depth * 8)
             scores, ids = self.faiss.search(vector, fetch)
             found = {int(i): float(s) for s, i in zip(scores, ids) if int(i) >= 0 and (not filtered or self._allowed(int(i), kind, span))}
-            if len(found) >= depth or fetch >= self.faiss.ntotal:
+            # FAISS is exact here: what passed the filter is the true top of the allowed rows, so a quarter of the
+            # depth (at least the k asked for) is enough to rank; fewer means the filter is narrow: ask LanceDB.
+            if len(found) >= (depth if not filtered else depth // 4) or fetch >= self.faiss.ntotal:
                 return dict(list(found.items())[:depth]), {}
         rows = self.store.vector_search(vector, depth, kind=kind, where=span.where() if span else None)
         return {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}

@@ -728,12 +728,15 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
     last_used = pd.to_datetime(frame["last_used"])
     used_days = ((last_used - pd.Timestamp(_EPOCH)).dt.total_seconds() / _DAY).to_numpy(dtype=np.float64)
     since_use = now_days - np.fmax(first_seen, np.nan_to_num(used_days, nan=-np.inf))
-    recall = scores * 0.5 ** (np.maximum(now_days - first_seen, 0.0) / promote.age_half_life_days) * 0.5 ** (np.maximum(since_use, 0.0) / promote.unused_half_life_days)
+    age_decay = 0.5 ** (np.maximum(now_days - first_seen, 0.0) / promote.age_half_life_days)
+    recall = scores * age_decay * 0.5 ** (np.maximum(since_use, 0.0) / promote.unused_half_life_days)
     frame["recall_score"] = recall
     ages = now_days - times
-    own_texts = np.where(frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
+    dialogue = frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value
+    own_texts = np.where(dialogue, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
     own_of = dict(zip(ids, own_texts.tolist(), strict=True))
-    frame["superseded_by"] = _superseded_by(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), time_of, keeper_of, own_of, promote)
+    neighbours, sims = frame["neighbours"].to_list(), frame["neighbour_sims"].to_list()
+    frame["superseded_by"] = _superseded_by(ids, neighbours, sims, time_of, keeper_of, own_of, promote)
     names = [a.name for a in config.adapters]
     decisions = [
         decide_tier(
@@ -751,7 +754,17 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
             own_chars=own_content_chars(own) if score >= promote.lora_threshold else None,
         )
         for n_chars, keeper, item_id, exact, has_vector, score, routes, age, recalled, own in zip(
-            frame["n_chars"], frame["cluster_keeper"], frame["item_id"], frame["exact_duplicate"], frame["has_vector"], scores, frame["routes"], ages, recall, own_texts, strict=True
+            frame["n_chars"],
+            frame["cluster_keeper"],
+            frame["item_id"],
+            frame["exact_duplicate"],
+            frame["has_vector"],
+            scores,
+            frame["routes"],
+            ages,
+            recall,
+            own_texts,
+            strict=True,
         )
     ]
     frame["tier"] = [d.label for d in decisions]

@@ -126,7 +126,8 @@ def decide_tier(
     fresh = age_days < config.cache_days
     floor = own_chars is not None and own_chars < config.lora_min_own_chars
     if score >= config.lora_threshold and floor and recall_score >= config.rag_threshold and not fresh:
-        return TierDecision(Tier.RAG, (), f"score {score:.3f} >= lora_threshold but the user's own content is {own_chars} chars < lora_min_own_chars {config.lora_min_own_chars}")
+        why = f"the user's own content is {own_chars} chars < lora_min_own_chars {config.lora_min_own_chars}"
+        return TierDecision(Tier.RAG, (), f"score {score:.3f} >= lora_threshold but {why}")
     if score >= config.lora_threshold and not floor:
         adapters = choose_adapters(dict(routes), config.route_threshold, adapter_names)
         if adapters:
@@ -134,16 +135,25 @@ def decide_tier(
             return TierDecision(
                 Tier.LORA,
                 tuple(adapters),
-                f"score {score:.3f} >= lora_threshold {config.lora_threshold}; routed ({detail} >= route_threshold {config.route_threshold})",
+                f"score {score:.3f} >= lora_threshold {config.lora_threshold}; "
+                f"routed ({detail} >= route_threshold {config.route_threshold})",
             )
     if fresh:
-        return TierDecision(Tier.CACHE, (), f"fresh: {age_days:.1f} days old < cache_days {config.cache_days:g}; rag or discard decided when the window closes")
+        why = f"fresh: {age_days:.1f} days old < cache_days {config.cache_days:g}"
+        return TierDecision(Tier.CACHE, (), f"{why}; rag or discard decided when the window closes")
     if recall_score < config.rag_threshold:
         if score >= config.rag_threshold:
-            return TierDecision(Tier.DISCARD, (), f"faded: recall score {recall_score:.3f} (score {score:.3f} decayed by age and disuse) < rag_threshold {config.rag_threshold}")
+            why = f"recall score {recall_score:.3f} (score {score:.3f} decayed by age and disuse)"
+            return TierDecision(Tier.DISCARD, (), f"faded: {why} < rag_threshold {config.rag_threshold}")
         return TierDecision(Tier.DISCARD, (), f"score {score:.3f} < rag_threshold {config.rag_threshold} after the cache window")
     if score >= config.lora_threshold:
         return TierDecision(
-            Tier.RAG, (), f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold {config.route_threshold}"
+            Tier.RAG,
+            (),
+            f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold {config.route_threshold}",
         )
-    return TierDecision(Tier.RAG, (), f"rag_threshold {config.rag_threshold} <= recall score {recall_score:.3f}, score {score:.3f} < lora_threshold {config.lora_threshold}")
+    return TierDecision(
+        Tier.RAG,
+        (),
+        f"rag_threshold {config.rag_threshold} <= recall score {recall_score:.3f}, score {score:.3f} < lora_threshold {config.lora_threshold}",
+    )
