@@ -244,7 +244,7 @@ def test_proxy_injects_memories_forwards_and_records(indexed, stream):
             assert forwarded["model"] == "core+sport"
             assert forwarded["messages"][0]["role"] == "system" and MEMORY_HEADER in forwarded["messages"][0]["content"]
             assert "running.md" in forwarded["messages"][0]["content"]
-            inbox_file = config.inbox_dir / f"{conversation}.jsonl"
+            inbox_file = config.inbox_dir / inbox_module.inbox_file_name(conversation)
             deadline = time.time() + 10
             while not inbox_file.exists() and time.time() < deadline:
                 time.sleep(0.05)

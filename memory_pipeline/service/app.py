@@ -18,14 +18,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from memory_pipeline import __version__
 from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
 from memory_pipeline.search import Hit, Searcher, validate_request
 from memory_pipeline.search_log import log_search
-from memory_pipeline.service.inbox import Inbox, InboxMessage, RecordResult, require_valid_unicode, turn_indexes
+from memory_pipeline.service.inbox import (
+    Inbox,
+    InboxMessage,
+    RecordResult,
+    check_conversation_id,
+    require_valid_unicode,
+    turn_indexes,
+)
 from memory_pipeline.service.proxy import openai_error
 
 logger = logging.getLogger(__name__)
@@ -63,11 +70,25 @@ class SearchRequest(BaseModel):
 class DialogueRequest(BaseModel):
     """A conversation or its new turns, in the OpenAI ``messages`` shape plus identity."""
 
-    conversation_id: str | None = Field(None, min_length=1, max_length=200)
+    conversation_id: str | None = Field(None, description="any text without control characters, up to 200 characters")
     title: str | None = None
     model: str | None = None
     start_index: int = Field(0, ge=0, description="turn index of the first message when messages carry none")
     messages: list[InboxMessage] = Field(min_length=1)
+
+    @field_validator("conversation_id")
+    @classmethod
+    def _plain_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_conversation_id(value)
+
+    @field_validator("messages")
+    @classmethod
+    def _has_content(cls, messages: list[InboxMessage]) -> list[InboxMessage]:
+        """A message without content says nothing to remember; refused here, so nothing empty is recorded."""
+        empty = [position for position, message in enumerate(messages) if message.content is None]
+        if empty:
+            raise ValueError(f"content is null in message(s) {empty}; send the text, or leave the message out")
+        return messages
 
     @model_validator(mode="after")
     def _storable(self) -> DialogueRequest:

@@ -13,13 +13,22 @@ chats under one id) is another history: all its messages go to a branch, the id
 ``<conversation id>~<hash of the first disagreeing turn>``, where the same disagreeing history
 lands again when resent and is deduplicated there. Nothing said is dropped, and the result
 counts the disagreeing turns as ``conflicts``.
+
+File names: a readable slug of the id plus a hash of the whole id, so no two ids share a file
+(punctuation, Cyrillic and very long ids all differ in the hash) and no name starts with a dot
+(discovery skips hidden files). The name is not parsed back: every line carries the full id.
+A file is created by linking a complete temp file into place, which fails rather than replace
+a file another writer created first, and lines are appended under a per-file lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
+import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
@@ -29,10 +38,32 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticSerializationError
 
-from memory_pipeline.atomic import atomic_write_text, fsync_dir
+from memory_pipeline.atomic import fsync_dir
 from memory_pipeline.records import stable_id
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_CONVERSATION_ID_CHARS = 200
+_SLUG_CHARS = 60
+
+
+def check_conversation_id(conversation_id: str) -> str:
+    """Refuse ids that cannot name one conversation plainly: empty, too long, or with control characters."""
+    if not conversation_id:
+        raise ValueError("conversation id is empty")
+    if len(conversation_id) > MAX_CONVERSATION_ID_CHARS:
+        raise ValueError(f"conversation id is {len(conversation_id)} characters, over the limit of {MAX_CONVERSATION_ID_CHARS}")
+    if match := _CONTROL.search(conversation_id):
+        raise ValueError(f"conversation id holds a control character ({match.group()!r} at {match.start()})")
+    return conversation_id
+
+
+def inbox_file_name(conversation_id: str) -> str:
+    """``<slug>-<hash>.jsonl``: readable, never hidden, and distinct for distinct ids."""
+    slug = _UNSAFE.sub("_", conversation_id)[:_SLUG_CHARS].strip("_") or "conversation"
+    digest = hashlib.sha256(conversation_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{slug}-{digest}.jsonl"
 
 
 class InboxMessage(BaseModel):
@@ -92,31 +123,43 @@ class Inbox:
         if not self.folder.is_dir():
             self.folder.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.folder.parent)
-        self._locks: dict[str, threading.Lock] = {}
+        _unhide_legacy_files(self.folder)
+        self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()
         self._recorded: dict[str, dict[int, str]] = {}
+        self._paths: dict[str, Path] = {}
 
     def path_for(self, conversation_id: str) -> Path:
-        safe = _SAFE.sub("_", conversation_id)[:80] or "conversation"
-        return self.folder / f"{safe}.jsonl"
+        """The conversation's file; one written under the old naming keeps being appended to,
+        so a conversation is never split over two files (its turns would form two documents)."""
+        path = self.folder / inbox_file_name(conversation_id)
+        legacy = self.folder / _visible(f"{_LEGACY_UNSAFE.sub('_', conversation_id)[:80] or 'conversation'}.jsonl")
+        if not path.exists() and legacy.is_file() and self._turns_in(legacy, conversation_id):
+            return legacy
+        return path
 
-    def _lock(self, conversation_id: str) -> threading.Lock:
+    def _lock(self, path: Path) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(conversation_id, threading.Lock())
+            return self._locks.setdefault(path, threading.Lock())
+
+    @staticmethod
+    def _turns_in(path: Path, conversation_id: str) -> dict[int, str]:
+        """Turn index -> fingerprint of the id's lines in a file; the first line of an index wins, as in the parser."""
+        known: dict[int, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    continue
+                if isinstance(row, dict) and row.get("conversation_id") == conversation_id and isinstance(row.get("turn_index"), int):
+                    known.setdefault(row["turn_index"], turn_fingerprint(row.get("role"), row.get("content") or ""))
+        return known
 
     def _known_turns(self, conversation_id: str, path: Path) -> dict[int, str]:
-        """Turn index -> fingerprint of what is recorded; the first line of an index wins, as in the parser."""
+        """Turn index -> fingerprint of what is recorded for the id, read once, then kept current."""
         if conversation_id not in self._recorded:
-            known: dict[int, str] = {}
-            if path.is_file():
-                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(row, dict) and row.get("conversation_id") == conversation_id and isinstance(row.get("turn_index"), int):
-                        known.setdefault(row["turn_index"], turn_fingerprint(row.get("role"), row.get("content") or ""))
-            self._recorded[conversation_id] = known
+            self._recorded[conversation_id] = self._turns_in(path, conversation_id)
         return self._recorded[conversation_id]
 
     def record(
@@ -129,19 +172,25 @@ class Inbox:
         start_index: int = 0,
     ) -> RecordResult:
         """Append the turns not recorded yet; a history that disagrees with the recorded one goes to its branch."""
-        conversation_id = conversation_id or uuid.uuid4().hex
+        conversation_id = check_conversation_id(conversation_id) if conversation_id is not None else uuid.uuid4().hex
+        return self._record(messages, conversation_id=conversation_id, title=title, model=model, start_index=start_index)
+
+    def _record(
+        self, messages: Sequence[InboxMessage], *, conversation_id: str, title: str | None, model: str | None, start_index: int = 0
+    ) -> RecordResult:
         turns = list(zip(turn_indexes(messages, start_index), messages))
         if len({index for index, _ in turns}) < len(turns):
             raise ValueError("two messages claim the same turn index")
-        path = self.path_for(conversation_id)
-        with self._lock(conversation_id):
+        with self._guard:
+            path = self._paths.get(conversation_id) or self._paths.setdefault(conversation_id, self.path_for(conversation_id))
+        with self._lock(path):
             known = self._known_turns(conversation_id, path)
             fingerprints = {index: turn_fingerprint(message.role, message_text(message.content)) for index, message in turns}
             conflicts = sorted(index for index, fingerprint in fingerprints.items() if index in known and known[index] != fingerprint)
             if not conflicts:
                 return self._append(conversation_id, path, turns, fingerprints, known, title=title, model=model)
         first = conflicts[0]
-        branch = self.record(
+        branch = self._record(
             [message.model_copy(update={"turn_index": index}) for index, message in turns],
             conversation_id=branch_id(conversation_id, first, fingerprints[first]),
             title=title,
@@ -181,23 +230,57 @@ class Inbox:
         return RecordResult(conversation_id=conversation_id, recorded=len(lines), duplicates=len(turns) - len(lines), inbox_file=str(path))
 
 
+def _visible(name: str) -> str:
+    return f"_{name}" if name.startswith(".") else name
+
+
+def _unhide_legacy_files(folder: Path) -> None:
+    """Rename files the old naming hid (an id starting with a dot) so that discovery ingests them."""
+    for path in folder.glob(".*.jsonl"):
+        target = folder / _visible(path.name)
+        if path.is_file() and not target.exists():
+            os.rename(path, target)
+            fsync_dir(folder)
+
+
 def _append_durably(path: Path, text: str) -> None:
     """Append and fsync; a line left half-written by a crash is closed first so it can't swallow ours.
 
-    A new conversation file appears whole (temp file, fsync, rename, directory fsync), so the
-    file sensor or an ingest run never reads it empty or half-written.
+    A new conversation file appears whole (temp file, fsync, link into place, directory fsync), so
+    the file sensor or an ingest run never reads it empty or half-written; the link fails when the
+    file exists (another process created it first), and the lines are appended to it instead.
+    Appends hold an exclusive ``flock``, so two processes serving one inbox do not interleave lines.
     """
-    if not path.exists():
-        atomic_write_text(path, text)
+    data = text.encode("utf-8")
+    if not path.exists() and _create_whole(path, data):
         return
-    if path.stat().st_size:
-        with open(path, "rb") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                text = "\n" + text
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
-        os.write(fd, text.encode("utf-8"))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _create_whole(path: Path, data: bytes) -> bool:
+    """Put a new file with ``data`` at ``path`` unless one is there already; False when one was."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(tmp_name)

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from memory_pipeline.config import Config
 from memory_pipeline.records import stable_id
-from memory_pipeline.service.inbox import InboxMessage, message_text, require_valid_unicode
+from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, require_valid_unicode
 from memory_pipeline.service.local_model import LOCAL_BASE_URL
 
 logger = logging.getLogger(__name__)
@@ -233,6 +233,12 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             chat = ChatRequest.model_validate(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
+        conversation_id = request.headers.get("x-conversation-id")
+        if conversation_id is not None:
+            try:
+                check_conversation_id(conversation_id)
+            except ValueError as exc:
+                raise HTTPException(status_code=400, detail=f"X-Conversation-Id: {exc}") from None
         local = app.state.local_model
         if not service.upstream_url and local is None:
             raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)")
@@ -249,7 +255,6 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         before = "\n\n".join(p for p in (await run_in_threadpool(worldview_prompt, app), guard_text(config, adapters)) if p)
         forwarded["messages"] = inject_system(original, before=before, after=memories)
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
-        conversation_id = request.headers.get("x-conversation-id")
         url = (service.upstream_url if local is None else LOCAL_BASE_URL).rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {service.upstream_api_key}"} if service.upstream_api_key else {}
         transport = httpx.ASGITransport(app=local) if local is not None else None

@@ -1,0 +1,128 @@
+"""Hostile and clumsy inputs: nothing acknowledged is lost, and no single bad entry stops the memory.
+
+Every case is generated on the fly and small; the service cases run against a real uvicorn server.
+"""
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest import ingest_all
+from memory_pipeline.records import Kind
+from memory_pipeline.service.app import create_app
+from memory_pipeline.service.inbox import Inbox, InboxMessage, inbox_file_name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(app):
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# Ids that the old naming mapped to one file ("a_b", "_", "x"*80), or to a hidden one.
+HOSTILE_IDS = ["a.b", "a,b", "a b", "a/b", "разговор", "беседа", ".x", "..", "../../x", "x" * 190 + "1", "x" * 190 + "2"]
+
+
+def test_concurrent_writers_over_colliding_ids_lose_nothing(tmp_path):
+    """20 writers, two per id for most ids, first writes racing: every acknowledged message is ingested once."""
+    config = Config(storage_root=tmp_path / "storage")
+    acknowledged: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def writer(number: int) -> None:
+        conversation = HOSTILE_IDS[number % len(HOSTILE_IDS)]
+        offset = 100 * (number // len(HOSTILE_IDS))
+        with httpx.Client(timeout=30) as client:
+            for turn in range(10):
+                text = f"writer {number} turn {turn} {conversation[:20]}"
+                role = "user" if turn % 2 == 0 else "assistant"
+                body = {"conversation_id": conversation, "messages": [{"role": role, "content": text, "turn_index": offset + turn}]}
+                response = client.post(f"{base}/dialogues", json=body)
+                assert response.status_code == 200, response.text
+                assert response.json()["recorded"] == 1
+                with lock:
+                    acknowledged.append((conversation, text))
+
+    with running(create_app(config, searcher=object())) as base:
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(writer, range(20)))
+
+    names = [p.name for p in config.inbox_dir.iterdir()]
+    assert len(acknowledged) == 200
+    assert not [n for n in names if n.startswith(".")], names
+    assert len(names) == len(HOSTILE_IDS)
+    reports = ingest_all(config)
+    assert reports[Kind.DIALOGUE].files_failed == 0, reports[Kind.DIALOGUE].errors
+    ingested = Counter()
+    for doc in DocumentStore(config.documents_dir).iter_documents(Kind.DIALOGUE):
+        for turn in doc.turns:
+            ingested[(doc.external_id, turn.text)] += 1
+    assert ingested == Counter(acknowledged)
+
+
+def test_bad_conversation_ids_get_a_clear_4xx(tmp_path):
+    config = Config(storage_root=tmp_path / "storage")
+    config.service.upstream_url = "http://127.0.0.1:9/v1"
+    message = [{"role": "user", "content": "hi"}]
+    with running(create_app(config, searcher=object())) as base:
+        for bad, reason in (("a\nb", "control character"), ("x" * 201, "over the limit"), ("", "empty"), ("a\x00", "control")):
+            response = httpx.post(f"{base}/dialogues", json={"conversation_id": bad, "messages": message})
+            assert response.status_code == 422 and reason in response.text, response.text
+        response = httpx.post(f"{base}/v1/chat/completions", json={"messages": message}, headers={"X-Conversation-Id": "x" * 300})
+        assert response.status_code == 400 and "X-Conversation-Id" in response.text
+        response = httpx.post(f"{base}/dialogues", json={"messages": [{"role": "user", "content": None}]})
+        assert response.status_code == 422 and "content is null" in response.text
+    assert not config.inbox_dir.exists() or not list(config.inbox_dir.iterdir())
+
+
+def test_inbox_file_names_are_distinct_visible_and_never_replace_a_file(tmp_path):
+    names = {inbox_file_name(i) for i in HOSTILE_IDS}
+    assert len(names) == len(HOSTILE_IDS) and not [n for n in names if n.startswith(".")]
+    inbox = Inbox(tmp_path / "inbox")
+    path = inbox.path_for("c")
+    path.write_text('{"conversation_id": "other", "turn_index": 0, "role": "user", "content": "kept"}\n', encoding="utf-8")
+    inbox.record([InboxMessage(role="user", content="new")], conversation_id="c")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["content"] for r in rows] == ["kept", "new"]
+
+
+def test_legacy_inbox_files_keep_their_conversations(tmp_path):
+    """Files named the old way: a conversation goes on in its file, and hidden ones are made visible."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    row = {"conversation_id": "old.one", "turn_index": 0, "role": "user", "content": "first"}
+    (folder / "old.one.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (folder / ".x.jsonl").write_text(json.dumps({**row, "conversation_id": ".x"}) + "\n", encoding="utf-8")
+    inbox = Inbox(folder)
+    assert (folder / "_.x.jsonl").is_file() and not (folder / ".x.jsonl").exists()
+    result = inbox.record([InboxMessage(role="assistant", content="second", turn_index=1)], conversation_id="old.one")
+    assert result.inbox_file == str(folder / "old.one.jsonl")
+    result = inbox.record([InboxMessage(role="assistant", content="again", turn_index=1)], conversation_id=".x")
+    assert result.inbox_file == str(folder / "_.x.jsonl")
