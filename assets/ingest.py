@@ -17,6 +17,7 @@ class IngestRunConfig(dg.Config):
     """Restrict a run to some paths (the file sensor sets this to what changed)."""
 
     paths: list[str] = []
+    prune_missing: bool = False  # remove the documents of a missing or emptied source folder (else kept, reported)
 
 
 def _materialize_kind(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, kind: Kind, run_config: IngestRunConfig) -> dg.MaterializeResult:
@@ -28,7 +29,7 @@ def _materialize_kind(context: dg.AssetExecutionContext, pipeline: MemoryPipelin
             context.log.info(f"{kind.value}: {done}/{total} files ({path})")
 
     paths = [p for p in run_config.paths] or None
-    report = ingest_kind(config, kind, paths=paths, store=store, on_progress=progress)
+    report = ingest_kind(config, kind, paths=paths, store=store, on_progress=progress, prune_missing=run_config.prune_missing or None)
     for error in report.errors:
         context.log.error(f"{error.path}: {error.reason}")
     summary = store.summary_rows(kind)
@@ -93,7 +94,7 @@ def ingest_report(pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
     )
 
 
-@dg.asset_check(asset=ingest_report, description="Warns when any source file failed to ingest.")
+@dg.asset_check(asset=ingest_report, description="Warns when any source file failed to ingest, or a source folder is missing or emptied.")
 def ingest_report_no_failures(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
     errors = [e for r in load_reports(pipeline.config).values() for e in r.errors]
     return dg.AssetCheckResult(

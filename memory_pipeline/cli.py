@@ -113,6 +113,9 @@ def ingest(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders to ingest; default: the configured sources")] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="also chunk, embed and index what changed")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,
+    prune_missing: Annotated[
+        bool, typer.Option("--prune-missing", help="remove the documents of source folders that are missing or emptied")
+    ] = False,
 ) -> None:
     """Ingest sources into the document store and index them (incremental: only changes cost work)."""
     from memory_pipeline.ingest import ingest_all
@@ -121,7 +124,7 @@ def ingest(
     missing = [p for p in paths or [] if not p.exists()]
     for path in missing:
         err_console.print(f"[red]error[/red] {path}: does not exist")
-    reports = ingest_all(config, paths=paths or None)
+    reports = ingest_all(config, paths=paths or None, prune_missing=prune_missing or None)
     index_report = _sync_index(config) if index else None
     if as_json:
         payload = {k.value: r.model_dump(mode="json") for k, r in reports.items()}

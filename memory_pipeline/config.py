@@ -48,6 +48,9 @@ class IngestConfig(_Section):
     archive_max_members: int = Field(20_000, ge=1, description="ZIP exports with more members are refused (zip bombs)")
     archive_max_total_mb: float = Field(8000.0, gt=0, description="ZIP exports expanding to more than this are refused")
     archive_max_ratio: float = Field(100.0, gt=1, description="a ZIP member expanding more than this many times is refused")
+    prune_missing_sources: bool = Field(
+        False, description="remove the documents of a source folder that is missing or emptied (default: keep them, report an error)"
+    )
 
 
 class ChunkingConfig(_Section):

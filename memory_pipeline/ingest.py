@@ -9,12 +9,18 @@ is reported with its reason and keeps the documents it produced before, so nothi
 lost because a source went bad; it is not parsed again until its bytes change, but stays
 reported on every run. The manifest is written atomically after the documents, so a crash at
 any point makes the next run redo at most the unfinished files, idempotently.
+
+A configured source folder that is missing, or empty while documents came from it, is far more
+likely an unmounted drive or a mistyped path than a deliberate deletion: it is reported as an
+error and its documents stay, until the user confirms with ``prune_missing`` (``ingest
+--prune-missing`` or ``ingest.prune_missing_sources``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -111,12 +117,15 @@ def ingest_kind(
     paths: Sequence[Path] | None = None,
     store: DocumentStore | None = None,
     on_progress: ProgressCallback | None = None,
+    prune_missing: bool | None = None,
 ) -> IngestReport:
     """Bring the stored documents of one kind up to date with its source folders.
 
     With ``paths``, only those files/folders are looked at (the file sensor passes what changed);
-    a listed path that no longer exists has its documents removed. The report returned covers
-    this run; the one saved for the UI still lists the earlier failures of files it did not look at.
+    a listed path that no longer exists has its documents removed, unless its source folder is
+    missing or emptied (see the module docstring; ``prune_missing`` defaults to the config flag).
+    The report returned covers this run; the one saved for the UI still lists the earlier failures
+    of files it did not look at.
     """
     started = time.perf_counter()
     store = store or DocumentStore(config.documents_dir)
@@ -136,7 +145,9 @@ def ingest_kind(
             on_progress(number, len(units), key)
         run.ingest_unit(unit, key, max_bytes)
     run.flush()
-    report.documents_removed += _remove_vanished(manifest, store, kind, roots, seen_paths, report)
+    prune = config.ingest.prune_missing_sources if prune_missing is None else prune_missing
+    held = [] if prune else _vanished_roots(config, kind, manifest, report, limited_to=None if paths is None else roots)
+    report.documents_removed += _remove_vanished(manifest, store, kind, roots, seen_paths, report, held=held)
     manifest.save()
     if report.changed:
         store.compact(kind)
@@ -310,13 +321,20 @@ def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
         yield batch
 
 
-def ingest_all(config: Config, *, paths: Sequence[Path] | None = None, on_progress: ProgressCallback | None = None) -> dict[Kind, IngestReport]:
+def ingest_all(
+    config: Config,
+    *,
+    paths: Sequence[Path] | None = None,
+    on_progress: ProgressCallback | None = None,
+    prune_missing: bool | None = None,
+) -> dict[Kind, IngestReport]:
     """Ingest every kind; with ``paths``, each source goes to its kind as :func:`assign_kinds` says."""
     store = DocumentStore(config.documents_dir)
+    options = {"store": store, "on_progress": on_progress, "prune_missing": prune_missing}
     if paths is None:
-        return {kind: ingest_kind(config, kind, store=store, on_progress=on_progress) for kind in Kind}
+        return {kind: ingest_kind(config, kind, **options) for kind in Kind}
     by_kind = assign_kinds(config, paths)
-    return {kind: ingest_kind(config, kind, paths=ps, store=store, on_progress=on_progress) for kind, ps in by_kind.items()}
+    return {kind: ingest_kind(config, kind, paths=ps, **options) for kind, ps in by_kind.items()}
 
 
 def assign_kinds(config: Config, paths: Iterable[Path]) -> dict[Kind, list[Path]]:
@@ -392,6 +410,14 @@ def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when resolving fails (a symlink loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def _within(path: Path, roots: set[Path]) -> bool:
     """Whether a path is one of the (resolved) roots or under one.
 
@@ -401,9 +427,48 @@ def _within(path: Path, roots: set[Path]) -> bool:
     return path in roots or not roots.isdisjoint(path.parents)
 
 
-def _remove_vanished(manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport) -> int:
+def _vanished_roots(
+    config: Config, kind: Kind, manifest: Manifest, report: IngestReport, *, limited_to: Sequence[Path] | None
+) -> list[Path]:
+    """Configured roots of this kind that are missing, or hold no source while documents came from them.
+
+    Each is an error in the report; the caller keeps their documents. A missing service inbox
+    that never held anything is normal (the service has not run yet). A run limited to some
+    paths looks only at the roots holding them.
+    """
+    held = []
+    limits = None if limited_to is None else [_resolved(p) for p in limited_to]
+    for root, root_kind in config.source_roots():
+        resolved = _resolved(root)
+        if root_kind is not kind or (limits is not None and not any(p == resolved or resolved in p.parents for p in limits)):
+            continue
+        stored = any(_within(Path(p), {resolved}) for p in manifest.entries)
+        if not root.exists() and (stored or root != config.inbox_dir):
+            reason = "source folder is missing (unmounted drive or mistyped path?)"
+        elif stored and root.is_dir() and next(discover_sources(root, kind), None) is None:
+            reason = "source folder is empty but documents came from it (unmounted drive?)"
+        else:
+            continue
+        if stored:
+            held.append(resolved)
+            reason += "; its documents are kept until you confirm with `ingest --prune-missing`"
+        logger.error("%s: %s", root, reason)
+        report.files_failed += 1
+        report.errors.append(IngestError(path=str(root), kind=kind.value, reason=reason))
+    return held
+
+
+def _remove_vanished(
+    manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport, *, held: Sequence[Path]
+) -> int:
+    """Forget sources gone from under the roots looked at, except under a vanished root (``held``)."""
     resolved_roots = {r.resolve() for r in roots}
-    vanished = [p for p in manifest.entries if p not in seen and _within(Path(p), resolved_roots) and not Path(p).exists()]
+    held_roots = set(held)
+    vanished = [
+        p
+        for p in manifest.entries
+        if p not in seen and _within(Path(p), resolved_roots) and not _within(Path(p), held_roots) and not Path(p).exists()
+    ]
     doomed: set[str] = set()
     for path in vanished:
         doomed.update(manifest.entries.pop(path).doc_ids)

@@ -126,3 +126,42 @@ def test_legacy_inbox_files_keep_their_conversations(tmp_path):
     assert result.inbox_file == str(folder / "old.one.jsonl")
     result = inbox.record([InboxMessage(role="assistant", content="again", turn_index=1)], conversation_id=".x")
     assert result.inbox_file == str(folder / "_.x.jsonl")
+
+
+def _write_notes(folder, count=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(count):
+        text = f"# Note {number}\n\nSome text worth keeping, number {number} of {folder.name}.\n"
+        (folder / f"note{number}.md").write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["missing", "emptied"])
+def test_vanished_source_folder_is_an_error_and_keeps_its_documents(tmp_path, how):
+    notes, other = tmp_path / "notes", tmp_path / "other"
+    _write_notes(notes)
+    _write_notes(other)
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes, other]})
+    assert ingest_all(config)[Kind.ARTICLE].documents_total == 4
+    if how == "missing":
+        notes.rename(tmp_path / "unmounted")
+    else:
+        for path in notes.iterdir():
+            path.unlink()
+    (other / "note0.md").unlink()
+    report = ingest_all(config)[Kind.ARTICLE]
+    assert [e.path for e in report.errors] == [str(notes)] and "--prune-missing" in report.errors[0].reason
+    assert report.documents_total == 3 and report.documents_removed == 1  # the file deleted from `other` goes
+    assert ingest_all(config)[Kind.ARTICLE].documents_total == 3  # and again on the next run
+    pruned = ingest_all(config, prune_missing=True)[Kind.ARTICLE]
+    assert pruned.documents_total == 1 and pruned.documents_removed == 2
+
+
+def test_missing_source_folder_fails_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from memory_pipeline.cli import app
+
+    config_file = tmp_path / "memory_pipeline.yaml"
+    config_file.write_text(f"storage_root: {tmp_path / 'storage'}\nsources:\n  articles: [{tmp_path / 'typo'}]\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(config_file), "ingest", "--no-index"])
+    assert result.exit_code == 1 and "source folder is missing" in " ".join(result.output.split())
