@@ -18,9 +18,9 @@ error and its documents stay, until the user confirms with ``prune_missing`` (``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +34,17 @@ from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
-from memory_pipeline.sources import SourceUnit, check_size, discover_sources, guess_kind, parse_file, titles_from_name
+from memory_pipeline.sources import (
+    SourceUnit,
+    bytes_safe,
+    check_size,
+    discover_sources,
+    guess_kind,
+    parse_file,
+    resolved_path,
+    source_key,
+    titles_from_name,
+)
 from memory_pipeline.sources.archive import ArchiveLimits, source_file
 
 logger = logging.getLogger(__name__)
@@ -139,7 +149,7 @@ def ingest_kind(
     run = _IngestRun(store, manifest, report, kind, archive_limits(config))
     seen_paths: set[str] = set()
     for number, unit in enumerate(units, start=1):
-        key = str(unit.path.resolve())
+        key = source_key(unit.path, resolve=not unit.skipped)
         seen_paths.add(key)
         if on_progress:
             on_progress(number, len(units), key)
@@ -190,6 +200,10 @@ class _IngestRun:
         written: list[str] = []
         signature, fingerprint = (-1, -1), ""
         try:
+            if unit.skipped:  # its size and mtime (when it has them) keep the file sensor from firing again
+                with contextlib.suppress(OSError):
+                    signature = unit.signature()
+                raise ParseError(unit.path, unit.skipped)
             signature = unit.signature()
             if entry and entry.fingerprint and (entry.size, entry.mtime_ns) == signature:
                 self._unchanged(key, entry)
@@ -221,7 +235,9 @@ class _IngestRun:
         A conversation that another export holds in a newer version is not written, but its id is
         still the source's: should the newer export go, the conversation is not lost with it.
         """
+        safe_name = bytes_safe(str(unit.path)) == str(unit.path)
         for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
+            batch = batch if safe_name else [_bytes_safe_document(doc) for doc in batch]
             written.extend(d.doc_id for d in batch)
             batch = _keep_newest(batch, self.known_versions(), self.manifest)
             self.pending.extend(batch)
@@ -310,6 +326,22 @@ class _IngestRun:
         self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=kept, error=reason)
 
 
+def _bytes_safe_document(doc: Document) -> Document:
+    """A document from a file whose name is not UTF-8: its path (and a title made from it) get ``\\xNN``
+    escapes, so it can be stored; everything else is as parsed."""
+
+    def scrub(value):
+        if isinstance(value, str):
+            return bytes_safe(value)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return Document.model_validate(scrub(doc.model_dump()))
+
+
 def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for item in items:
@@ -344,10 +376,10 @@ def assign_kinds(config: Config, paths: Iterable[Path]) -> dict[Kind, list[Path]
     says, so `memory-pipeline ingest ~/exports` takes a folder of mixed exports without editing
     the config. Such a path that does not exist holds nothing and is left out; the caller says so.
     """
-    roots = [(Path(r).resolve(), k) for r, k in config.source_roots()]
+    roots = [(resolved_path(r), k) for r, k in config.source_roots()]
 
     def configured_kind(path: Path) -> Kind | None:
-        resolved = path.resolve()
+        resolved = resolved_path(path)
         return next((k for r, k in roots if resolved == r or r in resolved.parents), None)
 
     grouped: dict[Kind, list[Path]] = {}
@@ -365,7 +397,7 @@ def _discover(roots: Sequence[Path], kind: Kind) -> list[SourceUnit]:
     for root in roots:
         if root.exists():
             for unit in discover_sources(root, kind):
-                units.setdefault(str(unit.path.resolve()), unit)
+                units.setdefault(source_key(unit.path, resolve=not unit.skipped), unit)
     return list(units.values())
 
 
@@ -410,14 +442,6 @@ def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _resolved(path: Path) -> Path:
-    """``path.resolve()``, or the absolute path when resolving fails (a symlink loop)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
-
-
 def _within(path: Path, roots: set[Path]) -> bool:
     """Whether a path is one of the (resolved) roots or under one.
 
@@ -437,9 +461,9 @@ def _vanished_roots(
     paths looks only at the roots holding them.
     """
     held = []
-    limits = None if limited_to is None else [_resolved(p) for p in limited_to]
+    limits = None if limited_to is None else [resolved_path(p) for p in limited_to]
     for root, root_kind in config.source_roots():
-        resolved = _resolved(root)
+        resolved = resolved_path(root)
         if root_kind is not kind or (limits is not None and not any(p == resolved or resolved in p.parents for p in limits)):
             continue
         stored = any(_within(Path(p), {resolved}) for p in manifest.entries)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from memory_pipeline.config import Config
 from memory_pipeline.ingest import Manifest
 from memory_pipeline.records import Kind
-from memory_pipeline.sources import discover_sources
+from memory_pipeline.sources import bytes_safe, discover_sources, resolved_path, source_key
 
 
 class SourceChanges(BaseModel):
@@ -40,6 +40,14 @@ class SourceChanges(BaseModel):
         return sum(len(v) for v in self.changed.values()) + sum(len(v) for v in self.deleted.values())
 
 
+def _nameable(path: Path) -> str:
+    """The path, or for a name that is not UTF-8 (it cannot travel in a run's config) its nearest folder that is."""
+    path = resolved_path(path)
+    while bytes_safe(str(path)) != str(path):
+        path = path.parent
+    return str(path)
+
+
 def pending_changes(config: Config) -> SourceChanges:
     """Compare the source folders (stat only, no reading) with the ingest manifests."""
     changes = SourceChanges()
@@ -53,7 +61,7 @@ def pending_changes(config: Config) -> SourceChanges:
             if not root.exists():
                 continue
             for unit in discover_sources(root, kind):
-                key = str(unit.path.resolve())
+                key = source_key(unit.path, resolve=not unit.skipped)
                 seen.add(key)
                 try:
                     size, mtime_ns = unit.signature()
@@ -61,7 +69,7 @@ def pending_changes(config: Config) -> SourceChanges:
                     continue
                 entry = manifest.entries.get(key)
                 if entry is None or (entry.size, entry.mtime_ns) != (size, mtime_ns):
-                    changed.append(key)
+                    changed.append(_nameable(unit.path))
                     digest.update(f"{kind.value}|{key}|{size}|{mtime_ns}\n".encode())
         resolved_roots = [r.resolve() for r in roots]
         deleted = [

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -165,3 +166,63 @@ def test_missing_source_folder_fails_the_cli(tmp_path):
     config_file.write_text(f"storage_root: {tmp_path / 'storage'}\nsources:\n  articles: [{tmp_path / 'typo'}]\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["--config", str(config_file), "ingest", "--no-index"])
     assert result.exit_code == 1 and "source folder is missing" in " ".join(result.output.split())
+
+
+def _ingest_in_time(config, seconds=120):
+    """Ingest in a thread, so a file that blocks on open fails the test instead of hanging it."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(ingest_all(config)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "ingest hung"
+    return result
+
+
+def test_bad_entries_are_named_failures_and_the_rest_goes_in(tmp_path):
+    import os
+
+    notes = tmp_path / "notes"
+    _write_notes(notes)
+    os.symlink(notes / "loop_b.md", notes / "loop_a.md")
+    os.symlink(notes / "loop_a.md", notes / "loop_b.md")
+    os.symlink(notes / "nowhere.md", notes / "dangling.md")
+    os.symlink("/dev/null", notes / "device.md")
+    os.symlink(notes, notes / "folder_loop")
+    os.mkfifo(notes / "pipe.md")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(notes / "socket.md"))
+    os.makedirs(os.fsencode(notes) + b"/caf\xe9")
+    undecodable = os.fsencode(notes) + b"/caf\xe9/na\xefve \xff.md"
+    with open(undecodable, "wb") as handle:
+        handle.write("# Наивный\n\nЗаметка в папке с именем не в UTF-8.\n".encode())
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    os.mkfifo(chats / "pipe.md")
+    os.mkfifo(chats / "pipe.json")
+    (chats / "chat.jsonl").write_text('{"role": "user", "content": "hello there"}\n', encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes], "dialogues": [chats]})
+    reports = _ingest_in_time(config)
+    failed = {Path(e.path).name: e.reason for e in reports[Kind.ARTICLE].errors}
+    assert sorted(failed) == ["dangling.md", "device.md", "loop_a.md", "loop_b.md", "pipe.md", "socket.md"], failed
+    assert "loop" in failed["loop_a.md"] and "FIFO" in failed["pipe.md"] and "socket" in failed["socket.md"]
+    assert "device" in failed["device.md"] and "broken link" in failed["dangling.md"]
+    assert sorted(Path(e.path).name for e in reports[Kind.DIALOGUE].errors) == ["pipe.json", "pipe.md"]
+    assert reports[Kind.DIALOGUE].documents_total == 1
+    stored = {d.source_path: d for d in DocumentStore(config.documents_dir).iter_documents(Kind.ARTICLE)}
+    assert len(stored) == 3
+    odd = next(d for path, d in stored.items() if "caf" in path)
+    assert odd.source_path.endswith("caf\\xe9/na\\xefve \\xff.md") and "Заметка" in odd.sections[0].text
+    again = _ingest_in_time(config)[Kind.ARTICLE]
+    assert again.documents_total == 3 and again.documents_removed == 0 and again.files_failed == 6
+
+
+def test_unreadable_file_is_a_named_failure(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    notes = tmp_path / "notes"
+    _write_notes(notes)
+    (notes / "note0.md").chmod(0)
+    report = ingest_all(Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}))[Kind.ARTICLE]
+    assert [Path(e.path).name for e in report.errors] == ["note0.md"] and report.documents_total == 1

@@ -8,10 +8,12 @@ written as a note plus a folder of exchange files is one unit of several files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import logging
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ class SourceUnit:
     path: Path
     kind: Kind | None
     members: tuple[Path, ...] = field(default=())
+    skipped: str | None = None  # why the entry is never opened (a FIFO, a socket, a device, a link loop)
 
     def files(self) -> tuple[Path, ...]:
         return (self.path, *self.members)
@@ -93,6 +96,8 @@ def guess_kind(unit: SourceUnit) -> Kind:
     """
     if unit.members or is_archive(unit.path):
         return Kind.DIALOGUE
+    if unit.skipped:
+        return Kind.ARTICLE
     try:
         return PARSERS[detect_format(unit.path)][0]
     except ParseError:
@@ -201,7 +206,10 @@ def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUni
     Hidden files and folders (``.obsidian``, ``.git``, ``.trash``) are skipped, and so are the
     companions of an unpacked export beside its ``conversations.json`` (``chat.html`` would be every
     conversation again as an article; account, feedback and image files hold no conversation). Files of
-    unknown extension are still yielded so that ingestion reports them rather than silently ignoring them.
+    unknown extension are still yielded so that ingestion reports them rather than silently ignoring them,
+    and so are entries that must not be opened (FIFOs, sockets, devices, broken or looping links) and
+    folders that cannot be listed, each with its reason in ``skipped``. Links to folders are not
+    followed, so a link loop cannot make the walk endless.
     """
     from memory_pipeline.sources.nexus import claimed_by_conversation_note, conversation_note_members
 
@@ -209,14 +217,20 @@ def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUni
     if root.is_file():
         yield SourceUnit(root, kind, tuple(conversation_note_members(root)))
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    unlistable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable.append):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         unpacked_export = "conversations.json" in filenames
+        for error in unlistable:
+            yield SourceUnit(Path(error.filename), kind, skipped=f"folder cannot be listed: {error.strerror}")
+        unlistable.clear()
         for name in sorted(filenames):
             if name.startswith(".") or (unpacked_export and is_export_companion(name)):
                 continue
             path = Path(dirpath) / name
-            if path.suffix.lower() in {".md", ".markdown"} and kind is not Kind.ARTICLE:
+            if (reason := unopenable_reason(path)) is not None:
+                yield SourceUnit(path, kind, skipped=reason)
+            elif path.suffix.lower() in {".md", ".markdown"} and kind is not Kind.ARTICLE:
                 if claimed_by_conversation_note(path):
                     continue
                 yield SourceUnit(path, kind, tuple(conversation_note_members(path)))
@@ -224,14 +238,65 @@ def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUni
                 yield SourceUnit(path, kind)
 
 
+    for error in unlistable:
+        yield SourceUnit(Path(error.filename), kind, skipped=f"folder cannot be listed: {error.strerror}")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def unopenable_reason(path: Path) -> str | None:
+    """Why a directory entry must not be opened (opening a FIFO blocks for ever), or None for a file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop; skipped"
+        return f"broken link or unreadable entry ({exc.strerror}); skipped"
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    return f"{what}, not a regular file; skipped without opening it"
+
+
+def resolved_path(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when resolving fails (a symbolic link loop)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def bytes_safe(text: str) -> str:
+    """Text that can be written as UTF-8: a file name's undecodable bytes (kept by Python as lone
+    surrogates) become ``\\xNN`` escapes, so the name can be stored, shown and searched."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def source_key(path: Path, *, resolve: bool = True) -> str:
+    """What ingestion knows a source by: its resolved path, in a form that can be written as UTF-8.
+
+    An entry that is skipped goes by its own absolute path, so a broken link is named, not its target.
+    """
+    return bytes_safe(str(resolved_path(path)) if resolve else os.path.abspath(path))
+
+
 def discover_all(roots: Iterable[tuple[Path, Kind | None]]) -> list[SourceUnit]:
     """Source units of several configured roots, de-duplicated by path."""
-    seen: dict[Path, SourceUnit] = {}
+    seen: dict[str, SourceUnit] = {}
     for root, kind in roots:
         if not Path(root).exists():
             continue
         for unit in discover_sources(Path(root), kind):
-            seen.setdefault(unit.path.resolve(), unit)
+            seen.setdefault(source_key(unit.path), unit)
     return list(seen.values())
 
 
