@@ -280,6 +280,17 @@ class ServiceConfig(_Section):
         return self.token or os.environ.get(TOKEN_ENV) or None
 
 
+class LimitsConfig(_Section):
+    """Bounds on untrusted input (source files, HTTP requests), so one hostile or broken input costs an
+    error naming it, not the memory, the time or the process of everything else."""
+
+    max_nesting_depth: int = Field(256, ge=8, le=900, description="JSON and HTML nested deeper than this are refused")
+    max_chunks_per_document: int = Field(5000, ge=1, description="chunks indexed per document; the rest is left out, with a warning")
+    max_request_mb: float = Field(16.0, gt=0, le=1024, description="HTTP request bodies larger than this get 413")
+    max_message_chars: int = Field(1_000_000, ge=1, description="a message longer than this is refused by /dialogues and the proxy")
+    upstream_timeout_seconds: float = Field(600.0, gt=0, le=86400, description="the proxy gives up on the model server after this long")
+
+
 def _default_adapters() -> list[AdapterConfig]:
     return [
         AdapterConfig(
@@ -308,6 +319,7 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     config_path: Path | None = Field(None, exclude=True, description="file this config was read from (set by the loader)")
 
     @model_validator(mode="after")

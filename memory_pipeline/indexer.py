@@ -59,6 +59,7 @@ class IndexReport(BaseModel):
     not_migrated: int = Field(
         0, description="documents of those tables, still in the document store, that this table lacks after the run"
     )
+    docs_truncated: int = Field(0, description="documents with more chunks than limits.max_chunks_per_document; only the first were indexed")
 
     def migration_line(self) -> str:
         """One line for the CLI and the logs; '' when this run was no model switch."""
@@ -157,6 +158,13 @@ def sync_index(
                     max_model_tokens=embedder.max_tokens,
                     count_model_tokens=embedder.count_tokens,
                 )
+                if len(doc_chunks) > config.limits.max_chunks_per_document:
+                    logger.warning(
+                        "%s (%s): %d chunks, only the first %d indexed (limits.max_chunks_per_document)",
+                        doc.source_path, doc.doc_id, len(doc_chunks), config.limits.max_chunks_per_document,
+                    )
+                    doc_chunks = doc_chunks[: config.limits.max_chunks_per_document]
+                    report.docs_truncated += 1
                 pending.append((doc, doc_chunks))
             if sum(len(doc_chunks) for _, doc_chunks in pending) >= EMBED_POOL:
                 commit_pending()

@@ -33,6 +33,7 @@ from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
+from memory_pipeline.limits import applied_limits
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources import (
     SourceUnit,
@@ -148,12 +149,13 @@ def ingest_kind(
 
     run = _IngestRun(store, manifest, report, kind, archive_limits(config))
     seen_paths: set[str] = set()
-    for number, unit in enumerate(units, start=1):
-        key = source_key(unit.path, resolve=not unit.skipped)
-        seen_paths.add(key)
-        if on_progress:
-            on_progress(number, len(units), key)
-        run.ingest_unit(unit, key, max_bytes)
+    with applied_limits(config.limits):
+        for number, unit in enumerate(units, start=1):
+            key = source_key(unit.path, resolve=not unit.skipped)
+            seen_paths.add(key)
+            if on_progress:
+                on_progress(number, len(units), key)
+            run.ingest_unit(unit, key, max_bytes)
     run.flush()
     prune = config.ingest.prune_missing_sources if prune_missing is None else prune_missing
     held = [] if prune else _vanished_roots(config, kind, manifest, report, limited_to=None if paths is None else roots)

@@ -31,8 +31,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running(app):
-    port = _free_port()
+def running(app, port=None):
+    port = port or _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -226,3 +226,104 @@ def test_unreadable_file_is_a_named_failure(tmp_path):
     (notes / "note0.md").chmod(0)
     report = ingest_all(Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}))[Kind.ARTICLE]
     assert [Path(e.path).name for e in report.errors] == ["note0.md"] and report.documents_total == 1
+
+
+def _slow_upstream():
+    from fastapi import FastAPI
+
+    upstream = FastAPI()
+
+    @upstream.post("/v1/chat/completions")
+    async def completions():
+        import asyncio
+
+        await asyncio.sleep(30)
+
+    return upstream
+
+
+def test_no_body_gets_a_500_and_limits_answer_4xx(tmp_path):
+    port = _free_port()
+    config = Config(
+        storage_root=tmp_path / "storage",
+        service={"upstream_url": f"http://127.0.0.1:{port}/v1"},  # itself: a loop
+        limits={"max_request_mb": 0.05, "max_message_chars": 1000, "upstream_timeout_seconds": 1},
+    )
+    deep = "[" * 100_000 + "]" * 100_000
+    user = {"role": "user", "content": "hi"}
+    bodies = [
+        deep,
+        '{"messages": ' + deep + "}",
+        '{"query": "x", "filters": ' + "{\"a\": " * 5000 + "1" + "}" * 5000 + "}",
+        '{"messages": [{"role": "user", "content": [' + "[" * 300 + "]" * 300 + "]}]}",
+        "\x00\xff{",
+        "null",
+        '"just a string"',
+        "1e999999",
+        '{"messages": [{"role": "user", "content": "' + "x" * 2000 + '"}]}',
+        '{"messages": [{"role": "user", "content": "' + "x" * 60_000 + '"}]}',
+    ]
+    with running(create_app(config, searcher=object()), port=port) as base:
+        for path in ("/search", "/dialogues", "/v1/chat/completions"):
+            for body in bodies:
+                response = httpx.post(f"{base}{path}", content=body.encode("utf-8", "surrogateescape"), headers={"content-type": "application/json"})
+                assert 400 <= response.status_code < 500, (path, body[:60], response.status_code, response.text[:300])
+                assert response.json()
+        too_deep = httpx.post(f"{base}/dialogues", content="[" * 10_000 + "]" * 10_000, headers={"content-type": "application/json"})
+        assert "nested deeper than 256" in too_deep.text
+        too_big = httpx.post(f"{base}/dialogues", json={"messages": [{"role": "user", "content": "x" * 60_000}]})
+        assert too_big.status_code == 413 and "max_request_mb" in too_big.text
+        too_long = httpx.post(f"{base}/dialogues", json={"messages": [user, {"role": "assistant", "content": "y" * 2000}]})
+        assert too_long.status_code == 422 and "message 1 is 2000 characters" in too_long.text
+        loop = httpx.post(f"{base}/v1/chat/completions", json={"messages": [user]}, timeout=30)
+        assert loop.status_code == 508 and "loop" in loop.text
+    assert not config.inbox_dir.exists() or not list(config.inbox_dir.iterdir())
+
+
+def test_proxy_caps_forwarding_time_and_refuses_itself_at_start(tmp_path):
+    from memory_pipeline.service.app import serve
+
+    with running(_slow_upstream()) as upstream:
+        config = Config(storage_root=tmp_path / "storage", service={"upstream_url": f"{upstream}/v1"}, limits={"upstream_timeout_seconds": 1})
+        with running(create_app(config, searcher=object())) as base:
+            started = time.monotonic()
+            response = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+            assert response.status_code == 504 and "upstream_timeout_seconds" in response.text
+            assert time.monotonic() - started < 10
+    config = Config(storage_root=tmp_path / "storage", service={"upstream_url": "http://localhost:8765/v1", "port": 8765})
+    with pytest.raises(SystemExit, match="is this server"):
+        serve(config)
+
+
+def test_deep_nesting_in_source_files_is_a_named_failure(tmp_path):
+    chats, pages = tmp_path / "chats", tmp_path / "pages"
+    chats.mkdir()
+    pages.mkdir()
+    depth = 100_000
+    (chats / "deep.json").write_text('[{"mapping": ' + "[" * depth + "]" * depth + "}]", encoding="utf-8")
+    good_line = json.dumps({"role": "user", "content": "a line that survives"})
+    (chats / "deep.jsonl").write_text(good_line + "\n" + "[" * depth + "]" * depth + "\n", encoding="utf-8")
+    (pages / "deep.html").write_text("<html><body>" + "<div>" * depth + "x" + "</div>" * depth + "</body></html>", encoding="utf-8")
+    (pages / "fine.html").write_text("<html><body><p>A fine page.</p></body></html>", encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [chats], "articles": [pages]})
+    reports = _ingest_in_time(config, seconds=60)
+    failed = {Path(e.path).name: e.reason for r in reports.values() for e in r.errors}
+    assert failed == {
+        "deep.json": "JSON nested deeper than 256 levels (limits.max_nesting_depth)",
+        "deep.html": "HTML nested deeper than 256 elements (limits.max_nesting_depth)",
+    }
+    assert reports[Kind.DIALOGUE].documents_total == 1 and reports[Kind.ARTICLE].documents_total == 1
+
+
+@pytest.mark.slow
+def test_chunks_per_document_are_capped(tmp_path):
+    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.indexer import sync_index
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "long.md").write_text("\n\n".join(f"# Part {n}\n\n" + f"Paragraph {n} about running. " * 60 for n in range(20)), encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}, limits={"max_chunks_per_document": 3})
+    ingest_all(config)
+    report = sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
+    assert report.docs_truncated == 1 and report.chunks_total == 3

@@ -25,11 +25,13 @@ from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
 from memory_pipeline.search import Hit, Searcher, validate_request
 from memory_pipeline.search_log import log_search
+from memory_pipeline.service.limits import RequestLimits
 from memory_pipeline.service.inbox import (
     Inbox,
     InboxMessage,
     RecordResult,
     check_conversation_id,
+    overlong_message,
     require_valid_unicode,
     turn_indexes,
 )
@@ -151,6 +153,8 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
     app = FastAPIOffline(
         title="memory_pipeline", version=__version__, description=__doc__, swagger_ui_parameters={"validatorUrl": None}
     )
+    limits = config.limits
+    app.add_middleware(RequestLimits, max_bytes=int(limits.max_request_mb * 1_000_000), max_depth=limits.max_nesting_depth)
     app.state.config = config
     app.state.inbox = Inbox(config.inbox_dir)
     app.state.searcher = searcher
@@ -171,6 +175,10 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
         first = next((".".join(str(p) for p in e["loc"] if p != "body") for e in exc.errors()), None)
         return openai_error(422, "invalid request: " + "; ".join(problems), "invalid_request_error", param=first or None, code="invalid_request")
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return openai_error(400, "request nested too deeply to read", "invalid_request_error", code="nesting_too_deep")
 
     @app.exception_handler(SearchError)
     async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
@@ -210,6 +218,8 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
 
     @app.post("/dialogues", dependencies=[Depends(authorize)])
     def record_dialogue(request: DialogueRequest) -> RecordResult:
+        if problem := overlong_message(request.messages, limits.max_message_chars):
+            raise HTTPException(status_code=422, detail=problem)
         return app.state.inbox.record(
             request.messages,
             conversation_id=request.conversation_id,
@@ -233,9 +243,13 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, l
     """Serve until stopped; ``local``: the proxy answers with the base model and current adapters in-process."""
     import uvicorn
 
+    from memory_pipeline.service.proxy import points_at
+
     host = host or config.service.host
     port = port or config.service.port
     require_safe_binding(host, config.service.resolved_token())
+    if not local and config.service.upstream_url and points_at(config.service.upstream_url, host, port):
+        raise SystemExit(f"service.upstream_url {config.service.upstream_url} is this server ({host}:{port}); point it at the model server")
     local_model = None
     if local:
         from memory_pipeline.service.local_model import create_local_app

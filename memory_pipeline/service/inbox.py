@@ -91,6 +91,15 @@ def message_text(content: str | list[dict] | None) -> str:
     return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
 
 
+def overlong_message(messages: Sequence[InboxMessage], limit: int) -> str | None:
+    """Why a request's messages are refused for length (limits.max_message_chars), or None."""
+    for position, message in enumerate(messages):
+        length = len(message_text(message.content))
+        if length > limit:
+            return f"message {position} is {length} characters, over the limit of {limit} (limits.max_message_chars)"
+    return None
+
+
 def require_valid_unicode(model: BaseModel) -> None:
     """Refuse lone surrogates (a JSON ``"\\ud800"`` escape): Python accepts them, but they cannot be
     written as UTF-8, so the append, or the forwarding, would fail after the request was accepted."""

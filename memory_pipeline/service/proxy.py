@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
@@ -25,10 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from memory_pipeline.config import Config
 from memory_pipeline.records import stable_id
-from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, require_valid_unicode
+from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, overlong_message, require_valid_unicode
 from memory_pipeline.service.local_model import LOCAL_BASE_URL
 
 logger = logging.getLogger(__name__)
+VIA_HEADER = "x-memory-pipeline-via"  # proxies a request passed through: a loop back to one is refused
 MEMORY_HEADER = "Relevant memories from the user's own notes and past conversations (cite the source when you use one):"
 AUTO_MODEL = "auto"
 ADAPTERS_HEADER = "X-Memory-Adapters"
@@ -216,8 +218,31 @@ class ChatRequest(BaseModel):
         return self
 
 
+def points_at(upstream_url: str, host: str, port: int) -> bool:
+    """Whether the upstream is this very server (same port, an address of this machine): every
+    request would come back to the proxy and recurse until memory runs out."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    url = httpx.URL(upstream_url)
+    upstream_port = url.port or (443 if url.scheme == "https" else 80)
+    if upstream_port != port:
+        return False
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(url.host, upstream_port)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    local = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
+    bound_anywhere = host in ("0.0.0.0", "::", "")
+    return any(ipaddress.ip_address(a).is_loopback or a == host or (bound_anywhere and a in local) for a in resolved)
+
+
 def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
     service = config.service
+    proxy_id = uuid.uuid4().hex[:12]
+    timeout = config.limits.upstream_timeout_seconds
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     def models() -> dict:
@@ -239,9 +264,14 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
                 check_conversation_id(conversation_id)
             except ValueError as exc:
                 raise HTTPException(status_code=400, detail=f"X-Conversation-Id: {exc}") from None
+        if problem := overlong_message(chat.messages, config.limits.max_message_chars):
+            raise HTTPException(status_code=422, detail=problem)
         local = app.state.local_model
         if not service.upstream_url and local is None:
             raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)")
+        via = [hop for hop in request.headers.get(VIA_HEADER, "").split(",") if hop]
+        if proxy_id in via:
+            raise HTTPException(status_code=508, detail="service.upstream_url leads back to this proxy (a loop); point it at the model server")
 
         original = body["messages"]
         forwarded = dict(body)
@@ -257,8 +287,9 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
         url = (service.upstream_url if local is None else LOCAL_BASE_URL).rstrip("/") + "/chat/completions"
         headers = {"Authorization": f"Bearer {service.upstream_api_key}"} if service.upstream_api_key else {}
+        headers[VIA_HEADER] = ",".join([*via, proxy_id])
         transport = httpx.ASGITransport(app=local) if local is not None else None
-        client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0), transport=transport)
+        client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)), transport=transport)
 
         def record(answer: str, model: str | None) -> None:
             messages = [InboxMessage(role=m["role"], content=m.get("content")) for m in original if m["role"] in ("user", "assistant")]
@@ -266,12 +297,17 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
                 messages.append(InboxMessage(role="assistant", content=answer, model=model))
             app.state.inbox.record(messages, conversation_id=conversation_id or conversation_key(original, answer), model=model)
 
+        deadline = anyio.current_time() + timeout
         try:
             upstream_request = client.build_request("POST", url, json=forwarded, headers=headers)
-            upstream = await client.send(upstream_request, stream=True)
+            with anyio.fail_after(timeout):
+                upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
             return openai_error(502, f"upstream model server unreachable: {url}: {exc}", "upstream_error", code="upstream_unreachable")
+        except TimeoutError:
+            await client.aclose()
+            return openai_error(504, f"upstream model server timed out: {url}: no answer in {timeout:g}s (limits.upstream_timeout_seconds)", "upstream_error", code="upstream_timeout")
 
         if upstream.status_code >= 400:
             content = await upstream.aread()
@@ -279,8 +315,15 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             return upstream_error(upstream.status_code, content)
 
         if chat.stream:
-            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model), headers=extra_headers)
-        content = await upstream.aread()
+            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model), headers=extra_headers, deadline=deadline)
+        try:
+            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                content = await upstream.aread()
+        except (TimeoutError, httpx.HTTPError) as exc:
+            await _close(upstream, client)
+            if isinstance(exc, TimeoutError):
+                return openai_error(504, f"upstream model server timed out: {url}: no whole answer in {timeout:g}s (limits.upstream_timeout_seconds)", "upstream_error", code="upstream_timeout")
+            return openai_error(502, f"upstream model server failed: {url}: {exc}", "upstream_error", code="upstream_unreachable")
         await _close(upstream, client)
         try:
             payload = json.loads(content)
@@ -355,17 +398,27 @@ class RecordedStream(StreamingResponse):
     in the iterator could run late or never.
     """
 
-    def __init__(self, upstream: httpx.Response, client: httpx.AsyncClient, record: Callable[[str], None], headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        client: httpx.AsyncClient,
+        record: Callable[[str], None],
+        headers: dict[str, str] | None = None,
+        *,
+        deadline: float,
+    ):
         self.answer = StreamedAnswer()
-        self._upstream, self._client, self._record = upstream, client, record
+        self._upstream, self._client, self._record, self._deadline = upstream, client, record, deadline
         super().__init__(
             self._relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "text/event-stream"), headers=headers
         )
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        async for chunk in self._upstream.aiter_raw():
-            self.answer.feed(chunk)
-            yield chunk
+        """The upstream's bytes until it ends or the forwarding time (limits.upstream_timeout_seconds) is spent."""
+        with anyio.move_on_after(max(0.0, self._deadline - anyio.current_time())):
+            async for chunk in self._upstream.aiter_raw():
+                self.answer.feed(chunk)
+                yield chunk
 
     async def __call__(self, scope, receive, send) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import ijson
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.limits import JsonNestingGauge, NestingTooDeep, current_limits
 from memory_pipeline.records import Document, Kind, RepairReport, Turn, stable_id
 from memory_pipeline.sources.archive import ArchiveMember
 from memory_pipeline.text_repair import repair_many
@@ -34,6 +35,22 @@ _JSON_WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _JSON_ERROR = re.compile(r"(?:lexical|parse) error: [^\n\\.]+")
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+
+
+class NestingLimitedReader:
+    """A binary file that raises ParseError naming the file once the JSON read through it nests past a limit."""
+
+    def __init__(self, handle: BinaryIO, path: Path, limit: int):
+        self.handle, self.path = handle, path
+        self.gauge = JsonNestingGauge(limit)
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.handle.read(size)
+        try:
+            self.gauge.feed(block)
+        except NestingTooDeep as exc:
+            raise ParseError(self.path, str(exc)) from None
+        return block
 
 
 def _ijson_backend():
@@ -75,8 +92,9 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
             raise ParseError(path, f"not a JSON array or object (starts with {first!r})")
         handle.seek(offset)
         prefix = "item" if first == b"[" else ""
+        reader = NestingLimitedReader(handle, path, current_limits().max_nesting_depth)
         try:
-            for index, item in enumerate(_IJSON.items(handle, prefix, use_float=True)):
+            for index, item in enumerate(_IJSON.items(reader, prefix, use_float=True)):
                 yield index, item
         except (ijson.JSONError, UnicodeDecodeError) as exc:
             found = _JSON_ERROR.search(str(exc))

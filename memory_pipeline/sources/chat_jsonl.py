@@ -139,6 +139,9 @@ def _row(path: Path, line: str, number: int, *, last: bool) -> dict | None:
     except json.JSONDecodeError as exc:
         log.warning("%s:%d: skipped %s: %s", path, number, "truncated last line" if last else "invalid JSON", exc.msg)
         return None
+    except RecursionError:
+        log.warning("%s:%d: skipped line: JSON nested too deep to read", path, number)
+        return None
     if not isinstance(row, dict) or not (isinstance(row.get("messages"), list) or "role" in row):
         log.warning("%s:%d: skipped line: not a message (role, content) nor a conversation (messages)", path, number)
         return None

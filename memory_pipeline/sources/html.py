@@ -16,6 +16,7 @@ from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PreformattedString, Tag
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.limits import current_limits
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import build_document, collapse_spaces, group_sections, readable_stem
 from memory_pipeline.text_repair import repair_many
@@ -36,6 +37,7 @@ _BLOCKS = {
 def parse_html(path: Path) -> Iterator[Document]:
     """One article per HTML file."""
     data = path.read_bytes()
+    check_nesting(path, data, current_limits().max_nesting_depth)
     soup = BeautifulSoup(data, "lxml")
     if soup.find() is None:
         raise ParseError(path, "no HTML content")
@@ -64,6 +66,34 @@ def parse_html(path: Path) -> Iterator[Document]:
         repair=repair.model_copy(update={"source_encoding": soup.original_encoding or "utf-8"}),
         sections=sections,
     )
+
+
+class _DepthProbe:
+    """An lxml parser target that only counts open elements, and stops the parse past the limit."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit, self.depth = path, limit, 0
+
+    def start(self, tag: str, attrib: dict) -> None:
+        self.depth += 1
+        if self.depth > self.limit:
+            raise ParseError(self.path, f"HTML nested deeper than {self.limit} elements (limits.max_nesting_depth)")
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def close(self) -> None:
+        return None
+
+
+def check_nesting(path: Path, data: bytes, limit: int) -> None:
+    """Refuse HTML nested past the limit before building a tree: the tree walk costs time with the
+    square of the depth, and recursion with the depth. One streaming pass of lxml, no tree kept."""
+    from lxml import etree
+
+    parser = etree.HTMLParser(target=_DepthProbe(path, limit))
+    parser.feed(data)
+    parser.close()
 
 
 def main_content(soup: BeautifulSoup) -> Tag:
