@@ -25,7 +25,20 @@ DEFAULT_EMBEDDING_MODEL = "packaged:use-multilingual-v3"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys, infinities and NaN are errors, and so is a boolean where a number goes
+    (YAML reads ``port: true`` as a bool, which pydantic would otherwise take as 1)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and isinstance(value, bool) and _numeric(field.annotation):
+                    raise ValueError(f"{key}: {str(value).lower()} is a boolean; a number is expected here")
+        return data
 
 
 class SourcesConfig(_Section):
@@ -275,9 +288,19 @@ class ServiceConfig(_Section):
     )
     memory_min_similarity: float = Field(0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this")
 
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("token is blank; give a real token, or null for none")
+        return value
+
     def resolved_token(self) -> str | None:
         """The bearer token: from the config, else from $MEMORY_PIPELINE_TOKEN; None means no auth."""
-        return self.token or os.environ.get(TOKEN_ENV) or None
+        from_env = os.environ.get(TOKEN_ENV)
+        if self.token is None and from_env and not from_env.strip():
+            raise ConfigError(f"${TOKEN_ENV} is blank; give a real token, or unset it")
+        return self.token or from_env or None
 
 
 class LimitsConfig(_Section):
@@ -289,6 +312,12 @@ class LimitsConfig(_Section):
     max_request_mb: float = Field(16.0, gt=0, le=1024, description="HTTP request bodies larger than this get 413")
     max_message_chars: int = Field(1_000_000, ge=1, description="a message longer than this is refused by /dialogues and the proxy")
     upstream_timeout_seconds: float = Field(600.0, gt=0, le=86400, description="the proxy gives up on the model server after this long")
+
+
+def _numeric(annotation: Any) -> bool:
+    """A number field (int or float, maybe optional), which a YAML boolean must not fill."""
+    options = getattr(annotation, "__args__", None) or (annotation,)
+    return bool({int, float} & set(options)) and bool not in options
 
 
 def _default_adapters() -> list[AdapterConfig]:
@@ -396,7 +425,11 @@ def load_config(path: str | Path | None = None, *, storage: str | Path | None = 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); is it the right file?") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -422,6 +455,8 @@ def _resolve_paths(config: Config, base_dir: Path, storage_base: Path, path: Pat
         return p if p.is_absolute() else (base / p).resolve()
 
     config.storage_root = absolute(config.storage_root, storage_base)
+    if config.storage_root.exists() and not config.storage_root.is_dir():
+        raise ConfigError(f"storage_root: {config.storage_root} is a file, not a folder")
     config.sources.dialogues = [absolute(p, base_dir) for p in config.sources.dialogues]
     config.sources.articles = [absolute(p, base_dir) for p in config.sources.articles]
     config.sources.lectures = [absolute(p, base_dir) for p in config.sources.lectures]
@@ -429,6 +464,22 @@ def _resolve_paths(config: Config, base_dir: Path, storage_base: Path, path: Pat
         config.stores.faiss_dir = absolute(config.stores.faiss_dir, base_dir)
     config.config_path = path.resolve() if path else None
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"key {key!r} is given twice", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _format_validation_error(exc: ValidationError, path: Path | None) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.atomic import atomic_write_text, exclusive_lock
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
@@ -136,8 +136,22 @@ def ingest_kind(
     a listed path that no longer exists has its documents removed, unless its source folder is
     missing or emptied (see the module docstring; ``prune_missing`` defaults to the config flag).
     The report returned covers this run; the one saved for the UI still lists the earlier failures
-    of files it did not look at.
+    of files it did not look at. One ingest of a kind runs at a time per storage; a second raises
+    StoreError at once rather than redo the same work beside it.
     """
+    with exclusive_lock(config.documents_dir / f"ingest_{kind.value}.lock", f"an ingest of {kind.value}s"):
+        return _ingest_kind(config, kind, paths=paths, store=store, on_progress=on_progress, prune_missing=prune_missing)
+
+
+def _ingest_kind(
+    config: Config,
+    kind: Kind,
+    *,
+    paths: Sequence[Path] | None,
+    store: DocumentStore | None,
+    on_progress: ProgressCallback | None,
+    prune_missing: bool | None,
+) -> IngestReport:
     started = time.perf_counter()
     store = store or DocumentStore(config.documents_dir)
     manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")

@@ -327,3 +327,56 @@ def test_chunks_per_document_are_capped(tmp_path):
     ingest_all(config)
     report = sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
     assert report.docs_truncated == 1 and report.chunks_total == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("service:\n  port: true\n", "port: true is a boolean"),
+        ("ingest:\n  max_file_mb: .inf\n", "finite number"),
+        ("promote:\n  rag_threshold: .nan\n", "finite number"),
+        ("service:\n  token: '   '\n", "token is blank"),
+        ("search:\n  default_k: 5\nsearch:\n  default_k: 6\n", "'search' is given twice"),
+        ("service:\n  port: 1\n  port: 2\n", "'port' is given twice"),
+    ],
+)
+def test_strict_config_names_the_key(tmp_path, text, expected):
+    from memory_pipeline.config import load_config
+    from memory_pipeline.errors import ConfigError
+
+    path = tmp_path / "memory_pipeline.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=expected) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+
+
+def test_binary_config_and_file_storage_root_are_clear_errors(tmp_path, monkeypatch):
+    from memory_pipeline.config import TOKEN_ENV, load_config
+    from memory_pipeline.errors import ConfigError
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(binary)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    config_file = tmp_path / "memory_pipeline.yaml"
+    config_file.write_text("storage_root: afile\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="storage_root: .*afile is a file, not a folder"):
+        load_config(config_file)
+    monkeypatch.setenv(TOKEN_ENV, "  ")
+    with pytest.raises(ConfigError, match="is blank"):
+        Config().service.resolved_token()
+
+
+def test_one_ingest_at_a_time_per_storage(tmp_path):
+    from memory_pipeline.atomic import exclusive_lock
+    from memory_pipeline.errors import StoreError
+
+    notes = tmp_path / "notes"
+    _write_notes(notes)
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
+    with exclusive_lock(config.documents_dir / "ingest_article.lock", "an ingest of articles"):
+        with pytest.raises(StoreError, match=r"an ingest of articles is already running on this storage \(pid \d+"):
+            ingest_all(config)
+    assert ingest_all(config)[Kind.ARTICLE].documents_total == 2
