@@ -60,7 +60,7 @@ def parse(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line: a document or an error")] = False,
 ) -> None:
     """Show what files (and ZIP exports) parse into and which detector chose the parser, without storing anything."""
-    from memory_pipeline.sources import discover_sources, parse_detected
+    from memory_pipeline.sources import bytes_safe, bytes_safe_document, discover_sources, parse_detected
 
     failures = 0
     for root in files:
@@ -70,7 +70,10 @@ def parse(
             continue
         for unit in discover_sources(root):
             try:
+                if unit.skipped:
+                    raise ParseError(unit.path, unit.skipped)
                 for doc, detection in parse_detected(unit.path):
+                    doc = doc if bytes_safe(str(unit.path)) == str(unit.path) else bytes_safe_document(doc)
                     if as_json:
                         line = {**doc.model_dump(mode="json"), "detected_by": detection.detector}
                         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -79,15 +82,21 @@ def parse(
             except ParseError as exc:
                 failures += 1
                 _print_parse_error(exc, as_json)
+            except (OSError, ValueError, RecursionError) as exc:  # as ingest does: one bad file, not a traceback
+                failures += 1
+                _print_parse_error(ParseError(unit.path, f"{type(exc).__name__}: {exc}"), as_json)
     if failures:
         raise typer.Exit(1)
 
 
 def _print_parse_error(exc: ParseError, as_json: bool) -> None:
+    from memory_pipeline.sources import bytes_safe
+
+    path, reason = bytes_safe(exc.path), bytes_safe(exc.reason)
     if as_json:
-        sys.stdout.write(json.dumps({"error": exc.reason, "path": exc.path}, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({"error": reason, "path": path}, ensure_ascii=False) + "\n")
     else:
-        err_console.print(f"[red]error[/red] {exc.path}: {exc.reason}")
+        err_console.print(f"[red]error[/red] {path}: {reason}")
 
 
 def _print_document(doc, detector: str) -> None:

@@ -38,6 +38,7 @@ from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources import (
     SourceUnit,
     bytes_safe,
+    bytes_safe_document,
     check_size,
     discover_sources,
     guess_kind,
@@ -253,7 +254,7 @@ class _IngestRun:
         """
         safe_name = bytes_safe(str(unit.path)) == str(unit.path)
         for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
-            batch = batch if safe_name else [_bytes_safe_document(doc) for doc in batch]
+            batch = batch if safe_name else [bytes_safe_document(doc) for doc in batch]
             written.extend(d.doc_id for d in batch)
             batch = _keep_newest(batch, self.known_versions(), self.manifest)
             self.pending.extend(batch)
@@ -340,22 +341,6 @@ class _IngestRun:
         kept = sorted({*(entry.doc_ids if entry else []), *written})
         size, mtime_ns = signature
         self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=kept, error=reason)
-
-
-def _bytes_safe_document(doc: Document) -> Document:
-    """A document from a file whose name is not UTF-8: its path (and a title made from it) get ``\\xNN``
-    escapes, so it can be stored; everything else is as parsed."""
-
-    def scrub(value):
-        if isinstance(value, str):
-            return bytes_safe(value)
-        if isinstance(value, list):
-            return [scrub(v) for v in value]
-        if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
-        return value
-
-    return Document.model_validate(scrub(doc.model_dump()))
 
 
 def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:

@@ -380,3 +380,27 @@ def test_one_ingest_at_a_time_per_storage(tmp_path):
         with pytest.raises(StoreError, match=r"an ingest of articles is already running on this storage \(pid \d+"):
             ingest_all(config)
     assert ingest_all(config)[Kind.ARTICLE].documents_total == 2
+
+
+def test_parse_command_names_bad_files_without_tracebacks(tmp_path):
+    import os
+
+    from typer.testing import CliRunner
+
+    from memory_pipeline.cli import app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "deep.jsonl").write_text("[" * 50_000 + "]" * 50_000 + "\n", encoding="utf-8")
+    export = json.dumps([{"title": "Чат", "mapping": {}}], ensure_ascii=False)
+    (folder / "chatgpt.json").write_bytes(export.encode("utf-16"))
+    (folder / "blank.md").write_text("  \n\n\t \n", encoding="utf-8")
+    os.mkfifo(folder / "pipe.md")
+    with open(os.fsencode(folder) + b"/caf\xe9.md", "wb") as handle:
+        handle.write(b"# Cafe\n\nText.\n")
+    result = CliRunner().invoke(app, ["parse", "--json", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    rows = {Path(row.get("path") or row["source_path"]).name: row for row in map(json.loads, result.output.splitlines())}
+    assert "UTF-16" in rows["chatgpt.json"]["error"] and "whitespace" in rows["blank.md"]["error"]
+    assert "FIFO" in rows["pipe.md"]["error"] and "deep.jsonl" in rows
+    assert rows["caf\\xe9.md"]["title"] == "Cafe"

@@ -281,6 +281,22 @@ def bytes_safe(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def bytes_safe_document(doc: Document) -> Document:
+    """A document from a file whose name is not UTF-8: its path (and a title made from it) get ``\\xNN``
+    escapes, so it can be stored and shown; everything else is as parsed."""
+
+    def scrub(value):
+        if isinstance(value, str):
+            return bytes_safe(value)
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return Document.model_validate(scrub(doc.model_dump()))
+
+
 def source_key(path: Path, *, resolve: bool = True) -> str:
     """What ingestion knows a source by: its resolved path, in a form that can be written as UTF-8.
 
