@@ -18,6 +18,10 @@ class ParseError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class NothingToStoreError(ParseError):
+    """A source that reads fine but holds nothing to store (e.g. only messages without text)."""
+
+
 class UnsupportedFormatError(ParseError):
     """No parser handles this file (unknown extension or unrecognised content)."""
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from memory_pipeline.atomic import atomic_write_text, exclusive_lock
 from memory_pipeline.config import Config
 from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.errors import ParseError
+from memory_pipeline.errors import NothingToStoreError, ParseError
 from memory_pipeline.limits import applied_limits
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources import (
@@ -162,7 +162,7 @@ def _ingest_kind(
     report.files_seen = len(units)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
 
-    run = _IngestRun(store, manifest, report, kind, archive_limits(config))
+    run = _IngestRun(store, manifest, report, kind, archive_limits(config), inbox=resolved_path(config.inbox_dir))
     seen_paths: set[str] = set()
     with applied_limits(config.limits):
         for number, unit in enumerate(units, start=1):
@@ -190,9 +190,10 @@ class _IngestRun:
     """State of one ingest run: documents waiting to be written, and the figures so far."""
 
     def __init__(
-        self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind, limits: ArchiveLimits
+        self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind, limits: ArchiveLimits, *, inbox: Path
     ):
         self.store, self.manifest, self.report, self.kind, self.limits = store, manifest, report, kind, limits
+        self.inbox = inbox
         self.pending: list[Document] = []
         self.formats: Counter[str] = Counter()
         self.dirty_files = 0
@@ -253,17 +254,23 @@ class _IngestRun:
         still the source's: should the newer export go, the conversation is not lost with it.
         """
         safe_name = bytes_safe(str(unit.path)) == str(unit.path)
-        for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
-            batch = batch if safe_name else [bytes_safe_document(doc) for doc in batch]
-            written.extend(d.doc_id for d in batch)
-            batch = _keep_newest(batch, self.known_versions(), self.manifest)
-            self.pending.extend(batch)
-            for doc in batch:
-                self.formats[doc.format] += 1
-                self.report.repaired_documents += int(doc.repair.repaired)
-            if len(self.pending) >= _FLUSH_DOCS:
-                self.flush()
-        if not written:
+        in_inbox = _within(resolved_path(unit.path), {self.inbox})
+        try:
+            for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
+                batch = batch if safe_name else [bytes_safe_document(doc) for doc in batch]
+                written.extend(d.doc_id for d in batch)
+                batch = _keep_newest(batch, self.known_versions(), self.manifest)
+                self.pending.extend(batch)
+                for doc in batch:
+                    self.formats[doc.format] += 1
+                    self.report.repaired_documents += int(doc.repair.repaired)
+                if len(self.pending) >= _FLUSH_DOCS:
+                    self.flush()
+        except NothingToStoreError:
+            if not in_inbox:
+                raise
+        # a conversation the service recorded without text (content null) is no error: it may go on later
+        if not written and not in_inbox:
             raise ParseError(unit.path, "no documents found in file")
 
     def _unchanged(self, key: str, entry: ManifestEntry) -> None:

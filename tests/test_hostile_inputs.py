@@ -404,3 +404,15 @@ def test_parse_command_names_bad_files_without_tracebacks(tmp_path):
     assert "UTF-16" in rows["chatgpt.json"]["error"] and "whitespace" in rows["blank.md"]["error"]
     assert "FIFO" in rows["pipe.md"]["error"] and "deep.jsonl" in rows
     assert rows["caf\\xe9.md"]["title"] == "Cafe"
+
+
+def test_inbox_files_with_null_content_are_tolerated(tmp_path):
+    config = Config(storage_root=tmp_path / "storage")
+    config.inbox_dir.mkdir(parents=True)
+    rows = [{"conversation_id": "empty", "turn_index": 0, "role": "assistant", "content": None}]
+    (config.inbox_dir / "empty.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    rows = [{"conversation_id": "mixed", "turn_index": i, "role": "user", "content": c} for i, c in enumerate([None, "", "real words"])]
+    (config.inbox_dir / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = ingest_all(config)[Kind.DIALOGUE]
+    assert report.errors == [] and report.documents_total == 1
+    assert ingest_all(config)[Kind.DIALOGUE].errors == []

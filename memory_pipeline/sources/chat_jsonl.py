@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memory_pipeline.errors import ParseError
+from memory_pipeline.errors import NothingToStoreError, ParseError
 from memory_pipeline.records import Document, Turn
 from memory_pipeline.sources._dialogue import (
     build_dialogue,
@@ -101,7 +101,7 @@ def parse_chat_jsonl(path: Path) -> Iterator[Document]:
         produced += 1
         yield document
     if not produced:
-        raise ParseError(path, "no user or assistant message with text")
+        raise NothingToStoreError(path, "no user or assistant message with text")
 
 
 def _conversations(path: Path, text: str) -> dict[str, _Conversation]:
