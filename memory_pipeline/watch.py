@@ -57,10 +57,13 @@ def pending_changes(config: Config) -> SourceChanges:
         roots = [Path(r) for r, k in config.source_roots() if k is kind]
         seen: set[str] = set()
         changed: list[str] = []
+        vanished: list[Path] = []  # missing or emptied: ingest keeps their documents, so no deletion to run for
         for root in roots:
             if not root.exists():
+                vanished.append(resolved_path(root))
                 continue
-            for unit in discover_sources(root, kind):
+            units = 0
+            for units, unit in enumerate(discover_sources(root, kind), start=1):
                 key = source_key(unit.path, resolve=not unit.skipped)
                 seen.add(key)
                 try:
@@ -71,11 +74,18 @@ def pending_changes(config: Config) -> SourceChanges:
                 if entry is None or (entry.size, entry.mtime_ns) != (size, mtime_ns):
                     changed.append(_nameable(unit.path))
                     digest.update(f"{kind.value}|{key}|{size}|{mtime_ns}\n".encode())
-        resolved_roots = [r.resolve() for r in roots]
+            if not units:
+                vanished.append(resolved_path(root))
+        if config.ingest.prune_missing_sources:
+            vanished.clear()
+        resolved_roots = [resolved_path(r) for r in roots]
         deleted = [
             p
             for p in manifest.entries
-            if p not in seen and any(Path(p) == r or r in Path(p).parents for r in resolved_roots) and not Path(p).exists()
+            if p not in seen
+            and any(Path(p) == r or r in Path(p).parents for r in resolved_roots)
+            and not any(Path(p) == r or r in Path(p).parents for r in vanished)
+            and not Path(p).exists()
         ]
         for path in deleted:
             digest.update(f"{kind.value}|{path}|deleted\n".encode())

@@ -237,7 +237,7 @@ def _slow_upstream():
     async def completions():
         import asyncio
 
-        await asyncio.sleep(30)
+        await asyncio.sleep(4)
 
     return upstream
 
@@ -416,3 +416,14 @@ def test_inbox_files_with_null_content_are_tolerated(tmp_path):
     report = ingest_all(config)[Kind.DIALOGUE]
     assert report.errors == [] and report.documents_total == 1
     assert ingest_all(config)[Kind.DIALOGUE].errors == []
+
+
+def test_file_sensor_does_not_chase_a_vanished_folder(tmp_path):
+    from memory_pipeline.watch import pending_changes
+
+    notes = tmp_path / "notes"
+    _write_notes(notes)
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
+    ingest_all(config)
+    notes.rename(tmp_path / "unmounted")
+    assert pending_changes(config).empty
