@@ -427,3 +427,14 @@ def test_file_sensor_does_not_chase_a_vanished_folder(tmp_path):
     ingest_all(config)
     notes.rename(tmp_path / "unmounted")
     assert pending_changes(config).empty
+
+
+def test_content_part_with_a_list_for_its_type_is_skipped(tmp_path):
+    """Found by bench/fuzz_parsers.py: a part whose "type" is a list failed the whole file with a TypeError."""
+    from memory_pipeline.sources import parse_file
+
+    path = tmp_path / "chat.jsonl"
+    rows = [{"role": "user", "content": [{"type": ["text"], "text": "odd"}, {"type": "text", "text": "kept"}]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (doc,) = parse_file(path, Kind.DIALOGUE)
+    assert doc.turns[0].text == "kept"

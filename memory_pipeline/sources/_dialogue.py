@@ -224,9 +224,15 @@ def text_of_parts(parts: object) -> str:
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
-        elif as_dict(part).get("type", "text") in _TEXT_PART_TYPES and isinstance(as_dict(part).get("text"), str):
+        elif _part_type(part) in _TEXT_PART_TYPES and isinstance(as_dict(part).get("text"), str):
             texts.append(part["text"])
     return "\n\n".join(t for t in texts if t.strip())
+
+
+def _part_type(part: object) -> str | None:
+    """A content part's type; a part without one is text. Not a string (a list, say): no type we read."""
+    kind = as_dict(part).get("type", "text")
+    return kind if isinstance(kind, str) else None
 
 
 Converter = Callable[[dict, Path, str], Document | list[Document]]
