@@ -72,6 +72,8 @@ def sniff_format(path: Path, kind: Kind | None = None, *, head: bytes | None = N
         if path.suffix.lower() in SUPPORTED_EXTENSIONS - {".json", ".zip"}:
             return _by_extension(path, kind)  # the parser says what a blank file of its kind lacks
         raise ParseError(path, "empty file")
+    if path.suffix.lower() in {".json", ".jsonl"} and (head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[:2]):
+        raise ParseError(path, "JSON in UTF-16; exports are read as UTF-8: save the file as UTF-8 and ingest again")
     by_content = content_format(head)
     loose_cue = by_content is not None and by_content.fmt in _TEXT_FORMATS and kind is not None
     if by_content is None or (loose_cue and _FORMAT_KINDS[by_content.fmt] is not kind):
@@ -130,7 +132,7 @@ def _json_format(head: bytes) -> Detection | None:
 def _is_json(line: bytes) -> bool:
     try:
         json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
