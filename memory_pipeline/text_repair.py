@@ -381,7 +381,5 @@ def read_text_file(path: Path) -> tuple[str, RepairReport]:
     except OSError as exc:
         raise ParseError(path, f"cannot read: {exc.strerror or exc}") from exc
     text, encoding = decode_bytes(data, path)
-    if not text.strip():
-        raise ParseError(path, "only whitespace: no text to store")
     repaired, report = repair_text(text)
     return repaired, report.model_copy(update={"source_encoding": encoding})

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import (
     build_document,
@@ -34,6 +35,8 @@ _METADATA_KEYS = ("author", "source", "url", "tags", "aliases")
 def parse_markdown(path: Path) -> Iterator[Document]:
     """One article per Markdown file, sections cut at every heading."""
     text, repair = read_text_file(path)
+    if not text.strip():
+        raise ParseError(path, "only whitespace: no text to store")
     front, body = split_front_matter(normalize_newlines(text))
     blocks, first_h1 = markdown_blocks(body)
     title = _scalar(front.get("title")) or first_h1 or readable_stem(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import (
     SHORT_LINE_CHARS,
@@ -20,6 +21,8 @@ from memory_pipeline.text_repair import read_text_file
 def parse_plain_text(path: Path) -> Iterator[Document]:
     """One article per text file; its first line is the title when short enough to be one."""
     text, repair = read_text_file(path)
+    if not text.strip():
+        raise ParseError(path, "only whitespace: no text to store")
     title, blocks = text_blocks(split_paragraphs(text))
     yield build_document(
         path,
