@@ -36,7 +36,7 @@ from memory_pipeline.sources import parse_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # What ingest catches per file besides ParseError (memory_pipeline.ingest._IngestRun.ingest_unit).
-SURVIVABLE = (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError)
+SURVIVABLE = (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError, ArithmeticError)
 
 JSON_KEYS = [
     "mapping", "message", "author", "role", "content", "parts", "content_type", "children", "parent", "current_node",

@@ -82,7 +82,7 @@ def parse(
             except ParseError as exc:
                 failures += 1
                 _print_parse_error(exc, as_json)
-            except (OSError, ValueError, RecursionError) as exc:  # as ingest does: one bad file, not a traceback
+            except (OSError, ValueError, RecursionError, ArithmeticError) as exc:  # as ingest does: one bad file, not a traceback
                 failures += 1
                 _print_parse_error(ParseError(unit.path, f"{type(exc).__name__}: {exc}"), as_json)
     if failures:

@@ -240,7 +240,7 @@ class _IngestRun:
             reason = exc.reason
         except OSError as exc:
             reason, fingerprint = f"{type(exc).__name__}: {exc}", ""  # unreadable: looked at again next run
-        except (ValueError, KeyError, TypeError, UnicodeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError, UnicodeError, RecursionError, ArithmeticError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:
             self._record_parsed(key, entry, written, signature, fingerprint)

@@ -438,3 +438,14 @@ def test_content_part_with_a_list_for_its_type_is_skipped(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     (doc,) = parse_file(path, Kind.DIALOGUE)
     assert doc.turns[0].text == "kept"
+
+
+def test_subtitle_timestamp_out_of_range_is_a_parse_error(tmp_path):
+    """Found by bench/fuzz_parsers.py: an OverflowError here stopped the whole ingest run."""
+    from memory_pipeline.errors import ParseError
+    from memory_pipeline.sources import parse_file
+
+    path = tmp_path / "talk.srt"
+    path.write_text("1\n00:00:01,000 --> 00:00:020202020202020202,000\nHello\n", encoding="utf-8")
+    with pytest.raises(ParseError, match="out of range"):
+        list(parse_file(path, Kind.LECTURE))

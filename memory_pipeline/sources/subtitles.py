@@ -66,6 +66,8 @@ def parse_srt(path: Path) -> Iterator[Document]:
         raise ParseError(path, f"malformed SRT near line {line}: {_shorten(exc.unmatched_content)!r} is not a cue") from exc
     except srt.TimestampParseError as exc:
         raise ParseError(path, f"malformed SRT: {exc}") from exc
+    except OverflowError as exc:  # a timestamp of 10**16 seconds: no timedelta holds it
+        raise ParseError(path, f"malformed SRT: a timestamp out of range ({exc})") from exc
     cues = [
         Cue(s.start.total_seconds(), s.end.total_seconds(), tuple(s.content.split("\n")))
         for s in subtitles
