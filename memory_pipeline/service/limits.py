@@ -24,7 +24,8 @@ class RequestLimits:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").strip()
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await _refuse(send, 413, f"request body is {int(declared)} bytes, over the limit of {self.max_bytes} (limits.max_request_mb)", "request_too_large")
+            message = f"request body is {int(declared)} bytes, over the limit of {self.max_bytes} (limits.max_request_mb)"
+            await _refuse(send, 413, message, "request_too_large")
             return
         chunks, size, more = [], 0, True
         while more:
@@ -36,7 +37,8 @@ class RequestLimits:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                await _refuse(send, 413, f"request body is over the limit of {self.max_bytes} bytes (limits.max_request_mb)", "request_too_large")
+                message = f"request body is over the limit of {self.max_bytes} bytes (limits.max_request_mb)"
+                await _refuse(send, 413, message, "request_too_large")
                 return
         content_type = headers.get(b"content-type", b"").lower()
         if not content_type or b"json" in content_type:
@@ -64,5 +66,6 @@ async def _refuse(send, status: int, message: str, code: str) -> None:
     """An error in OpenAI's shape, as every other error of the service."""
     error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     body = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -271,7 +271,8 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)")
         via = [hop for hop in request.headers.get(VIA_HEADER, "").split(",") if hop]
         if proxy_id in via:
-            raise HTTPException(status_code=508, detail="service.upstream_url leads back to this proxy (a loop); point it at the model server")
+            loop = "service.upstream_url leads back to this proxy (a loop); point it at the model server"
+            raise HTTPException(status_code=508, detail=loop)
 
         original = body["messages"]
         forwarded = dict(body)
