@@ -105,8 +105,10 @@ def sync_index(
     stale = [d for d, key in wanted.items() if indexed.get(d) != key]
     gone = [d for d in indexed if d not in wanted]
     plan = plan_lineages(store, docstore, stale, gone)
-    # A model switch: documents other models' tables hold that this one lacks are re-embedded below.
-    earlier = {name: docs & set(stale) for name, docs in store.other_model_documents().items()} if stale else {}
+    # A model switch: documents other models' tables hold that this one never had are embedded below
+    # (an edited document this table had is ordinary incremental work, even if an old table has it too).
+    arriving = set(stale) - set(indexed)
+    earlier = {name: docs & arriving for name, docs in store.other_model_documents().items()} if arriving else {}
     earlier = {name: docs for name, docs in earlier.items() if docs}
     log(
         f"index {embedder.model_id}: {len(stale)} documents to (re)index ({len(plan.replaces)} replacing an earlier version), "
