@@ -368,6 +368,10 @@ def test_model_switch_is_a_reported_migration_into_the_new_models_table(corpus, 
     assert json.loads(Path(faiss_index.meta_path).read_text())["model_id"] == embedder.model_id
     assert check_consistency(corpus).ok
     assert not sync_index(corpus, DocumentStore(corpus.documents_dir), embedder, progress=False).migrated_from
+    other = corpus.sources.articles[0] / "other.md"
+    other.write_text(other.read_text(encoding="utf-8") + "\nCounter-pressing wins the ball high.\n", encoding="utf-8")
+    edited = _index(corpus, embedder)  # the old MiniLM table still holds this article's earlier version
+    assert edited.docs_indexed == 1 and not edited.migrated_from
     searcher = Searcher(corpus, embedder=embedder)
     assert searcher.stats()["chunks"] == new.count()
     assert searcher.search("компактные линии в прессинге", k=3, mode="vector")[0].title == "Football"
