@@ -61,7 +61,7 @@ def resolve_model_path(name: str) -> str:
         model = name[len(PACKAGED_PREFIX) :]
         if model not in PACKAGED_MODELS:
             known = ", ".join([USE_MULTILINGUAL, *PACKAGED_MODELS])
-            raise ConfigError(f"embedding.model: unknown packaged sentence-transformers model {model!r}; packaged: {known}")
+            raise ConfigError(f"embedding.model: unknown packaged model {model!r}; packaged: {known}")
         import importlib
 
         return str(importlib.import_module(PACKAGED_MODELS[model][0]).get_model_path())
