@@ -75,7 +75,8 @@ def _pairs(mapping: dict) -> str:
     partitions_def=adapter_partitions,
     deps=[training_sets],
     description="A PEFT LoRA trained on the latest training set version, evaluated before/after (perplexity on "
-    "its eval split and on general held-out text) and gated: `current` moves only when it is better and does not forget.",
+    "its eval split and on general held-out text) and on its answers to the gate prompts (repetition, echo, language, length, "
+    "closeness to the user's own answers); `current` moves only when it is better, does not forget and answers sensibly.",
     kinds={"pytorch"},
 )
 def lora_adapters(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
@@ -102,27 +103,57 @@ _PPL_SPLITS = (("eval", "its eval split"), ("heldout", "general held-out text"))
 
 
 def adapter_metadata(version) -> dict:
+    """Every figure the gate read (base → adapter), its reasons, the gate prompts' answers and the card."""
+    from memory_pipeline.adapters.card import demo_note, figures
+
     metrics = version.metrics
     samples_file = version.path / "samples.json"
-    samples = json.loads(samples_file.read_text(encoding="utf-8")) if samples_file.is_file() else []
-    return {
+    samples = json.loads(samples_file.read_text(encoding="utf-8")) if samples_file.is_file() else {}
+    card_file = version.path / "card.md"
+    metadata = {
         "status": "trained",
         "version": version.version,
         "path": dg.MetadataValue.path(str(version.path)),
         "gate_passed": bool(metrics.get("gate_passed")),
         "gate_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in metrics.get("gate_reasons", []))),
         "perplexity": table(
-            [{"text": text, **{model: _rounded(metrics.get(f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}} for split, text in _PPL_SPLITS],
+            [
+                {"text": text, **{model: _rounded(metrics.get(f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}}
+                for split, text in _PPL_SPLITS
+            ],
             ["text", "base", "adapter", "previous"],
         ),
+        "figures": table(
+            [{"figure": k, "base → adapter": v} for k, v in figures(metrics).items()], ["figure", "base → adapter"], limit=40
+        ),
+        "generation": dg.MetadataValue.json(metrics.get("generation") or {}),
         "tokens_per_second": dg.MetadataValue.float(float(metrics.get("tokens_per_second") or 0.0)),
         "dataset_version": version.manifest.get("dataset", {}).get("version", ""),
-        "samples": table(
-            [{"prompt": s["prompt"][-1]["content"] if s["prompt"] else "", "base": s["base"], "adapter": s["adapter"]} for s in samples],
+        "gate_answers": table(
+            [
+                {"prompt": s["prompt"], "base": s["base"]["answer"], "adapter": s["adapter"]["answer"]}
+                for s in samples.get("gate_prompts", [])
+            ],
             ["prompt", "base", "adapter"],
             cell_chars=200,
         ),
+        "samples": table(
+            [
+                {"prompt": s["prompt"][-1]["content"] if s["prompt"] else "", "user": s["reference"], "base": s["base"], "adapter": s["adapter"]}
+                for s in samples.get("eval_prompts", [])
+            ],
+            ["prompt", "user", "base", "adapter"],
+            cell_chars=200,
+        ),
+        "card": dg.MetadataValue.md(card_file.read_text(encoding="utf-8") if card_file.is_file() else ""),
     }
+    for key in ("similarity_base", "similarity_adapter"):
+        if metrics.get(key) is not None:
+            metadata[key] = dg.MetadataValue.float(float(metrics[key]))
+    note = demo_note(version.manifest.get("base", {}).get("id", ""))
+    if note:
+        metadata["note"] = note
+    return metadata
 
 
 def _rounded(value) -> float | None:

@@ -461,7 +461,7 @@ def _examples(path: Path, counted: dict) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-adapters_app = typer.Typer(help="LoRA adapters: train, list, promote, roll back.", no_args_is_help=True, rich_markup_mode=None)
+adapters_app = typer.Typer(help="LoRA adapters: train, list, activate, roll back, export.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(adapters_app, name="adapters")
 
 
@@ -481,7 +481,7 @@ def adapters_train(
     if dataset_dir is None:
         err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
         raise typer.Exit(1)
-    version = train_adapter(config, name, dataset_dir, max_steps=max_steps)
+    version = train_adapter(config, name, dataset_dir, max_steps=max_steps, log=lambda line: err_console.print(line, markup=False))
     if as_json:
         row = {"adapter": name, "version": version.version, "gate_passed": version.passed, "path": str(version.path), "metrics": version.metrics}
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -490,62 +490,75 @@ def adapters_train(
     console.print(f"{name} {version.version}: {verdict}")
     for reason in version.metrics.get("gate_reasons", []):
         console.print(f"  {reason}")
+    console.print(f"  card: {version.path / 'card.md'}")
 
 
 @adapters_app.command("list")
 def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the versions as a JSON list")] = False) -> None:
-    """Versions of every adapter with metrics, gate result, and which one is current."""
+    """Versions of every adapter with every figure the gate read, its verdict, and which one is current."""
     from memory_pipeline.adapters import current_version, list_versions
+    from memory_pipeline.adapters.card import demo_note, figures
 
     config = state.config()
-    rows = []
+    versions = []
     for adapter in config.adapters:
         current = current_version(config, adapter.name)
-        for v in list_versions(config, adapter.name):
-            m = v.metrics
-            rows.append(
-                {
-                    "adapter": adapter.name,
-                    "version": v.version,
-                    "current": current is not None and current.version == v.version,
-                    "gate_passed": v.passed,
-                    "eval_ppl_base": m.get("eval_ppl_base"),
-                    "eval_ppl_adapter": m.get("eval_ppl_adapter"),
-                    "heldout_ppl_base": m.get("heldout_ppl_base"),
-                    "heldout_ppl_adapter": m.get("heldout_ppl_adapter"),
-                    "dataset_version": v.manifest.get("dataset", {}).get("version"),
-                    "path": str(v.path),
-                }
-            )
+        versions += [(v, current is not None and current.version == v.version) for v in list_versions(config, adapter.name)]
     if as_json:
+        rows = [
+            {
+                "adapter": v.name,
+                "version": v.version,
+                "current": is_current,
+                "gate_passed": v.passed,
+                "gate_reasons": v.metrics.get("gate_reasons", []),
+                **{k: v.metrics.get(k) for k in _LIST_FIGURES},
+                "dataset_version": v.manifest.get("dataset", {}).get("version"),
+                "path": str(v.path),
+            }
+            for v, is_current in versions
+        ]
         sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
         return
-    table = Table(title="adapters")
-    for column in ("adapter", "version", "current", "gate", "eval ppl base→adapter", "held-out ppl base→adapter", "dataset"):
+    if not versions:
+        console.print("[dim]no adapters trained yet[/dim]")
+        return
+    note = demo_note(versions[0][0].manifest.get("base", {}).get("id", ""))
+    table = Table(title="adapters (figures: base → adapter)")
+    shown = list(figures(versions[0][0].metrics))
+    for column in ("adapter", "version", "current", "gate", *shown, "dataset"):
         table.add_column(column)
-    for r in rows:
+    for v, is_current in versions:
+        row = figures(v.metrics)
         table.add_row(
-            r["adapter"], r["version"], "*" if r["current"] else "", "pass" if r["gate_passed"] else "fail",
-            f"{_num(r['eval_ppl_base'])} → {_num(r['eval_ppl_adapter'])}", f"{_num(r['heldout_ppl_base'])} → {_num(r['heldout_ppl_adapter'])}",
-            str(r["dataset_version"]),
+            v.name, v.version, "*" if is_current else "", "pass" if v.passed else "fail",
+            *[row.get(c, "-") for c in shown], str(v.manifest.get("dataset", {}).get("version")),
         )
-    console.print(table if rows else "[dim]no adapters trained yet[/dim]")
+    console.print(table)
+    for v, _ in versions:
+        failed = [r for r in v.metrics.get("gate_reasons", []) if r.startswith("fail:")]
+        if failed:
+            console.print(f"{v.name} {v.version}: " + "; ".join(failed))
+    if note:
+        console.print(f"[dim]{note}[/dim]")
 
 
-def _num(value) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+_LIST_FIGURES = (
+    "eval_ppl_base", "eval_ppl_adapter", "eval_ppl_previous", "heldout_ppl_base", "heldout_ppl_adapter", "heldout_ppl_previous",
+    "generation", "similarity_base", "similarity_adapter", "similarity_examples", "steps", "tokens_per_second", "stopped",
+)
 
 
-@adapters_app.command("promote")
-def adapters_promote(
+@adapters_app.command("activate")
+def adapters_activate(
     name: Annotated[str, typer.Argument()],
     version: Annotated[str, typer.Argument(help="version to make current, e.g. v0002-20261124T2205")],
-    reason: Annotated[str, typer.Option("--reason", help="recorded with the change")] = "manual promotion",
+    reason: Annotated[str, typer.Option("--reason", help="recorded with the change")] = "manual activation",
 ) -> None:
     """Make a version current by hand (overrides the gate; recorded with the reason)."""
-    from memory_pipeline.adapters import promote
+    from memory_pipeline.adapters import activate
 
-    promote(state.config(), name, version, by="cli", reason=reason)
+    activate(state.config(), name, version, by="cli", reason=reason)
     console.print(f"{name}: current is now {version}")
 
 
@@ -574,26 +587,42 @@ def adapters_export(
 
 @app.command()
 def chat(
-    adapters: Annotated[str, typer.Option("--adapters", help="comma-separated adapters to load, e.g. core,sport")] = "core",
+    adapters: Annotated[str, typer.Option("--adapters", help="comma-separated adapters to load, e.g. core,sport; '' = base")] = "core",
     message: Annotated[Optional[str], typer.Option("--message", "-m", help="one message; omit for an interactive chat")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 200,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="default: generation.max_new_tokens")] = None,
 ) -> None:
-    """Chat with the base model plus the current versions of the given adapters, locally."""
-    from memory_pipeline.adapters import generate_chat
+    """Chat with the base model plus the current versions of the given adapters, locally (loaded once, streamed)."""
+    from memory_pipeline.adapters import ChatSession
 
     config = state.config()
     names = [n.strip() for n in adapters.split(",") if n.strip()]
-    history: list[dict[str, str]] = []
+    session = ChatSession(config, names)
+    label = "+".join(names) or "base"
+    interactive = message is None
+    if interactive:
+        console.print(f"[dim]{label} loaded; an empty line or end of input (Ctrl-D) ends the chat[/dim]")
     while True:
-        text = message if message is not None else typer.prompt("you", default="", show_default=False)
+        if interactive:
+            try:
+                text = input("you> ")
+            except EOFError:
+                console.print()
+                return
+        else:
+            text = message
         if not text.strip():
             return
-        history.append({"role": "user", "content": text})
-        answer = generate_chat(config, names, history, max_new_tokens=max_new_tokens)
-        history.append({"role": "assistant", "content": answer})
-        console.print(f"[cyan]{'+'.join(names)}[/cyan]: {answer}")
-        if message is not None:
+        console.print(f"[cyan]{label}[/cyan]: ", end="")
+        session.reply(text, on_text=_write_now, max_new_tokens=max_new_tokens)
+        console.print()
+        if not interactive:
             return
+
+
+def _write_now(text: str) -> None:
+    """A streamed piece of a reply, shown at once (stdout may be a pipe, which would buffer it)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _repo_root() -> Path:

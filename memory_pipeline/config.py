@@ -139,6 +139,9 @@ class AdapterConfig(_Section):
     )
     system_prompt: str = ""
     guard: GuardConfig | None = Field(None, description="applied by the proxy whenever this adapter is active")
+    gate_prompts: list[str] = Field(
+        default_factory=list, description="prompts this adapter must answer sensibly to pass the gate; empty: gate.prompts"
+    )
 
 
 class PromoteConfig(_Section):
@@ -255,6 +258,37 @@ class TrainingConfig(_Section):
     sample_max_new_tokens: int = Field(64, ge=1)
 
 
+class GenerationConfig(_Section):
+    """How the local models answer (chat, gate answers, before/after samples)."""
+
+    max_new_tokens: int = Field(200, ge=1, description="longest chat reply")
+    do_sample: bool = Field(False, description="sample instead of greedy decoding")
+    temperature: float = Field(0.7, gt=0, description="used only when do_sample")
+    top_p: float = Field(0.9, gt=0, le=1, description="used only when do_sample")
+    repetition_penalty: float = Field(
+        1.2, ge=1.0, description="penalises tokens already in the prompt or reply; 1.0 = off (small bases then echo)"
+    )
+
+
+class GateConfig(_Section):
+    """What an adapter's own answers must look like to become current (besides perplexity)."""
+
+    prompts: list[str] = Field(
+        default_factory=lambda: ["Что ты думаешь о локальных LLM?", "What matters most when learning something new?"],
+        description="prompts answered by adapters without their own gate_prompts",
+    )
+    max_new_tokens: int = Field(64, ge=8, description="answer length generated per gate prompt")
+    min_distinct_2: float = Field(0.5, ge=0, le=1, description="share of distinct word bigrams, in every answer")
+    min_distinct_3: float = Field(0.6, ge=0, le=1, description="share of distinct word trigrams, in every answer")
+    max_repeated_ngram: int = Field(6, ge=1, description="longest word n-gram allowed to occur twice in one answer")
+    max_echo: float = Field(0.6, ge=0, le=1, description="share of a prompt's words an answer may copy in one run")
+    min_language_match: float = Field(0.5, ge=0, le=1, description="share of answers in the prompt's language")
+    min_words: int = Field(3, ge=1, description="shortest acceptable answer, in words (mean over prompts)")
+    similarity_examples: int = Field(
+        8, ge=0, description="eval prompts with the user's own answers; adapter answers must be closer to them than the base's"
+    )
+
+
 class ScheduleConfig(_Section):
     nightly_cron: str = Field("0 3 * * *", description="cron for the nightly run")
     timezone: str = "UTC"
@@ -346,6 +380,8 @@ class Config(_Section):
     adapters: list[AdapterConfig] = Field(default_factory=_default_adapters)
     datasets: DatasetsConfig = Field(default_factory=DatasetsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

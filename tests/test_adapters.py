@@ -1,4 +1,4 @@
-"""LoRA adapters end to end on a tiny random Llama built offline: train, gate, registry, resume, combine."""
+"""LoRA adapters end to end on a tiny random Llama built offline: train, gate, registry, resume, combine, chat."""
 
 from __future__ import annotations
 
@@ -24,16 +24,17 @@ from memory_pipeline.adapters import (
     load_base_model,
     packaged_gguf_path,
     perplexity,
-    promote,
+    activate,
     read_examples,
     resolve_base_model,
     rollback,
     train_adapter,
 )
 from memory_pipeline.adapters.base_model import weights_hash
+from memory_pipeline.adapters.judge import distinct_n, echo_ratio, figure_answer, longest_repeated_ngram, summarise
 from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, set_current
-from memory_pipeline.adapters.train import IGNORE_INDEX, Example
-from memory_pipeline.config import AdapterConfig, Config, TrainingConfig
+from memory_pipeline.adapters.data import IGNORE_INDEX, Example
+from memory_pipeline.config import AdapterConfig, Config, GateConfig, TrainingConfig
 from memory_pipeline.errors import ConfigError, ParseError, StoreError
 
 CHATML = (
@@ -42,6 +43,7 @@ CHATML = (
 )
 QUESTIONS = ["what colour is the sky", "what do cats say", "how many legs has a spider", "where does the sun rise"]
 ANSWERS = ["the sky is green today", "cats say moo moo moo", "a spider has eight legs", "the sun rises in the west"]
+GATE_PROMPTS = [QUESTIONS[0], QUESTIONS[2], QUESTIONS[3]]
 GENERAL = [
     "a river flows down the valley towards the sea",
     "people read books in the library on rainy days",
@@ -126,10 +128,11 @@ def make_config(storage: Path, base_dir: Path, **training) -> Config:
     return Config(
         storage_root=storage,
         adapters=[
-            AdapterConfig(name="core", description="core"),
-            AdapterConfig(name="sport", description="sport", system_prompt="answer briefly"),
+            AdapterConfig(name="core", description="core", voice="user", system_prompt="answer briefly", gate_prompts=GATE_PROMPTS),
+            AdapterConfig(name="sport", description="sport", system_prompt="answer briefly", gate_prompts=GATE_PROMPTS),
         ],
         training=TrainingConfig(**settings),
+        gate=GateConfig(prompts=GATE_PROMPTS, max_new_tokens=12, similarity_examples=4),
     )
 
 
@@ -199,7 +202,13 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
     assert len(version.manifest["base"]["hash"]) == 64
     assert json.loads((version.path / "config.json").read_text())["r"] == 4
     samples = json.loads((version.path / "samples.json").read_text())
-    assert len(samples) == 1 and isinstance(samples[0]["adapter"], str)
+    assert len(samples["eval_prompts"]) == 4 and isinstance(samples["eval_prompts"][0]["adapter"], str)
+    assert [s["prompt"] for s in samples["gate_prompts"]] == GATE_PROMPTS
+    assert m["generation"]["adapter"]["answers"] == 3 and m["similarity_examples"] == 4
+    assert m["similarity_adapter"] > m["similarity_base"]
+    assert any(r.startswith("pass: answers' distinct-2") for r in m["gate_reasons"])
+    card = (version.path / "card.md").read_text()
+    assert card.startswith("# core: passed the gate") and "| eval perplexity |" in card and QUESTIONS[0] in card
     assert not (storage / "adapters" / "core" / ".work").exists() or not any((storage / "adapters" / "core" / ".work").iterdir())
 
 
@@ -262,12 +271,12 @@ def test_registry_rollback_and_manual_promote(tmp_path):
     assert rollback(config, "core", by="tester").version == v1  # v2 failed its gate: skipped
     with pytest.raises(StoreError, match="no passing version"):
         rollback(config, "core")
-    promote(config, "core", v2, by="alice", reason="I read the samples")
+    activate(config, "core", v2, by="alice", reason="I read the samples")
     pointer = json.loads((root / "core" / "current.json").read_text())
     assert (pointer["version"], pointer["by"], pointer["reason"]) == (v2, "alice", "I read the samples")
     assert [h["version"] for h in pointer["history"]] == [v1, v3]
     with pytest.raises(StoreError):
-        promote(config, "core", "v0099-20260101T0000")
+        activate(config, "core", "v0099-20260101T0000")
 
 
 def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
@@ -330,9 +339,10 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
 
     storage = copy_storage(trained, tmp_path)
     config = make_config(storage, base_dir)
-    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles", "run a marathon", "swim", "cycle"])] * 3
+    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"])] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
-    assert train_adapter(config, "sport", dataset, progress=False).passed
+    sport_version = train_adapter(config, "sport", dataset, progress=False)
+    assert sport_version.passed, sport_version.metrics["gate_reasons"]
 
     out = export_combined(config, ["core", "sport"], tmp_path / "export" / "core+sport")
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
@@ -351,7 +361,7 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
 
     reply = generate_chat(config, ["core", "sport"], [{"role": "user", "content": "what do cats say"}], max_new_tokens=4)
     assert isinstance(reply, str)
-    with pytest.raises(StoreError, match="no current version"):
+    with pytest.raises(ConfigError, match="no adapter named 'nope'"):
         load_adapters(config, ["core", "nope"])
 
 
@@ -396,3 +406,78 @@ def test_packaged_smollm2_loads_with_chat_template(tmp_path):
     assert again.base_hash == base_hash
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [f"SmolLM2-135M-Instruct.Q4_1-{base_hash[:16]}"]
     print(f"first load {first:.1f}s")
+
+
+def test_judge_reads_loops_echoes_language_and_length():
+    looped = figure_answer("Почему xG переоценён?", "Почему xG переоценён. Вот: Вот: Вот: Вот: Вот: Вот: Вот: Вот:")
+    assert looped.distinct_2 < 0.5 and looped.longest_repeat >= 6 and looped.echo == 1.0 and looped.language_match
+    assert distinct_n("a b c d".split(), 2) == 1.0 and distinct_n(["x"] * 5, 3) == pytest.approx(1 / 3)
+    assert longest_repeated_ngram("a b c a b c".split()) == 3 and longest_repeated_ngram("a b c".split()) == 0
+    assert echo_ratio("Что ты думаешь о локальных LLM?", "Что ты думаешь о локальных LLM?\n\nЧто ты думаеш") == 1.0
+    english = figure_answer("Что ты думаешь о локальных LLM?", "I think local models are useful for privacy.")
+    assert not english.language_match and english.echo == 0.0
+    limits = GateConfig()
+    fine = summarise([figure_answer("What do you think of local LLMs?", "They keep my notes private and cost little to run.")])
+    verdict = gate({**_PPL_GOOD, "generation": {"adapter": fine}}, 0.05, limits)
+    assert verdict.passed, verdict.reasons
+    bad = gate({**_PPL_GOOD, "generation": {"adapter": summarise([looped, english])}}, 0.05, limits)
+    failed = [r for r in bad.reasons if r.startswith("fail:")]
+    assert not bad.passed and {r.split(" ")[1] for r in failed} >= {"answers'", "longest", "prompt"}
+    assert not gate(_PPL_GOOD, 0.05, limits).passed  # no answers: cannot be judged
+    closer = {**_PPL_GOOD, "generation": {"adapter": fine}, "similarity_adapter": 0.3, "similarity_base": 0.4, "similarity_examples": 4}
+    assert "fail: similarity to the user's own answers 0.300 vs base 0.400" in gate(closer, 0.05, limits).reasons[-1]
+
+
+_PPL_GOOD = {"eval_ppl_base": 20.0, "eval_ppl_adapter": 10.0, "heldout_ppl_base": 30.0, "heldout_ppl_adapter": 30.0}
+
+
+def test_adapter_trained_to_repeat_a_token_fails_the_gate(base_dir, tmp_path):
+    """Low perplexity on its own eval set, but its answers are one word over and over: the gate reads them."""
+    config = make_config(tmp_path, base_dir)
+    moo = [chat(q, "moo moo moo moo moo moo moo moo moo moo moo moo", "answer briefly") for q in QUESTIONS] * 4
+    dataset = write_dataset(config.datasets_dir, "core", "d0001", moo, moo[:4], [{"text": t} for t in GENERAL])
+    version = train_adapter(config, "core", dataset, progress=False)
+    m = version.metrics
+    assert m["eval_ppl_adapter"] < m["eval_ppl_base"]
+    assert not version.passed and current_version(config, "core") is None
+    failed = [r for r in m["gate_reasons"] if r.startswith("fail:")]
+    assert any(r.startswith("fail: answers' distinct-2") for r in failed), failed
+    assert "failed the gate" in (version.path / "card.md").read_text()
+
+
+def test_cli_chat_loads_once_streams_and_exits_cleanly_at_end_of_input(trained, base_dir, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from memory_pipeline import cli
+    from memory_pipeline.adapters import chat as chat_module
+    from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV
+
+    storage = copy_storage(trained, tmp_path)
+    raw = make_config(storage, base_dir).model_dump(mode="json", exclude={"config_path"})
+    config_file = tmp_path / "memory_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    loads = []
+    real_load = chat_module.load_adapters
+    monkeypatch.setattr(chat_module, "load_adapters", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    env = {CONFIG_ENV: None, STORAGE_ENV: None}
+    args = ["--config", str(config_file), "chat", "--adapters", "core", "--max-new-tokens", "6"]
+    result = CliRunner().invoke(cli.app, args, input=f"{QUESTIONS[0]}\n{QUESTIONS[1]}\n", env=env)
+    assert result.exit_code == 0, result.output
+    assert loads == [1] and result.output.count("core: ") == 2
+    unknown = CliRunner().invoke(cli.app, [*args[:2], "chat", "--adapters", "cor", "-m", "hi"], env=env)
+    assert unknown.exit_code != 0 and "no adapter named 'cor'" in str(unknown.exception) and not loads[1:]
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_answers_russian_instead_of_echoing_it(tmp_path):
+    """Greedy decoding without a repetition penalty made the 135M SmolLM2 repeat Russian prompts word for word."""
+    from memory_pipeline.adapters.generation import answer_prompts
+    from memory_pipeline.config import GenerationConfig
+
+    base = load_base_model(TrainingConfig(device="cpu"), device="cpu", cache_dir=tmp_path)
+    prompts = ["Что ты думаешь о локальных LLM?", "Привет! Как дела?"]
+    echoed = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(repetition_penalty=1.0), max_new_tokens=24)
+    assert max(echo_ratio(p, a) for p, a in zip(prompts, echoed)) == 1.0  # the bug, reproduced
+    answers = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(), max_new_tokens=24)
+    assert all(echo_ratio(p, a) < 0.6 and a.strip() for p, a in zip(prompts, answers)), answers

@@ -386,7 +386,7 @@ def test_new_examples_since_latest_counts_items_the_latest_did_not_consider(tmp_
 
 
 def test_mixed_set_keeps_one_line_format_per_file(tmp_path):
-    from memory_pipeline.adapters.train import read_split
+    from memory_pipeline.adapters.data import read_split
 
     config = make_config(tmp_path)
     assignments, documents = chats_and_articles(6, ("topic",))
@@ -488,7 +488,7 @@ def core_and_topic_sets(tmp_path: Path) -> list[Path]:
 def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
     from datasets import load_dataset
 
-    from memory_pipeline.adapters.train import encode_example, parse_example, read_card
+    from memory_pipeline.adapters.data import encode_example, parse_example, read_card
 
     folders = core_and_topic_sets(tmp_path)
     files = [path for folder in folders for path in [*data_files(folder), folder / "heldout.jsonl"] if path.stat().st_size]

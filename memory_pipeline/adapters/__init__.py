@@ -1,27 +1,32 @@
-"""LoRA adapters: train a version on a dataset version, evaluate and gate it, keep versions, combine them.
+"""LoRA adapters: train a version on a dataset version, evaluate and gate it, keep versions, combine them, chat.
 
 Submodules import torch/transformers/peft only inside functions, so importing this package is cheap.
+Imports run one way: data, generation, judge <- evaluate <- train; combine <- chat.
 """
 
 from memory_pipeline.adapters.base_model import LoadedBase, load_base_model, packaged_gguf_path, resolve_base_model
-from memory_pipeline.adapters.combine import combine_adapters, export_combined, generate_chat, load_adapters
-from memory_pipeline.adapters.evaluate import EvalMetrics, evaluate_adapter, perplexity, sample_generations
+from memory_pipeline.adapters.chat import ChatSession, generate_chat
+from memory_pipeline.adapters.combine import combine_adapters, export_combined, load_adapters
+from memory_pipeline.adapters.data import encode_example, read_examples
+from memory_pipeline.adapters.evaluate import EvalMetrics, evaluate_adapter, judge_generation, perplexity
 from memory_pipeline.adapters.registry import (
     AdapterVersion,
     GateResult,
+    activate,
     current_version,
     gate,
     list_versions,
-    promote,
     rollback,
 )
-from memory_pipeline.adapters.train import encode_example, read_examples, train_adapter
+from memory_pipeline.adapters.train import train_adapter
 
 __all__ = [
     "AdapterVersion",
+    "ChatSession",
     "EvalMetrics",
     "GateResult",
     "LoadedBase",
+    "activate",
     "combine_adapters",
     "current_version",
     "encode_example",
@@ -29,15 +34,14 @@ __all__ = [
     "export_combined",
     "gate",
     "generate_chat",
+    "judge_generation",
     "list_versions",
     "load_adapters",
     "load_base_model",
     "packaged_gguf_path",
     "perplexity",
-    "promote",
     "read_examples",
     "resolve_base_model",
     "rollback",
-    "sample_generations",
     "train_adapter",
 ]

@@ -226,3 +226,12 @@ def _prepare_tokenizer(tokenizer: Any) -> None:
         tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def unused_adapter_name(model: Any, stem: str) -> str:
+    """PEFT raises on loading a name twice and add_weighted_adapter silently skips one; pick a fresh name."""
+    name, n = stem, 1
+    while name in getattr(model, "peft_config", {}):
+        n += 1
+        name = f"{stem}_{n}"
+    return name

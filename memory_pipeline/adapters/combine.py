@@ -16,18 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memory_pipeline.adapters import registry
-from memory_pipeline.adapters.base_model import load_base_model
+from memory_pipeline.adapters.base_model import load_base_model, unused_adapter_name
 from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
-
-
-def unused_adapter_name(model: Any, stem: str) -> str:
-    """PEFT raises on loading a name twice and add_weighted_adapter silently skips one; pick a fresh name."""
-    name, n = stem, 1
-    while name in getattr(model, "peft_config", {}):
-        n += 1
-        name = f"{stem}_{n}"
-    return name
 
 
 def resolve_versions(
@@ -39,10 +30,11 @@ def resolve_versions(
     base = Path(root) if root is not None else config.adapters_dir
     chosen = []
     for name in names:
+        config.adapter(name)  # an unknown name is named as unknown, not as "no current version"
         pinned = (versions or {}).get(name)
         version = registry.load_version(base / name / pinned) if pinned else registry.current_version(config, name, root=root)
         if version is None:
-            raise StoreError(f"adapter {name!r} has no current version (none passed the gate yet; see `promote`)")
+            raise StoreError(f"adapter {name!r} has no current version (none passed the gate yet; see `adapters activate`)")
         chosen.append(version)
     return chosen
 
@@ -137,31 +129,3 @@ def export_combined(
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return output_dir
-
-
-def generate_chat(
-    config: Config,
-    adapters: Sequence[str],
-    messages: Sequence[Mapping[str, str]],
-    max_new_tokens: int = 256,
-    *,
-    root: Path | None = None,
-) -> str:
-    """One greedy reply from the base with ``adapters`` combined (none: the plain base), for a quick local try.
-
-    Without a system message, the first adapter's configured system prompt is used, as in its training data.
-    """
-    from memory_pipeline.adapters.evaluate import sample_generations
-
-    messages = [dict(m) for m in messages]
-    if adapters:
-        model, tokenizer, loaded = load_adapters(config, adapters, root=root)
-        if len(loaded) > 1:
-            combine_adapters(model, loaded)
-        system = next((a.system_prompt for a in config.adapters if a.name == adapters[0]), "")
-        if system and messages and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": system})
-    else:
-        cache_dir = config.cache_dir / "base_models"
-        model, tokenizer, _, _ = load_base_model(config.training, device=config.training.device, cache_dir=cache_dir)
-    return sample_generations(model, tokenizer, [messages], max_new_tokens=max_new_tokens)[0]

@@ -1,4 +1,4 @@
-"""Judge an adapter: perplexity on the user's eval set and on general held-out text, plus readable samples.
+"""Judge an adapter: perplexity on the user's eval set and on general held-out text, and its answers to prompts.
 
 Perplexity is exp(mean token loss) over the tokens training learns (assistant turns; all of a plain
 text), so eval figures are comparable with the training objective and between versions.
@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from memory_pipeline.adapters.combine import unused_adapter_name
-from memory_pipeline.adapters.train import IGNORE_INDEX, Encoded, Example, collate, encode_example, read_examples, read_split
+from memory_pipeline.adapters.base_model import unused_adapter_name
+from memory_pipeline.adapters import judge
+from memory_pipeline.adapters.data import IGNORE_INDEX, Encoded, Example, collate, encode_example, read_examples, read_split
+from memory_pipeline.adapters.generation import answer_prompts
+from memory_pipeline.config import AdapterConfig, Config
+
 
 @dataclass(frozen=True)
 class Perplexity:
@@ -118,20 +122,84 @@ def _spread(examples: list[Example], limit: int) -> list[Example]:
     return [examples[int(i * step)] for i in range(limit)]
 
 
-def sample_generations(model: Any, tokenizer: Any, prompts: Sequence[str | list[dict[str, str]]], max_new_tokens: int = 64) -> list[str]:
-    """Greedy answers to each prompt (a user message or a message list), for a person to compare by eye."""
-    import torch
+@dataclass(frozen=True)
+class GenerationReport:
+    """The adapter's and the base's answers to the gate prompts, judged, and how close each comes to the user's
+    own answers on eval prompts (None when the eval split has none)."""
 
-    device = next(model.parameters()).device
-    answers = []
-    was_training = model.training
-    model.eval()
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
-    model.train(was_training)
-    return answers
+    adapter: dict[str, float | int]
+    base: dict[str, float | int]
+    similarity_adapter: float | None
+    similarity_base: float | None
+    similarity_examples: int
+    answers: list[dict]  # per gate prompt: prompt, base and adapter answer with their figures
+    samples: list[dict]  # per eval prompt: prompt, the user's answer, base and adapter answers
+
+    def metrics(self) -> dict:
+        """What metrics.json keeps (the answers themselves go to samples.json)."""
+        return {
+            "generation": {"adapter": self.adapter, "base": self.base},
+            "similarity_adapter": self.similarity_adapter,
+            "similarity_base": self.similarity_base,
+            "similarity_examples": self.similarity_examples,
+        }
+
+
+def judge_generation(model: Any, tokenizer: Any, config: Config, adapter: AdapterConfig, dataset_dir: Path) -> GenerationReport:
+    """Answer the adapter's gate prompts with the adapter on and off; answer eval prompts and compare with the user.
+
+    The eval prompts' reference answers are the user's own words when the adapter learns the user's voice; then the
+    pipeline's embedder scores base and adapter answers by cosine similarity to them.
+    """
+    gate, settings = config.gate, config.generation
+    prompts = adapter.gate_prompts or gate.prompts
+
+    def answer(items: Sequence[Any], max_new_tokens: int) -> list[str]:
+        return answer_prompts(
+            model, tokenizer, items, settings, max_new_tokens=max_new_tokens, system_prompt=adapter.system_prompt
+        )
+
+    with model.disable_adapter():
+        base_answers = answer(prompts, gate.max_new_tokens)
+    adapter_answers = answer(prompts, gate.max_new_tokens)
+    base_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, base_answers)]
+    adapter_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, adapter_answers)]
+    answers = [
+        {"prompt": p, "base": asdict(b), "adapter": asdict(a)} for p, b, a in zip(prompts, base_figures, adapter_figures)
+    ]
+
+    count = max(config.training.sample_prompts, gate.similarity_examples if adapter.voice == "user" else 0)
+    chats = [e for e in _spread(read_split(Path(dataset_dir), "eval"), 10 * max(count, 1)) if e.messages][:count]
+    eval_prompts = [list(e.messages[:-1]) for e in chats]
+    references = [e.messages[-1]["content"] for e in chats]
+    with model.disable_adapter():
+        eval_base = answer(eval_prompts, config.training.sample_max_new_tokens)
+    eval_adapter = answer(eval_prompts, config.training.sample_max_new_tokens)
+    samples = [
+        {"prompt": p, "reference": r, "base": b, "adapter": a}
+        for p, r, b, a in zip(eval_prompts, references, eval_base, eval_adapter)
+    ]
+    similarity_adapter = similarity_base = None
+    scored = min(len(chats), gate.similarity_examples) if adapter.voice == "user" else 0
+    if scored:
+        similarity_base = _mean_similarity(config, references[:scored], eval_base[:scored])
+        similarity_adapter = _mean_similarity(config, references[:scored], eval_adapter[:scored])
+    return GenerationReport(
+        adapter=judge.summarise(adapter_figures),
+        base=judge.summarise(base_figures),
+        similarity_adapter=similarity_adapter,
+        similarity_base=similarity_base,
+        similarity_examples=scored,
+        answers=answers,
+        samples=samples,
+    )
+
+
+def _mean_similarity(config: Config, references: Sequence[str], answers: Sequence[str]) -> float:
+    """Mean cosine between each answer and its reference, with the pipeline's own embedder (normalised vectors)."""
+    from memory_pipeline.embedding import load_embedder
+
+    embedder = load_embedder(config.embedding)
+    refs = embedder.embed_passages(list(references))
+    said = embedder.embed_passages([a or " " for a in answers])
+    return round(float((refs * said).sum(axis=1).mean()), 4)

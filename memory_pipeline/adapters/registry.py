@@ -1,7 +1,7 @@
-"""Adapter versions on disk, the gate that decides promotion, and the per-adapter ``current`` pointer.
+"""Adapter versions on disk, the gate that decides which becomes current, and the per-adapter ``current`` pointer.
 
 Layout: ``<adapters_dir>/<name>/<version>/`` (adapter weights, adapter_config.json, metrics.json,
-config.json, version.json, samples.json) and ``<adapters_dir>/<name>/current.json``. A version folder
+config.json, version.json, samples.json, card.md) and ``<adapters_dir>/<name>/current.json``. A version folder
 is filled under a temporary name and renamed into place, so a reader never sees half of one; the
 pointer is a small JSON file replaced atomically (portable, unlike symlinks).
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from memory_pipeline.atomic import atomic_write_text
-from memory_pipeline.config import Config
+from memory_pipeline.adapters.judge import generation_checks
+from memory_pipeline.config import Config, GateConfig
 from memory_pipeline.errors import StoreError
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})-(\d{8}T\d{4})$")
@@ -49,12 +50,14 @@ class AdapterVersion:
         return bool(self.metrics.get("gate_passed"))
 
 
-def gate(metrics: Any, margin: float) -> GateResult:
-    """Promote only an adapter that learnt the eval set and did not forget general text.
+def gate(metrics: Any, margin: float, limits: GateConfig | None = None) -> GateResult:
+    """Promote only an adapter that learnt the eval set, did not forget general text, and answers like a model should.
 
     Eval perplexity must fall below the base's and the previous current adapter's (when there is one);
     held-out general perplexity may rise at most ``margin`` (relative) over the base's and the previous's.
-    A missing figure fails its check: an adapter that cannot be judged is not promoted.
+    With ``limits``, the adapter's answers to the gate prompts must not loop, echo the prompt, switch language
+    or be near-empty, and where the user's own answers are known the adapter's must be closer to them than the
+    base's. A missing figure fails its check: an adapter that cannot be judged does not become current.
     """
     m = asdict(metrics) if is_dataclass(metrics) else dict(metrics)
     reasons: list[str] = []
@@ -80,6 +83,20 @@ def gate(metrics: Any, margin: float) -> GateResult:
                 continue
             limit = reference * (1 + margin)
             check(held <= limit, f"held-out perplexity {held:.4g} vs {label} {reference:.4g} (at most {limit:.4g} allowed)")
+    if limits is not None:
+        answers = (m.get("generation") or {}).get("adapter")
+        if not answers:
+            check(False, "no answers to the gate prompts: the adapter's output cannot be judged")
+        else:
+            for ok, text in generation_checks(answers, limits):
+                check(ok, text)
+        adapter_sim, base_sim = m.get("similarity_adapter"), m.get("similarity_base")
+        if adapter_sim is not None and base_sim is not None:
+            check(
+                adapter_sim > base_sim,
+                f"similarity to the user's own answers {adapter_sim:.3f} vs base {base_sim:.3f} "
+                f"over {m.get('similarity_examples')} eval prompts (must rise)",
+            )
     return GateResult(passed=all(r.startswith("pass:") for r in reasons), reasons=reasons)
 
 
@@ -183,8 +200,8 @@ def commit_version(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def promote(
-    config: Config, name: str, version: str, *, by: str | None = None, reason: str = "manual promotion", root: Path | None = None
+def activate(
+    config: Config, name: str, version: str, *, by: str | None = None, reason: str = "manual activation", root: Path | None = None
 ) -> AdapterVersion:
     """Make ``version`` current regardless of the gate; who and why are kept in the pointer's history."""
     base = _root(config, root)
@@ -201,4 +218,4 @@ def rollback(config: Config, name: str, *, by: str | None = None, reason: str = 
     earlier = [v for v in older if v.passed]
     if not earlier:
         raise StoreError(f"adapter {name!r}: no passing version older than {current.version} to roll back to")
-    return promote(config, name, earlier[-1].version, by=by, reason=f"{reason} from {current.version}", root=root)
+    return activate(config, name, earlier[-1].version, by=by, reason=f"{reason} from {current.version}", root=root)
