@@ -573,16 +573,35 @@ def adapters_rollback(name: Annotated[str, typer.Argument()]) -> None:
 
 @adapters_app.command("export")
 def adapters_export(
-    names: Annotated[str, typer.Argument(help="comma-separated, e.g. core,sport")],
-    output: Annotated[Optional[Path], typer.Option("--output", help="default: storage/adapters/combined/<a+b>")] = None,
+    names: Annotated[Optional[str], typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="default: storage/adapters/export")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="per adapter in core+topic, e.g. core=1,sport=0.5")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Export a pre-combined adapter (e.g. core+sport) for servers that take one LoRA per request."""
-    from memory_pipeline.adapters import export_combined
+    """Write the current adapters for serving: one folder each, core+topic combined, and the `vllm serve` command."""
+    from memory_pipeline.adapters.export import export_for_serving
 
     config = state.config()
-    parts = [n.strip() for n in names.split(",") if n.strip()]
-    target = output or config.adapters_dir / "combined" / "+".join(parts)
-    console.print(f"wrote {export_combined(config, parts, target)}")
+    parts = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    parsed: dict[str, float] = {}
+    for item in (weights or "").split(","):
+        if item.strip():
+            name, _, value = item.partition("=")
+            try:
+                parsed[name.strip()] = float(value)
+            except ValueError:
+                err_console.print(f"[red]--weights: {item!r} is not NAME=NUMBER[/red]")
+                raise typer.Exit(2) from None
+    target = output or config.adapters_dir / "export"
+    record = export_for_serving(config, target, names=parts, weights=parsed)
+    if as_json:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    for name, module in record["modules"].items():
+        sources = " + ".join(f"{s['weight']:g}×{s['name']} {s['version']}" for s in module["sources"])
+        console.print(f"{target / module['path']}  (r={module['r']}: {sources})")
+    console.print(f"serve with vLLM ({target / 'vllm_serve.sh'}):")
+    console.print(record["command"], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -668,6 +687,7 @@ def demo() -> None:
     _dagster("job", "execute", "-f", "definitions.py", "-j", "memory_job", config=config)
     for adapter in config.adapters:
         _dagster("asset", "materialize", "-f", "definitions.py", "--select", "training_sets,lora_adapters", "--partition", adapter.name, config=config)
+    _print_adapter_verdicts(config)
     from memory_pipeline.search import search as run_search
 
     for query in DEMO_QUERIES:
@@ -679,6 +699,27 @@ def demo() -> None:
     console.print("         (or: memory-pipeline ui) then open http://127.0.0.1:3000")
     console.print(f"files:   {config.storage_root}  (what lives where: storage/README.md)")
     console.print(f"search:  {Path(sys.executable).with_name('memory-pipeline')} search \"ваш запрос\"")
+
+
+def _print_adapter_verdicts(config: Config) -> None:
+    """Each adapter's newest version: passed or failed the gate and why, honestly, whatever the figures are."""
+    from memory_pipeline.adapters import list_versions
+    from memory_pipeline.adapters.card import demo_note
+
+    console.rule("adapters")
+    note = None
+    for adapter in config.adapters:
+        versions = list_versions(config, adapter.name)
+        if not versions:
+            console.print(f"{adapter.name}: not trained (no training set yet)")
+            continue
+        newest = versions[-1]
+        note = note or demo_note(newest.manifest["base"]["id"])
+        failed = [r.removeprefix("fail: ") for r in newest.metrics.get("gate_reasons", []) if r.startswith("fail:")]
+        verdict = "passed the gate" if newest.passed else "failed the gate: " + "; ".join(failed)
+        console.print(f"{adapter.name} {newest.version}: {verdict} (card: {newest.path / 'card.md'})")
+    if note:
+        console.print(f"[dim]{note}[/dim]")
 
 
 @app.command()

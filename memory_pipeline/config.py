@@ -256,6 +256,11 @@ class TrainingConfig(_Section):
     eval_max_examples: int = Field(200, ge=1, description="eval/held-out examples scored per perplexity (first N)")
     sample_prompts: int = Field(3, ge=0, description="eval prompts answered before/after training for a person to read")
     sample_max_new_tokens: int = Field(64, ge=1)
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none", description="load the base in 8 or 4 bit for QLoRA (bitsandbytes, CUDA only); none: the load dtype"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% slower")
+    check_memory: bool = Field(True, description="estimate memory before loading the base and refuse when it will not fit")
 
 
 class GenerationConfig(_Section):

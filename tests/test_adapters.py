@@ -481,3 +481,79 @@ def test_packaged_smollm2_answers_russian_instead_of_echoing_it(tmp_path):
     assert max(echo_ratio(p, a) for p, a in zip(prompts, echoed)) == 1.0  # the bug, reproduced
     answers = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(), max_new_tokens=24)
     assert all(echo_ratio(p, a) < 0.6 and a.strip() for p, a in zip(prompts, answers)), answers
+
+
+def test_memory_estimate_is_logged_and_a_base_that_cannot_fit_is_refused_before_loading(base_dir, tmp_path):
+    from transformers import AutoConfig
+
+    from memory_pipeline.adapters.memory import count_parameters, estimate_training_memory
+
+    training = make_config(tmp_path, base_dir).training
+    params, lora = count_parameters(AutoConfig.from_pretrained(base_dir), training)
+    model = load_base_model(training, device="cpu").model
+    assert params == sum(p.numel() for p in model.parameters())
+    assert lora == sum(4 * (m.in_features + m.out_features) for n, m in model.named_modules() if n.endswith(("_proj",)))
+    assert next(model.parameters()).dtype == __import__("torch").float32
+    lines: list[str] = []
+    load_base_model(training, device="cpu", for_training=True, log=lines.append)
+    assert lines[0].startswith("memory estimate on cpu: weights") and "GiB available" in lines[0]
+    huge = training.model_copy(update={"max_seq_length": 200_000, "batch_size": 512})
+    with pytest.raises(ConfigError, match="training needs ~.* GiB on cpu.*gradient_checkpointing"):
+        load_base_model(huge, device="cpu", for_training=True, log=lines.append)
+    checkpointed = estimate_training_memory(
+        AutoConfig.from_pretrained(base_dir), huge.model_copy(update={"gradient_checkpointing": True}),
+        device="cpu", weight_bytes=4, available_gib=None,
+    )
+    plain = estimate_training_memory(AutoConfig.from_pretrained(base_dir), huge, device="cpu", weight_bytes=4, available_gib=None)
+    assert checkpointed.activations_gib < plain.activations_gib and checkpointed.fits
+    with pytest.raises(ConfigError, match="4bit needs a CUDA GPU"):
+        load_base_model(training.model_copy(update={"quantization": "4bit"}), device="cpu")
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(trained, base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = {"max_steps": 3, "gradient_checkpointing": True}
+    version = train_adapter(make_config(tmp_path / "a", base_dir, **settings), "core", trained[1], progress=False)
+    plain = train_adapter(make_config(tmp_path / "b", base_dir, max_steps=3), "core", trained[1], progress=False)
+    a, b = (load_file(v.path / "adapter_model.safetensors") for v in (version, plain))
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-4 for k in a)
+
+
+def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weighted_sum(trained, base_dir, tmp_path):
+    import shlex
+
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    from memory_pipeline.adapters import export_for_serving
+
+    storage = copy_storage(trained, tmp_path)
+    config = make_config(storage, base_dir)
+    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"])] * 3
+    dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
+    activate(config, "sport", train_adapter(config, "sport", dataset, progress=False).version)
+    out = tmp_path / "export"
+    record = export_for_serving(config, out, weights={"core": 1.0, "sport": 0.5})
+    assert set(record["modules"]) == {"core", "sport", "core+sport"} and record["max_lora_rank"] == 8
+    assert record["modules"]["core+sport"]["r"] == 8 and record["base"] == str(base_dir.resolve())
+    command = shlex.split(record["command"])
+    assert command[:3] == ["vllm", "serve", str(base_dir.resolve())] and "--enable-lora" in command
+    assert command[command.index("--lora-modules") + 1 :] == [f"{n}={out.resolve() / n}" for n in ("core", "sport", "core+sport")]
+    assert (out / "vllm_serve.sh").read_text().endswith(record["command"] + "\n")
+    assert json.loads((out / "serving.json").read_text()) == record
+
+    model = PeftModel.from_pretrained(load_base_model(config.training, device="cpu").model, str(out / "core"), adapter_name="core")
+    for name in ("sport", "core+sport"):
+        model.load_adapter(str(out / name), adapter_name=name)
+    reference, _, _ = load_adapters(config, ["core"], device="cpu")
+    ids = torch.tensor([[3, 5, 7, 11]])
+    with torch.no_grad():
+        model.set_adapter("core")
+        assert torch.allclose(model(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-6)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert layers
+    for layer in layers:
+        claimed = layer.get_delta_weight("core") * 1.0 + layer.get_delta_weight("sport") * 0.5
+        assert torch.allclose(layer.get_delta_weight("core+sport"), claimed, atol=1e-6)

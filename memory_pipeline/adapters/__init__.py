@@ -1,7 +1,7 @@
 """LoRA adapters: train a version on a dataset version, evaluate and gate it, keep versions, combine them, chat.
 
 Submodules import torch/transformers/peft only inside functions, so importing this package is cheap.
-Imports run one way: data, generation, judge <- evaluate <- train; combine <- chat.
+Imports run one way: data, generation, judge <- evaluate <- train; combine <- chat, export.
 """
 
 from memory_pipeline.adapters.base_model import LoadedBase, load_base_model, packaged_gguf_path, resolve_base_model
@@ -9,6 +9,7 @@ from memory_pipeline.adapters.chat import ChatSession, generate_chat
 from memory_pipeline.adapters.combine import combine_adapters, export_combined, load_adapters
 from memory_pipeline.adapters.data import encode_example, read_examples
 from memory_pipeline.adapters.evaluate import EvalMetrics, evaluate_adapter, judge_generation, perplexity
+from memory_pipeline.adapters.export import export_for_serving
 from memory_pipeline.adapters.registry import (
     AdapterVersion,
     GateResult,
@@ -32,6 +33,7 @@ __all__ = [
     "encode_example",
     "evaluate_adapter",
     "export_combined",
+    "export_for_serving",
     "gate",
     "generate_chat",
     "judge_generation",

@@ -14,6 +14,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from memory_pipeline.atomic import atomic_write_text
@@ -157,29 +158,97 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def load_base_model(training: TrainingConfig, *, device: str = "auto", cache_dir: Path | None = None) -> LoadedBase:
-    """Load model + tokenizer ready for chat training; ``cache_dir`` keeps hashes and GGUF conversions."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_base_model(
+    training: TrainingConfig,
+    *,
+    device: str = "auto",
+    cache_dir: Path | None = None,
+    for_training: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> LoadedBase:
+    """Load model + tokenizer ready for chat training; ``cache_dir`` keeps hashes and GGUF conversions.
+
+    Weights are read straight into the target dtype (bf16/fp16 on a GPU) and placed on the device as they load
+    (``device_map``), so a large base never exists as a full fp32 copy in RAM; ``training.quantization`` loads
+    it in 4/8 bit for QLoRA. With ``for_training``, the memory training needs is estimated from the config
+    first (logged), and a base that will not fit raises ConfigError before any weight is read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_base_model(training.base_model, training.gguf_file)
     base_hash = weights_hash(source.weight_files, cache_file=cache_dir / "weight_hashes.json" if cache_dir else None)
     device = resolve_device(device)
+    quantization = quantization_config(training.quantization, device)
     if source.kind == "gguf":
         folder = _converted_gguf(source.path, base_hash, cache_dir) if cache_dir else None
     else:
         folder = source.path
+    dtype = load_dtype(device)
+    if for_training and training.check_memory and folder is not None:
+        _check_memory(AutoConfig.from_pretrained(folder, local_files_only=True), training, device, dtype, log)
     if folder is None:
         model, tokenizer = _load_gguf(source.path)
+        model.to(dtype=dtype, device=device)
     else:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=dtype,
+            low_cpu_mem_usage=True,
+            device_map={"": device},
+            quantization_config=quantization,
+            local_files_only=True,
+        )
+    if quantization is not None and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
     _prepare_tokenizer(tokenizer)
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        model = model.to(torch.bfloat16)
-    model.to(device)
     base_id = training.base_model + (f"#{training.gguf_file}" if training.gguf_file else "")
     return LoadedBase(model, tokenizer, base_id, base_hash)
+
+
+def load_dtype(device: str) -> Any:
+    """bf16 on a GPU that has it, else fp16 on a GPU; fp32 on CPU/MPS, where half-precision training is slow or lossy."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def quantization_config(quantization: str, device: str) -> Any:
+    """bitsandbytes settings for QLoRA (NF4, double quantisation, bf16 compute), or None for 'none'."""
+    if quantization == "none":
+        return None
+    if not device.startswith("cuda"):
+        raise ConfigError(
+            f"training.quantization: {quantization} needs a CUDA GPU (bitsandbytes), but training runs on {device}; "
+            "set quantization: none"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"training.quantization: {quantization} needs bitsandbytes: pip install 'memory-pipeline[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=load_dtype(device)
+    )
+
+
+def _check_memory(model_config: Any, training: TrainingConfig, device: str, dtype: Any, log: Callable[[str], None] | None) -> None:
+    from memory_pipeline.adapters.memory import available_memory_gib, estimate_training_memory
+
+    estimate = estimate_training_memory(
+        model_config, training, device=device, weight_bytes=dtype.itemsize, available_gib=available_memory_gib(device)
+    )
+    (log or print)(estimate.describe())
+    if not estimate.fits:
+        raise ConfigError(
+            f"training.base_model: training needs ~{estimate.total_gib:.1f} GiB on {device}, {estimate.available_gib:.1f} GiB "
+            "available; lower training.max_seq_length or batch_size, set gradient_checkpointing: true, or quantization: 4bit"
+        )
 
 
 def _load_gguf(path: Path) -> tuple[Any, Any]:
@@ -201,9 +270,25 @@ def _load_gguf(path: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def converted_gguf_folder(path: Path, base_hash: str, cache_dir: Path) -> Path:
+    """Where the plain HF copy of a GGUF lives: what servers such as vLLM load as the base."""
+    return cache_dir / f"{path.stem}-{base_hash[:16]}"
+
+
+def serving_base(training: TrainingConfig, cache_dir: Path) -> str:
+    """The base a server must load for these adapters: the cached conversion of a GGUF, else the configured
+    folder or hub id (a LoRA only fits the exact weights it was trained on)."""
+    source = resolve_base_model(training.base_model, training.gguf_file)
+    if source.kind == "gguf":
+        base_hash = weights_hash(source.weight_files, cache_file=cache_dir / "weight_hashes.json")
+        return str(_converted_gguf(source.path, base_hash, cache_dir).resolve())
+    local = Path(os.path.expanduser(training.base_model))
+    return str(local.resolve()) if local.is_dir() else training.base_model
+
+
 def _converted_gguf(path: Path, base_hash: str, cache_dir: Path) -> Path:
     """A save_pretrained copy of the dequantized GGUF, keyed by the GGUF's hash; built once, atomically."""
-    folder = cache_dir / f"{path.stem}-{base_hash[:16]}"
+    folder = converted_gguf_folder(path, base_hash, cache_dir)
     if (folder / "config.json").is_file():
         return folder
     model, tokenizer = _load_gguf(path)

@@ -37,9 +37,12 @@ from memory_pipeline.errors import ParseError
 
 logger = logging.getLogger(__name__)
 
+_PROGRESS_EVERY_SECONDS = 30.0  # a progress line in the log (Dagster's too), besides the terminal's bar
+
 # Config fields that do not change what is learned, so a resumed run may differ in them.
 _RUN_KEY_EXCLUDE = {
-    "time_budget_minutes", "device", "checkpoint_every_steps", "eval_max_examples", "sample_prompts", "sample_max_new_tokens"
+    "time_budget_minutes", "device", "checkpoint_every_steps", "eval_max_examples", "sample_prompts", "sample_max_new_tokens",
+    "gradient_checkpointing", "check_memory",
 }
 
 
@@ -81,6 +84,9 @@ def build_lora_model(model: Any, training: TrainingConfig, *, init_from: Path | 
     """Wrap the base in a trainable LoRA named 'default': fresh from the config, or from a saved adapter."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     if init_from is not None:
         return PeftModel.from_pretrained(model, init_from, is_trainable=True)
     lora = LoraConfig(
@@ -141,7 +147,8 @@ def fit(
 
     model.train()
     budget = training.time_budget_minutes * 60
-    started = time.monotonic()
+    started = last_report = time.monotonic()
+    seen_at_start = state["tokens_seen"]
     stopped = "completed"
     bar = tqdm(total=total_steps, initial=state["step"], desc="lora", unit="step", disable=not progress)
     while state["step"] < total_steps:
@@ -164,9 +171,17 @@ def fit(
         state["step"] += 1
         state["tokens_trained"] += group_tokens
         state["loss"] = loss_sum / max(1, group_tokens)
-        bar.update(1)
-        bar.set_postfix(loss=f"{state['loss']:.4f}")
         elapsed = time.monotonic() - started
+        rate = (state["tokens_seen"] - seen_at_start) / elapsed if elapsed > 0 else 0.0
+        bar.update(1)
+        bar.set_postfix(loss=f"{state['loss']:.4f}", tok_s=f"{rate:.0f}")
+        if time.monotonic() - last_report >= _PROGRESS_EVERY_SECONDS or state["step"] in (resumed_from + 1, total_steps):
+            last_report = time.monotonic()
+            eta = elapsed / (state["step"] - resumed_from) * (total_steps - state["step"])
+            log(
+                f"step {state['step']}/{total_steps} loss {state['loss']:.4f} · {rate:.0f} tokens/s · "
+                f"elapsed {elapsed:.0f}s · ETA {eta:.0f}s (budget left {max(0.0, budget - elapsed):.0f}s)"
+            )
         if work_dir is not None and state["step"] % training.checkpoint_every_steps == 0 and state["step"] < total_steps:
             _save_checkpoint(work_dir, model, optimizer, scheduler, {**state, "seconds": state["seconds"] + elapsed})
             log(f"checkpoint saved at step {state['step']}")
@@ -272,7 +287,7 @@ def train_adapter(
     random.seed(training.seed)
     torch.manual_seed(training.seed)
     log(f"loading base model {training.base_model}")
-    base = load_base_model(training, device=training.device, cache_dir=config.cache_dir / "base_models")
+    base = load_base_model(training, device=training.device, cache_dir=config.cache_dir / "base_models", for_training=True, log=log)
     previous = registry.current_version(config, adapter_name, root=root)
     if previous is not None and previous.manifest["base"]["hash"] != base.base_hash:
         log(f"current {adapter_name} {previous.version} was trained on another base model; not compared or continued")
