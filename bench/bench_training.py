@@ -4,7 +4,8 @@
 
 A generated "user voice" chat set (Russian and English) is trained with the real train_adapter, so the
 figures include tokenisation, checkpoints, evaluation and registration. Writes bench/results/training.json:
-tokens/s, seconds, eval and held-out perplexity before (base) and after (adapter).
+tokens/s, seconds, peak RSS, the machine's load average, eval and held-out perplexity before (base) and after
+(adapter), and the gate's reading of the base's and the adapter's answers to the gate prompts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import random
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +93,7 @@ def main() -> None:
             sample_max_new_tokens=32,
         ),
     )
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     version = train_adapter(config, "core", dataset, progress=True, log=print)
     total = time.monotonic() - started
@@ -111,10 +114,13 @@ def main() -> None:
         "tokens_per_second": m["tokens_per_second"],
         "train_seconds": m["seconds"],
         "total_seconds_incl_load_eval_save": round(total, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "eval_ppl_before": m["eval_ppl_base"],
         "eval_ppl_after": m["eval_ppl_adapter"],
         "heldout_ppl_before": m["heldout_ppl_base"],
         "heldout_ppl_after": m["heldout_ppl_adapter"],
+        "generation": m["generation"],
         "gate_passed": m["gate_passed"],
         "gate_reasons": m["gate_reasons"],
         "samples": json.loads((version.path / "samples.json").read_text(encoding="utf-8")),

@@ -209,6 +209,15 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
     assert any(r.startswith("pass: answers' distinct-2") for r in m["gate_reasons"])
     card = (version.path / "card.md").read_text()
     assert card.startswith("# core: passed the gate") and "| eval perplexity |" in card and QUESTIONS[0] in card
+
+    from assets.train import adapter_metadata
+
+    metadata = adapter_metadata(version)
+    figures_md = metadata["figures"].value
+    for figure in ("eval perplexity", "heldout perplexity", "answers distinct-2", "answers echo", "similarity to user's answers"):
+        assert f"| {figure} |" in figures_md
+    assert QUESTIONS[0] in metadata["gate_answers"].value and metadata["card"].value == card
+    assert metadata["similarity_adapter"].value == m["similarity_adapter"] and "note" not in metadata
     assert not (storage / "adapters" / "core" / ".work").exists() or not any((storage / "adapters" / "core" / ".work").iterdir())
 
 
