@@ -1,9 +1,10 @@
 """Answers from a loaded model: one place that applies the chat template and the generation settings.
 
-Why the repetition penalty is on by default: the bundled 135M SmolLM2 was trained almost only on English;
-asked in Russian, its single most likely continuation under greedy decoding is the prompt itself (it
-answers «Что ты думаешь о локальных LLM?» with the same line again). The penalty also covers the prompt's
-tokens, so copying stops being the cheapest path and the model writes an answer (a weak one, at 135M).
+Why the repetition penalty is on by default: the bundled 135M SmolLM2 is English-first (its tokenizer even splits
+Cyrillic letters into byte pieces); asked in Russian under greedy decoding, its most likely continuation is the
+prompt itself («Что ты думаешь о локальных LLM?» answered with the same line again), while the chat template,
+special tokens and dequantized weights are as the model expects (English prompts get answers). The penalty also
+covers the prompt's tokens, so copying stops being the cheapest path and the model writes an answer (a weak one).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def generate_reply(
         [dict(m) for m in messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} if settings.do_sample else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None
-    }
+    if settings.do_sample:
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+    else:  # None overrides a base's own sampling defaults, which greedy decoding would warn about
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     was_training = model.training
     model.eval()
     try:

@@ -107,16 +107,28 @@ def generation_checks(summary: dict[str, float | int], limits: GateConfig) -> li
     """(passed, reason) per check on one model's answers to the gate prompts."""
     s = summary
     return [
-        (s["distinct_2"] >= limits.min_distinct_2, f"answers' distinct-2 {s['distinct_2']:.2f} in the worst answer (at least {limits.min_distinct_2})"),
-        (s["distinct_3"] >= limits.min_distinct_3, f"answers' distinct-3 {s['distinct_3']:.2f} in the worst answer (at least {limits.min_distinct_3})"),
+        (
+            s["distinct_2"] >= limits.min_distinct_2,
+            f"answers' distinct-2 {s['distinct_2']:.2f} in the worst answer (at least {limits.min_distinct_2})",
+        ),
+        (
+            s["distinct_3"] >= limits.min_distinct_3,
+            f"answers' distinct-3 {s['distinct_3']:.2f} in the worst answer (at least {limits.min_distinct_3})",
+        ),
         (
             s["longest_repeat"] <= limits.max_repeated_ngram,
             f"longest repeated word n-gram {s['longest_repeat']} (at most {limits.max_repeated_ngram})",
         ),
-        (s["echo"] <= limits.max_echo, f"prompt echoed: {s['echo']:.0%} of a prompt copied (at most {limits.max_echo:.0%})"),
+        (
+            s["echo"] <= limits.max_echo,
+            f"prompt echoed: {s['echo']:.0%} of a prompt copied (at most {limits.max_echo:.0%})",
+        ),
         (
             s["language_match"] >= limits.min_language_match,
             f"answers in the prompt's language {s['language_match']:.0%} (at least {limits.min_language_match:.0%})",
         ),
-        (s["words"] >= limits.min_words, f"answer length {s['words']:.1f} words on average (at least {limits.min_words})"),
+        (
+            s["words"] >= limits.min_words,
+            f"answer length {s['words']:.1f} words on average (at least {limits.min_words})",
+        ),
     ]
