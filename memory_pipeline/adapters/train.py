@@ -85,7 +85,7 @@ def build_lora_model(model: Any, training: TrainingConfig, *, init_from: Path | 
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if init_from is not None:
         return PeftModel.from_pretrained(model, init_from, is_trainable=True)
