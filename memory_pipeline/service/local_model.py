@@ -48,7 +48,7 @@ class _LoadedModel:
     def generate(self, adapters: list[str], messages: list[dict], max_tokens: int) -> str:
         from memory_pipeline.adapters.base_model import load_base_model
         from memory_pipeline.adapters.combine import combine_adapters, load_adapters
-        from memory_pipeline.adapters.evaluate import sample_generations
+        from memory_pipeline.adapters.generation import generate_reply
 
         with self.lock:
             key = tuple(adapters)
@@ -62,7 +62,7 @@ class _LoadedModel:
                     training = self.config.training
                     self.model, self.tokenizer, _, _ = load_base_model(training, device=training.device, cache_dir=self.config.cache_dir / "base_models")
                 self.key = key
-            return sample_generations(self.model, self.tokenizer, [messages], max_new_tokens=max_tokens)[0]
+            return generate_reply(self.model, self.tokenizer, messages, self.config.generation, max_new_tokens=max_tokens)
 
 
 def create_local_app(config: Config) -> FastAPI:
