@@ -434,7 +434,7 @@ def test_exports_name_each_data_file_with_its_type(tmp_path):
     assert [(Path(d["path"]).name, d["type"], d["split"]) for d in axolotl["test_datasets"]] == [
         ("eval.jsonl", "chat_template", "train"), ("eval_text.jsonl", "completion", "train")
     ]
-    assert all(Path(d["path"]).is_absolute() and Path(d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
+    assert all(not Path(d["path"]).is_absolute() and (folder / d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
     assert axolotl["datasets"][0]["field_messages"] == "messages" and axolotl["datasets"][1]["field"] == "text"
 
     chat_only = build_dataset(config, "core", [a for d in corpus(6) for a in exchanges(d)], corpus(6)).path
