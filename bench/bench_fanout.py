@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1000, help="documents in the corpus")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_fanout_"))
+    load_before = os.getloadavg()[0]
     try:
         template = ingest_corpus(work, args.size)
         runs = {name: index_with(work, template, name, scaleout) for name, scaleout in SETTINGS.items()}
@@ -92,9 +93,11 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base = runs["in_process"]["wall_s"]
     results = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "documents": args.size,
         "cores": os.cpu_count(),
+        # Other work on the machine shows here: figures taken under load are noise-dominated.
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "runs": runs,
         "overhead_vs_in_process": {name: round(run["wall_s"] / base - 1, 3) for name, run in runs.items() if name != "in_process"},
     }
