@@ -11,7 +11,7 @@ memory_pipeline/fanout.py.
 import dagster as dg
 
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
-from assets.metadata import markdown_table
+from assets.metadata import table
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 
 _AFTER_INGEST = {"dialogues": dg.In(dg.Nothing), "articles": dg.In(dg.Nothing), "lectures": dg.In(dg.Nothing)}
@@ -53,7 +53,7 @@ def _embedding_totals(partitions: int) -> dg.OpDefinition:
                 "partitions": partitions,
                 **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
                 "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
-                "per_partition": markdown_table(reports, ["partition", "documents", "chunks", "embedded", "seconds"]),
+                "per_partition": table(reports, ["partition", "documents", "chunks", "embedded", "seconds"], limit=partitions),
             }
         )
         return totals
