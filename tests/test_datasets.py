@@ -445,10 +445,12 @@ def test_datasets_list_json_shows_files_and_exports(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from memory_pipeline import cli
+    from memory_pipeline.storage_root import mark_memory
 
     config = make_config(tmp_path)
     assignments, documents = chats_and_articles(6, ("topic",))
     folder = build_dataset(config, "topic", assignments, documents).path
+    mark_memory(config.storage_root)  # built here without an ingest, which is what marks a memory
     monkeypatch.setattr(cli, "state", cli._State())
     result = CliRunner().invoke(cli.app, ["--storage", str(config.storage_root), "datasets", "list", "--json"])
     assert result.exit_code == 0, result.output
