@@ -78,12 +78,13 @@ def memory(tmp_path_factory):
     return config_file, storage, _run_on_instance(storage, config_file)
 
 
-def _search(config_file: Path, storage: Path) -> list[dict]:
+def _search(config_file: Path, storage: Path) -> list[tuple]:
+    """The hits' chunk ids, sources and relevance (the final score also weighs usage, which each search adds to)."""
     result = invoke("--config", config_file, "--storage", storage, "search", QUERY, "--json")
     assert result.exit_code == 0, result.output
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert hits
-    return hits
+    return [(h["chunk_id"], h["source_path"], round(h.get("relevance", h["score"]), 4)) for h in hits]
 
 
 @pytest.mark.parametrize("command", [["search", "x"], ["tiers"], ["promote"], ["datasets", "list"], ["adapters", "list"], ["backup", "b"]])
