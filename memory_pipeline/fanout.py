@@ -73,7 +73,7 @@ def embed_partition(
             for doc in docstore.get_many(mine[start : start + DOC_BATCH]):
                 chunks = chunk_document(
                     doc, config.chunking, max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens
-                )
+                )[: config.limits.max_chunks_per_document]  # the commit indexes no more of a document (it warns)
                 report.chunks += len(chunks)
                 texts.update({c.text_hash: c.text for c in chunks})
             _, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
