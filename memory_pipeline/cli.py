@@ -26,9 +26,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+# Commands that may create a memory in an empty storage root; every other one needs an existing memory.
+# `ui` is among them: its sensors ingest the configured sources into a new storage root.
+CREATES_MEMORY = {"ingest", "demo", "restore", "parse", "ui"}
+
+
 class _State:
     config_path: Optional[Path] = None
     storage: Optional[Path] = None
+    command: Optional[str] = None
     _config: Optional[Config] = None
 
     def config(self) -> Config:
@@ -38,6 +44,15 @@ class _State:
             except ConfigError as exc:
                 err_console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(2) from None
+            if self.command not in CREATES_MEMORY:
+                from memory_pipeline.storage_root import NoMemoryError, require_memory
+
+                try:
+                    require_memory(self._config.storage_root)
+                except NoMemoryError as exc:
+                    self._config = None
+                    err_console.print(f"[red]error:[/red] {exc}")
+                    raise typer.Exit(2) from None
         return self._config
 
 
@@ -46,11 +61,13 @@ state = _State()
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar=CONFIG_ENV, help="config YAML file")] = None,
     storage: Annotated[Optional[Path], typer.Option("--storage", envvar=STORAGE_ENV, help="storage root folder")] = None,
 ) -> None:
     state.config_path = config
     state.storage = storage
+    state.command = ctx.invoked_subcommand
     state._config = None
 
 
@@ -727,6 +744,55 @@ def ui(port: Annotated[int, typer.Option("--port", help="webserver port")] = 300
     """Start the Dagster UI and daemon (schedules, sensors) on this machine's instance."""
     config = state.config()
     _dagster("dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port), config=config)
+
+
+# --- backup and restore (memory_pipeline/backup.py) ---
+
+
+@app.command()
+def backup(
+    destination: Annotated[Path, typer.Argument(help="new folder for the backup (must not exist or be empty)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Copy the whole memory into DESTINATION, consistent while the service and the pipeline run."""
+    from memory_pipeline.backup import backup as run_backup
+
+    _print_backup(lambda: run_backup(state.config(), destination), as_json, "backup")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="a folder written by `memory-pipeline backup`")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Restore a backup into the storage root (--storage), which must hold no memory yet."""
+    from memory_pipeline.backup import restore as run_restore
+
+    _print_backup(lambda: run_restore(state.config(), source), as_json, "restore")
+
+
+def _print_backup(copy, as_json: bool, what: str) -> None:
+    from memory_pipeline.errors import StoreError
+
+    try:
+        report = copy()
+    except StoreError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+        return
+    console.print(
+        f"{what}: {report.source} -> {report.destination}: {report.files} files, {report.bytes / 1e6:.1f} MB, "
+        f"{len(report.lance_tables)} LanceDB tables, {len(report.sqlite_databases)} SQLite databases; {report.seconds:.1f}s"
+    )
+    for table, version in report.lance_tables.items():
+        console.print(f"  [dim]{table} @ version {version}[/dim]")
+    for reason in report.skipped:
+        console.print(f"  [yellow]not copied:[/yellow] {reason}")
+
+
+# --- end backup and restore ---
 
 
 def run() -> None:

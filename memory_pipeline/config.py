@@ -359,6 +359,24 @@ def _numeric(annotation: Any) -> bool:
     return bool({int, float} & set(options)) and bool not in options
 
 
+# --- scale-out (issue 15): executor and partitioned embedding ---
+class ScaleOutConfig(_Section):
+    """How a run's steps fan out: Dagster's executor, and how many partitions embedding work is split into."""
+
+    executor: Literal["multiprocess", "in_process", "dask", "celery", "k8s"] = Field(
+        "multiprocess", description="Dagster executor of every job; dask, celery and k8s need the extra of that name"
+    )
+    executor_config: dict[str, Any] = Field(
+        default_factory=dict, description="the executor's own config (Dagster checks it against the executor's schema)"
+    )
+    embed_partitions: int = Field(
+        1, ge=1, le=256, description="document-hash ranges embedded as parallel steps before the one committing step; 1 = no fan-out"
+    )
+
+
+# --- end scale-out ---
+
+
 def _default_adapters() -> list[AdapterConfig]:
     return [
         AdapterConfig(
@@ -390,6 +408,7 @@ class Config(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    scaleout: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
     config_path: Path | None = Field(None, exclude=True, description="file this config was read from (set by the loader)")
 
     @model_validator(mode="after")

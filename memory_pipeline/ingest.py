@@ -48,6 +48,7 @@ from memory_pipeline.sources import (
     titles_from_name,
 )
 from memory_pipeline.sources.archive import ArchiveLimits, source_file
+from memory_pipeline.storage_root import mark_memory
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
@@ -154,6 +155,7 @@ def _ingest_kind(
     prune_missing: bool | None,
 ) -> IngestReport:
     started = time.perf_counter()
+    mark_memory(config.storage_root)
     store = store or DocumentStore(config.documents_dir)
     manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")
     report = IngestReport(kind=kind.value)

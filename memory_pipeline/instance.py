@@ -2,6 +2,9 @@
 
 Dagster keeps run history, event logs and schedules in DAGSTER_HOME; keeping it under the
 storage root puts everything the pipeline owns in one folder the user can back up or move.
+The file names no storage folder: Dagster's default, SQLite in the folder holding dagster.yaml, goes
+with the folder, so a moved or restored one keeps writing run history into itself, not into the place
+it was copied from.
 """
 
 from __future__ import annotations
@@ -9,15 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import Config
 
 DAGSTER_YAML = """\
-# Local Dagster instance for memory_pipeline: SQLite run/event/schedule storage in this folder.
-# To use PostgreSQL instead, see docs/operations.md ("Scaling out").
-storage:
-  sqlite:
-    base_dir: {base_dir}
+# Local Dagster instance for memory_pipeline: SQLite run/event/schedule storage in this folder (Dagster's
+# default, no path written here, so the folder can be moved). For PostgreSQL see docs/operations.md ("Scaling out").
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
@@ -33,13 +35,25 @@ nux:
 
 
 def ensure_dagster_home(config: Config) -> Path:
-    """Create DAGSTER_HOME with a dagster.yaml if missing; return its path. Never overwrites a user's file."""
+    """Create DAGSTER_HOME with a dagster.yaml if missing; return its path.
+
+    One this module wrote earlier with an absolute base_dir is rewritten; a user's own file never is.
+    """
     home = config.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
-        atomic_write_text(target, DAGSTER_YAML.format(base_dir=str(home.resolve())))
+    if not target.exists() or _generated_with_absolute_base_dir(target):
+        atomic_write_text(target, DAGSTER_YAML)
     return home
+
+
+def _generated_with_absolute_base_dir(path: Path) -> bool:
+    """An instance file this module wrote with an absolute SQLite base_dir, which pins the folder it was made in."""
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("# Local Dagster instance for memory_pipeline"):
+        return False
+    base_dir = ((yaml.safe_load(text) or {}).get("storage") or {}).get("sqlite", {}).get("base_dir")
+    return isinstance(base_dir, str)
 
 
 def dagster_env(config: Config) -> dict[str, str]:

@@ -12,7 +12,7 @@ from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
 from memory_pipeline.watch import pending_changes
 
-DOWNSTREAM_OF_INGEST = ["ingest_report", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
+DOWNSTREAM_OF_INGEST = ["ingest_report", "chunk_embeddings", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
 KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}
 CHANGE_SET_TAG = "memory_pipeline/change_set"
 CHANGED_PATHS_TAG = "memory_pipeline/changed_paths"

@@ -197,7 +197,8 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
     assert m["heldout_ppl_previous"] is None and m["eval_ppl_previous"] is None
     for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json", "config.json", "version.json", "samples.json"):
         assert (version.path / name).is_file()
-    expected = {"version": "d0001", "adapter": "core", "content_hash": "hash-core-d0001-16", "path": str(dataset)}
+    # The dataset path is relative to the storage root: the record survives moving the folder.
+    expected = {"version": "d0001", "adapter": "core", "content_hash": "hash-core-d0001-16", "path": dataset.relative_to(storage).as_posix()}
     assert version.manifest["dataset"] == expected
     assert len(version.manifest["base"]["hash"]) == 64
     assert json.loads((version.path / "config.json").read_text())["r"] == 4

@@ -145,7 +145,7 @@ def test_all_assets_checks_jobs_schedules_and_sensors_are_loaded(graphql):
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
     expected_assets = {
         "dialogue_documents": "ingest", "article_documents": "ingest", "lecture_documents": "ingest", "ingest_report": "ingest",
-        "chunks": "index", "faiss_index": "index", "retrieval_eval": "index",
+        "chunk_embeddings": "index", "chunks": "index", "faiss_index": "index", "retrieval_eval": "index",
         "item_scores": "promote", "item_tiers": "promote",
         "training_sets": "train", "lora_adapters": "train",
     }

@@ -434,7 +434,7 @@ def test_exports_name_each_data_file_with_its_type(tmp_path):
     assert [(Path(d["path"]).name, d["type"], d["split"]) for d in axolotl["test_datasets"]] == [
         ("eval.jsonl", "chat_template", "train"), ("eval_text.jsonl", "completion", "train")
     ]
-    assert all(Path(d["path"]).is_absolute() and Path(d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
+    assert all(not Path(d["path"]).is_absolute() and (folder / d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
     assert axolotl["datasets"][0]["field_messages"] == "messages" and axolotl["datasets"][1]["field"] == "text"
 
     chat_only = build_dataset(config, "core", [a for d in corpus(6) for a in exchanges(d)], corpus(6)).path
@@ -445,10 +445,12 @@ def test_datasets_list_json_shows_files_and_exports(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from memory_pipeline import cli
+    from memory_pipeline.storage_root import mark_memory
 
     config = make_config(tmp_path)
     assignments, documents = chats_and_articles(6, ("topic",))
     folder = build_dataset(config, "topic", assignments, documents).path
+    mark_memory(config.storage_root)  # built here without an ingest, which is what marks a memory
     monkeypatch.setattr(cli, "state", cli._State())
     result = CliRunner().invoke(cli.app, ["--storage", str(config.storage_root), "datasets", "list", "--json"])
     assert result.exit_code == 0, result.output

@@ -261,6 +261,28 @@ def _run_key(adapter_name: str, card: dict[str, Any], base_hash: str, training: 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _portable(path: Path, storage_root: Path) -> str:
+    """``path`` relative to the storage root when it lies inside it: the stored record survives moving the folder."""
+    try:
+        return Path(path).resolve().relative_to(Path(storage_root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _unpin_base_path(adapter_config: Path, storage_root: Path, base_id: str) -> None:
+    """PEFT records the base model's folder; a GGUF converted into the storage cache is named by its config id instead.
+
+    An absolute path into the storage folder would break when the folder is moved or restored elsewhere.
+    """
+    if not adapter_config.is_file():
+        return
+    data = json.loads(adapter_config.read_text(encoding="utf-8"))
+    recorded = data.get("base_model_name_or_path")
+    if recorded and _portable(Path(recorded), storage_root) != str(recorded):
+        data["base_model_name_or_path"] = base_id
+        adapter_config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def train_adapter(
     config: Config,
     adapter_name: str,
@@ -339,7 +361,7 @@ def train_adapter(
         "dropped_examples": len(encoded) - len(data),
     }
     manifest = {
-        "dataset": {**{k: card[k] for k in ("version", "adapter", "content_hash")}, "path": str(dataset_dir)},
+        "dataset": {**{k: card[k] for k in ("version", "adapter", "content_hash")}, "path": _portable(dataset_dir, config.storage_root)},
         "base": {"id": base.base_id, "hash": base.base_hash},
         "mode": mode,
         "parent": parent,
@@ -349,6 +371,7 @@ def train_adapter(
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder, selected_adapters=["default"], save_embedding_layers=False)
+        _unpin_base_path(folder / "adapter_config.json", config.storage_root, base.base_id)
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
         (folder / "config.json").write_text(json.dumps(used, indent=2), encoding="utf-8")
         (folder / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False), encoding="utf-8")

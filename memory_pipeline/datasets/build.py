@@ -258,7 +258,7 @@ def build_dataset(
         "card.json": (json.dumps(card, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
         "card.md": render_card(card).encode("utf-8"),
         ITEMS_FILE: _jsonl(items),
-        **export_configs(with_lines, adapter=adapter_name, version=version, folder=adapter_dir(config, adapter_name) / version),
+        **export_configs(with_lines, adapter=adapter_name, version=version),
     }
     path = commit_version(config, adapter_name, version, files)
     return DatasetBuildResult(version, path, card, True, f"new version {version}: {len(curated.train)} train, {len(curated.eval)} eval examples")

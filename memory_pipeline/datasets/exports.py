@@ -58,11 +58,15 @@ def _axolotl_entry(path: Path, fmt: str) -> dict[str, Any]:
     return {"path": str(path), "ds_type": "json", "type": "completion", "field": "text"}
 
 
-def axolotl_datasets(files: DataFiles, *, folder: Path) -> dict[str, Any]:
-    """The ``datasets:`` / ``test_datasets:`` part of an axolotl config, with absolute paths into ``folder``."""
+def axolotl_datasets(files: DataFiles) -> dict[str, Any]:
+    """The ``datasets:`` / ``test_datasets:`` part of an axolotl config, paths relative to the version folder.
+
+    Relative, not absolute: the storage folder can be moved or restored elsewhere and its exports still hold.
+    axolotl resolves them against its working directory, so it is run from the version folder.
+    """
     section: dict[str, Any] = {"datasets": [], "test_datasets": []}
     for (split, fmt), name in files.items():
-        entry = _axolotl_entry(Path(folder).resolve() / name, fmt)
+        entry = _axolotl_entry(Path(name), fmt)
         if split == "train":
             section["datasets"].append(entry)
         else:
@@ -70,11 +74,14 @@ def axolotl_datasets(files: DataFiles, *, folder: Path) -> dict[str, Any]:
     return {k: v for k, v in section.items() if v}
 
 
-def export_configs(files: DataFiles, *, adapter: str, version: str, folder: Path) -> dict[str, bytes]:
-    """The export files by name, for the version being written to ``folder``."""
+def export_configs(files: DataFiles, *, adapter: str, version: str) -> dict[str, bytes]:
+    """The export files by name, for the version being written."""
     info = llamafactory_dataset_info(files, prefix=f"memory_{adapter}")
-    header = f"# axolotl datasets for {adapter} {version}; merge into your training config\n"
-    axolotl = header + yaml.safe_dump(axolotl_datasets(files, folder=folder), sort_keys=False, allow_unicode=True)
+    header = (
+        f"# axolotl datasets for {adapter} {version}; merge into your training config.\n"
+        "# Paths are relative to this folder: run axolotl from here (or prefix them with this folder's path).\n"
+    )
+    axolotl = header + yaml.safe_dump(axolotl_datasets(files), sort_keys=False, allow_unicode=True)
     return {
         EXPORT_FILES["llamafactory"]: (json.dumps(info, indent=2) + "\n").encode("utf-8"),
         EXPORT_FILES["axolotl"]: axolotl.encode("utf-8"),

@@ -1,0 +1,84 @@
+"""Embedding fanned out: ``chunk_embeddings`` runs one step per document-hash range before ``chunks`` commits.
+
+With ``scaleout.embed_partitions: N`` (N > 1) the asset is a graph of N ``embed_range_<i>`` steps and one
+step that adds their figures, so the run's executor (multiprocess, dask, celery, k8s) spreads the ranges
+over its workers; ``chunks`` then commits with every vector a cache hit. The steps are fixed when the code
+location loads (N comes from the config file): dagster-dask does not run dynamically mapped steps. With
+the default of 1 the one step does nothing and ``chunks`` embeds as it always did. The core is
+memory_pipeline/fanout.py.
+"""
+
+import dagster as dg
+
+from assets.ingest import article_documents, dialogue_documents, lecture_documents
+from assets.metadata import table
+from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
+
+_AFTER_INGEST = {"dialogues": dg.In(dg.Nothing), "articles": dg.In(dg.Nothing), "lectures": dg.In(dg.Nothing)}
+
+
+def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
+    @dg.op(
+        name=f"embed_range_{partition}",
+        ins=_AFTER_INGEST,
+        description=f"Chunk and embed the documents to index in hash range {partition + 1} of {partitions}; "
+        "the vectors go to the embedding cache.",
+    )
+    def embed_range(context: dg.OpExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource) -> dict:
+        from memory_pipeline.fanout import PartitionReport, embed_partition
+
+        if partitions == 1:
+            context.log.info("scaleout.embed_partitions is 1: the chunks step embeds, nothing fans out")
+            return PartitionReport(partition=0, partitions=1).model_dump()
+        report = embed_partition(pipeline.config, stores.documents, embedder.embedder, partition, partitions, log=context.log.info)
+        context.add_output_metadata({"documents": report.documents, "chunks": report.chunks, "embedded": report.embedded, "seconds": report.seconds})
+        return report.model_dump()
+
+    return embed_range
+
+
+def _embedding_totals(partitions: int) -> dg.OpDefinition:
+    """One named input per range rather than a fan-in list: dagster-dask hands a fan-in input an empty list."""
+
+    @dg.op(
+        name="embedding_totals",
+        ins={f"range_{p}": dg.In(dict) for p in range(partitions)},
+        description="The ranges' figures, for the asset's metadata.",
+    )
+    def embedding_totals(context: dg.OpExecutionContext, **ranges: dict) -> dict:
+        reports = [ranges[f"range_{p}"] for p in range(partitions)]
+        totals = {key: sum(r[key] for r in reports) for key in ("documents", "chunks", "embedded", "cache_hits")}
+        context.add_output_metadata(
+            {
+                "partitions": partitions,
+                **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
+                "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
+                "per_partition": table(reports, ["partition", "documents", "chunks", "embedded", "seconds"], limit=partitions),
+            }
+        )
+        return totals
+
+    return embedding_totals
+
+
+def fanout_defs(partitions: int) -> dg.Definitions:
+    """``chunk_embeddings`` with one embedding step per hash range."""
+    ranges = [_embed_range(p, partitions) for p in range(partitions)]
+    totals = _embedding_totals(partitions)
+
+    @dg.graph_asset(
+        name="chunk_embeddings",
+        group_name="index",
+        ins={
+            "dialogues": dg.AssetIn(dialogue_documents.key, dagster_type=dg.Nothing),
+            "articles": dg.AssetIn(article_documents.key, dagster_type=dg.Nothing),
+            "lectures": dg.AssetIn(lecture_documents.key, dagster_type=dg.Nothing),
+        },
+        description="Vectors of the chunks to (re)index, embedded in scaleout.embed_partitions parallel steps by "
+        "document-hash range into the embedding cache, so `chunks` only commits. One partition: no fan-out.",
+        kinds={"python"},
+    )
+    def chunk_embeddings(dialogues, articles, lectures):
+        return totals(**{f"range_{p}": embed(dialogues=dialogues, articles=articles, lectures=lectures) for p, embed in enumerate(ranges)})
+
+    return dg.Definitions(assets=[chunk_embeddings])

@@ -1,0 +1,44 @@
+"""Embedding split into document-hash ranges: every document in exactly one range, and the commit after
+the ranges embeds nothing itself."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from memory_pipeline.config import Config
+from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.embedding import load_embedder
+from memory_pipeline.fanout import documents_to_index, embed_partition, partition_of
+from memory_pipeline.indexer import sync_index
+from memory_pipeline.ingest import ingest_all
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_hash_ranges_are_stable_and_even():
+    counts = Counter(partition_of(f"doc-{n}", 4) for n in range(4000))
+    assert sorted(counts) == [0, 1, 2, 3] and all(900 < c < 1100 for c in counts.values())
+    assert {partition_of(f"doc-{n}", 1) for n in range(100)} == {0}
+    assert [partition_of("doc-7", 4) for _ in range(3)] == [partition_of("doc-7", 4)] * 3
+
+
+@pytest.mark.slow  # real ingest and MiniLM embeddings
+def test_ranges_embed_each_document_once_and_the_commit_only_writes(tmp_path):
+    sources = {
+        "dialogues": [FIXTURES / "dialogues" / "chatgpt_single.json", FIXTURES / "dialogues" / "claude_export.json"],
+        "lectures": [FIXTURES / "lectures" / "coach_talk.srt"],
+        "articles": [FIXTURES / "articles" / "training_notes.md"],
+    }
+    config = Config(storage_root=tmp_path / "storage", sources=sources)
+    ingest_all(config)
+    docstore = DocumentStore(config.documents_dir)
+    embedder = load_embedder(config.embedding)
+    todo = documents_to_index(config, docstore, embedder.model_id)
+    reports = [embed_partition(config, docstore, embedder, p, 3, log=lambda message: None) for p in range(3)]
+    assert sum(r.documents for r in reports) == len(todo) > 3
+    assert all(0 < r.embedded + r.cache_hits <= r.chunks for r in reports if r.documents)
+
+    report = sync_index(config, docstore, embedder, progress=False)
+    assert report.embedded == 0 and report.cache_hits > 0 and report.chunks_total > 0
+    assert documents_to_index(config, docstore, embedder.model_id) == []
