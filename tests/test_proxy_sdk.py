@@ -92,6 +92,18 @@ def test_an_unrelated_question_gets_no_memories_and_a_plain_model_no_guard(serve
     assert system == WORLDVIEW  # the worldview always; no guard (no adapter active), no memory (none relevant)
 
 
+def test_since_until_steer_recall_and_never_reach_the_model_server(served):
+    client, seen, _ = served
+    question = [{"role": "user", "content": "How should I pace my first marathon?"}]
+    client.chat.completions.create(model="my-model", messages=question, extra_body={"since": "2024-03-01", "until": "2024-03-31"})
+    assert MEMORY_HEADER in _system(seen[-1]) and not {"since", "until"} & set(seen[-1])
+    client.chat.completions.create(model="my-model", messages=question, extra_body={"since": "2025-01-01"})
+    assert MEMORY_HEADER not in _system(seen[-1])  # the March 2024 notes are outside the span
+    with pytest.raises(openai.BadRequestError) as unreadable:
+        client.chat.completions.create(model="my-model", messages=question, extra_body={"since": "sometime soon"})
+    assert "since" in unreadable.value.message
+
+
 def test_streamed_chat_relays_the_answer_with_the_adapters_header(served):
     client, seen, _ = served
     with client.chat.completions.with_streaming_response.create(

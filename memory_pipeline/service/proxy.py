@@ -28,12 +28,14 @@ from memory_pipeline.config import Config
 from memory_pipeline.records import stable_id
 from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, overlong_message, require_valid_unicode
 from memory_pipeline.service.local_model import LOCAL_BASE_URL
+from memory_pipeline.timespan import TimeSpan, bounds
 
 logger = logging.getLogger(__name__)
 VIA_HEADER = "x-memory-pipeline-via"  # proxies a request passed through: a loop back to one is refused
 MEMORY_HEADER = "Relevant memories from the user's own notes and past conversations (cite the source when you use one):"
 AUTO_MODEL = "auto"
 ADAPTERS_HEADER = "X-Memory-Adapters"
+MEMORY_FIELDS = ("since", "until")  # request fields of ours, not OpenAI's
 
 
 def _position(hit) -> str:
@@ -211,6 +213,8 @@ class ChatRequest(BaseModel):
     model: str | None = None
     stream: bool | None = None
     messages: list[ChatMessage] = Field(min_length=1)
+    since: str | None = Field(None, description="recall only memories from then on: an ISO date or 'last week'")
+    until: str | None = Field(None, description="recall only memories up to then: an ISO date or 'два месяца назад'")
 
     @model_validator(mode="after")
     def _forwardable(self) -> ChatRequest:
@@ -275,14 +279,16 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             raise HTTPException(status_code=508, detail=loop)
 
         original = body["messages"]
-        forwarded = dict(body)
+        # since/until steer recall only; the model server never sees them (some refuse unknown fields).
+        forwarded = {key: value for key, value in body.items() if key not in MEMORY_FIELDS}
+        span = bounds(chat.since, chat.until, timezone=config.schedule.timezone)
         requested_model = chat.model
         adapters, upstream_model = await run_in_threadpool(choose_adapters_for, app, requested_model, retrieval_query(original))
         if upstream_model is not None:
             forwarded["model"] = upstream_model
         if requested_model == AUTO_MODEL:
             logger.info("model auto: adapters %s", "+".join(adapters))
-        memories = await run_in_threadpool(_memories_for, app, original)
+        memories = await run_in_threadpool(_memories_for, app, original, span)
         before = "\n\n".join(p for p in (await run_in_threadpool(worldview_prompt, app), guard_text(config, adapters)) if p)
         forwarded["messages"] = inject_system(original, before=before, after=memories)
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
@@ -355,7 +361,7 @@ def upstream_error(status: int, content: bytes) -> JSONResponse:
     return openai_error(status, f"upstream model server: {text}", "upstream_error")
 
 
-def _memories_for(app: FastAPI, messages: list[dict]) -> str:
+def _memories_for(app: FastAPI, messages: list[dict], span: TimeSpan | None = None) -> str:
     config: Config = app.state.config
     if config.service.memory_k == 0:
         return ""
@@ -364,7 +370,8 @@ def _memories_for(app: FastAPI, messages: list[dict]) -> str:
         if not query:
             return ""
         searcher = app.state.get_searcher()
-        hits = searcher.search(query, k=config.service.memory_k * 2, log=False)
+        since, until = (span.since, span.until) if span else (None, None)
+        hits = searcher.search(query, k=config.service.memory_k * 2, log=False, since=since, until=until)
         threshold = None if config.search.default_mode == "fts" else config.service.memory_min_similarity
         chosen = select_memories(hits, messages, threshold)[: config.service.memory_k]
         return memory_block(chosen, config.service.memory_token_budget)
