@@ -26,9 +26,9 @@ class NoMemoryError(StoreError):
 
 
 def holds_memory(root: Path) -> bool:
-    """The marker is there, or (a store from before the marker) documents were stored."""
-    documents = Path(root) / "documents"
-    return (Path(root) / MARKER).is_file() or (documents.is_dir() and any(documents.iterdir()))
+    """The marker is there, or (a store from before the marker) documents were stored or adapters trained."""
+    stored = (Path(root) / name for name in ("documents", "adapters"))
+    return (Path(root) / MARKER).is_file() or any(folder.is_dir() and any(folder.iterdir()) for folder in stored)
 
 
 def require_memory(root: Path) -> None:
