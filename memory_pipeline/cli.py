@@ -209,11 +209,12 @@ def search(
 
 def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool, **recall):
     """Hits and who answered: a warm service has the model loaded, so it is tried first."""
-    from memory_pipeline.service.client import service_search, service_url
+    if use_service:
+        from memory_pipeline.service.client import service_search, service_url  # httpx: not imported for --no-service
 
-    hits = service_search(config, query, k=k, kind=kind, mode=mode, **recall) if use_service else None
-    if hits is not None:
-        return hits, f"via service at {service_url(config)}"
+        hits = service_search(config, query, k=k, kind=kind, mode=mode, **recall)
+        if hits is not None:
+            return hits, f"via service at {service_url(config)}"
     from memory_pipeline.search import search as run_search
 
     return run_search(config, query, k=k, kind=kind, mode=mode, **recall), "in-process"

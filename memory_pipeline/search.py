@@ -25,7 +25,7 @@ from memory_pipeline.config import Config
 from memory_pipeline.embedding import Embedder, load_embedder
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.faiss_store import FaissIndex
-from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.index.lance_reader import open_for_search
 from memory_pipeline.recall import RecallView, position_key, rank
 from memory_pipeline.timespan import TimeSpan, bounds, find_in_query
 
@@ -66,7 +66,7 @@ class Searcher:
     def __init__(self, config: Config, *, embedder: Embedder | None = None):
         self.config = config
         self.embedder = embedder or load_embedder(config.embedding)
-        self.store = ChunkStore(config.lancedb_uri, self.embedder.model_id, self.embedder.dimension)
+        self.store = open_for_search(config.lancedb_uri, self.embedder.model_id, self.embedder.dimension)
         self.faiss = FaissIndex(config.faiss_dir, self.embedder.model_id, self.embedder.dimension, config.index)
         self._lock = threading.Lock()
         self._faiss_stamp: float | None = None
@@ -93,8 +93,7 @@ class Searcher:
                 self.faiss.load()
                 self._faiss_stamp = stamp
             if self.store.exists():
-                self.store.table.checkout_latest()
-                version = self.store.table.version
+                version = self.store.latest_version()
                 if version != self._table_version:
                     self._meta = {
                         r["row_id"]: (r["kind"], r["chunk_id"], position_key(r), r["created_at"]) for r in self.store.rows(_META_COLUMNS)

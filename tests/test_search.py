@@ -96,6 +96,29 @@ def test_searches_are_logged_for_the_usage_signal(searcher):
     assert hit_counts(searcher.config) == before
 
 
+def test_the_lance_reader_answers_exactly_as_lancedb(searcher):
+    """Search reads with pylance (a cheap import) what lancedb wrote: same rows, BM25 scores and distances."""
+    from memory_pipeline.index.lance_reader import ChunkReader
+    from memory_pipeline.index.lancedb_store import ChunkStore
+
+    reader, store = searcher.store, ChunkStore(searcher.config.lancedb_uri, searcher.embedder.model_id)
+    assert isinstance(reader, ChunkReader) and reader.count() == store.count() > 0
+    assert reader.latest_version() == store.latest_version() and reader.row_columns == store.row_columns
+    since = "created_at >= TIMESTAMP '2000-01-01 00:00:00'"
+    for query in ("бегал марафоны", "sleep recovery", "прессинг футбол", "память"):
+        for filters in ({}, {"kind": "dialogue"}, {"where": since}, {"kind": "lecture", "where": since}):
+            assert reader.fts_search(query, 50, **filters) == store.fts_search(query, 50, **filters)
+    vector = searcher.embedder.embed_query("как восстанавливаться после тренировки")
+    for filters in ({}, {"kind": "article"}, {"where": since}):
+        assert reader.vector_search(vector, 10, **filters) == store.vector_search(vector, 10, **filters)
+    columns = ["row_id", "kind", "chunk_id", "created_at", "turn_index"]
+    assert sorted(reader.rows(columns), key=str) == sorted(store.rows(columns), key=str)
+    vectors = lambda rows: {row["row_id"]: row["vector"].tolist() for row in rows}  # noqa: E731
+    assert vectors(reader.rows(["row_id", "vector"])) == vectors(store.rows(["row_id", "vector"]))
+    ids = [row["row_id"] for row in store.rows(["row_id"])][:3]
+    assert reader.get_rows(ids) == store.get_rows(ids)
+
+
 def test_empty_index_returns_no_hits(tmp_path):
     config = Config(storage_root=tmp_path / "empty")
     assert Searcher(config).search("что угодно") == []

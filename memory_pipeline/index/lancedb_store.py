@@ -92,6 +92,11 @@ class ChunkStore:
     def count(self) -> int:
         return self.table.count_rows() if self.exists() else 0
 
+    def latest_version(self) -> int:
+        """Move to the newest committed version (an indexer may have written since) and return its number."""
+        self.table.checkout_latest()
+        return self.table.version
+
     def indexed_documents(self) -> dict[str, str]:
         """doc_id -> the document key its chunks were built from (compared with the docstore's)."""
         return {row["doc_id"]: row["doc_key"] for row in self.rows(["doc_id", "doc_key"])}
