@@ -1,6 +1,7 @@
 """What a CLI search costs from a cold start (no service up): CPU seconds, wall, and the top imports.
 
-    .venv/bin/python bench/bench_cold_search.py [--runs 5] [--code DIR] [--label NAME (e.g. before_main_<commit>)] [--workdir NEW_DIR]
+    .venv/bin/python bench/bench_cold_search.py [--runs 5] [--code DIR] [--workdir NEW_DIR]
+                                                [--label NAME, e.g. before_main_<commit>]
 
 Builds a small memory from demo/ (ingest, index, promote: the state a user searches), then runs
 ``memory-pipeline search --no-service`` in fresh processes. CPU seconds (user + sys of the child)
@@ -98,11 +99,15 @@ def main() -> None:
             "wall_s_median": round(statistics.median(wall for _, wall in samples), 3),
             "cpu_s": [round(cpu, 3) for cpu, _ in samples],
         }
-        print(f"{args.label}: {query!r}: {per_query[query]['cpu_s_median']} CPU-s, {per_query[query]['wall_s_median']} s wall")
+        figures = per_query[query]
+        print(f"{args.label}: {query!r}: {figures['cpu_s_median']} CPU-s, {figures['wall_s_median']} s wall")
     # Baseline: the interpreter and the CLI's own imports, no search (what no change to the search path can cut).
     help_samples = [timed([sys.executable, "-m", "memory_pipeline.cli", "--help"], env) for _ in range(args.runs)]
     # The two ways to read the table, imported alone in a fresh interpreter: the bulk of the difference.
-    alone = {module: [timed([sys.executable, "-c", f"import {module}"], env)[0] for _ in range(args.runs)] for module in ("lancedb", "lance")}
+    alone = {
+        module: [timed([sys.executable, "-c", f"import {module}"], env)[0] for _ in range(args.runs)]
+        for module in ("lancedb", "lance")
+    }
     result = {
         "label": args.label,
         "runs": args.runs,
@@ -112,7 +117,11 @@ def main() -> None:
         "import_alone_cpu_s_median": {module: round(statistics.median(cpus), 3) for module, cpus in alone.items()},
         "queries": per_query,
         "imports": import_breakdown(cli(storage, "search", "--no-service", QUERIES[0], importtime=True), env),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        },
     }
     everything = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     everything[args.label] = result

@@ -85,10 +85,14 @@ class ChunkReader:
                 found[row["row_id"]] = row
         return found
 
-    def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
+    def vector_search(
+        self, vector: np.ndarray, k: int, *, kind: str | None = None, where: str | None = None
+    ) -> list[dict]:
         nearest = {"column": "vector", "q": np.asarray(vector, dtype=np.float32), "k": k, "metric": "cosine"}
         condition = _conditions(kind, where) if kind or where else None
-        table = self.dataset.to_table(columns=[*self.row_columns, "_distance"], nearest=nearest, filter=condition, prefilter=True)
+        table = self.dataset.to_table(
+            columns=[*self.row_columns, "_distance"], nearest=nearest, filter=condition, prefilter=True
+        )
         rows = table.to_pylist()
         for row in rows:
             row["_score"] = 1.0 - float(row.pop("_distance"))
