@@ -235,13 +235,8 @@ def _print_hits(hits, as_json: bool) -> None:
 
 
 def _position(hit) -> str:
-    if hit.turn_index is not None:
-        return f"turn {hit.turn_index}"
-    if hit.page is not None:
-        return f"page {hit.page}"
-    if hit.start is not None:
-        return f"{clock(hit.start)}-{clock(hit.end)}" + (f" {hit.speaker}" if hit.speaker else "")
-    return hit.heading or ""
+    """The shared position of a hit, plus the lecture's speaker where known."""
+    return " ".join(part for part in (position_of(hit), getattr(hit, "speaker", None)) if part)
 
 
 def _route_reason(route: dict) -> str:

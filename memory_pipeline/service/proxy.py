@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 
 from memory_pipeline.config import Config
+from memory_pipeline.display import position_of
 from memory_pipeline.records import stable_id
 from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, overlong_message, require_valid_unicode
 from memory_pipeline.service.local_model import LOCAL_BASE_URL
@@ -36,16 +37,6 @@ MEMORY_HEADER = "Relevant memories from the user's own notes and past conversati
 AUTO_MODEL = "auto"
 ADAPTERS_HEADER = "X-Memory-Adapters"
 MEMORY_FIELDS = ("since", "until")  # request fields of ours, not OpenAI's
-
-
-def _position(hit) -> str:
-    if hit.turn_index is not None:
-        return f"turn {hit.turn_index}"
-    if hit.page is not None:
-        return f"page {hit.page}"
-    if hit.start is not None:
-        return f"at {int(hit.start) // 60}:{int(hit.start) % 60:02d}"
-    return hit.heading or ""
 
 
 def select_memories(hits, messages: list[dict], min_similarity: float | None) -> list:
@@ -80,7 +71,7 @@ def memory_block(hits, budget_tokens: int) -> str:
     for number, hit in enumerate(hits, start=1):
         text = " ".join(hit.text.split())
         date = f"{hit.created_at:%Y-%m-%d}" if getattr(hit, "created_at", None) else "undated"
-        where = ", ".join(p for p in (hit.kind, _position(hit), hit.source_path) if p)
+        where = ", ".join(p for p in (hit.kind, position_of(hit), hit.source_path) if p)
         line = f"[{number}] ({date}; {hit.title}; {where}) {text}"
         cost = count_tokens(line)
         if used + cost > budget_tokens:
