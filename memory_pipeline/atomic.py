@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,6 +38,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def replace_dir(built: Path, target: Path) -> None:
+    """Put the finished folder ``built`` in place of ``target``: the old one is renamed aside first and removed
+    last, so a reader sees the old folder or the new one, never a half-written mix."""
+    aside = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.rename(target, aside)
+    try:
+        os.rename(built, target)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def fsync_dir(folder: Path) -> None:

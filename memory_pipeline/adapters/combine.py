@@ -8,7 +8,6 @@ the parts; 'linear' averages them into the same rank (smaller, approximate, need
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from memory_pipeline.adapters import registry
 from memory_pipeline.adapters.base_model import load_base_model, unused_adapter_name
+from memory_pipeline.atomic import replace_dir
 from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
 
@@ -108,7 +108,6 @@ def export_combined(
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
-    old = output_dir.parent / f".old-{output_dir.name}-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(str(tmp), selected_adapters=[combined], save_embedding_layers=False)
         saved = tmp / combined  # PEFT puts every adapter but 'default' in a subfolder
@@ -122,10 +121,7 @@ def export_combined(
             "r": model.peft_config[combined].r,
         }
         (saved / "combined.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if output_dir.exists():
-            os.rename(output_dir, old)
-        os.rename(saved, output_dir)
+        replace_dir(saved, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return output_dir

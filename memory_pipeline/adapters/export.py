@@ -8,7 +8,6 @@ vLLM takes one LoRA per request (``--lora-modules name=path``), so core and a to
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 from memory_pipeline.adapters import registry
 from memory_pipeline.adapters.base_model import serving_base
 from memory_pipeline.adapters.combine import export_combined
+from memory_pipeline.atomic import replace_dir
 from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
 
@@ -49,7 +49,6 @@ def export_for_serving(
     output_dir = Path(output_dir).resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
-    old = output_dir.parent / f".old-{output_dir.name}-{uuid.uuid4().hex[:8]}"
     modules: dict[str, dict[str, Any]] = {}
     try:
         for name, version in current.items():
@@ -78,12 +77,9 @@ def export_for_serving(
         (tmp / "serving.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "vllm_serve.sh").write_text("#!/bin/sh\nexec " + record["command"] + "\n", encoding="utf-8")
         (tmp / "vllm_serve.sh").chmod(0o755)
-        if output_dir.exists():
-            os.rename(output_dir, old)
-        os.rename(tmp, output_dir)
+        replace_dir(tmp, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return record
 
 
