@@ -19,7 +19,7 @@ import numpy as np
 
 from memory_pipeline.embedding import model_slug
 from memory_pipeline.index.fts import stem_for_fts
-from memory_pipeline.index.lancedb_store import _ID_BATCH, ROW_COLUMNS, ChunkStore, _conditions
+from memory_pipeline.index.lancedb_store import _ID_BATCH, ROW_COLUMNS, ChunkStore, _conditions, cosine_scored
 
 _FTS_INDEX = "fts_text_idx"
 
@@ -93,10 +93,7 @@ class ChunkReader:
         table = self.dataset.to_table(
             columns=[*self.row_columns, "_distance"], nearest=nearest, filter=condition, prefilter=True
         )
-        rows = table.to_pylist()
-        for row in rows:
-            row["_score"] = 1.0 - float(row.pop("_distance"))
-        return rows
+        return cosine_scored(table.to_pylist())
 
     def fts_search(self, query: str, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
         """BM25 over the stemmed column, as ``ChunkStore.fts_search``; a table without the index gets it built first."""

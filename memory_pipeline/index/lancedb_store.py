@@ -221,10 +221,7 @@ class ChunkStore:
         query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*self.row_columns, "_distance"]).limit(k)
         if kind or where:
             query = query.where(_conditions(kind, where), prefilter=True)
-        rows = query.to_arrow().to_pylist()
-        for row in rows:
-            row["_score"] = 1.0 - float(row.pop("_distance"))
-        return rows
+        return cosine_scored(query.to_arrow().to_pylist())
 
     def fts_search(self, query: str, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
         """BM25 over the stemmed column; the query is stemmed the same way."""
@@ -297,6 +294,13 @@ def _ids_and_vectors(table, dimension: int) -> tuple[np.ndarray, np.ndarray]:
     ids = table.column("row_id").to_numpy().astype(np.int64)
     flat = table.column("vector").combine_chunks().values.to_numpy() if hasattr(table.column("vector"), "combine_chunks") else table.column("vector").values.to_numpy()
     return ids, flat.reshape(-1, dimension).astype(np.float32)
+
+
+def cosine_scored(rows: list[dict]) -> list[dict]:
+    """Vector hits with LanceDB's cosine ``_distance`` turned into the similarity ``_score`` hits carry."""
+    for row in rows:
+        row["_score"] = 1.0 - float(row.pop("_distance"))
+    return rows
 
 
 def _conditions(kind: str | None, where: str | None) -> str:
