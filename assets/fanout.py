@@ -5,7 +5,7 @@ step that adds their figures, so the run's executor (multiprocess, dask, celery,
 over its workers; ``chunks`` then commits with every vector a cache hit. The steps are fixed when the code
 location loads (N comes from the config file): dagster-dask does not run dynamically mapped steps. With
 the default of 1 the one step does nothing and ``chunks`` embeds as it always did. The core is
-memory_pipeline/fanout.py.
+memory_pipeline/index/fanout.py.
 """
 
 import dagster as dg
@@ -25,7 +25,7 @@ def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
         "the vectors go to the embedding cache.",
     )
     def embed_range(context: dg.OpExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource) -> dict:
-        from memory_pipeline.fanout import PartitionReport, embed_partition
+        from memory_pipeline.index.fanout import PartitionReport, embed_partition
 
         if partitions == 1:
             context.log.info("scaleout.embed_partitions is 1: the chunks step embeds, nothing fans out")

@@ -34,7 +34,7 @@ _PREVIEW_COLUMNS = ["title", "kind", "ordinal", "turn_index", "page", "start", "
 )
 def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource):
     """Bring the chunk stores in line with the document store; only changed documents are re-embedded."""
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.sync import sync_index
 
     model = embedder.embedder
     report = sync_index(pipeline.config, stores.documents, model, progress=True, log=context.log.info)
@@ -106,7 +106,7 @@ def _position(row: dict) -> str:
 
 @dg.asset_check(asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks.")
 def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
-    from memory_pipeline.indexer import check_consistency
+    from memory_pipeline.index.sync import check_consistency
 
     consistency = check_consistency(pipeline.config)
     return dg.AssetCheckResult(passed=consistency.ok, metadata=consistency.model_dump(mode="json"))
@@ -122,8 +122,8 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
     automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(pipeline: MemoryPipelineResource, embedder: EmbedderResource) -> dg.MaterializeResult:
-    from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval
-    from memory_pipeline.search import Searcher
+    from memory_pipeline.index.evaluation import evaluate_questions, evaluate_retrieval
+    from memory_pipeline.index.search import Searcher
 
     config = pipeline.config
     searcher = Searcher(config, embedder=embedder.embedder)

@@ -6,8 +6,8 @@ import dagster as dg
 
 from assets.metadata import counts_table, table
 from assets.resources import MemoryPipelineResource
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import IngestReport, ingest_kind, load_reports
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import IngestReport, ingest_kind, load_reports
 from memory_pipeline.records import Kind
 
 INGEST_GROUP = "ingest"

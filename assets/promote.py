@@ -84,7 +84,7 @@ def _item_row(item) -> dict:
 
 @dg.asset_check(asset="item_tiers", description="Every indexed item has exactly one tier, and no item is both promoted and discarded.")
 def item_tiers_complete_and_exclusive(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
-    from memory_pipeline.embedding import embedder_model_id
+    from memory_pipeline.index.embedding import embedder_model_id
     from memory_pipeline.index.lancedb_store import ChunkStore
     from memory_pipeline.scoring.checks import check_tiers
 

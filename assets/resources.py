@@ -9,8 +9,8 @@ from functools import cached_property
 import dagster as dg
 
 from memory_pipeline.config import Config, load_config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import Embedder, embedder_model_id, load_embedder
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import Embedder, embedder_model_id, load_embedder
 from memory_pipeline.index.lancedb_store import ChunkStore
 
 

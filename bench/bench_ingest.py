@@ -107,7 +107,7 @@ INGEST_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from memory_pipeline.config import Config
-from memory_pipeline.ingest import ingest_kind
+from memory_pipeline.ingest.pipeline import ingest_kind
 from memory_pipeline.records import Kind
 source, storage = Path(sys.argv[1]), Path(sys.argv[2])
 config = Config(storage_root=storage, sources={"dialogues": [source]})

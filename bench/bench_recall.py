@@ -50,12 +50,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from memory_pipeline.config import Config
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.pipeline import ingest_all
     from memory_pipeline.scoring import run_promotion
-    from memory_pipeline.search import Searcher
+    from memory_pipeline.index.search import Searcher
     from memory_pipeline.service.app import create_app
     from memory_pipeline.service.proxy import _memories_for, choose_adapters_for
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from memory_pipeline.config import load_config
-from memory_pipeline.embedding import load_embedder
+from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.scoring.routing_eval import evaluate_routing, load_routing_set
 
 ROOT = Path(__file__).resolve().parents[1]

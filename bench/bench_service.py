@@ -308,7 +308,7 @@ def check_inbox(inbox: Path, ledger: Ledger) -> dict:
 def check_documents(config_path: Path, ledger: Ledger) -> dict:
     """After ingest, each acknowledged turn's marker is in the dialogue documents exactly once."""
     from memory_pipeline.config import load_config
-    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.records import Kind
 
     config = load_config(config_path)

@@ -35,7 +35,7 @@ from memory_pipeline.records import Kind  # noqa: E402
 from memory_pipeline.sources import parse_file  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# What ingest catches per file besides ParseError (memory_pipeline.ingest._IngestRun.ingest_unit).
+# What ingest catches per file besides ParseError (memory_pipeline.ingest.pipeline._IngestRun.ingest_unit).
 SURVIVABLE = (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError, ArithmeticError)
 
 JSON_KEYS = [

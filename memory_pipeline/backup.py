@@ -254,10 +254,10 @@ def _readable_version(table_dir: Path) -> int | None:
 
 def _mirror_faiss(config: Config) -> bool:
     """Make the restored FAISS index hold exactly the restored chunk table's ids (it may be a step behind)."""
-    from memory_pipeline.embedding import embedder_model_id
+    from memory_pipeline.index.embedding import embedder_model_id
     from memory_pipeline.index.faiss_store import FaissIndex
     from memory_pipeline.index.lancedb_store import ChunkStore
-    from memory_pipeline.indexer import sync_faiss
+    from memory_pipeline.index.sync import sync_faiss
 
     model_id = embedder_model_id(config.embedding)
     store = ChunkStore(config.lancedb_uri, model_id)

@@ -144,7 +144,7 @@ def ingest(
     ] = False,
 ) -> None:
     """Ingest sources into the document store and index them (incremental: only changes cost work)."""
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.pipeline import ingest_all
 
     config = state.config()
     missing = [p for p in paths or [] if not p.exists()]
@@ -172,9 +172,9 @@ def ingest(
 
 
 def _sync_index(config: Config):
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
 
     return sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=True)
 
@@ -215,7 +215,7 @@ def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, m
         hits = service_search(config, query, k=k, kind=kind, mode=mode, **recall)
         if hits is not None:
             return hits, f"via service at {service_url(config)}"
-    from memory_pipeline.search import search as run_search
+    from memory_pipeline.index.search import search as run_search
 
     return run_search(config, query, k=k, kind=kind, mode=mode, **recall), "in-process"
 
@@ -259,8 +259,8 @@ def eval_retrieval(
     as_json: Annotated[bool, typer.Option("--json", help="the figures as one JSON object")] = False,
 ) -> None:
     """Recall@1/5/10 and MRR per search mode on hand-written (and self-supervised) questions; fusion weight tuned."""
-    from memory_pipeline.retrieval_eval import evaluate_questions, evaluate_retrieval, load_questions
-    from memory_pipeline.search import Searcher
+    from memory_pipeline.index.evaluation import evaluate_questions, evaluate_retrieval, load_questions
+    from memory_pipeline.index.search import Searcher
 
     config = state.config()
     searcher = Searcher(config)
@@ -701,7 +701,7 @@ def demo() -> None:
     for adapter in config.adapters:
         _dagster("asset", "materialize", "-f", "definitions.py", "--select", "training_sets,lora_adapters", "--partition", adapter.name, config=config)
     _print_adapter_verdicts(config)
-    from memory_pipeline.search import search as run_search
+    from memory_pipeline.index.search import search as run_search
 
     for query in DEMO_QUERIES:
         console.rule(f"memory-pipeline search {query!r}")

@@ -111,7 +111,7 @@ class SearchConfig(_Section):
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     max_query_chars: int = Field(4000, ge=10)
     hybrid_fts_weight: float = Field(0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
-    # Recall: how tiers and item scores shape a result list (memory_pipeline/recall.py).
+    # Recall: how tiers and item scores shape a result list (memory_pipeline/index/recall.py).
     prior_weight: float = Field(0.3, ge=0, le=1, description="share of a hit's rank that comes from its item's (decayed) score, a ranking prior")
     max_hits_per_position: int = Field(2, ge=1, description="at most this many hits from one dialogue turn / document section in a result list")
     superseded_factor: float = Field(0.8, gt=0, le=1, description="rank multiplier of an item restated later (the restatement is preferred)")

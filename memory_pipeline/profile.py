@@ -19,7 +19,7 @@ from memory_pipeline.sources.profile import FORMAT, GLOBAL_SCOPE
 
 def profile_documents(config: Config) -> list[Document]:
     """Every stored profile document, newest first."""
-    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.ingest.docstore import DocumentStore
 
     store = DocumentStore(config.documents_dir)
     ids = [row["doc_id"] for row in store.summary_rows(Kind.DIALOGUE) if row["format"] == FORMAT]

@@ -10,7 +10,7 @@ from assets.resources import MemoryPipelineResource
 from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
-from memory_pipeline.watch import pending_changes
+from memory_pipeline.ingest.watch import pending_changes
 
 DOWNSTREAM_OF_INGEST = ["ingest_report", "chunk_embeddings", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
 KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from memory_pipeline.chunking import chunk_document, chunk_documents, exchanges
+from memory_pipeline.index.chunking import chunk_document, chunk_documents, exchanges
 from memory_pipeline.config import ChunkingConfig, EmbeddingConfig
 from memory_pipeline.records import Document, Kind, Section, Segment, Turn, sha256_text
 from memory_pipeline.tokens import count_tokens, last_tokens, split_by_tokens, truncate_tokens
@@ -61,14 +61,14 @@ def paragraph(topic: str, sentences: int = 6) -> str:
 
 @pytest.fixture(scope="module")
 def embedder():
-    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.index.embedding import load_embedder
 
     return load_embedder(EmbeddingConfig(device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.index.embedding import load_embedder
 
     return load_embedder(EmbeddingConfig(model="packaged:all-MiniLM-L6-v2", device="cpu"))
 

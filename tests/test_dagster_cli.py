@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import load_config
-from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.instance import dagster_env
 from memory_pipeline.records import Kind
 

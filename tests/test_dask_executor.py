@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from memory_pipeline import cli
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, load_config
-from memory_pipeline.embedding import embedder_model_id
-from memory_pipeline.fanout import partition_of
+from memory_pipeline.index.embedding import embedder_model_id
+from memory_pipeline.index.fanout import partition_of
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.scoring.promote import load_assignments
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from memory_pipeline.config import EmbeddingConfig
-from memory_pipeline.embedding import load_embedder, model_slug
-from memory_pipeline.embedding_use import DIMENSION, MODEL_ID, resources_dir
+from memory_pipeline.index.embedding import load_embedder, model_slug
+from memory_pipeline.index.embedding_use import DIMENSION, MODEL_ID, resources_dir
 from memory_pipeline.sources import parse_file
 
 DEMO_DIALOGUES = Path(__file__).resolve().parents[1] / "demo" / "dialogues"
@@ -100,9 +100,9 @@ def test_a_cold_cli_search_imports_no_torch(tmp_path):
     import sys
 
     from memory_pipeline.config import Config
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.indexer import sync_index
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.pipeline import ingest_all
 
     notes = tmp_path / "notes"
     notes.mkdir()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.errors import ConfigError
-from memory_pipeline.retrieval_eval import AcceptedAnswer, first_match, load_questions, metrics
+from memory_pipeline.index.evaluation import AcceptedAnswer, first_match, load_questions, metrics
 from memory_pipeline.scoring.routing_eval import load_routing_set, precision_recall
 from memory_pipeline.sources import parse_file
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from memory_pipeline.cli import app
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
-from memory_pipeline.ingest import ingest_kind, load_reports
+from memory_pipeline.ingest.pipeline import ingest_kind, load_reports
 from memory_pipeline.datasets.build import make_examples
 from memory_pipeline.profile import latest_profile, profile_assignments, profile_documents
 from memory_pipeline.records import Kind

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
-from memory_pipeline.fanout import documents_to_index, embed_partition, partition_of
-from memory_pipeline.indexer import sync_index
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.fanout import documents_to_index, embed_partition, partition_of
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.pipeline import ingest_all
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.records import Kind
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.inbox import Inbox, InboxMessage, inbox_file_name
@@ -317,8 +317,8 @@ def test_deep_nesting_in_source_files_is_a_named_failure(tmp_path):
 
 @pytest.mark.slow
 def test_chunks_per_document_are_capped(tmp_path):
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
 
     notes = tmp_path / "notes"
     notes.mkdir()
@@ -419,7 +419,7 @@ def test_inbox_files_with_null_content_are_tolerated(tmp_path):
 
 
 def test_file_sensor_does_not_chase_a_vanished_folder(tmp_path):
-    from memory_pipeline.watch import pending_changes
+    from memory_pipeline.ingest.watch import pending_changes
 
     notes = tmp_path / "notes"
     _write_notes(notes)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from memory_pipeline.chunking import chunk_document
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
-from memory_pipeline.indexer import check_consistency, open_stores, sync_index
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.sync import check_consistency, open_stores, sync_index
+from memory_pipeline.ingest.pipeline import ingest_all
 
 pytestmark = pytest.mark.slow
 
@@ -241,7 +241,7 @@ def test_a_chunk_table_from_before_lineages_gets_them_and_keeps_its_ids(corpus, 
 def test_faiss_switches_index_type_at_the_threshold_and_stays_equal_to_lancedb(corpus, embedder, large):
     import faiss
 
-    from memory_pipeline.search import Searcher
+    from memory_pipeline.index.search import Searcher
 
     config = corpus.model_copy(update={"index": corpus.index.model_copy(update={"faiss_flat_max": 8, "faiss_large_index": large})})
     inner = {"flat": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
@@ -303,10 +303,10 @@ def test_a_damaged_faiss_file_is_repaired_from_lancedb(corpus, embedder, damage)
 KILLED_RUN = """
 import sys, time
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
-from memory_pipeline import indexer
-from memory_pipeline.indexer import open_stores, sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index import sync as indexer
+from memory_pipeline.index.sync import open_stores, sync_index
 indexer.EMBED_POOL = 64  # several commits in this small corpus
 config = Config.model_validate_json(sys.argv[1])
 embedder = load_embedder(config.embedding)
@@ -351,7 +351,7 @@ def test_kill_minus_nine_mid_run_then_next_run_repairs_everything(tmp_path, embe
 def test_model_switch_is_a_reported_migration_into_the_new_models_table(corpus, embedder):
     """Indexed with MiniLM, then switched to the default: every document is re-embedded into the new
     model's table, the report names the table it came from, and search reads the new table."""
-    from memory_pipeline.search import Searcher
+    from memory_pipeline.index.search import Searcher
 
     minilm_config = corpus.model_copy(deep=True)
     minilm_config.embedding.model = "packaged:all-MiniLM-L6-v2"

@@ -8,13 +8,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from memory_pipeline import ingest, sources
+from memory_pipeline import sources
+from memory_pipeline.ingest import pipeline as ingest
 from memory_pipeline.cli import app
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all, ingest_kind, load_reports
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all, ingest_kind, load_reports
 from memory_pipeline.records import Kind
-from memory_pipeline.watch import pending_changes
+from memory_pipeline.ingest.watch import pending_changes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

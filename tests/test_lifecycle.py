@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.errors import SearchError
-from memory_pipeline.indexer import sync_index
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.scoring import explain_item, retier, run_promotion
-from memory_pipeline.search import Searcher
+from memory_pipeline.index.search import Searcher
 from memory_pipeline.service.inbox import Inbox, InboxMessage
-from memory_pipeline.timespan import bounds, find_in_query
+from memory_pipeline.index.timespan import bounds, find_in_query
 
 pytestmark = pytest.mark.slow
 

@@ -76,10 +76,10 @@ def test_chit_chat_cannot_reach_a_lora_tier():
 @pytest.mark.slow
 def test_demo_cards_take_no_target_from_assistant_text(tmp_path):
     from memory_pipeline.datasets.build import build_dataset_for_adapter
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.pipeline import ingest_all
     from memory_pipeline.scoring import run_promotion
 
     config = load_config(Path(__file__).resolve().parents[1] / "memory_pipeline.yaml", storage=tmp_path / "storage")

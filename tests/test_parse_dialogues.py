@@ -174,7 +174,7 @@ def test_conversation_note_with_exchange_folder_is_one_conversation():
 
 
 def test_chunks_of_a_folder_conversation_name_the_exchange_file_they_come_from():
-    from memory_pipeline.chunking import chunk_document
+    from memory_pipeline.index.chunking import chunk_document
     from memory_pipeline.config import ChunkingConfig
 
     members = conversation_note_members(FOLDER_NOTE)

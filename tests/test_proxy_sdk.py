@@ -6,8 +6,8 @@ import openai
 import pytest
 
 from memory_pipeline.config import AdapterConfig, Config, GuardConfig
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.proxy import MEMORY_HEADER
 from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer)
@@ -27,8 +27,8 @@ SPORT = AdapterConfig(
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
 
     root = tmp_path_factory.mktemp("sdk")
     notes = root / "articles"
@@ -49,7 +49,7 @@ def served(tmp_path_factory):
         ingest_all(config)
         embedder = load_embedder(config.embedding)
         sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
-        from memory_pipeline.search import Searcher
+        from memory_pipeline.index.search import Searcher
 
         with running(create_app(config, searcher=Searcher(config, embedder=embedder))) as base:
             client = openai.OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0)

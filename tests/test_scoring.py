@@ -494,10 +494,10 @@ REMEMBER = (
 
 def _indexed_corpus(tmp_path: Path):
     """Three conversations and a lecture, ingested and indexed for real: (config, embedder, chats folder)."""
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.pipeline import ingest_all
 
     chats = tmp_path / "chats"
     chats.mkdir()
@@ -524,11 +524,11 @@ def _indexed_corpus(tmp_path: Path):
 
 @pytest.mark.slow
 def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.indexer import sync_index
-    from memory_pipeline.ingest import ingest_all
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.pipeline import ingest_all
     from memory_pipeline.scoring import run_promotion
-    from memory_pipeline.search_log import log_search
+    from memory_pipeline.index.search_log import log_search
 
     config, embedder, chats = _indexed_corpus(tmp_path)
     first = run_promotion(config, now=NOW, progress=False, embedder=embedder)

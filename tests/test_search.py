@@ -5,15 +5,15 @@ import json
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import load_embedder
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.fts import stem_for_fts
-from memory_pipeline.indexer import sync_index
-from memory_pipeline.ingest import ingest_all
-from memory_pipeline.retrieval_eval import FUSION_GRID, AcceptedAnswer, EvalQuestion, evaluate_questions, evaluate_retrieval
-from memory_pipeline.search import Searcher, fuse, search
-from memory_pipeline.search_log import hit_counts
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.pipeline import ingest_all
+from memory_pipeline.index.evaluation import FUSION_GRID, AcceptedAnswer, EvalQuestion, evaluate_questions, evaluate_retrieval
+from memory_pipeline.index.search import Searcher, fuse, search
+from memory_pipeline.index.search_log import hit_counts
 
 pytestmark = pytest.mark.slow
 

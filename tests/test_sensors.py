@@ -15,8 +15,8 @@ import definitions
 from assets.ingest import dialogue_documents
 from assets.resources import MemoryPipelineResource
 from memory_pipeline.config import load_config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.records import Kind
 from sensors.schedules import nightly_schedule
 from sensors.sensors import (
@@ -286,9 +286,9 @@ def test_nightly_training_follows_only_a_successful_memory_job(tmp_path, instanc
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory):
     """The demo corpus ingested, indexed and scored in a tmp storage root."""
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
     from memory_pipeline.scoring.promote import run_promotion
 
     storage = tmp_path_factory.mktemp("promoted")

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from memory_pipeline import atomic as atomic_module
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.ingest import ingest_all
-from memory_pipeline.search import Hit
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
+from memory_pipeline.index.search import Hit
 from memory_pipeline.service import inbox as inbox_module
 from memory_pipeline.service.app import create_app, require_safe_binding
 from memory_pipeline.service.inbox import Inbox, InboxMessage
@@ -82,8 +82,8 @@ def _upstream_app(seen: list[dict]) -> FastAPI:
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
 
     root = tmp_path_factory.mktemp("service")
     notes = root / "articles"
@@ -137,7 +137,7 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
 
 
 def _reindex(config, embedder):
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.sync import sync_index
 
     ingest_all(config)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)

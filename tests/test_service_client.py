@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from memory_pipeline import cli
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import SearchError
-from memory_pipeline.ingest import ingest_all
-from memory_pipeline.search import search
+from memory_pipeline.ingest.pipeline import ingest_all
+from memory_pipeline.index.search import search
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.client import service_search
 
@@ -20,8 +20,8 @@ QUERIES = ("бегать марафон", "pressing game", "как сохран�
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Config:
-    from memory_pipeline.embedding import load_embedder
-    from memory_pipeline.indexer import sync_index
+    from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.sync import sync_index
 
     root = tmp_path_factory.mktemp("client")
     notes = root / "articles"

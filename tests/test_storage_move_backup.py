@@ -187,7 +187,7 @@ def test_backup_while_the_service_records_then_restore_into_a_new_folder_and_sea
     assert json.loads(restored.stdout)["lance_tables"] == report["lance_tables"]
     assert _search(config_file, target) == _search(config_file, original)
     check = load_config(config_file, storage=target)
-    from memory_pipeline.indexer import check_consistency
+    from memory_pipeline.index.sync import check_consistency
 
     assert check_consistency(check).ok
     assert sorted(p.name for p in (target / "inbox").rglob("*") if p.is_file()) == sorted(

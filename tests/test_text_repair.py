@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.errors import ParseError
-from memory_pipeline.text_repair import clean_text, decode_bytes, read_text_file, repair_many, repair_text
+from memory_pipeline.ingest.text_repair import clean_text, decode_bytes, read_text_file, repair_many, repair_text
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "repair"
 SAMPLES = sorted(FIXTURES.glob("*.md"))

@@ -197,7 +197,7 @@ def judge_generation(model: Any, tokenizer: Any, config: Config, adapter: Adapte
 
 def _mean_similarity(config: Config, references: Sequence[str], answers: Sequence[str]) -> float:
     """Mean cosine between each answer and its reference, with the pipeline's own embedder (normalised vectors)."""
-    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.index.embedding import load_embedder
 
     embedder = load_embedder(config.embedding)
     refs = embedder.embed_passages(list(references))

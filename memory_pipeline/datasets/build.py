@@ -276,7 +276,7 @@ def build_dataset_for_adapter(config: Config, adapter_name: str) -> DatasetBuild
     ``core`` also takes every profile document (the user's own description of himself), promoted
     or not: it is what that adapter exists to learn.
     """
-    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.scoring.promote import load_assignments
 
     config.adapter(adapter_name)

@@ -15,7 +15,7 @@ import numpy as np
 
 from memory_pipeline.atomic import atomic_write, atomic_write_text
 from memory_pipeline.config import IndexConfig
-from memory_pipeline.embedding import model_slug
+from memory_pipeline.index.embedding import model_slug
 
 
 class FaissIndex:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from memory_pipeline.embedding import model_slug
+from memory_pipeline.index.embedding import model_slug
 from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.index.lancedb_store import _ID_BATCH, ROW_COLUMNS, ChunkStore, _conditions, cosine_scored
 

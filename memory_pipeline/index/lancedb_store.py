@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory_pipeline.embedding import model_slug
+from memory_pipeline.index.embedding import model_slug
 from memory_pipeline.errors import StoreError
 from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.records import Chunk

@@ -157,8 +157,8 @@ def run_promotion(
     and is only used to embed adapter descriptions/examples (cached) and to name the chunk table.
     Progress lines go to ``log``, else to stderr: stdout is left to results (``promote --json``).
     """
-    from memory_pipeline.docstore import DocumentStore
-    from memory_pipeline.embedding import load_embedder
+    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.embedding import load_embedder
 
     started = time.perf_counter()
     say = log or (_print_progress if progress else (lambda _msg: None))
@@ -306,12 +306,12 @@ class _ChunkSource:
         return self.store.rows(columns, doc_ids=doc_ids)
 
     def hit_counts(self) -> dict[str, int]:
-        from memory_pipeline.search_log import hit_counts
+        from memory_pipeline.index.search_log import hit_counts
 
         return hit_counts(self.config)
 
     def last_hits(self) -> dict[str, float]:
-        from memory_pipeline.search_log import last_hit_times
+        from memory_pipeline.index.search_log import last_hit_times
 
         return last_hit_times(self.config)
 

@@ -33,7 +33,7 @@ ROUTING_RULES = "stance-v1"
 
 
 class PassageEmbedder(Protocol):
-    """What routing needs from an embedder (``memory_pipeline.embedding`` provides it)."""
+    """What routing needs from an embedder (``memory_pipeline.index.embedding`` provides it)."""
 
     model_id: str
 

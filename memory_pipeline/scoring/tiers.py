@@ -3,7 +3,7 @@
 Tiers are recomputed on every run from stored signals, so changing weights or thresholds
 re-tiers everything without reading a vector or embedding a text.
 
-Each tier is defined by what recall does with it (memory_pipeline/recall.py): ``discard`` is
+Each tier is defined by what recall does with it (memory_pipeline/index/recall.py): ``discard`` is
 not recalled unless asked for, ``cache`` is recalled with a recency prior, ``rag`` and
 ``lora:*`` are recalled with their (decayed) score as a prior. The rule, first match wins:
 

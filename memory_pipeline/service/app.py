@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from memory_pipeline import __version__
 from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
-from memory_pipeline.search import Hit, Searcher, validate_request
-from memory_pipeline.search_log import log_search
+from memory_pipeline.index.search import Hit, Searcher, validate_request
+from memory_pipeline.index.search_log import log_search
 from memory_pipeline.service.limits import RequestLimits
 from memory_pipeline.service.inbox import (
     Inbox,
@@ -132,11 +132,11 @@ def require_safe_binding(host: str, token: str | None) -> None:
 
 
 def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = None) -> FastAPI:
-    """Build the app; ``searcher`` defaults to a memory_pipeline.search.Searcher loaded once.
+    """Build the app; ``searcher`` defaults to a memory_pipeline.index.search.Searcher loaded once.
 
     ``local_model``: an OpenAI-compatible app the proxy calls in-process instead of ``service.upstream_url``.
     """
-    from memory_pipeline.docstore import DocumentStore
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.service.proxy import register_proxy
 
     token = config.service.resolved_token()

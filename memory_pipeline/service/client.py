@@ -19,7 +19,7 @@ from memory_pipeline.config import Config
 from memory_pipeline.errors import SearchError
 
 if TYPE_CHECKING:
-    from memory_pipeline.search import Hit
+    from memory_pipeline.index.search import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def service_search(
     include_discard: bool = False,
     timeout: float = 30.0,
 ) -> list[Hit] | None:
-    """Hits (memory_pipeline.search.Hit) from the running service, or None when none is usable."""
+    """Hits (memory_pipeline.index.search.Hit) from the running service, or None when none is usable."""
     base = service_url(config)
     token = config.service.resolved_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -76,7 +76,7 @@ def service_search(
     if response.status_code != 200:
         logger.warning("memory service at %s answered %s (%s); searching in-process", base, response.status_code, _error_detail(response))
         return None
-    from memory_pipeline.search import Hit
+    from memory_pipeline.index.search import Hit
 
     return [Hit.model_validate(row) for row in response.json()["hits"]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from memory_pipeline.limits import JsonNestingGauge, NestingTooDeep
+from memory_pipeline.ingest.limits import JsonNestingGauge, NestingTooDeep
 
 
 class RequestLimits:

@@ -29,7 +29,7 @@ from memory_pipeline.display import position_of
 from memory_pipeline.records import stable_id
 from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, overlong_message, require_valid_unicode
 from memory_pipeline.service.local_model import LOCAL_BASE_URL
-from memory_pipeline.timespan import TimeSpan, bounds
+from memory_pipeline.index.timespan import TimeSpan, bounds
 
 logger = logging.getLogger(__name__)
 VIA_HEADER = "x-memory-pipeline-via"  # proxies a request passed through: a loop back to one is refused

@@ -30,7 +30,7 @@ from memory_pipeline.sources._dialogue import (
     text_of_parts,
 )
 from memory_pipeline.sources.archive import as_source
-from memory_pipeline.text_repair import decode_bytes
+from memory_pipeline.ingest.text_repair import decode_bytes
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from memory_pipeline.sources._dialogue import (
 )
 from memory_pipeline.sources.archive import as_source
 from memory_pipeline.sources.profile import ProfileText, profile_document
-from memory_pipeline.text_repair import repair_many
+from memory_pipeline.ingest.text_repair import repair_many
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from bs4 import BeautifulSoup
 from bs4.element import NavigableString, PreformattedString, Tag
 
 from memory_pipeline.errors import ParseError
-from memory_pipeline.limits import current_limits
+from memory_pipeline.ingest.limits import current_limits
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import build_document, collapse_spaces, group_sections, readable_stem
-from memory_pipeline.text_repair import repair_many
+from memory_pipeline.ingest.text_repair import repair_many
 
 _NOISE = (
     "script", "style", "noscript", "nav", "footer", "aside", "form", "iframe", "svg", "template",

@@ -23,7 +23,7 @@ from memory_pipeline.sources._article import (
     normalize_newlines,
     readable_stem,
 )
-from memory_pipeline.text_repair import read_text_file
+from memory_pipeline.ingest.text_repair import read_text_file
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")

@@ -30,7 +30,7 @@ from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, RepairReport, Turn
 from memory_pipeline.sources._dialogue import build_dialogue, files_sha256, parse_timestamp
 from memory_pipeline.sources.archive import ArchiveMember, as_source
-from memory_pipeline.text_repair import read_text_file
+from memory_pipeline.ingest.text_repair import read_text_file
 
 FORMAT = "nexus_md"
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})

@@ -29,7 +29,7 @@ from memory_pipeline.sources._article import (
     normalize_newlines,
     readable_stem,
 )
-from memory_pipeline.text_repair import repair_many
+from memory_pipeline.ingest.text_repair import repair_many
 
 if TYPE_CHECKING:
     from pypdf import PageObject, PdfReader

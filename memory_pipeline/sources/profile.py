@@ -19,7 +19,7 @@ from pathlib import Path
 
 from memory_pipeline.records import Document, Turn
 from memory_pipeline.sources._dialogue import build_dialogue
-from memory_pipeline.text_repair import repair_many
+from memory_pipeline.ingest.text_repair import repair_many
 
 FORMAT = "profile"
 GLOBAL_SCOPE = "global"

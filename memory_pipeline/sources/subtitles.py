@@ -18,7 +18,7 @@ from pathlib import Path
 from memory_pipeline.errors import ParseError
 from memory_pipeline.records import Document, Kind, RepairReport, Segment
 from memory_pipeline.sources._article import build_document, collapse_spaces, readable_stem
-from memory_pipeline.text_repair import read_text_file
+from memory_pipeline.ingest.text_repair import read_text_file
 
 MAX_GAP_SECONDS = 3.0
 MAX_SEGMENT_SECONDS = 60.0

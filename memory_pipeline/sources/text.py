@@ -15,7 +15,7 @@ from memory_pipeline.sources._article import (
     readable_stem,
     split_paragraphs,
 )
-from memory_pipeline.text_repair import read_text_file
+from memory_pipeline.ingest.text_repair import read_text_file
 
 
 def parse_plain_text(path: Path) -> Iterator[Document]:

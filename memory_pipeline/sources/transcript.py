@@ -21,7 +21,7 @@ from memory_pipeline.sources._article import (
     split_paragraphs,
 )
 from memory_pipeline.sources.subtitles import Cue, cue_pieces
-from memory_pipeline.text_repair import read_text_file
+from memory_pipeline.ingest.text_repair import read_text_file
 
 _MARK = re.compile(r"^\s*[\[(](\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,](\d{1,3}))?[\])]\s*")
 _BARE_MARK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,](\d{1,3}))?\s*$")

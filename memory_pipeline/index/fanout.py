@@ -3,7 +3,7 @@
 Indexing is embed (slow, pure computation) then commit (one LanceDB commit per pool, then FAISS).
 Only the first half fans out: each partition chunks and embeds the documents to (re)index whose id falls
 in its hash range, and leaves the vectors in the embedding cache. The one committing step,
-:func:`memory_pipeline.indexer.sync_index`, then finds every vector there and only writes. Chunk text
+:func:`memory_pipeline.index.sync.sync_index`, then finds every vector there and only writes. Chunk text
 depends on the document and the chunking config alone, so what a partition embeds is exactly what the
 commit asks for; a document id is in exactly one partition, so no text of a document is embedded twice.
 Keeping one writer means no concurrent LanceDB commits, which object stores do not all make safe.
@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from memory_pipeline.chunking import chunk_document
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import Embedder
-from memory_pipeline.embedding_cache import EmbeddingCache, embed_with_cache
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import Embedder
+from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.lancedb_store import ChunkStore
 
 DOC_BATCH = 200

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from memory_pipeline.config import Config
-from memory_pipeline.ingest import Manifest
+from memory_pipeline.ingest.pipeline import Manifest
 from memory_pipeline.records import Kind
 from memory_pipeline.sources import bytes_safe, discover_sources, resolved_path, source_key
 

@@ -26,9 +26,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from memory_pipeline.config import Config
 from memory_pipeline.errors import ConfigError
-from memory_pipeline.search import MODES, Searcher, fuse, ranked
+from memory_pipeline.index.search import MODES, Searcher, fuse, ranked
 
-DEFAULT_QUESTIONS = Path(__file__).parent / "eval_sets" / "retrieval_questions.jsonl"
+DEFAULT_QUESTIONS = Path(__file__).parents[1] / "eval_sets" / "retrieval_questions.jsonl"
 FUSION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
 _LABEL = re.compile(r"^(User|Assistant):\s*", re.MULTILINE)

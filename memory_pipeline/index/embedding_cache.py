@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory_pipeline.embedding import Embedder
+from memory_pipeline.index.embedding import Embedder
 
 # SQLite allows at most 32766 bound parameters per statement; stay well below.
 _LOOKUP_BATCH = 900

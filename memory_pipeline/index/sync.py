@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from memory_pipeline.chunking import chunk_document
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.docstore import DocumentStore
-from memory_pipeline.embedding import Embedder
-from memory_pipeline.embedding_cache import EmbeddingCache, embed_with_cache
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.embedding import Embedder
+from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
@@ -293,7 +293,7 @@ def sync_faiss(store: ChunkStore, faiss_index: FaissIndex) -> bool:
 
 def check_consistency(config: Config) -> ConsistencyReport:
     """LanceDB and FAISS agree (same count and ids); no empty or duplicate chunks. Loads no model."""
-    from memory_pipeline.embedding import embedder_model_id
+    from memory_pipeline.index.embedding import embedder_model_id
 
     model_id = embedder_model_id(config.embedding)
     store = ChunkStore(config.lancedb_uri, model_id)

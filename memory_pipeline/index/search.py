@@ -6,7 +6,7 @@ the rest) depends on how well the embedding model knows the user's languages, so
 the tune half of the hand-written question set (``memory-pipeline eval-retrieval``, see
 retrieval_eval.py) and reported on the other half.
 
-Every mode then goes through recall (memory_pipeline/recall.py): the tiers decide what may be
+Every mode then goes through recall (memory_pipeline/index/recall.py): the tiers decide what may be
 returned and the item scores act as a ranking prior; a time span (``since``/``until``, or one
 the query names: "last week", "два месяца назад") filters by the chunk's date.
 """
@@ -22,12 +22,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from memory_pipeline.config import Config
-from memory_pipeline.embedding import Embedder, load_embedder
+from memory_pipeline.index.embedding import Embedder, load_embedder
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lance_reader import open_for_search
-from memory_pipeline.recall import RecallView, position_key, rank
-from memory_pipeline.timespan import TimeSpan, bounds, find_in_query
+from memory_pipeline.index.recall import RecallView, position_key, rank
+from memory_pipeline.index.timespan import TimeSpan, bounds, find_in_query
 
 MODES = ("vector", "fts", "hybrid")
 KINDS = ("dialogue", "article", "lecture")
@@ -141,7 +141,7 @@ class Searcher:
             rows = self._rows([r.row_id for r in ranked], known)
             hits = [_hit(rows[r.row_id], r, mode, cosines.get(r.row_id)) for r in ranked if r.row_id in rows]
         if log:
-            from memory_pipeline.search_log import log_search
+            from memory_pipeline.index.search_log import log_search
 
             latency = (time.perf_counter() - started) * 1000
             log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)

@@ -79,7 +79,7 @@ def model_identity(name: str) -> str:
     Not the absolute path, so a vault moved to another machine (or a new venv) keeps its cache.
     """
     if name == PACKAGED_PREFIX + USE_MULTILINGUAL:
-        from memory_pipeline.embedding_use import MODEL_ID
+        from memory_pipeline.index.embedding_use import MODEL_ID
 
         return MODEL_ID
     if name.startswith(PACKAGED_PREFIX):
@@ -180,7 +180,7 @@ def _query_threads(device_type: str):
 def load_embedder(config: EmbeddingConfig) -> Embedder:
     """An embedder for this config; the model itself is loaded once per (model, device) in a process."""
     if config.model == PACKAGED_PREFIX + USE_MULTILINGUAL:
-        from memory_pipeline.embedding_use import UseMultilingualEmbedder
+        from memory_pipeline.index.embedding_use import UseMultilingualEmbedder
 
         return UseMultilingualEmbedder(config)
     return SentenceTransformerEmbedder(config)

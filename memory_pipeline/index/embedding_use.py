@@ -51,7 +51,7 @@ class UseMultilingualEmbedder:
     """USE Multilingual v3 with the ``sentencepiece`` tokenizer and large numpy batches."""
 
     def __init__(self, config: EmbeddingConfig):
-        from memory_pipeline.embedding import available_cpus, embedder_model_id
+        from memory_pipeline.index.embedding import available_cpus, embedder_model_id
 
         self.model_id = embedder_model_id(config)
         self.dimension = DIMENSION
