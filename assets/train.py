@@ -7,6 +7,7 @@ import dagster as dg
 from assets.metadata import table
 from assets.partitions import adapter_partitions
 from assets.resources import MemoryPipelineResource
+from memory_pipeline.datasets.card import DatasetCard
 
 TRAIN_GROUP = "train"
 
@@ -32,33 +33,34 @@ def training_sets(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
             "version": result.version,
             "new_version": result.created,
             "path": dg.MetadataValue.path(str(result.path)),
-            "train_examples": dg.MetadataValue.int(int(card.get("counts", {}).get("train", 0))),
-            "eval_examples": dg.MetadataValue.int(int(card.get("counts", {}).get("eval", 0))),
-            "content_hash": str(card.get("content_hash", "")),
-            **card_tables(card),
+            "train_examples": dg.MetadataValue.int(card.counts.train if card else 0),
+            "eval_examples": dg.MetadataValue.int(card.counts.eval if card else 0),
+            "content_hash": card.content_hash if card else "",
+            **(card_tables(card) if card else {}),
             "card": dg.MetadataValue.md(card_md),
         }
     )
 
 
-def card_tables(card: dict) -> dict[str, dg.MetadataValue]:
+def card_tables(card: DatasetCard) -> dict[str, dg.MetadataValue]:
     """The dataset card's figures as tables the UI shows in place (the whole card stays one click away)."""
-    if not card:
-        return {}
-    counts, tokens, sources, scores = card["counts"], card["tokens"], card["sources"], card["scores"]
-    splits = [{"split": split, "examples": counts[split], **tokens[split]} for split in ("train", "eval")]
-    splits.append({"split": "heldout (general)", "examples": counts["heldout"], "total": tokens["heldout_total"]})
+    counts, tokens, sources, scores = card.counts, card.tokens, card.sources, card.scores
+    splits = [
+        {"split": split, "examples": getattr(counts, split), **stats.model_dump()}
+        for split, stats in (("train", tokens.train), ("eval", tokens.eval))
+    ]
+    splits.append({"split": "heldout (general)", "examples": counts.heldout, "total": tokens.heldout_total})
     figures = {
-        "promoted items": counts["promoted_items"],
-        "lines built": counts["examples_built"],
-        "documents (train / eval)": f"{sources['documents']['train']} / {sources['documents']['eval']}",
-        "kinds": _pairs(sources["kinds"]),
-        "document formats": _pairs(sources["document_formats"]),
-        "scores (min / mean / max)": f"{scores['min']} / {scores['mean']} / {scores['max']}",
-        "thresholds (rag / lora)": f"{scores['rag_threshold']} / {scores['lora_threshold']}",
-        "parent version": card.get("parent") or "(none)",
+        "promoted items": counts.promoted_items,
+        "lines built": counts.examples_built,
+        "documents (train / eval)": f"{sources.documents.train} / {sources.documents.eval}",
+        "kinds": _pairs(sources.kinds),
+        "document formats": _pairs(sources.document_formats),
+        "scores (min / mean / max)": f"{scores.min} / {scores.mean} / {scores.max}",
+        "thresholds (rag / lora)": f"{scores.rag_threshold} / {scores.lora_threshold}",
+        "parent version": card.parent or "(none)",
     }
-    curation = [{"step": s["step"], "removed": s["removed"], "details": _pairs({k: v for k, v in s.items() if k not in ("step", "removed")})} for s in card["filters"]]
+    curation = [{"step": s.step, "removed": s.removed, "details": _pairs(s.details)} for s in card.filters]
     return {
         "splits": table(splits, ["split", "examples", "total", "mean", "p50", "p95", "max"]),
         "card_figures": table([{"figure": k, "value": str(v)} for k, v in figures.items()], ["figure", "value"]),
@@ -80,22 +82,15 @@ def _pairs(mapping: dict) -> str:
     kinds={"pytorch"},
 )
 def lora_adapters(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
-    from memory_pipeline.adapters import list_versions, train_adapter
-    from memory_pipeline.datasets.versions import latest_version_dir
+    from memory_pipeline.adapters import plan_training, train_adapter
 
     config = pipeline.config
     adapter = context.partition_key
-    dataset_dir = latest_version_dir(config, adapter)
-    if dataset_dir is None:
-        reason = f"no training set version for {adapter} yet: nothing to train"
-        context.log.info(reason)
-        return dg.MaterializeResult(metadata={"status": "skipped", "reason": reason})
-    trained_on = {v.manifest.get("dataset", {}).get("version") for v in list_versions(config, adapter)}
-    if dataset_dir.name in trained_on:
-        reason = f"dataset version {dataset_dir.name} already has an adapter; no new dataset version since"
-        context.log.info(reason)
-        return dg.MaterializeResult(metadata={"status": "skipped", "reason": reason})
-    version = train_adapter(config, adapter, dataset_dir, log=context.log.info)
+    run = plan_training(config, adapter)
+    if run.skipped:
+        context.log.info(run.skipped)
+        return dg.MaterializeResult(metadata={"status": "skipped", "reason": run.skipped})
+    version = train_adapter(config, adapter, run.dataset_dir, log=context.log.info)
     return dg.MaterializeResult(metadata=adapter_metadata(version))
 
 
@@ -114,11 +109,11 @@ def adapter_metadata(version) -> dict:
         "status": "trained",
         "version": version.version,
         "path": dg.MetadataValue.path(str(version.path)),
-        "gate_passed": bool(metrics.get("gate_passed")),
-        "gate_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in metrics.get("gate_reasons", []))),
+        "gate_passed": metrics.gate_passed,
+        "gate_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in metrics.gate_reasons)),
         "perplexity": table(
             [
-                {"text": text, **{model: _rounded(metrics.get(f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}}
+                {"text": text, **{model: _rounded(getattr(metrics, f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}}
                 for split, text in _PPL_SPLITS
             ],
             ["text", "base", "adapter", "previous"],
@@ -126,9 +121,9 @@ def adapter_metadata(version) -> dict:
         "figures": table(
             [{"figure": k, "base → adapter": v} for k, v in figures(metrics).items()], ["figure", "base → adapter"], limit=40
         ),
-        "generation": dg.MetadataValue.json(metrics.get("generation") or {}),
-        "tokens_per_second": dg.MetadataValue.float(float(metrics.get("tokens_per_second") or 0.0)),
-        "dataset_version": version.manifest.get("dataset", {}).get("version", ""),
+        "generation": dg.MetadataValue.json(metrics.generation.model_dump(mode="json") if metrics.generation else {}),
+        "tokens_per_second": dg.MetadataValue.float(metrics.tokens_per_second or 0.0),
+        "dataset_version": version.manifest.dataset.version if version.manifest.dataset else "",
         "gate_answers": table(
             [
                 {"prompt": s["prompt"], "base": s["base"]["answer"], "adapter": s["adapter"]["answer"]}
@@ -148,9 +143,9 @@ def adapter_metadata(version) -> dict:
         "card": dg.MetadataValue.md(card_file.read_text(encoding="utf-8") if card_file.is_file() else ""),
     }
     for key in ("similarity_base", "similarity_adapter"):
-        if metrics.get(key) is not None:
-            metadata[key] = dg.MetadataValue.float(float(metrics[key]))
-    note = demo_note(version.manifest.get("base", {}).get("id", ""))
+        if getattr(metrics, key) is not None:
+            metadata[key] = dg.MetadataValue.float(getattr(metrics, key))
+    note = demo_note(version.manifest.base.id)
     if note:
         metadata["note"] = note
     return metadata
@@ -179,7 +174,7 @@ def lora_adapters_gate_passed(pipeline: MemoryPipelineResource) -> dg.AssetCheck
                 "adapter": adapter.name,
                 "newest": newest.version,
                 "current": current.version if current else "-",
-                "verdict": "; ".join(newest.metrics.get("gate_reasons", [])),
+                "verdict": "; ".join(newest.metrics.gate_reasons),
             }
         )
     return dg.AssetCheckResult(

@@ -129,7 +129,7 @@ def main() -> None:
             if name in wanted
         }
 
-    card = first.card
+    card = first.card.model_dump(mode="json")
     result = {
         "benchmark": "datasets",
         "dialogues": args.dialogues,

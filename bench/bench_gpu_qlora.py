@@ -84,7 +84,7 @@ def main() -> None:
         activate(config, "core", version.version, by="bench", reason="export is benchmarked whatever the gate said")
     export_started = time.monotonic()
     serving = export_for_serving(config, workdir / "export")
-    m = version.metrics
+    m = version.metrics.model_dump()  # the figures as a plain dict, for the results file
     result = {
         "base": args.base,
         "quantization": args.quantization,
@@ -105,7 +105,7 @@ def main() -> None:
         "generation": m["generation"],
         "gate_passed": m["gate_passed"],
         "gate_reasons": m["gate_reasons"],
-        "vllm_command": serving["command"],
+        "vllm_command": serving.command,
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "gpu_qlora.json"

@@ -97,7 +97,7 @@ def main() -> None:
     started = time.monotonic()
     version = train_adapter(config, "core", dataset, progress=True, log=print)
     total = time.monotonic() - started
-    m = version.metrics
+    m = version.metrics.model_dump()  # the figures as a plain dict, for the results file
     result = {
         "model": "packaged:SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)",
         "device": "cpu",

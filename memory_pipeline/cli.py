@@ -234,6 +234,11 @@ def _print_hits(hits, as_json: bool) -> None:
         console.print(f"   {one_line(hit.text, 300)}")
 
 
+def _write_json(model) -> None:
+    """A command's report as one JSON line: the contract model itself, so the output and the files agree."""
+    sys.stdout.write(json.dumps(model.model_dump(mode="json"), ensure_ascii=False) + "\n")
+
+
 def _position(hit) -> str:
     """The shared position of a hit, plus the lecture's speaker where known."""
     return " ".join(part for part in (position_of(hit), getattr(hit, "speaker", None)) if part)
@@ -408,7 +413,7 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("build")
 def datasets_build(
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter: the build result with its card")] = False,
 ) -> None:
     """Build a new training set version per adapter from its promoted items (same code as the asset)."""
     from memory_pipeline.datasets.build import build_dataset_for_adapter
@@ -416,14 +421,12 @@ def datasets_build(
     config = state.config()
     for name in [adapter] if adapter else [a.name for a in config.adapters]:
         result = build_dataset_for_adapter(config, name)
-        counts = result.card.get("counts", {}) if result.card else {}
         if as_json:
-            row = {"adapter": name, "version": result.version, "created": result.created, "message": result.message,
-                   "train": counts.get("train", 0), "eval": counts.get("eval", 0), "path": str(result.path) if result.path else None}
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            _write_json(result)
             continue
         state_label = "new version" if result.created else (result.message or "unchanged")
-        console.print(f"{name}: {result.version or '-'} ({state_label}) train={counts.get('train', 0)} eval={counts.get('eval', 0)}  {result.path or ''}")
+        counts = f"train={result.card.counts.train} eval={result.card.counts.eval}" if result.card else "train=0 eval=0"
+        console.print(f"{name}: {result.version or '-'} ({state_label}) {counts}  {result.path}")
 
 
 @datasets_app.command("list")
@@ -436,16 +439,16 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
     for v in list_versions(config):
         card = v.card
         files = {f.name: f.stat().st_size for f in v.path.glob("*.jsonl")}
-        counted = card.get("files", {}).get("data", {})
+        counted = {name: entry.examples for name, entry in card.files.data.items()}
         rows.append(
             {
                 "adapter": v.adapter,
                 "version": v.version,
                 "latest": latest_version_name(config, v.adapter) == v.version,
-                "train": card.get("counts", {}).get("train", 0),
-                "eval": card.get("counts", {}).get("eval", 0),
+                "train": card.counts.train,
+                "eval": card.counts.eval,
                 "bytes": sum(files.values()),
-                "content_hash": card.get("content_hash", ""),
+                "content_hash": card.content_hash,
                 "path": str(v.path),
                 "files": {
                     f.name: {"examples": _examples(f, counted), "bytes": files[f.name], "path": str(f)} for f in v.data_files
@@ -466,10 +469,10 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
         console.print(f"    {counts}" + (f"  exports: {exports}" if exports else ""))
 
 
-def _examples(path: Path, counted: dict) -> int:
+def _examples(path: Path, counted: dict[str, int]) -> int:
     """The card's count for this data file; lines counted only for cards older than that field."""
     if path.name in counted:
-        return int(counted[path.name]["examples"])
+        return counted[path.name]
     with open(path, encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
 
@@ -482,26 +485,32 @@ app.add_typer(adapters_app, name="adapters")
 def adapters_train(
     name: Annotated[str, typer.Argument(help="adapter name from the config, e.g. core")],
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override training.max_steps")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="the new version, its gate verdict and metrics as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="train even if the latest training set already has an adapter version")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the run as JSON: the version trained (gate verdict, metrics) or why none")] = False,
 ) -> None:
-    """Train a new version on the adapter's latest training set; `current` moves only if the gate passes."""
-    from memory_pipeline.adapters import train_adapter
-    from memory_pipeline.datasets.versions import latest_version_dir
+    """Train a new version on the adapter's latest training set unless it already has one (as the asset does);
+    `current` moves only if the gate passes."""
+    from memory_pipeline.adapters import plan_training, train_adapter
 
     config = state.config()
     config.adapter(name)
-    dataset_dir = latest_version_dir(config, name)
-    if dataset_dir is None:
+    run = plan_training(config, name, force=force)
+    if run.dataset_dir is None:
         err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
         raise typer.Exit(1)
-    version = train_adapter(config, name, dataset_dir, max_steps=max_steps, log=lambda line: err_console.print(line, markup=False))
+    if not run.skipped:
+        version = train_adapter(config, name, run.dataset_dir, max_steps=max_steps, log=lambda line: err_console.print(line, markup=False))
+        run = run.model_copy(update={"version": version})
     if as_json:
-        row = {"adapter": name, "version": version.version, "gate_passed": version.passed, "path": str(version.path), "metrics": version.metrics}
-        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        _write_json(run)
         return
+    if run.version is None:
+        console.print(f"{name}: nothing trained: {run.skipped} (--force trains on it again)")
+        return
+    version = run.version
     verdict = "[green]passed the gate, now current[/green]" if version.passed else "[yellow]failed the gate; current unchanged[/yellow]"
     console.print(f"{name} {version.version}: {verdict}")
-    for reason in version.metrics.get("gate_reasons", []):
+    for reason in version.metrics.gate_reasons:
         console.print(f"  {reason}")
     console.print(f"  card: {version.path / 'card.md'}")
 
@@ -524,9 +533,9 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
                 "version": v.version,
                 "current": is_current,
                 "gate_passed": v.passed,
-                "gate_reasons": v.metrics.get("gate_reasons", []),
-                **{k: v.metrics.get(k) for k in _LIST_FIGURES},
-                "dataset_version": v.manifest.get("dataset", {}).get("version"),
+                "gate_reasons": v.metrics.gate_reasons,
+                **v.metrics.model_dump(mode="json", include=set(_LIST_FIGURES)),
+                "dataset_version": v.manifest.dataset.version if v.manifest.dataset else None,
                 "path": str(v.path),
             }
             for v, is_current in versions
@@ -536,7 +545,7 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
     if not versions:
         console.print("[dim]no adapters trained yet[/dim]")
         return
-    note = demo_note(versions[0][0].manifest.get("base", {}).get("id", ""))
+    note = demo_note(versions[0][0].manifest.base.id)
     table = Table(title="adapters (figures: base → adapter)")
     shown = list(figures(versions[0][0].metrics))
     for column in ("adapter", "version", "current", "gate", *shown, "dataset"):
@@ -545,11 +554,11 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
         row = figures(v.metrics)
         table.add_row(
             v.name, v.version, "*" if is_current else "", "pass" if v.passed else "fail",
-            *[row.get(c, "-") for c in shown], str(v.manifest.get("dataset", {}).get("version")),
+            *[row.get(c, "-") for c in shown], v.manifest.dataset.version if v.manifest.dataset else "-",
         )
     console.print(table)
     for v, _ in versions:
-        failed = [r for r in v.metrics.get("gate_reasons", []) if r.startswith("fail:")]
+        failed = v.metrics.failed_reasons
         if failed:
             console.print(f"{v.name} {v.version}: " + "; ".join(failed))
     if note:
@@ -567,21 +576,30 @@ def adapters_activate(
     name: Annotated[str, typer.Argument()],
     version: Annotated[str, typer.Argument(help="version to make current, e.g. v0002-20261124T2205")],
     reason: Annotated[str, typer.Option("--reason", help="recorded with the change")] = "manual activation",
+    as_json: Annotated[bool, typer.Option("--json", help="the version now current as JSON")] = False,
 ) -> None:
     """Make a version current by hand (overrides the gate; recorded with the reason)."""
     from memory_pipeline.adapters import activate
 
-    activate(state.config(), name, version, by="cli", reason=reason)
-    console.print(f"{name}: current is now {version}")
+    _print_current(activate(state.config(), name, version, by="cli", reason=reason), as_json)
 
 
 @adapters_app.command("rollback")
-def adapters_rollback(name: Annotated[str, typer.Argument()]) -> None:
+def adapters_rollback(
+    name: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json", help="the version now current as JSON")] = False,
+) -> None:
     """Move `current` back to the previous version that passed the gate."""
     from memory_pipeline.adapters import rollback
 
-    version = rollback(state.config(), name, by="cli")
-    console.print(f"{name}: current is now {version.version}")
+    _print_current(rollback(state.config(), name, by="cli"), as_json)
+
+
+def _print_current(version, as_json: bool) -> None:
+    if as_json:
+        _write_json(version)
+        return
+    console.print(f"{version.name}: current is now {version.version}")
 
 
 @adapters_app.command("export")
@@ -589,7 +607,7 @@ def adapters_export(
     names: Annotated[Optional[str], typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="default: storage/adapters/export")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="per adapter in core+topic, e.g. core=1,sport=0.5")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="what serving.json holds, as JSON")] = False,
 ) -> None:
     """Write the current adapters for serving: one folder each, core+topic combined, and the `vllm serve` command."""
     from memory_pipeline.adapters.export import export_for_serving
@@ -608,13 +626,13 @@ def adapters_export(
     target = output or config.adapters_dir / "export"
     record = export_for_serving(config, target, names=parts, weights=parsed)
     if as_json:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        _write_json(record)
         return
-    for name, module in record["modules"].items():
-        sources = " + ".join(f"{s['weight']:g}×{s['name']} {s['version']}" for s in module["sources"])
-        console.print(f"{target / module['path']}  (r={module['r']}: {sources})")
+    for module in record.modules.values():
+        sources = " + ".join(f"{s.weight:g}×{s.name} {s.version}" for s in module.sources)
+        console.print(f"{target / module.path}  (r={module.r}: {sources})")
     console.print(f"serve with vLLM ({target / 'vllm_serve.sh'}):")
-    console.print(record["command"], markup=False, highlight=False, soft_wrap=True)
+    console.print(record.command, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -727,8 +745,8 @@ def _print_adapter_verdicts(config: Config) -> None:
             console.print(f"{adapter.name}: not trained (no training set yet)")
             continue
         newest = versions[-1]
-        note = note or demo_note(newest.manifest["base"]["id"])
-        failed = [r.removeprefix("fail: ") for r in newest.metrics.get("gate_reasons", []) if r.startswith("fail:")]
+        note = note or demo_note(newest.manifest.base.id)
+        failed = [r.removeprefix("fail: ") for r in newest.metrics.failed_reasons]
         verdict = "passed the gate" if newest.passed else "failed the gate: " + "; ".join(failed)
         console.print(f"{adapter.name} {newest.version}: {verdict} (card: {newest.path / 'card.md'})")
     if note:

@@ -32,7 +32,8 @@ from memory_pipeline.adapters import (
 )
 from memory_pipeline.adapters.base_model import weights_hash
 from memory_pipeline.adapters.judge import distinct_n, echo_ratio, figure_answer, longest_repeated_ngram, summarise
-from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, set_current
+from memory_pipeline.adapters.manifest import AdapterManifest, AdapterMetrics, BaseRef, DatasetRef, TrainingManifest
+from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, plan_training, set_current
 from memory_pipeline.adapters.data import IGNORE_INDEX, Example
 from memory_pipeline.config import AdapterConfig, Config, GateConfig, TrainingConfig
 from memory_pipeline.errors import ConfigError, ParseError, StoreError
@@ -192,22 +193,22 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
     assert VERSION_PATTERN.match(version.version)
     assert current_version(config, "core").version == version.version
     m = version.metrics
-    assert m["eval_ppl_adapter"] < 0.5 * m["eval_ppl_base"]
-    assert m["gate_passed"] and m["steps"] == 25 and m["tokens_trained"] > 0 and m["tokens_per_second"] > 0
-    assert m["heldout_ppl_previous"] is None and m["eval_ppl_previous"] is None
+    assert m.eval_ppl_adapter < 0.5 * m.eval_ppl_base
+    assert m.gate_passed and m.steps == 25 and m.tokens_trained > 0 and m.tokens_per_second > 0
+    assert m.heldout_ppl_previous is None and m.eval_ppl_previous is None
     for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json", "config.json", "version.json", "samples.json"):
         assert (version.path / name).is_file()
     # The dataset path is relative to the storage root: the record survives moving the folder.
     expected = {"version": "d0001", "adapter": "core", "content_hash": "hash-core-d0001-16", "path": dataset.relative_to(storage).as_posix()}
-    assert version.manifest["dataset"] == expected
-    assert len(version.manifest["base"]["hash"]) == 64
+    assert version.manifest.dataset.model_dump() == expected
+    assert len(version.manifest.base.hash) == 64
     assert json.loads((version.path / "config.json").read_text())["r"] == 4
     samples = json.loads((version.path / "samples.json").read_text())
     assert len(samples["eval_prompts"]) == 4 and isinstance(samples["eval_prompts"][0]["adapter"], str)
     assert [s["prompt"] for s in samples["gate_prompts"]] == GATE_PROMPTS
-    assert m["generation"]["adapter"]["answers"] == 3 and m["similarity_examples"] == 4
-    assert m["similarity_adapter"] > m["similarity_base"]
-    assert any(r.startswith("pass: answers' distinct-2") for r in m["gate_reasons"])
+    assert m.generation.adapter["answers"] == 3 and m.similarity_examples == 4
+    assert m.similarity_adapter > m.similarity_base
+    assert any(r.startswith("pass: answers' distinct-2") for r in m.gate_reasons)
     card = (version.path / "card.md").read_text()
     assert card.startswith("# core: passed the gate") and "| eval perplexity |" in card and QUESTIONS[0] in card
 
@@ -219,7 +220,7 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
         assert figure in shown
     assert [r.data["prompt"] for r in metadata["gate_answers"].value.records] == GATE_PROMPTS
     assert metadata["card"].value == card
-    assert metadata["similarity_adapter"].value == m["similarity_adapter"] and "note" not in metadata
+    assert metadata["similarity_adapter"].value == m.similarity_adapter and "note" not in metadata
     assert not (storage / "adapters" / "core" / ".work").exists() or not any((storage / "adapters" / "core" / ".work").iterdir())
 
 
@@ -233,7 +234,7 @@ def test_saved_adapter_reloads_with_identical_outputs(trained, base_dir):
     assert names == ["core"]
     eval_set = read_examples(dataset / "eval.jsonl")
     reloaded = perplexity(model, tokenizer, eval_set, max_seq_length=64, batch_size=4).ppl
-    assert reloaded == pytest.approx(current_version(config, "core").metrics["eval_ppl_adapter"], rel=1e-5)
+    assert reloaded == pytest.approx(current_version(config, "core").metrics.eval_ppl_adapter, rel=1e-5)
     base = load_base_model(config.training, device="cpu")
     again = PeftModel.from_pretrained(base.model, str(current_version(config, "core").path))
     ids = torch.tensor([tokenizer("what do cats say")["input_ids"]])
@@ -249,7 +250,7 @@ def test_gate_refuses_adapter_that_does_not_improve_and_keeps_current(trained, b
     worse = train_adapter(config, "core", dataset, progress=False)
     assert not worse.passed
     assert current_version(config, "core").version == before
-    assert any(r.startswith("fail: eval perplexity") and "previous adapter" in r for r in worse.metrics["gate_reasons"])
+    assert any(r.startswith("fail: eval perplexity") and "previous adapter" in r for r in worse.metrics.gate_reasons)
     assert [v.version for v in list_versions(config, "core")] == [before, worse.version]
 
 
@@ -268,7 +269,7 @@ def _fake_version(root: Path, name: str, passed: bool) -> str:
     def fill(folder: Path) -> None:
         (folder / "metrics.json").write_text(json.dumps({"gate_passed": passed}))
 
-    return commit_version(root, name, manifest={"base": {"id": "b", "hash": "h"}}, fill=fill).version
+    return commit_version(root, name, manifest=TrainingManifest(base=BaseRef(id="b", hash="h")), fill=fill).version
 
 
 def test_registry_rollback_and_manual_promote(tmp_path):
@@ -290,6 +291,122 @@ def test_registry_rollback_and_manual_promote(tmp_path):
         activate(config, "core", "v0099-20260101T0000")
 
 
+def _dataset_version(config: Config, adapter: str, number: int) -> str:
+    """A training set version on disk (its card is all the training plan reads)."""
+    from memory_pipeline.datasets.card import DatasetCard, card_bytes
+    from memory_pipeline.datasets.versions import commit_version as commit_dataset
+
+    version = f"v{number:04d}-20260101T00000{number}"
+    card = DatasetCard(version=version, adapter=adapter, content_hash=f"hash-{number}")
+    commit_dataset(config, adapter, version, {"card.json": card_bytes(card)})
+    return version
+
+
+def _trained_on(config: Config, adapter: str, dataset_version: str) -> str:
+    manifest = TrainingManifest(dataset=DatasetRef(version=dataset_version, adapter=adapter), base=BaseRef(id="b", hash="h"))
+    metrics = AdapterMetrics(gate_passed=True, gate_reasons=["pass: fake"])
+
+    def fill(folder: Path) -> None:
+        (folder / "metrics.json").write_text(metrics.model_dump_json())
+
+    return commit_version(config.adapters_dir, adapter, manifest=manifest, fill=fill).version
+
+
+def test_training_skips_a_training_set_version_that_already_has_an_adapter(tmp_path):
+    """One rule for the asset and the CLI: nothing new to learn, nothing trained, unless forced."""
+    config = Config(storage_root=tmp_path)
+    none_yet = plan_training(config, "core")
+    assert none_yet.dataset_dir is None and "no training set version for core" in none_yet.skipped
+    first = _dataset_version(config, "core", 1)
+    plan = plan_training(config, "core")
+    assert plan.dataset_dir == config.datasets_dir / "core" / first and not plan.skipped
+    _trained_on(config, "core", first)
+    again = plan_training(config, "core")
+    assert again.dataset_dir == plan.dataset_dir and again.skipped.startswith(f"dataset version {first} already has an adapter")
+    assert not plan_training(config, "core", force=True).skipped
+    assert not plan_training(config, "sport").dataset_dir  # per adapter: sport has no training set
+    second = _dataset_version(config, "core", 2)
+    assert plan_training(config, "core").dataset_dir.name == second and not plan_training(config, "core").skipped
+
+
+def test_records_written_by_older_code_still_load(tmp_path):
+    """version.json, metrics.json and card.json as the first releases wrote them: fields added since get defaults,
+    fields this code does not know survive, an infinite perplexity stays infinite."""
+    from memory_pipeline.adapters.registry import load_version
+    from memory_pipeline.datasets.card import read_card
+
+    folder = tmp_path / "core" / "v0001-20250101T0000"
+    folder.mkdir(parents=True)
+    manifest = {"name": "core", "version": folder.name, "created": "2025-01-01T00:00:00+00:00",
+                "dataset": {"version": "v0001-20250101T000000", "adapter": "core", "content_hash": "c", "path": "/old/place"},
+                "base": {"id": "packaged:x", "hash": "h"}, "mode": "retrain", "parent": None}
+    (folder / "version.json").write_text(json.dumps(manifest))
+    old_metrics = {"eval_ppl_base": float("inf"), "eval_ppl_adapter": 3.0, "gate_passed": True,
+                   "gate_reasons": ["pass: eval perplexity"], "steps": 5, "tokens_trained": 99}
+    (folder / "metrics.json").write_text(json.dumps(old_metrics))
+    version = load_version(folder)
+    assert version.passed and version.manifest.previous_current is None and version.manifest.dataset.path == "/old/place"
+    assert version.metrics.eval_ppl_base == float("inf") and version.metrics.generation is None
+    assert version.metrics.tokens_trained == 99 and version.metrics.similarity_examples == 0
+    dumped = version.model_dump(mode="json")
+    assert dumped["passed"] and dumped["metrics"]["tokens_trained"] == 99 and dumped["manifest"]["base"]["id"] == "packaged:x"
+
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    first_card = {"version": "v0001-20250101T000000", "adapter": "core", "created_at": "2025-01-01T00:00:00+00:00",
+                  "parent": None, "content_hash": "c",
+                  "counts": {"train": 3, "eval": 1, "heldout": 2, "promoted_items": 4, "examples_built": 4},
+                  "sources": {"documents": {"train": 1, "eval": 1}, "kinds": {"dialogue": 4}},
+                  "filters": [{"step": "dedup_exact", "removed": 1, "groups": 1}],
+                  "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl", "items": "items.jsonl"}}
+    (dataset / "card.json").write_text(json.dumps(first_card))
+    card = read_card(dataset)
+    assert card.counts.train == 3 and card.sources.targets == {} and card.files.data == {}
+    assert card.filters[0].details == {"groups": 1} and card.files.model_extra["train"] == "train.jsonl"
+    (dataset / "card.json").write_text(json.dumps({"adapter": "core"}))
+    with pytest.raises(ParseError, match="version"):
+        read_card(dataset)
+
+
+def test_cli_adapters_train_skips_like_the_asset_and_activate_rollback_print_json(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from memory_pipeline import cli
+    from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV
+    from memory_pipeline.storage_root import mark_memory
+
+    config = Config(storage_root=tmp_path / "storage")
+    mark_memory(config.storage_root)
+    config_file = tmp_path / "memory_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"config_path"}), allow_unicode=True))
+
+    def run(*args):
+        result = CliRunner().invoke(cli.app, ["--config", str(config_file), *args], env={CONFIG_ENV: None, STORAGE_ENV: None})
+        return result, (json.loads(result.stdout) if "--json" in args and result.exit_code == 0 else None)
+
+    result, _ = run("adapters", "train", "core", "--json")
+    assert result.exit_code == 1 and "no training set for 'core'" in result.output
+    dataset = _dataset_version(config, "core", 1)
+    v1 = _trained_on(config, "core", dataset)
+    v2 = _trained_on(config, "core", dataset)
+    result, skipped = run("adapters", "train", "core", "--json")
+    assert result.exit_code == 0, result.output
+    assert skipped["version"] is None and skipped["skipped"].startswith(f"dataset version {dataset} already has an adapter")
+    assert skipped["dataset_dir"] == str(config.datasets_dir / "core" / dataset)
+    result, _ = run("adapters", "train", "core")
+    assert result.exit_code == 0 and "nothing trained" in result.output and "--force" in result.output
+
+    result, activated = run("adapters", "activate", "core", v2, "--json")
+    assert result.exit_code == 0, result.output
+    assert (activated["name"], activated["version"], activated["passed"]) == ("core", v2, True)
+    assert activated["manifest"]["dataset"]["version"] == dataset and activated["metrics"]["gate_reasons"] == ["pass: fake"]
+    result, rolled_back = run("adapters", "rollback", "core", "--json")
+    assert result.exit_code == 0 and rolled_back["version"] == v1
+    result, listed = run("adapters", "list", "--json")
+    assert [(row["version"], row["current"], row["dataset_version"]) for row in listed] == [(v1, True, dataset), (v2, False, dataset)]
+
+
 def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
     from safetensors.torch import load_file
 
@@ -307,7 +424,7 @@ def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
     messages: list[str] = []
     resumed = train_adapter(killed, "core", dataset, progress=False, log=messages.append)
     assert "resuming from checkpoint at step 6/8" in messages
-    assert (resumed.metrics["resumed_from_step"], resumed.metrics["steps"]) == (6, 8)
+    assert (resumed.metrics.resumed_from_step, resumed.metrics.steps) == (6, 8)
     straight = train_adapter(make_config(tmp_path / "b", base_dir, **settings), "core", dataset, progress=False)
     a, b = (load_file(v.path / "adapter_model.safetensors") for v in (resumed, straight))
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
@@ -316,7 +433,7 @@ def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
 def test_time_budget_stops_cleanly_and_saves(trained, base_dir, tmp_path):
     config = make_config(tmp_path, base_dir, time_budget_minutes=1e-9)
     version = train_adapter(config, "core", trained[1], progress=False)
-    assert (version.metrics["stopped"], version.metrics["steps"]) == ("time budget", 1)
+    assert (version.metrics.stopped, version.metrics.steps) == ("time budget", 1)
     assert (version.path / "adapter_model.safetensors").is_file()
 
 
@@ -328,10 +445,10 @@ def test_continue_mode_starts_from_current_and_replays_earlier_examples(trained,
     dataset = write_dataset(config.datasets_dir, "core", "d0002", old + new, learnable(8), [{"text": t} for t in GENERAL])
     version = train_adapter(config, "core", dataset, progress=False)
     parent = list_versions(config, "core")[0].version
-    assert version.manifest["mode"] == "continue" and version.manifest["parent"] == parent
+    assert version.manifest.mode == "continue" and version.manifest.parent == parent
     distinct_old = len({json.dumps(e) for e in old})
-    assert (version.metrics["new_examples"], version.metrics["replay_examples"]) == (4, round(0.5 * distinct_old))
-    assert version.metrics["eval_ppl_previous"] is not None and version.metrics["heldout_ppl_previous"] is not None
+    assert (version.metrics.new_examples, version.metrics.replay_examples) == (4, round(0.5 * distinct_old))
+    assert version.metrics.eval_ppl_previous is not None and version.metrics.heldout_ppl_previous is not None
 
 
 def test_dataset_folder_problems_are_reported(trained, base_dir, tmp_path):
@@ -353,7 +470,7 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
     sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"])] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
     sport_version = train_adapter(config, "sport", dataset, progress=False)
-    assert sport_version.passed, sport_version.metrics["gate_reasons"]
+    assert sport_version.passed, sport_version.metrics.gate_reasons
 
     out = export_combined(config, ["core", "sport"], tmp_path / "export" / "core+sport")
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
@@ -449,9 +566,9 @@ def test_adapter_trained_to_repeat_a_token_fails_the_gate(base_dir, tmp_path):
     dataset = write_dataset(config.datasets_dir, "core", "d0001", moo, moo[:4], [{"text": t} for t in GENERAL])
     version = train_adapter(config, "core", dataset, progress=False)
     m = version.metrics
-    assert m["eval_ppl_adapter"] < m["eval_ppl_base"]
+    assert m.eval_ppl_adapter < m.eval_ppl_base
     assert not version.passed and current_version(config, "core") is None
-    failed = [r for r in m["gate_reasons"] if r.startswith("fail:")]
+    failed = m.failed_reasons
     assert any(r.startswith("fail: answers' distinct-2") for r in failed), failed
     assert "failed the gate" in (version.path / "card.md").read_text()
 
@@ -547,13 +664,13 @@ def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weight
     activate(config, "sport", train_adapter(config, "sport", dataset, progress=False).version)
     out = tmp_path / "export"
     record = export_for_serving(config, out, weights={"core": 1.0, "sport": 0.5})
-    assert set(record["modules"]) == {"core", "sport", "core+sport"} and record["max_lora_rank"] == 8
-    assert record["modules"]["core+sport"]["r"] == 8 and record["base"] == str(base_dir.resolve())
-    command = shlex.split(record["command"])
+    assert set(record.modules) == {"core", "sport", "core+sport"} and record.max_lora_rank == 8
+    assert record.modules["core+sport"].r == 8 and record.base == str(base_dir.resolve())
+    command = shlex.split(record.command)
     assert command[:3] == ["vllm", "serve", str(base_dir.resolve())] and "--enable-lora" in command
     assert command[command.index("--lora-modules") + 1 :] == [f"{n}={out.resolve() / n}" for n in ("core", "sport", "core+sport")]
-    assert (out / "vllm_serve.sh").read_text().endswith(record["command"] + "\n")
-    assert json.loads((out / "serving.json").read_text()) == record
+    assert (out / "vllm_serve.sh").read_text().endswith(record.command + "\n")
+    assert json.loads((out / "serving.json").read_text()) == record.model_dump(mode="json")
 
     model = PeftModel.from_pretrained(load_base_model(config.training, device="cpu").model, str(out / "core"), adapter_name="core")
     for name in ("sport", "core+sport"):

@@ -122,7 +122,8 @@ def test_datasets_list_json_shows_the_built_versions(corpus):
     build = on_corpus(corpus, "datasets", "build", "--json")
     assert build.exit_code == 0, build.output
     built = {row["adapter"]: row for row in map(json.loads, build.stdout.splitlines())}
-    assert built["sport"]["created"] and built["sport"]["train"] > 0 and not built["core"]["version"]
+    assert built["sport"]["created"] and built["sport"]["card"]["counts"]["train"] > 0
+    assert not built["core"]["version"] and built["core"]["card"] is None and built["core"]["message"]
     result = on_corpus(corpus, "datasets", "list", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)  # core has no promoted items here, so no version

@@ -355,7 +355,7 @@ def test_versions_never_overwrite_rerun_is_idempotent_and_latest_moves(tmp_path)
     more = corpus(16, seed=2)[12:]
     second = build_dataset(config, "core", assignments + [a for d in more for a in exchanges(d)], docs + more)
     assert second.created and second.version.startswith("v0002-") and second.version > first.version
-    assert second.card["parent"] == first.version
+    assert second.card.parent == first.version
     assert latest_version_name(config, "core") == second.version and latest_version_dir(config, "core") == second.path
     assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before
     assert [v.version for v in list_versions(config)] == [first.version, second.version]
@@ -392,19 +392,19 @@ def test_mixed_set_keeps_one_line_format_per_file(tmp_path):
     assignments, documents = chats_and_articles(6, ("topic",))
     result = build_dataset(config, "topic", assignments, documents)
     card = result.card
-    assert card["sources"]["line_formats"] == {"chat": len(assignments) - 8, "text": 8}
-    files = card["files"]["data"]
+    assert card.sources.line_formats == {"chat": len(assignments) - 8, "text": 8}
+    files = card.files.data
     assert set(files) == {"train.jsonl", "eval.jsonl", "train_text.jsonl", "eval_text.jsonl"}
     for name, entry in files.items():
         lines = [json.loads(line) for line in (result.path / name).open(encoding="utf-8")]
-        assert len(lines) == entry["examples"] > 0
-        assert all(list(line) == (["messages"] if entry["format"] == "chat" else ["text"]) for line in lines)
+        assert len(lines) == entry.examples > 0
+        assert all(list(line) == (["messages"] if entry.format == "chat" else ["text"]) for line in lines)
     assert {f"Rivers 0\n\n{documents[-8].sections[0].text}"} <= {
         line["text"] for name in ("train_text.jsonl", "eval_text.jsonl") for line in map(json.loads, (result.path / name).open(encoding="utf-8"))
     }
-    assert sum(f["examples"] for f in files.values() if f["split"] == "train") == card["counts"]["train"]
+    assert sum(f.examples for f in files.values() if f.split == "train") == card.counts.train
     train = read_split(result.path, "train")
-    assert len(train) == card["counts"]["train"] and {e.text is None for e in train} == {True, False}
+    assert len(train) == card.counts.train and {e.text is None for e in train} == {True, False}
 
     # A version from before text lines had files of their own: one train.jsonl holding both formats.
     old = result.path.parent / "v0000-20240101T000000"
@@ -497,7 +497,7 @@ def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
     all_text = [line for path in files for line in path.read_text(encoding="utf-8").split("\n") if line]
     tokenizer = _chat_tokenizer([m["content"] for line in all_text for m in json.loads(line).get("messages", [])] + [json.loads(line).get("text", "") for line in all_text])
     for folder in folders:
-        assert read_card(folder)["adapter"] == folder.parent.name
+        assert read_card(folder).adapter == folder.parent.name
     rendered = 0
     for path in files:
         data = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
@@ -564,7 +564,7 @@ def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):
         for a in exchanges(d)
     ]
     result = build_dataset(config, "core", real, docs)
-    assert result.created and result.card["counts"]["train"] + result.card["counts"]["eval"] == len(real)
+    assert result.created and result.card.counts.train + result.card.counts.eval == len(real)
     assert new_examples_since_latest(config, "core", assignments=real) == 0
 
 
@@ -575,7 +575,7 @@ def test_items_whose_document_changed_or_vanished_are_counted_not_guessed(tmp_pa
     stale = Assignment("stale", "doc001", "dialogue", {"turn_index": 1}, 0.9)  # an assistant turn: not an exchange start
     gone = Assignment("gone", "deleted", "dialogue", {"turn_index": 0}, 0.9)
     result = build_dataset(config, "core", [*assignments, stale, gone], docs)
-    step = result.card["filters"][0]
+    step = result.card.filters[0].model_dump()
     assert step == {"step": "lines_from_items", "removed": 2, "reasons": {"missing_document": 1, "stale_position": 1}}
     outcomes = {json.loads(line)["item_id"]: json.loads(line)["outcome"] for line in (result.path / "items.jsonl").open()}
     assert outcomes["stale"] == "stale_position" and outcomes["gone"] == "missing_document"

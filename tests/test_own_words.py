@@ -56,7 +56,7 @@ def test_dataset_card_counts_targets_by_source(tmp_path):
     views = [VIEW, "Футбол без прессинга скучен, и я готов мириться с ошибками ради темпа.", "Учить языки лучше через чтение книг, чем через карточки."]
     docs = [dialogue(f"d{i}", f"/exports/{i}.json", [("user", view), ("assistant", ANSWER)]) for i, view in enumerate(views)]
     result = build_dataset(config, "core", [Assignment(d) for d in docs], docs)
-    assert result.card["sources"]["targets"] == {"user": 3, "assistant": 0, "article": 0, "lecture": 0}
+    assert result.card.sources.targets == {"user": 3, "assistant": 0, "article": 0, "lecture": 0}
     assert "Targets from: user: 3, assistant: 0" in (result.path / "card.md").read_text(encoding="utf-8")
 
 
@@ -89,5 +89,5 @@ def test_demo_cards_take_no_target_from_assistant_text(tmp_path):
     run_promotion(config, progress=False, embedder=embedder)
     for adapter in config.adapters:
         card = build_dataset_for_adapter(config, adapter.name).card
-        targets = card["sources"]["targets"]
+        targets = card.sources.targets
         assert targets["assistant"] == 0 and sum(targets.values()) > 0, (adapter.name, targets)

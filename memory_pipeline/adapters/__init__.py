@@ -10,23 +10,31 @@ from memory_pipeline.adapters.combine import combine_adapters, export_combined, 
 from memory_pipeline.adapters.data import encode_example, read_examples
 from memory_pipeline.adapters.evaluate import EvalMetrics, evaluate_adapter, judge_generation, perplexity
 from memory_pipeline.adapters.export import export_for_serving
+from memory_pipeline.adapters.manifest import AdapterManifest, AdapterMetrics, CurrentPointer
 from memory_pipeline.adapters.registry import (
     AdapterVersion,
     GateResult,
+    TrainingRun,
     activate,
     current_version,
     gate,
     list_versions,
+    plan_training,
+    read_pointer,
     rollback,
 )
 from memory_pipeline.adapters.train import train_adapter
 
 __all__ = [
+    "AdapterManifest",
+    "AdapterMetrics",
     "AdapterVersion",
     "ChatSession",
+    "CurrentPointer",
     "EvalMetrics",
     "GateResult",
     "LoadedBase",
+    "TrainingRun",
     "activate",
     "combine_adapters",
     "current_version",
@@ -42,7 +50,9 @@ __all__ = [
     "load_base_model",
     "packaged_gguf_path",
     "perplexity",
+    "plan_training",
     "read_examples",
+    "read_pointer",
     "resolve_base_model",
     "rollback",
     "train_adapter",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memory_pipeline.adapters.base_model import PACKAGED_PREFIX
+from memory_pipeline.adapters.manifest import AdapterMetrics, TrainingManifest
 
 DEMO_NOTE = (
     "The base is the bundled 135M SmolLM2 (English-first, tiny): this run shows the plumbing works, "
@@ -28,39 +29,39 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def figures(metrics: Mapping[str, Any]) -> dict[str, str]:
+def figures(metrics: AdapterMetrics) -> dict[str, str]:
     """Every figure the gate looked at, as 'base → adapter' (previous too when there was one), in a fixed order."""
     rows: dict[str, str] = {}
     for kind in ("eval", "heldout"):
-        base, adapter, previous = (metrics.get(f"{kind}_ppl_{who}") for who in ("base", "adapter", "previous"))
+        base, adapter, previous = (getattr(metrics, f"{kind}_ppl_{who}") for who in ("base", "adapter", "previous"))
         text = f"{_num(base)} → {_num(adapter)}"
         rows[f"{kind} perplexity"] = text + (f" (previous {_num(previous)})" if previous is not None else "")
-    generation = metrics.get("generation") or {}
+    answers = metrics.generation
     for name in _GENERATION_FIGURES:
-        base, adapter = ((generation.get(who) or {}).get(name) for who in ("base", "adapter"))
+        base, adapter = (answers.base.get(name), answers.adapter.get(name)) if answers is not None else (None, None)
         rows[f"answers {name.replace('_', '-')}"] = f"{_num(base)} → {_num(adapter)}"
-    if metrics.get("similarity_adapter") is not None:
+    if metrics.similarity_adapter is not None:
         rows["similarity to user's answers"] = (
-            f"{_num(metrics.get('similarity_base'))} → {_num(metrics.get('similarity_adapter'))} "
-            f"({metrics.get('similarity_examples')} prompts)"
+            f"{_num(metrics.similarity_base)} → {_num(metrics.similarity_adapter)} ({metrics.similarity_examples} prompts)"
         )
     for name in ("steps", "tokens_per_second", "seconds", "stopped"):
-        if name in metrics:
-            rows[name.replace("_", " ")] = _num(metrics[name])
+        if getattr(metrics, name) is not None:
+            rows[name.replace("_", " ")] = _num(getattr(metrics, name))
     return rows
 
 
-def card_markdown(name: str, manifest: Mapping[str, Any], metrics: Mapping[str, Any], samples: Mapping[str, Any]) -> str:
+def card_markdown(name: str, manifest: TrainingManifest, metrics: AdapterMetrics, samples: Mapping[str, Any]) -> str:
     """The version's card.md: verdict with reasons, every figure, and the gate prompts' answers side by side."""
-    verdict = "passed the gate" if metrics.get("gate_passed") else "failed the gate"
+    verdict = "passed the gate" if metrics.gate_passed else "failed the gate"
     lines = [f"# {name}: {verdict}", ""]
-    note = demo_note(manifest["base"]["id"])
+    note = demo_note(manifest.base.id)
     if note:
         lines += [f"> {note}", ""]
+    dataset = manifest.dataset.version if manifest.dataset is not None else "(unknown)"
     lines += [
-        f"Base `{manifest['base']['id']}`, dataset {manifest['dataset']['version']}, mode {manifest['mode']}.",
+        f"Base `{manifest.base.id}`, dataset {dataset}, mode {manifest.mode}.",
         "",
-        *[f"- {reason}" for reason in metrics.get("gate_reasons", [])],
+        *[f"- {reason}" for reason in metrics.gate_reasons],
         "",
         "| figure | base → adapter |",
         "|---|---|",

@@ -7,7 +7,6 @@ the parts; 'linear' averages them into the same rank (smaller, approximate, need
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 from memory_pipeline.adapters import registry
 from memory_pipeline.adapters.base_model import load_base_model, unused_adapter_name
+from memory_pipeline.adapters.manifest import COMBINED_FILE, CombinedRecord, SourceWeight, write_record
 from memory_pipeline.atomic import replace_dir
 from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
@@ -53,9 +53,9 @@ def load_adapters(
     chosen = resolve_versions(config, names, versions=versions, root=root)
     base = load_base_model(config.training, device=device or config.training.device, cache_dir=config.cache_dir / "base_models")
     for version in chosen:
-        if version.manifest["base"]["hash"] != base.base_hash:
+        if version.manifest.base.hash != base.base_hash:
             raise StoreError(
-                f"{version.path}: trained on base {version.manifest['base']['id']} ({version.manifest['base']['hash'][:12]}), "
+                f"{version.path}: trained on base {version.manifest.base.id} ({version.manifest.base.hash[:12]}), "
                 f"but training.base_model is {base.base_id} ({base.base_hash[:12]})"
             )
     first, *rest = chosen
@@ -111,16 +111,16 @@ def export_combined(
     try:
         model.save_pretrained(str(tmp), selected_adapters=[combined], save_embedding_layers=False)
         saved = tmp / combined  # PEFT puts every adapter but 'default' in a subfolder
-        record = {
-            "combination_type": combination_type,
-            "sources": [
-                {"name": v.name, "version": v.version, "weight": w}
+        record = CombinedRecord(
+            combination_type=combination_type,
+            sources=[
+                SourceWeight(name=v.name, version=v.version, weight=w)
                 for v, w in zip(sources, weights if weights is not None else [1.0] * len(names))
             ],
-            "base": sources[0].manifest["base"],
-            "r": model.peft_config[combined].r,
-        }
-        (saved / "combined.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+            base=sources[0].manifest.base,
+            r=model.peft_config[combined].r,
+        )
+        write_record(saved / COMBINED_FILE, record)
         replace_dir(saved, output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memory_pipeline.datasets.card import DatasetCard
+from memory_pipeline.datasets.card import read_card as dataset_card
 from memory_pipeline.datasets.versions import data_files
 from memory_pipeline.errors import ParseError
 
@@ -92,20 +94,12 @@ def read_split(dataset_dir: Path, split: str) -> list[Example]:
     return [example for path in data_files(dataset_dir, split) for example in read_examples(path)]
 
 
-def read_card(dataset_dir: Path) -> dict[str, Any]:
+def read_card(dataset_dir: Path) -> DatasetCard:
     """The dataset version's card, after checking the folder holds every file training needs."""
     for name in DATASET_FILES:
         if not (dataset_dir / name).is_file():
             raise ParseError(dataset_dir / name, "missing from the dataset version folder")
-    card_path = dataset_dir / "card.json"
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ParseError(card_path, f"not valid JSON: {exc}") from None
-    missing = [key for key in ("version", "adapter", "content_hash") if key not in card]
-    if missing:
-        raise ParseError(card_path, f"missing key(s) {missing}")
-    return card
+    return dataset_card(dataset_dir)
 
 
 def encode_example(tokenizer: Any, example: Example, *, max_seq_length: int) -> Encoded:

@@ -13,11 +13,20 @@ import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from memory_pipeline.adapters import registry
 from memory_pipeline.adapters.base_model import serving_base
 from memory_pipeline.adapters.combine import export_combined
+from memory_pipeline.adapters.manifest import (
+    COMBINED_FILE,
+    SERVING_FILE,
+    CombinedRecord,
+    ServedModule,
+    ServingRecord,
+    SourceWeight,
+    read_record,
+    write_record,
+)
 from memory_pipeline.atomic import replace_dir
 from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
@@ -33,7 +42,7 @@ def export_for_serving(
     names: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
     root: Path | None = None,
-) -> dict[str, Any]:
+) -> ServingRecord:
     """Write ``output_dir`` (replacing it whole): one folder per adapter with a current version, one
     ``core+<topic>`` folder per topic, ``serving.json`` and ``vllm_serve.sh``. Returns what serving.json holds."""
     wanted = list(names) if names else [a.name for a in config.adapters]
@@ -49,33 +58,35 @@ def export_for_serving(
     output_dir = Path(output_dir).resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".tmp-{output_dir.name}-{uuid.uuid4().hex[:8]}"
-    modules: dict[str, dict[str, Any]] = {}
+    sources: dict[str, list[SourceWeight]] = {}
     try:
         for name, version in current.items():
             folder = tmp / name
             folder.mkdir(parents=True)
             for file in ADAPTER_FILES:
                 shutil.copy2(version.path / file, folder / file)
-            modules[name] = {"path": name, "sources": [{"name": name, "version": version.version, "weight": 1.0}]}
+            sources[name] = [SourceWeight(name=name, version=version.version, weight=1.0)]
         pinned = {name: version.version for name, version in current.items()}
         for topic in [n for n in current if n != "core"]:
             combined = f"core+{topic}"
             pair_weights = [weights.get("core", 1.0), weights.get(topic, 1.0)]
             export_combined(config, ["core", topic], tmp / combined, pair_weights, versions=pinned, root=root)
-            record = json.loads((tmp / combined / "combined.json").read_text(encoding="utf-8"))
-            modules[combined] = {"path": combined, "sources": record["sources"]}
-        for name, module in modules.items():
-            module["r"] = json.loads((tmp / name / "adapter_config.json").read_text(encoding="utf-8"))["r"]
-        base = serving_base(config.training, config.cache_dir / "base_models")
-        record = {
-            "base": base,
-            "base_hash": current["core"].manifest["base"]["hash"],
-            "modules": modules,
-            "max_lora_rank": vllm_rank(max(m["r"] for m in modules.values())),
+            sources[combined] = read_record(tmp / combined / COMBINED_FILE, CombinedRecord).sources
+        modules = {
+            name: ServedModule(path=name, sources=parts, r=json.loads((tmp / name / "adapter_config.json").read_text(encoding="utf-8"))["r"])
+            for name, parts in sources.items()
         }
-        record["command"] = vllm_command(base, {name: output_dir / name for name in modules}, record["max_lora_rank"])
-        (tmp / "serving.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-        (tmp / "vllm_serve.sh").write_text("#!/bin/sh\nexec " + record["command"] + "\n", encoding="utf-8")
+        base = serving_base(config.training, config.cache_dir / "base_models")
+        max_rank = vllm_rank(max(m.r for m in modules.values()))
+        record = ServingRecord(
+            base=base,
+            base_hash=current["core"].manifest.base.hash,
+            modules=modules,
+            max_lora_rank=max_rank,
+            command=vllm_command(base, {name: output_dir / name for name in modules}, max_rank),
+        )
+        write_record(tmp / SERVING_FILE, record)
+        (tmp / "vllm_serve.sh").write_text("#!/bin/sh\nexec " + record.command + "\n", encoding="utf-8")
         (tmp / "vllm_serve.sh").chmod(0o755)
         replace_dir(tmp, output_dir)
     finally:

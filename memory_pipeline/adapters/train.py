@@ -32,7 +32,16 @@ from memory_pipeline.adapters.data import (
     read_examples,
     read_split,
 )
+from memory_pipeline.adapters.manifest import (
+    METRICS_FILE,
+    AdapterMetrics,
+    BaseRef,
+    DatasetRef,
+    TrainingManifest,
+    write_record,
+)
 from memory_pipeline.config import Config, TrainingConfig
+from memory_pipeline.datasets.card import DatasetCard
 from memory_pipeline.errors import ParseError
 
 logger = logging.getLogger(__name__)
@@ -254,10 +263,10 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) -
     return dict(saved["state"])
 
 
-def _run_key(adapter_name: str, card: dict[str, Any], base_hash: str, training: TrainingConfig, **extra: Any) -> str:
+def _run_key(adapter_name: str, card: DatasetCard, base_hash: str, training: TrainingConfig, **extra: Any) -> str:
     """Identity of a training run, so a restart resumes only a run that would learn the same thing."""
     settings = {k: v for k, v in training.model_dump(mode="json").items() if k not in _RUN_KEY_EXCLUDE}
-    payload = {"adapter": adapter_name, "dataset": card["content_hash"], "base": base_hash, "training": settings, **extra}
+    payload = {"adapter": adapter_name, "dataset": card.content_hash, "base": base_hash, "training": settings, **extra}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -303,15 +312,15 @@ def train_adapter(
     root = Path(output_root) if output_root is not None else config.adapters_dir
     dataset_dir = Path(dataset_dir)
     card = read_card(dataset_dir)
-    if card["adapter"] != adapter_name:
-        raise ParseError(dataset_dir / "card.json", f"dataset is for adapter {card['adapter']!r}, not {adapter_name!r}")
+    if card.adapter != adapter_name:
+        raise ParseError(dataset_dir / "card.json", f"dataset is for adapter {card.adapter!r}, not {adapter_name!r}")
 
     random.seed(training.seed)
     torch.manual_seed(training.seed)
     log(f"loading base model {training.base_model}")
     base = load_base_model(training, device=training.device, cache_dir=config.cache_dir / "base_models", for_training=True, log=log)
     previous = registry.current_version(config, adapter_name, root=root)
-    if previous is not None and previous.manifest["base"]["hash"] != base.base_hash:
+    if previous is not None and previous.manifest.base.hash != base.base_hash:
         log(f"current {adapter_name} {previous.version} was trained on another base model; not compared or continued")
         previous = None
     mode = training.mode
@@ -351,28 +360,32 @@ def train_adapter(
     verdict = registry.gate(figures, training.forgetting_margin, config.gate)
     samples = {"gate_prompts": report.answers, "eval_prompts": report.samples}
 
-    record = {
-        **figures,
-        "gate_passed": verdict.passed,
-        "gate_reasons": verdict.reasons,
-        "forgetting_margin": training.forgetting_margin,
-        **asdict(stats),
-        **mix,
-        "dropped_examples": len(encoded) - len(data),
-    }
-    manifest = {
-        "dataset": {**{k: card[k] for k in ("version", "adapter", "content_hash")}, "path": _portable(dataset_dir, config.storage_root)},
-        "base": {"id": base.base_id, "hash": base.base_hash},
-        "mode": mode,
-        "parent": parent,
-        "previous_current": previous.version if previous is not None else None,
-    }
+    record = AdapterMetrics.model_validate(
+        {
+            **figures,
+            "gate_passed": verdict.passed,
+            "gate_reasons": verdict.reasons,
+            "forgetting_margin": training.forgetting_margin,
+            **asdict(stats),
+            **mix,
+            "dropped_examples": len(encoded) - len(data),
+        }
+    )
+    manifest = TrainingManifest(
+        dataset=DatasetRef(
+            version=card.version, adapter=card.adapter, content_hash=card.content_hash, path=_portable(dataset_dir, config.storage_root)
+        ),
+        base=BaseRef(id=base.base_id, hash=base.base_hash),
+        mode=mode,
+        parent=parent,
+        previous_current=previous.version if previous is not None else None,
+    )
     used = {**training.model_dump(mode="json"), "mode": mode, "max_steps": total_steps}
 
     def fill(folder: Path) -> None:
         model.save_pretrained(folder, selected_adapters=["default"], save_embedding_layers=False)
         _unpin_base_path(folder / "adapter_config.json", config.storage_root, base.base_id)
-        (folder / "metrics.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_record(folder / METRICS_FILE, record)
         (folder / "config.json").write_text(json.dumps(used, indent=2), encoding="utf-8")
         (folder / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False), encoding="utf-8")
         (folder / "card.md").write_text(card_markdown(adapter_name, manifest, record, samples), encoding="utf-8")

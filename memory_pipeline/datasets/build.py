@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from memory_pipeline.config import AdapterConfig, Config, DatasetsConfig
 from memory_pipeline.datasets import curation
+from memory_pipeline.datasets.card import DatasetCard, card_bytes, read_card
 from memory_pipeline.datasets.curation import Example, StepReport
 from memory_pipeline.datasets.exports import export_configs
 from memory_pipeline.datasets.formats import chat_example, text_example
@@ -30,7 +33,6 @@ from memory_pipeline.datasets.versions import (
     commit_version,
     latest_version_dir,
     next_version_name,
-    read_card,
 )
 from memory_pipeline.records import Document, Kind, sha256_bytes
 
@@ -40,13 +42,13 @@ from memory_pipeline.records import Document, Kind, sha256_bytes
 TARGET_SOURCES = ("user", "assistant", "article", "lecture")
 
 
-@dataclass(frozen=True)
-class DatasetBuildResult:
-    """The version a build produced or found unchanged; ``version`` is empty when there is none yet."""
+class DatasetBuildResult(BaseModel):
+    """The version a build produced or found unchanged; ``version`` is empty and ``card`` None when there is none yet."""
 
+    adapter: str
     version: str
     path: Path
-    card: dict[str, Any]
+    card: DatasetCard | None
     created: bool
     message: str
 
@@ -225,11 +227,11 @@ def build_dataset(
     data = {DATA_FILES[key]: _jsonl(e.record for e in examples) for key, examples in by_file.items()}
     digest = content_hash(data)
     latest = latest_version_dir(config, adapter_name)
-    latest_card = read_card(latest) if latest is not None else {}
+    latest_card = read_card(latest) if latest is not None else None
     if not curated.train:
         reason = f"no training examples for {adapter_name!r} ({len(promoted)} promoted items, none left after curation)"
         return _unchanged(config, adapter_name, latest, latest_card, reason)
-    if latest is not None and latest_card.get("content_hash") == digest:
+    if latest_card is not None and latest_card.content_hash == digest:
         return _unchanged(config, adapter_name, latest, latest_card, f"unchanged: same train and eval lines as {latest.name}")
     now = now or datetime.now(UTC)
     version = next_version_name(config, adapter_name, now)
@@ -255,19 +257,22 @@ def build_dataset(
     files = {
         **data,
         "heldout.jsonl": _jsonl(heldout),
-        "card.json": (json.dumps(card, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
+        "card.json": card_bytes(card),
         "card.md": render_card(card).encode("utf-8"),
         ITEMS_FILE: _jsonl(items),
         **export_configs(with_lines, adapter=adapter_name, version=version),
     }
     path = commit_version(config, adapter_name, version, files)
-    return DatasetBuildResult(version, path, card, True, f"new version {version}: {len(curated.train)} train, {len(curated.eval)} eval examples")
+    message = f"new version {version}: {len(curated.train)} train, {len(curated.eval)} eval examples"
+    return DatasetBuildResult(adapter=adapter_name, version=version, path=path, card=card, created=True, message=message)
 
 
-def _unchanged(config: Config, adapter_name: str, latest: Path | None, card: dict[str, Any], reason: str) -> DatasetBuildResult:
+def _unchanged(config: Config, adapter_name: str, latest: Path | None, card: DatasetCard | None, reason: str) -> DatasetBuildResult:
     if latest is None:
-        return DatasetBuildResult("", adapter_dir(config, adapter_name), {}, False, reason)
-    return DatasetBuildResult(latest.name, latest, card, False, reason)
+        return DatasetBuildResult(
+            adapter=adapter_name, version="", path=adapter_dir(config, adapter_name), card=None, created=False, message=reason
+        )
+    return DatasetBuildResult(adapter=adapter_name, version=latest.name, path=latest, card=card, created=False, message=reason)
 
 
 def build_dataset_for_adapter(config: Config, adapter_name: str) -> DatasetBuildResult:
@@ -303,13 +308,13 @@ def make_card(
     parent: str | None,
     documents: Mapping[str, Document],
     created_at: datetime,
-) -> dict[str, Any]:
+) -> DatasetCard:
     """The dataset card: what is in the version, where it came from, and what curation removed."""
     kept = curated.train + curated.eval
     scores = [e.score for e in kept]
     doc_formats = Counter(documents[d].format for d in {e.doc_id for e in kept} if d in documents)
     heldout_tokens = sum(curation.count_tokens(h["text"]) for h in heldout)
-    return {
+    return DatasetCard.model_validate({
         "version": version,
         "adapter": adapter.name,
         "created_at": created_at.astimezone(UTC).isoformat(timespec="seconds"),
@@ -357,49 +362,45 @@ def make_card(
             "items": ITEMS_FILE,
             "exports": dict(EXPORT_FILES),
         },
-    }
+    })
 
 
-def render_card(card: dict[str, Any]) -> str:
+def render_card(card: DatasetCard) -> str:
     """The card as Markdown, for a person (and the Dagster UI)."""
-    counts, tokens, sources, scores = card["counts"], card["tokens"], card["sources"], card["scores"]
+    counts, tokens, sources, scores, files = card.counts, card.tokens, card.sources, card.scores, card.files
     lines = [
-        f"# Training set {card['adapter']} {card['version']}",
+        f"# Training set {card.adapter} {card.version}",
         "",
-        f"Created {card['created_at']}; parent {card['parent'] or '(none)'}; content hash `{card['content_hash'][:16]}`.",
-        f"Voice: {card['adapter_config']['voice']}; system prompt: {card['adapter_config']['system_prompt'] or '(none)'}",
+        f"Created {card.created_at}; parent {card.parent or '(none)'}; content hash `{card.content_hash[:16]}`.",
+        f"Voice: {card.adapter_config.voice}; system prompt: {card.adapter_config.system_prompt or '(none)'}",
         "",
         "| split | examples | tokens | mean | p50 | p95 | max |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for split in ("train", "eval"):
-        s = tokens[split]
-        lines.append(f"| {split} | {counts[split]} | {s['total']} | {s['mean']} | {s['p50']} | {s['p95']} | {s['max']} |")
-    lines.append(f"| heldout (general) | {counts['heldout']} | {tokens['heldout_total']} |  |  |  |  |")
+    for split, s in (("train", tokens.train), ("eval", tokens.eval)):
+        lines.append(f"| {split} | {getattr(counts, split)} | {s.total} | {s.mean} | {s.p50} | {s.p95} | {s.max} |")
+    lines.append(f"| heldout (general) | {counts.heldout} | {tokens.heldout_total} |  |  |  |  |")
     lines += [
         "",
-        f"Tokens: {tokens['encoding']}. Promoted items: {counts['promoted_items']}; lines built: {counts['examples_built']}.",
-        f"Documents: {sources['documents']['train']} train, {sources['documents']['eval']} eval. "
-        f"Kinds: {_pairs(sources['kinds'])}. Line formats: {_pairs(sources['line_formats'])}. "
-        f"Document formats: {_pairs(sources['document_formats'])}. "
-        f"Targets from: {_pairs(sources.get('targets', {}))}.",
-        f"Scores: min {scores['min']}, mean {scores['mean']}, max {scores['max']} "
-        f"(thresholds: rag {scores['rag_threshold']}, lora {scores['lora_threshold']}).",
+        f"Tokens: {tokens.encoding}. Promoted items: {counts.promoted_items}; lines built: {counts.examples_built}.",
+        f"Documents: {sources.documents.train} train, {sources.documents.eval} eval. "
+        f"Kinds: {_pairs(sources.kinds)}. Line formats: {_pairs(sources.line_formats)}. "
+        f"Document formats: {_pairs(sources.document_formats)}. "
+        f"Targets from: {_pairs(sources.targets)}.",
+        f"Scores: min {scores.min}, mean {scores.mean}, max {scores.max} "
+        f"(thresholds: rag {scores.rag_threshold}, lora {scores.lora_threshold}).",
         "",
         "| step | removed | details |",
         "|---|---:|---|",
     ]
-    for step in card["filters"]:
-        details = {k: v for k, v in step.items() if k not in ("step", "removed")}
-        lines.append(f"| {step['step']} | {step['removed']} | {_pairs(details)} |")
-    files = card["files"]
+    lines += [f"| {step.step} | {step.removed} | {_pairs(step.details)} |" for step in card.filters]
     lines += ["", "| file | split | format | examples |", "|---|---|---|---:|"]
-    lines += [f"| `{name}` | {f['split']} | {f['format']} | {f['examples']} |" for name, f in files["data"].items()]
+    lines += [f"| `{name}` | {f.split} | {f.format} | {f.examples} |" for name, f in files.data.items()]
     lines += [
         "",
         "One line format per file: TRL's SFTTrainer reads each as is (`load_dataset(\"json\", data_files=...)`). "
-        f"LLaMA-Factory: `{files['exports']['llamafactory']}` (set `dataset_dir` to this folder). "
-        f"axolotl: `{files['exports']['axolotl']}` (merge its `datasets:` / `test_datasets:` into your config).",
+        f"LLaMA-Factory: `{files.exports['llamafactory']}` (set `dataset_dir` to this folder). "
+        f"axolotl: `{files.exports['axolotl']}` (merge its `datasets:` / `test_datasets:` into your config).",
     ]
     return "\n".join(lines) + "\n"
 

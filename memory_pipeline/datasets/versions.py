@@ -26,11 +26,11 @@ from typing import Any
 
 from memory_pipeline.atomic import atomic_write_text, fsync_dir
 from memory_pipeline.config import Config
+from memory_pipeline.datasets.card import DatasetCard, read_card
 from memory_pipeline.errors import ParseError, StoreError
 
 VERSION_PATTERN = re.compile(r"^v(\d{4})-(\d{8}T\d{6})$")
 LATEST_FILE = "latest.json"
-CARD_FILE = "card.json"
 ITEMS_FILE = "items.jsonl"
 STAGING_DIR = ".staging"
 DATA_FILES = {
@@ -49,7 +49,7 @@ class DatasetVersion:
     path: Path
 
     @property
-    def card(self) -> dict[str, Any]:
+    def card(self) -> DatasetCard:
         return read_card(self.path)
 
     @property
@@ -64,16 +64,6 @@ class DatasetVersion:
 
 def adapter_dir(config: Config, adapter: str) -> Path:
     return config.datasets_dir / adapter
-
-
-def read_card(version_dir: Path) -> dict[str, Any]:
-    path = Path(version_dir) / CARD_FILE
-    if not path.is_file():
-        raise ParseError(path, "dataset card is missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ParseError(path, f"not valid JSON: {exc}") from None
 
 
 def data_files(version_dir: Path, split: str | None = None) -> list[Path]:
