@@ -95,6 +95,7 @@ def lora_adapters(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
 
 
 _PPL_SPLITS = (("eval", "its eval split"), ("heldout", "general held-out text"))
+_MODELS = ("base", "adapter", "previous")
 
 
 def adapter_metadata(version) -> dict:
@@ -113,7 +114,7 @@ def adapter_metadata(version) -> dict:
         "gate_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in metrics.gate_reasons)),
         "perplexity": table(
             [
-                {"text": text, **{model: _rounded(getattr(metrics, f"{split}_ppl_{model}")) for model in ("base", "adapter", "previous")}}
+                {"text": text, **{who: _rounded(getattr(metrics, f"{split}_ppl_{who}")) for who in _MODELS}}
                 for split, text in _PPL_SPLITS
             ],
             ["text", "base", "adapter", "previous"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -413,7 +414,7 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("build")
 def datasets_build(
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter: the build result with its card")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter, with its card")] = False,
 ) -> None:
     """Build a new training set version per adapter from its promoted items (same code as the asset)."""
     from memory_pipeline.datasets.build import build_dataset_for_adapter
@@ -485,8 +486,8 @@ app.add_typer(adapters_app, name="adapters")
 def adapters_train(
     name: Annotated[str, typer.Argument(help="adapter name from the config, e.g. core")],
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override training.max_steps")] = None,
-    force: Annotated[bool, typer.Option("--force", help="train even if the latest training set already has an adapter version")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="the run as JSON: the version trained (gate verdict, metrics) or why none")] = False,
+    force: Annotated[bool, typer.Option("--force", help="train even if the training set has an adapter")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the version trained (verdict, metrics) or why none")] = False,
 ) -> None:
     """Train a new version on the adapter's latest training set unless it already has one (as the asset does);
     `current` moves only if the gate passes."""
@@ -499,7 +500,8 @@ def adapters_train(
         err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
         raise typer.Exit(1)
     if not run.skipped:
-        version = train_adapter(config, name, run.dataset_dir, max_steps=max_steps, log=lambda line: err_console.print(line, markup=False))
+        log = partial(err_console.print, markup=False)  # the log goes to stderr, so --json output stays one line
+        version = train_adapter(config, name, run.dataset_dir, max_steps=max_steps, log=log)
         run = run.model_copy(update={"version": version})
     if as_json:
         _write_json(run)

@@ -303,7 +303,8 @@ def _dataset_version(config: Config, adapter: str, number: int) -> str:
 
 
 def _trained_on(config: Config, adapter: str, dataset_version: str) -> str:
-    manifest = TrainingManifest(dataset=DatasetRef(version=dataset_version, adapter=adapter), base=BaseRef(id="b", hash="h"))
+    dataset = DatasetRef(version=dataset_version, adapter=adapter)
+    manifest = TrainingManifest(dataset=dataset, base=BaseRef(id="b", hash="h"))
     metrics = AdapterMetrics(gate_passed=True, gate_reasons=["pass: fake"])
 
     def fill(folder: Path) -> None:
@@ -322,7 +323,8 @@ def test_training_skips_a_training_set_version_that_already_has_an_adapter(tmp_p
     assert plan.dataset_dir == config.datasets_dir / "core" / first and not plan.skipped
     _trained_on(config, "core", first)
     again = plan_training(config, "core")
-    assert again.dataset_dir == plan.dataset_dir and again.skipped.startswith(f"dataset version {first} already has an adapter")
+    assert again.dataset_dir == plan.dataset_dir
+    assert again.skipped.startswith(f"dataset version {first} already has an adapter")
     assert not plan_training(config, "core", force=True).skipped
     assert not plan_training(config, "sport").dataset_dir  # per adapter: sport has no training set
     second = _dataset_version(config, "core", 2)
@@ -338,18 +340,20 @@ def test_records_written_by_older_code_still_load(tmp_path):
     folder = tmp_path / "core" / "v0001-20250101T0000"
     folder.mkdir(parents=True)
     manifest = {"name": "core", "version": folder.name, "created": "2025-01-01T00:00:00+00:00",
-                "dataset": {"version": "v0001-20250101T000000", "adapter": "core", "content_hash": "c", "path": "/old/place"},
+                "dataset": {"version": "v0001", "adapter": "core", "content_hash": "c", "path": "/old/place"},
                 "base": {"id": "packaged:x", "hash": "h"}, "mode": "retrain", "parent": None}
     (folder / "version.json").write_text(json.dumps(manifest))
     old_metrics = {"eval_ppl_base": float("inf"), "eval_ppl_adapter": 3.0, "gate_passed": True,
                    "gate_reasons": ["pass: eval perplexity"], "steps": 5, "tokens_trained": 99}
     (folder / "metrics.json").write_text(json.dumps(old_metrics))
     version = load_version(folder)
-    assert version.passed and version.manifest.previous_current is None and version.manifest.dataset.path == "/old/place"
+    assert version.passed and version.manifest.previous_current is None
+    assert version.manifest.dataset.path == "/old/place"
     assert version.metrics.eval_ppl_base == float("inf") and version.metrics.generation is None
     assert version.metrics.tokens_trained == 99 and version.metrics.similarity_examples == 0
     dumped = version.model_dump(mode="json")
-    assert dumped["passed"] and dumped["metrics"]["tokens_trained"] == 99 and dumped["manifest"]["base"]["id"] == "packaged:x"
+    assert dumped["passed"] and dumped["metrics"]["tokens_trained"] == 99
+    assert dumped["manifest"]["base"]["id"] == "packaged:x"
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
@@ -358,7 +362,7 @@ def test_records_written_by_older_code_still_load(tmp_path):
                   "counts": {"train": 3, "eval": 1, "heldout": 2, "promoted_items": 4, "examples_built": 4},
                   "sources": {"documents": {"train": 1, "eval": 1}, "kinds": {"dialogue": 4}},
                   "filters": [{"step": "dedup_exact", "removed": 1, "groups": 1}],
-                  "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl", "items": "items.jsonl"}}
+                  "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl"}}
     (dataset / "card.json").write_text(json.dumps(first_card))
     card = read_card(dataset)
     assert card.counts.train == 3 and card.sources.targets == {} and card.files.data == {}
@@ -382,7 +386,8 @@ def test_cli_adapters_train_skips_like_the_asset_and_activate_rollback_print_jso
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"config_path"}), allow_unicode=True))
 
     def run(*args):
-        result = CliRunner().invoke(cli.app, ["--config", str(config_file), *args], env={CONFIG_ENV: None, STORAGE_ENV: None})
+        env = {CONFIG_ENV: None, STORAGE_ENV: None}
+        result = CliRunner().invoke(cli.app, ["--config", str(config_file), *args], env=env)
         return result, (json.loads(result.stdout) if "--json" in args and result.exit_code == 0 else None)
 
     result, _ = run("adapters", "train", "core", "--json")
@@ -392,7 +397,8 @@ def test_cli_adapters_train_skips_like_the_asset_and_activate_rollback_print_jso
     v2 = _trained_on(config, "core", dataset)
     result, skipped = run("adapters", "train", "core", "--json")
     assert result.exit_code == 0, result.output
-    assert skipped["version"] is None and skipped["skipped"].startswith(f"dataset version {dataset} already has an adapter")
+    assert skipped["version"] is None
+    assert skipped["skipped"].startswith(f"dataset version {dataset} already has an adapter")
     assert skipped["dataset_dir"] == str(config.datasets_dir / "core" / dataset)
     result, _ = run("adapters", "train", "core")
     assert result.exit_code == 0 and "nothing trained" in result.output and "--force" in result.output
@@ -400,11 +406,30 @@ def test_cli_adapters_train_skips_like_the_asset_and_activate_rollback_print_jso
     result, activated = run("adapters", "activate", "core", v2, "--json")
     assert result.exit_code == 0, result.output
     assert (activated["name"], activated["version"], activated["passed"]) == ("core", v2, True)
-    assert activated["manifest"]["dataset"]["version"] == dataset and activated["metrics"]["gate_reasons"] == ["pass: fake"]
+    assert activated["manifest"]["dataset"]["version"] == dataset
+    assert activated["metrics"]["gate_reasons"] == ["pass: fake"]
     result, rolled_back = run("adapters", "rollback", "core", "--json")
     assert result.exit_code == 0 and rolled_back["version"] == v1
     result, listed = run("adapters", "list", "--json")
-    assert [(row["version"], row["current"], row["dataset_version"]) for row in listed] == [(v1, True, dataset), (v2, False, dataset)]
+    rows = [(row["version"], row["current"], row["dataset_version"]) for row in listed]
+    assert rows == [(v1, True, dataset), (v2, False, dataset)]
+
+
+def test_lora_adapters_asset_skips_by_the_same_rule(tmp_path):
+    import dagster as dg
+
+    from assets.resources import MemoryPipelineResource
+    from assets.train import lora_adapters
+
+    config = Config(storage_root=tmp_path / "storage")
+    dataset = _dataset_version(config, "core", 1)
+    _trained_on(config, "core", dataset)
+    resources = {"pipeline": MemoryPipelineResource(storage=str(config.storage_root))}
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([lora_adapters], partition_key="core", resources=resources, instance=instance)
+    [materialization] = result.asset_materializations_for_node("lora_adapters")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert metadata == {"status": "skipped", "reason": plan_training(config, "core").skipped}
 
 
 def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):

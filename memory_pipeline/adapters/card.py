@@ -41,9 +41,8 @@ def figures(metrics: AdapterMetrics) -> dict[str, str]:
         base, adapter = (answers.base.get(name), answers.adapter.get(name)) if answers is not None else (None, None)
         rows[f"answers {name.replace('_', '-')}"] = f"{_num(base)} → {_num(adapter)}"
     if metrics.similarity_adapter is not None:
-        rows["similarity to user's answers"] = (
-            f"{_num(metrics.similarity_base)} → {_num(metrics.similarity_adapter)} ({metrics.similarity_examples} prompts)"
-        )
+        base, adapter = _num(metrics.similarity_base), _num(metrics.similarity_adapter)
+        rows["similarity to user's answers"] = f"{base} → {adapter} ({metrics.similarity_examples} prompts)"
     for name in ("steps", "tokens_per_second", "seconds", "stopped"):
         if getattr(metrics, name) is not None:
             rows[name.replace("_", " ")] = _num(getattr(metrics, name))

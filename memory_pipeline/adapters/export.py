@@ -72,10 +72,7 @@ def export_for_serving(
             pair_weights = [weights.get("core", 1.0), weights.get(topic, 1.0)]
             export_combined(config, ["core", topic], tmp / combined, pair_weights, versions=pinned, root=root)
             sources[combined] = read_record(tmp / combined / COMBINED_FILE, CombinedRecord).sources
-        modules = {
-            name: ServedModule(path=name, sources=parts, r=json.loads((tmp / name / "adapter_config.json").read_text(encoding="utf-8"))["r"])
-            for name, parts in sources.items()
-        }
+        modules = {name: ServedModule(path=name, sources=parts, r=_rank(tmp / name)) for name, parts in sources.items()}
         base = serving_base(config.training, config.cache_dir / "base_models")
         max_rank = vllm_rank(max(m.r for m in modules.values()))
         record = ServingRecord(
@@ -92,6 +89,10 @@ def export_for_serving(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record
+
+
+def _rank(folder: Path) -> int:
+    return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))["r"]
 
 
 def vllm_rank(r: int) -> int:

@@ -168,7 +168,12 @@ def load_version(path: Path) -> AdapterVersion:
     manifest = read_record(path / MANIFEST_FILE, AdapterManifest)
     metrics = read_record(path / METRICS_FILE, AdapterMetrics) if (path / METRICS_FILE).is_file() else AdapterMetrics()
     return AdapterVersion(
-        name=manifest.name, version=manifest.version, path=path, created=manifest.created, manifest=manifest, metrics=metrics
+        name=manifest.name,
+        version=manifest.version,
+        path=path,
+        created=manifest.created,
+        manifest=manifest,
+        metrics=metrics,
     )
 
 

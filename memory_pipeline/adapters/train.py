@@ -373,7 +373,10 @@ def train_adapter(
     )
     manifest = TrainingManifest(
         dataset=DatasetRef(
-            version=card.version, adapter=card.adapter, content_hash=card.content_hash, path=_portable(dataset_dir, config.storage_root)
+            version=card.version,
+            adapter=card.adapter,
+            content_hash=card.content_hash,
+            path=_portable(dataset_dir, config.storage_root),
         ),
         base=BaseRef(id=base.base_id, hash=base.base_hash),
         mode=mode,

@@ -43,7 +43,7 @@ TARGET_SOURCES = ("user", "assistant", "article", "lecture")
 
 
 class DatasetBuildResult(BaseModel):
-    """The version a build produced or found unchanged; ``version`` is empty and ``card`` None when there is none yet."""
+    """The version a build produced or found unchanged; ``version`` is empty and ``card`` None before the first."""
 
     adapter: str
     version: str
@@ -264,15 +264,18 @@ def build_dataset(
     }
     path = commit_version(config, adapter_name, version, files)
     message = f"new version {version}: {len(curated.train)} train, {len(curated.eval)} eval examples"
-    return DatasetBuildResult(adapter=adapter_name, version=version, path=path, card=card, created=True, message=message)
+    return DatasetBuildResult(
+        adapter=adapter_name, version=version, path=path, card=card, created=True, message=message
+    )
 
 
-def _unchanged(config: Config, adapter_name: str, latest: Path | None, card: DatasetCard | None, reason: str) -> DatasetBuildResult:
-    if latest is None:
-        return DatasetBuildResult(
-            adapter=adapter_name, version="", path=adapter_dir(config, adapter_name), card=None, created=False, message=reason
-        )
-    return DatasetBuildResult(adapter=adapter_name, version=latest.name, path=latest, card=card, created=False, message=reason)
+def _unchanged(
+    config: Config, adapter_name: str, latest: Path | None, card: DatasetCard | None, reason: str
+) -> DatasetBuildResult:
+    version, path = (latest.name, latest) if latest is not None else ("", adapter_dir(config, adapter_name))
+    return DatasetBuildResult(
+        adapter=adapter_name, version=version, path=path, card=card, created=False, message=reason
+    )
 
 
 def build_dataset_for_adapter(config: Config, adapter_name: str) -> DatasetBuildResult:
