@@ -32,7 +32,7 @@ from memory_pipeline.adapters import (
 )
 from memory_pipeline.adapters.base_model import weights_hash
 from memory_pipeline.adapters.judge import distinct_n, echo_ratio, figure_answer, longest_repeated_ngram, summarise
-from memory_pipeline.adapters.manifest import AdapterManifest, AdapterMetrics, BaseRef, DatasetRef, TrainingManifest
+from memory_pipeline.adapters.manifest import AdapterMetrics, BaseRef, DatasetRef, TrainingManifest
 from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, plan_training, set_current
 from memory_pipeline.adapters.data import IGNORE_INDEX, Example
 from memory_pipeline.config import AdapterConfig, Config, GateConfig, TrainingConfig
