@@ -33,7 +33,7 @@ _ITEM_CELL_CHARS = 120
     can_subset=False,
 )
 def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource):
-    from memory_pipeline.scoring.promote import run_promotion
+    from memory_pipeline.scoring.engine import run_promotion
 
     config = pipeline.config
     report = run_promotion(config, progress=True, embedder=embedder.embedder, log=context.log.info)

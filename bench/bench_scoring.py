@@ -31,7 +31,7 @@ import numpy as np
 from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring.items import Item, ItemUnit
-from memory_pipeline.scoring.promote import ItemBatch, PromotionReport, retier, update_scores
+from memory_pipeline.scoring.engine import ItemBatch, PromotionReport, retier, update_scores
 from memory_pipeline.scoring.routing import build_profiles, profile_texts
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 

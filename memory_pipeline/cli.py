@@ -327,7 +327,7 @@ def serve(
 @app.command()
 def promote(as_json: Annotated[bool, typer.Option("--json", help="the scoring report as one JSON object")] = False) -> None:
     """Score every indexed item and tier it (cache / rag / lora:<adapter> / discard); incremental."""
-    from memory_pipeline.scoring.promote import run_promotion
+    from memory_pipeline.scoring.engine import run_promotion
 
     report = run_promotion(state.config(), progress=True)
     if as_json:
@@ -347,7 +347,7 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="the explanation as one JSON object")] = False,
 ) -> None:
     """Each signal of an item with its weight and contribution, and why it got its tier."""
-    from memory_pipeline.scoring.promote import explain_item
+    from memory_pipeline.scoring.explain import explain_item
 
     e = explain_item(state.config(), item_id)
     if as_json:
@@ -391,7 +391,7 @@ def _readable(figures: dict) -> str:
 @app.command()
 def tiers(as_json: Annotated[bool, typer.Option("--json", help="counts and samples as one JSON object")] = False) -> None:
     """Counts per tier and per adapter, with the top items of each: title, date, position, item id."""
-    from memory_pipeline.scoring.promote import tier_summary
+    from memory_pipeline.scoring.explain import tier_summary
 
     summary = tier_summary(state.config())
     if as_json:

@@ -51,7 +51,7 @@ def profile_assignments(config: Config, known: set[str]) -> list:
     already promoted is not taken twice.
     """
     from memory_pipeline.scoring.items import ItemUnit
-    from memory_pipeline.scoring.promote import ItemAssignment
+    from memory_pipeline.scoring.assignments import ItemAssignment
 
     unit = ItemUnit(turn_index=0)
     assignments = []

@@ -139,7 +139,7 @@ def make_config(storage: Path, base_dir: Path, **training) -> Config:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, base_dir) -> tuple[Path, Path]:
-    """Storage with core v1 trained on a learnable set and promoted; tests copy it before changing it."""
+    """Storage with core v1 trained on a learnable set, gated and current; tests copy it before changing it."""
     storage = tmp_path_factory.mktemp("storage")
     config = make_config(storage, base_dir)
     dataset = write_dataset(config.datasets_dir, "core", "d0001", learnable(16), learnable(8), [{"text": t} for t in GENERAL])
@@ -272,7 +272,7 @@ def _fake_version(root: Path, name: str, passed: bool) -> str:
     return commit_version(root, name, manifest=TrainingManifest(base=BaseRef(id="b", hash="h")), fill=fill).version
 
 
-def test_registry_rollback_and_manual_promote(tmp_path):
+def test_registry_rollback_and_manual_activation(tmp_path):
     config = Config(storage_root=tmp_path)
     root = config.adapters_dir
     assert current_version(config, "core") is None

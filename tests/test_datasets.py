@@ -547,7 +547,7 @@ def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):
 def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):
     from memory_pipeline.datasets import build_dataset_for_adapter
     from memory_pipeline.scoring.items import ItemUnit
-    from memory_pipeline.scoring.promote import ItemAssignment
+    from memory_pipeline.scoring.assignments import ItemAssignment
 
     config = make_config(tmp_path)
     nothing = build_dataset_for_adapter(config, "core")

@@ -13,7 +13,7 @@ from memory_pipeline.scoring import explain_item, load_assignments, retier, tier
 from memory_pipeline.scoring.checks import check_tiers
 from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
-from memory_pipeline.scoring.promote import ItemBatch, update_scores
+from memory_pipeline.scoring.engine import ItemBatch, update_scores
 from memory_pipeline.scoring.routing import build_profiles, choose_adapters, keyword_hits, keyword_stems, route_item
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 from memory_pipeline.scoring.tiers import combined_scores, validate_weights

@@ -289,7 +289,7 @@ def promoted(tmp_path_factory):
     from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.index.sync import sync_index
-    from memory_pipeline.scoring.promote import run_promotion
+    from memory_pipeline.scoring.engine import run_promotion
 
     storage = tmp_path_factory.mktemp("promoted")
     config = load_config(storage=storage)

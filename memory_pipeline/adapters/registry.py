@@ -67,7 +67,7 @@ class AdapterVersion(BaseModel):
 
 
 def gate(metrics: Any, margin: float, limits: GateConfig | None = None) -> GateResult:
-    """Promote only an adapter that learnt the eval set, did not forget general text, and answers like a model should.
+    """Make current only an adapter that learnt the eval set, did not forget general text and answers like a model.
 
     Eval perplexity must fall below the base's and the previous current adapter's (when there is one);
     held-out general perplexity may rise at most ``margin`` (relative) over the base's and the previous's.

@@ -285,7 +285,7 @@ def build_dataset_for_adapter(config: Config, adapter_name: str) -> DatasetBuild
     or not: it is what that adapter exists to learn.
     """
     from memory_pipeline.ingest.docstore import DocumentStore
-    from memory_pipeline.scoring.promote import load_assignments
+    from memory_pipeline.scoring.assignments import load_assignments
 
     config.adapter(adapter_name)
     assignments = load_assignments(config, adapter=adapter_name)

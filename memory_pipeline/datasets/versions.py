@@ -182,7 +182,7 @@ def new_examples_since_latest(config: Config, adapter: str, *, assignments: Iter
     keep the new-examples sensor firing. ``assignments`` default to the promote stage's current ones.
     """
     if assignments is None:
-        from memory_pipeline.scoring.promote import load_assignments
+        from memory_pipeline.scoring.assignments import load_assignments
 
         assignments = load_assignments(config, adapter=adapter)
     promoted = promoted_item_ids(assignments, adapter)

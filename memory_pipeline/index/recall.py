@@ -75,7 +75,7 @@ class RecallView:
             when = row.created_at if row.created_at == row.created_at else row.first_seen
             recall_score = float(recall_score or 0.0)
             info = ChunkRecall(row.item_id, row.tier_base or "cache", recall_score, row.superseded_by or "", _naive(when))
-            for chunk_id in row.chunk_ids if row.chunk_ids is not None else ():
+            for chunk_id in row.chunk_ids:
                 found[chunk_id] = info
         self.by_chunk = found
 

@@ -2,7 +2,7 @@
 
 Each signal answers one question about an item ("is it new?", "does its topic come back?",
 "did the user mark it?") so the combined score can be explained signal by signal. Nothing here
-touches storage; ``promote.py`` decides which items need which signal recomputed.
+touches storage; ``engine.py`` decides which items need which signal recomputed.
 """
 
 from __future__ import annotations

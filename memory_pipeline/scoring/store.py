@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ class ScoreStore:
         dim = int(meta.get("vector_dim", "0"))
         vectors = _fixed_list_to_numpy(table.column("vector"), dim, np.float32)
         signatures = _fixed_list_to_numpy(table.column("minhash"), MINHASH_PERM, np.uint32)
-        frame = _with_all_columns(table.drop_columns(["vector", "minhash"]).to_pandas())
+        frame = _as_lists(_with_all_columns(table.drop_columns(["vector", "minhash"]).to_pandas()))
         return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""), meta.get("markers_key", ""))
 
     def load_frame(self, columns: list[str] | None = None, *, item_ids: list[str] | None = None) -> pd.DataFrame:
@@ -140,7 +141,7 @@ class ScoreStore:
         wanted = columns or list(COLUMNS)
         present = set(pq.read_schema(self.items_path).names)
         frame = pq.read_table(self.items_path, columns=[c for c in wanted if c in present], filters=filters).to_pandas()
-        return _with_all_columns(frame, wanted)
+        return _as_lists(_with_all_columns(frame, wanted))
 
     def save(self, state: ScoreState) -> None:
         import pyarrow as pa
@@ -226,6 +227,22 @@ def _with_all_columns(frame: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = pd.Series([None] * len(frame), dtype=_dtype(column)) if column not in LIST_COLUMNS else pd.Series([[] for _ in range(len(frame))], dtype=object)
     return frame
+
+
+def _as_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """List columns as Python lists in every row (Parquet gives arrays, and None for a null): readers need no guards."""
+    for column in LIST_COLUMNS:
+        if column in frame.columns:
+            values = [[] if v is None else v.tolist() if isinstance(v, np.ndarray) else list(v) for v in frame[column]]
+            frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    return frame
+
+
+def stored_time(value) -> datetime | None:
+    """A time cell of the frame (a Timestamp, NaT or None) as a datetime, None when unknown."""
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).to_pydatetime()
 
 
 def _schema():

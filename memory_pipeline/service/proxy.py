@@ -176,7 +176,7 @@ def auto_topics(app: FastAPI, query: str) -> list[str]:
     try:
         searcher = app.state.get_searcher()
         if getattr(app.state, "adapter_profiles", None) is None:
-            from memory_pipeline.scoring.promote import adapter_profiles
+            from memory_pipeline.scoring.engine import adapter_profiles
             from memory_pipeline.scoring.store import ScoreStore, scores_dir
 
             app.state.adapter_profiles = adapter_profiles(config, searcher.embedder, ScoreStore(scores_dir(config)))

@@ -1,4 +1,4 @@
-"""The memory loop's scoring run: build items, update their signals incrementally, tier and route.
+"""The memory loop's scoring engine: build items, update their signals incrementally, tier and route.
 
 A run reads only what changed: documents whose content or chunks changed are rebuilt into
 items; items whose text and chunks are unchanged keep their stored signals. Signals that
@@ -6,6 +6,9 @@ depend on other items are updated where new or removed items touch them: novelty
 items, neighbour lists (recurrence), duplicate clusters, search hits. Recency, recurrence,
 the combined score and the tier are recomputed for every item from stored values, which is
 also all ``retier`` does when only the config changed.
+
+Each signal stage reads the merged frame and returns its columns (``StageOutput``); ``update_scores``
+alone writes them into the state, in order, since later stages read what earlier ones computed.
 """
 
 from __future__ import annotations
@@ -16,27 +19,26 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from memory_pipeline.config import Config
-from memory_pipeline.display import one_line, position_of
+from memory_pipeline.display import one_line
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Kind, sha256_text
 from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector, naive_utc
 from memory_pipeline.scoring.routing import AdapterProfile, PassageEmbedder, build_profiles, profile_texts, profiles_fingerprint, route_item
-from memory_pipeline.scoring.store import COLUMNS, ScoreState, ScoreStore, scores_dir
-from memory_pipeline.scoring.tiers import Tier, contributions, combined_scores, decide_tier, own_content_chars, validate_weights
+from memory_pipeline.scoring.store import COLUMNS, LIST_COLUMNS, ScoreState, ScoreStore, scores_dir, stored_time
+from memory_pipeline.scoring.tiers import Tier, combined_scores, decide_tier, own_content_chars
 
 _EPOCH = datetime(1970, 1, 1)
 _DAY = 86400.0
 _HISTOGRAM_BINS = 10
 _BRIEFS = 5
-_SAMPLES = 5
-_LIST_SIGNAL_COLUMNS = ("markers", "tags", "quality_reasons")
 _RESTATE_OVERLAP = 1 / 3
 
 
@@ -82,54 +84,6 @@ class PromotionReport(BaseModel):
     top: list[ItemBrief] = Field(default_factory=list)
     bottom: list[ItemBrief] = Field(default_factory=list)
     seconds: float = 0.0
-
-
-class SignalExplanation(BaseModel):
-    name: str
-    value: float
-    weight: float
-    contribution: float
-    reason: str
-
-
-class Explanation(BaseModel):
-    """Why an item has its score and tier, signal by signal."""
-
-    item_id: str
-    doc_id: str
-    kind: str
-    title: str
-    unit: ItemUnit
-    created_at: datetime | None
-    score: float
-    tier: str
-    adapters: list[str]
-    tier_rule: str
-    signals: list[SignalExplanation]
-    routes: dict[str, dict]
-    preview: str
-    recall_score: float = Field(0.0, description="the score decayed by age in the memory and time since last use: recall's prior")
-    superseded_by: str = Field("", description="a later item restating this view on the same topic: preferred in recall")
-    restated_from: list[str] = Field(default_factory=list, description="earlier items this one restates")
-    history: list[dict] = Field(default_factory=list, description="tier changes, oldest first: at, from_tier, to_tier, reason")
-
-
-class ItemAssignment(BaseModel):
-    """An item as the dataset stage sees it: where it is from, its tier and adapters, its texts."""
-
-    item_id: str
-    doc_id: str
-    kind: str
-    title: str
-    source_path: str
-    unit: ItemUnit
-    score: float
-    tier: str
-    adapters: list[str]
-    created_at: datetime | None
-    text: str
-    user_text: str = ""
-    answer_text: str = ""
 
 
 @dataclass
@@ -231,32 +185,49 @@ def update_scores(
     started = time.perf_counter()
     now = naive_utc(now) or datetime.now(UTC).replace(tzinfo=None)
     same_model = previous.model_id in ("", model_id)
-    report = PromotionReport(model_id=model_id)
     state, flags = _merge(previous, batch, same_model=same_model, now=now)
     state.model_id = model_id
-    report.items_total = len(state)
-    report.items_new = int(flags.new.sum())
-    report.items_changed = int(flags.changed.sum())
-    report.items_removed = len(flags.removed_ids)
-    report.items_unchanged = report.items_total - report.items_new - report.items_changed
-
+    frame = state.frame
+    fresh = flags.new | flags.changed
     computed: dict[str, int] = {}
-    text_fresh = np.flatnonzero(flags.text_fresh)
-    _local_signals(state, text_fresh, config)
-    for name in ("density", "importance", "quality"):
-        computed[name] = len(text_fresh)
     touched = np.zeros(len(state), dtype=bool)
-    computed["importance"] += _importance_if_markers_changed(state, flags, touched, config)
-    computed["novelty"], computed["recurrence"] = _vector_signals(state, flags, touched)
-    computed["redundancy"] = _redundancy(state, flags, touched, config)
-    computed["usage"] = _usage(state, flags, touched, hits_by_chunk)
-    _last_used(state, last_hit_by_chunk or {})
-    computed["routes"] = _routes(state, flags, touched, config, profiles, profiles_key)
+
+    def apply(output: StageOutput) -> None:
+        nonlocal touched
+        _set_columns(frame, output.columns)
+        for name, count in output.computed.items():
+            computed[name] = computed.get(name, 0) + count
+        if output.moved is not None:
+            touched = touched | output.moved
+
+    text_rows = np.flatnonzero(flags.text_fresh)
+    local, signatures = _local_signals(frame, text_rows, config)
+    apply(local)
+    state.signatures[text_rows] = signatures
+    markers_key = _markers_key(config)
+    if state.markers_key not in ("", markers_key):
+        apply(_importance(frame, np.flatnonzero(~flags.text_fresh), config))
+    state.markers_key = markers_key
+    apply(_vector_signals(frame, state.vectors, flags))
+    apply(_redundancy(frame, state.signatures, fresh, config))
+    apply(_usage(frame, flags.hits_before, hits_by_chunk))
+    _set_columns(frame, _last_used(frame, last_hit_by_chunk or {}))
+    routes_key = sha256_text(f"{profiles_key}\x1f{config.promote.core_min_user_chars}")[:32]
+    apply(_routes(frame, state.vectors, flags, config, profiles, everything=routes_key != state.profiles_key))
+    state.profiles_key = routes_key
     computed["recency"] = len(state)
-    report.signals_computed = computed
-    report.items_rescored = int((touched & ~(flags.new | flags.changed)).sum())
-    _finish(state, config, now)
-    _summarize(report, state, config)
+    _set_columns(frame, _finish(frame, config, now))
+    report = PromotionReport(
+        model_id=model_id,
+        items_total=len(state),
+        items_new=int(flags.new.sum()),
+        items_changed=int(flags.changed.sum()),
+        items_removed=len(flags.removed_ids),
+        items_unchanged=len(state) - int(fresh.sum()),
+        items_rescored=int((touched & ~fresh).sum()),
+        signals_computed=computed,
+        **_summary(frame, config),
+    )
     report.seconds = round(time.perf_counter() - started, 3)
     return state, report
 
@@ -273,12 +244,16 @@ def retier(config: Config, *, now: datetime | None = None) -> PromotionReport:
         raise StoreError(f"{store.items_path}: no item scores yet; run the promotion first")
     before = _tiers_of(state)
     at = naive_utc(now) or datetime.now(UTC).replace(tzinfo=None)
-    _finish(state, config, at)
+    _set_columns(state.frame, _finish(state.frame, config, at))
     store.save(state)
-    report = PromotionReport(model_id=state.model_id, items_total=len(state), items_unchanged=len(state))
-    report.tier_changes = store.record_tier_changes(before, state.frame, at)
-    report.signals_computed = {"recency": len(state)}
-    _summarize(report, state, config)
+    report = PromotionReport(
+        model_id=state.model_id,
+        items_total=len(state),
+        items_unchanged=len(state),
+        signals_computed={"recency": len(state)},
+        tier_changes=store.record_tier_changes(before, state.frame, at),
+        **_summary(state.frame, config),
+    )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -495,59 +470,79 @@ def _blank_row(now: datetime) -> dict:
 # Signals
 
 
-def _local_signals(state: ScoreState, rows: np.ndarray, config: Config) -> None:
-    """Signals of the item's own text: density, importance, quality; fingerprint and MinHash."""
+@dataclass
+class StageOutput:
+    """What one signal stage computed: whole columns for the frame, items per signal, rows whose values moved."""
+
+    columns: dict[str, Any]
+    computed: dict[str, int] = field(default_factory=dict)
+    moved: np.ndarray | None = None
+
+
+def _set_columns(frame: pd.DataFrame, columns: dict[str, Any]) -> None:
+    """Write a stage's columns into the state's frame (list columns as object columns, one list per row)."""
+    for column, values in columns.items():
+        frame[column] = pd.Series(values, index=frame.index, dtype=object) if column in LIST_COLUMNS else values
+
+
+def _with_rows(column: pd.Series, rows: np.ndarray, values: list) -> list:
+    """The column as a list with ``rows`` replaced by ``values``."""
+    merged = column.to_list()
+    for row, value in zip(rows, values, strict=True):
+        merged[row] = value
+    return merged
+
+
+def _own_texts(frame: pd.DataFrame) -> np.ndarray:
+    """Each item's own words: the user's turns of an exchange, the whole text otherwise."""
+    dialogue = frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value
+    return np.where(dialogue, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
+
+
+def _local_signals(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> tuple[StageOutput, np.ndarray]:
+    """Signals of the item's own text (density, importance, quality) and its fingerprint, for ``rows``; their MinHash signatures."""
+    computed = dict.fromkeys(("density", "importance", "quality"), len(rows))
     if not len(rows):
-        return
-    frame = state.frame
-    updates: dict[str, list] = {c: [] for c in ("density", "compress_ratio", "token_entropy", "n_chars", "importance", "markers", "tags", "quality", "quality_reasons", "code_fraction", "fingerprint")}
+        return StageOutput({}, computed), np.zeros((0, sg.MINHASH_PERM), dtype=np.uint32)
+    names = ("density", "compress_ratio", "token_entropy", "n_chars", "importance", "markers", "tags", "quality")
+    values: dict[str, list] = {c: [] for c in (*names, "quality_reasons", "code_fraction", "fingerprint")}
     texts = frame["text"].to_numpy(dtype=object)[rows]
-    kinds = frame["kind"].to_numpy(dtype=object)[rows]
-    user_texts = frame["user_text"].fillna("").to_numpy(dtype=object)[rows]
+    own_texts = _own_texts(frame)[rows]
     answer_texts = frame["answer_text"].fillna("").to_numpy(dtype=object)[rows]
-    for text, kind, user_text, answer_text in zip(texts, kinds, user_texts, answer_texts, strict=True):
+    for text, own_text, answer_text in zip(texts, own_texts, answer_texts, strict=True):
         density = sg.information_density(text)
-        importance = sg.explicit_importance(user_text if kind == Kind.DIALOGUE.value else text, config.promote.importance_markers)
+        importance = sg.explicit_importance(own_text, config.promote.importance_markers)
         quality = sg.answer_quality(text, answer_text=answer_text)
-        updates["density"].append(density.value)
-        updates["compress_ratio"].append(density.compress_ratio)
-        updates["token_entropy"].append(density.token_entropy)
-        updates["n_chars"].append(density.n_chars)
-        updates["importance"].append(importance.value)
-        updates["markers"].append(list(importance.markers))
-        updates["tags"].append(list(importance.tags))
-        updates["quality"].append(quality.value)
-        updates["quality_reasons"].append(list(quality.reasons))
-        updates["code_fraction"].append(quality.code_fraction)
-        updates["fingerprint"].append(sg.text_fingerprint(text))
-    for column, values in updates.items():
-        merged = frame[column].to_list()
-        for row, value in zip(rows, values, strict=True):
-            merged[row] = value
-        frame[column] = pd.Series(merged, dtype=object) if column in _LIST_SIGNAL_COLUMNS else merged
-    state.signatures[rows] = sg.minhash_signatures(list(texts))
+        values["density"].append(density.value)
+        values["compress_ratio"].append(density.compress_ratio)
+        values["token_entropy"].append(density.token_entropy)
+        values["n_chars"].append(density.n_chars)
+        values["importance"].append(importance.value)
+        values["markers"].append(list(importance.markers))
+        values["tags"].append(list(importance.tags))
+        values["quality"].append(quality.value)
+        values["quality_reasons"].append(list(quality.reasons))
+        values["code_fraction"].append(quality.code_fraction)
+        values["fingerprint"].append(sg.text_fingerprint(text))
+    columns = {column: _with_rows(frame[column], rows, found) for column, found in values.items()}
+    return StageOutput(columns, computed), sg.minhash_signatures(list(texts))
 
 
-def _importance_if_markers_changed(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config) -> int:
-    """When the configured markers change, importance is recomputed for the items not just scored."""
-    markers = tuple(config.promote.importance_markers)
-    key = sha256_text("\x1f".join(markers))[:32]
-    previous_key, state.markers_key = state.markers_key, key
-    rows = np.flatnonzero(~flags.text_fresh)
-    if previous_key in ("", key) or not len(rows):
-        return 0
-    frame = state.frame
-    texts = frame["text"].to_numpy(dtype=object)
-    user_texts = frame["user_text"].fillna("").to_numpy(dtype=object)
-    kinds = frame["kind"].to_numpy(dtype=object)
-    found = [sg.explicit_importance(user_texts[i] if kinds[i] == Kind.DIALOGUE.value else texts[i], markers) for i in rows]
-    values, hits = frame["importance"].to_list(), frame["markers"].to_list()
-    for i, importance in zip(rows, found, strict=True):
-        values[i], hits[i] = importance.value, list(importance.markers)
-    frame["importance"] = values
-    frame["markers"] = pd.Series(hits, dtype=object)
-    touched[rows] = True
-    return len(rows)
+def _markers_key(config: Config) -> str:
+    return sha256_text("\x1f".join(config.promote.importance_markers))[:32]
+
+
+def _importance(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> StageOutput:
+    """Importance of ``rows`` again: what the other items need when the configured markers changed."""
+    own_texts = _own_texts(frame)
+    found = [sg.explicit_importance(own_texts[i], config.promote.importance_markers) for i in rows]
+    moved = np.zeros(len(frame), dtype=bool)
+    moved[rows] = True
+    columns = {
+        "importance": _with_rows(frame["importance"], rows, [f.value for f in found]),
+        "markers": _with_rows(frame["markers"], rows, [list(f.markers) for f in found]),
+    }
+    return StageOutput(columns, {"importance": len(rows)}, moved)
 
 
 def _times(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -559,23 +554,22 @@ def _times(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return to_days(effective), to_days(first)
 
 
-def _vector_signals(state: ScoreState, flags: _Flags, touched: np.ndarray) -> tuple[int, int]:
+def _vector_signals(frame: pd.DataFrame, vectors: np.ndarray, flags: _Flags) -> StageOutput:
     """Novelty and neighbour lists: full for fresh and invalidated rows, merged updates for the rest.
 
     A row is invalidated when its nearest predecessor or one of its neighbours was removed or
     changed its vector; other stored rows only gain what the fresh items bring.
     """
-    frame = state.frame
     n = len(frame)
     if n == 0:
-        return 0, 0
+        return StageOutput({}, {"novelty": 0, "recurrence": 0})
     has_vector = frame["has_vector"].to_numpy(dtype=bool)
     ids = frame["item_id"].to_numpy(dtype=object)
     times, first_seen = _times(frame)
     learned = frame["tier_base"].fillna("").to_numpy(dtype=object) == Tier.LORA.value
     predecessors = sg.Predecessors(sg.rank_order(times, ids), learned, first_seen)
-    neighbours = [_ids(v) for v in frame["neighbours"].to_list()]
-    sims = [_ids(v) for v in frame["neighbour_sims"].to_list()]
+    neighbours = frame["neighbours"].to_list()
+    sims = frame["neighbour_sims"].to_list()
     novelty_sim = frame["novelty_sim"].fillna(0.0).to_numpy(dtype=np.float64).copy()
     nearest = frame["novelty_neighbour"].fillna("").to_numpy(dtype=object).copy()
     invalid = flags.invalidated_ids
@@ -585,93 +579,86 @@ def _vector_signals(state: ScoreState, flags: _Flags, touched: np.ndarray) -> tu
         stale[candidates] = [nearest[i] in invalid or not invalid.isdisjoint(neighbours[i]) for i in candidates]
     full = np.flatnonzero(flags.vector_fresh | stale)
     if len(full):
-        result = sg.similarities(full, state.vectors, predecessors)
+        result = sg.similarities(full, vectors, predecessors)
         for j, row in enumerate(full):
             novelty_sim[row] = float(result.max_sim[j])
             nearest[row] = ids[result.argmax[j]] if result.argmax[j] >= 0 else ""
             neighbours[row] = list(ids[result.neighbour_idx[j]])
             sims[row] = result.neighbour_sim[j].tolist()
-    touched |= stale
+    moved = stale.copy()
     fresh = np.flatnonzero(flags.vector_fresh)
     others = np.flatnonzero(has_vector & ~flags.vector_fresh & ~stale)
     updated_novelty = updated_lists = 0
     if len(fresh) and len(others):
-        result = sg.similarities(others, state.vectors, predecessors, columns=fresh)
+        result = sg.similarities(others, vectors, predecessors, columns=fresh)
         for j, row in enumerate(others):
             if result.argmax[j] >= 0 and result.max_sim[j] > novelty_sim[row]:
                 novelty_sim[row] = float(result.max_sim[j])
                 nearest[row] = ids[result.argmax[j]]
                 updated_novelty += 1
-                touched[row] = True
+                moved[row] = True
             if len(result.neighbour_idx[j]):
                 merged = dict(zip(neighbours[row], sims[row], strict=True))
                 merged.update(zip(ids[result.neighbour_idx[j]], result.neighbour_sim[j].tolist(), strict=True))
                 top = sorted(merged.items(), key=lambda kv: -kv[1])[: sg.NEIGHBOURS_K]
                 neighbours[row], sims[row] = [k for k, _ in top], [v for _, v in top]
                 updated_lists += 1
-                touched[row] = True
+                moved[row] = True
     for row in np.flatnonzero(~has_vector):
         novelty_sim[row], nearest[row], neighbours[row], sims[row] = 0.0, "", [], []
-    frame["novelty_sim"] = novelty_sim
-    frame["novelty_neighbour"] = nearest
-    frame["novelty"] = np.where(has_vector, sg.novelty(novelty_sim), 0.0)
-    frame["neighbours"] = pd.Series(neighbours, dtype=object)
-    frame["neighbour_sims"] = pd.Series(sims, dtype=object)
-    return len(full) + updated_novelty, len(full) + updated_lists
+    columns = {
+        "novelty_sim": novelty_sim,
+        "novelty_neighbour": nearest,
+        "novelty": np.where(has_vector, sg.novelty(novelty_sim), 0.0),
+        "neighbours": neighbours,
+        "neighbour_sims": sims,
+    }
+    return StageOutput(columns, {"novelty": len(full) + updated_novelty, "recurrence": len(full) + updated_lists}, moved)
 
 
-def _ids(values) -> list:
-    """A stored list column's value as a Python list (Parquet gives arrays, new rows lists or None)."""
-    return [] if values is None else list(values)
-
-
-def _redundancy(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config) -> int:
-    """Duplicate clusters over all items (cheap: stored signatures); counts items whose value moved."""
-    frame = state.frame
+def _redundancy(frame: pd.DataFrame, signatures: np.ndarray, fresh: np.ndarray, config: Config) -> StageOutput:
+    """Duplicate clusters over all items (cheap: stored signatures); counts fresh items and those whose value moved."""
     if not len(frame):
-        return 0
+        return StageOutput({}, {"redundancy": 0})
     times, _ = _times(frame)
     ids = frame["item_id"].to_numpy(dtype=object)
-    result = sg.redundancy(frame["fingerprint"].fillna("").tolist(), state.signatures, sg.rank_order(times, ids), threshold=config.promote.near_duplicate_threshold)
+    order = sg.rank_order(times, ids)
+    result = sg.redundancy(frame["fingerprint"].fillna("").tolist(), signatures, order, threshold=config.promote.near_duplicate_threshold)
     keeper = ids[result.keeper]
     before_keeper = frame["cluster_keeper"].fillna("").to_numpy(dtype=object)
     before_size = frame["cluster_size"].fillna(0).to_numpy(dtype=np.int64)
     moved = (keeper != before_keeper) | (result.cluster_size != before_size)
-    fresh = flags.new | flags.changed
-    touched |= moved & ~fresh
-    frame["redundancy"] = result.value
-    frame["cluster_keeper"] = keeper
-    frame["cluster_size"] = result.cluster_size
-    frame["exact_duplicate"] = result.exact
-    return int((moved | fresh).sum())
+    columns = {
+        "redundancy": result.value,
+        "cluster_keeper": keeper,
+        "cluster_size": result.cluster_size,
+        "exact_duplicate": result.exact,
+    }
+    return StageOutput(columns, {"redundancy": int((moved | fresh).sum())}, moved)
 
 
-def _usage(state: ScoreState, flags: _Flags, touched: np.ndarray, hits_by_chunk: dict[str, int]) -> int:
-    frame = state.frame
-    hits = np.array([sum(hits_by_chunk.get(c, 0) for c in (ids if ids is not None else ())) for ids in frame["chunk_ids"]], dtype=np.int64)
-    moved = hits != flags.hits_before
-    touched |= moved & ~(flags.new | flags.changed)
-    frame["hits"] = hits
-    frame["usage"] = [sg.usage(int(h)) for h in hits]
-    return int(moved.sum())
+def _usage(frame: pd.DataFrame, hits_before: np.ndarray, hits_by_chunk: dict[str, int]) -> StageOutput:
+    """Search hits on each item's chunks, and the usage signal they give."""
+    hits = np.array([sum(hits_by_chunk.get(c, 0) for c in ids) for ids in frame["chunk_ids"]], dtype=np.int64)
+    moved = hits != hits_before
+    return StageOutput({"hits": hits, "usage": [sg.usage(int(h)) for h in hits]}, {"usage": int(moved.sum())}, moved)
 
 
-def _last_used(state: ScoreState, last_hit_by_chunk: dict[str, float]) -> None:
+def _last_used(frame: pd.DataFrame, last_hit_by_chunk: dict[str, float]) -> dict[str, Any]:
     """When a search last returned one of the item's chunks (unix seconds in the log): disuse decays recall."""
-    frame = state.frame
     if not len(frame):
-        return
-    latest = [max((last_hit_by_chunk.get(c, 0.0) for c in (ids if ids is not None else ())), default=0.0) for ids in frame["chunk_ids"]]
+        return {}
+    latest = [max((last_hit_by_chunk.get(c, 0.0) for c in ids), default=0.0) for ids in frame["chunk_ids"]]
     used = pd.to_datetime(pd.Series(latest, dtype="float64").where(lambda v: v > 0), unit="s")
-    frame["last_used"] = used.fillna(pd.to_datetime(frame["last_used"])).astype("datetime64[us]").to_numpy()
+    return {"last_used": used.fillna(pd.to_datetime(frame["last_used"])).astype("datetime64[us]").to_numpy()}
 
 
-def _routes(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Config, profiles: Sequence[AdapterProfile], key: str) -> int:
+def _routes(
+    frame: pd.DataFrame, vectors: np.ndarray, flags: _Flags, config: Config, profiles: Sequence[AdapterProfile], *, everything: bool
+) -> StageOutput:
     """Route scores for items whose text or vector changed, or for all when the adapters changed."""
-    frame = state.frame
-    key = sha256_text(f"{key}\x1f{config.promote.core_min_user_chars}")[:32]
-    everything = key != state.profiles_key
-    rows = np.flatnonzero(np.ones(len(frame), dtype=bool) if everything else (flags.text_fresh | flags.vector_fresh))
+    n = len(frame)
+    rows = np.flatnonzero(np.ones(n, dtype=bool) if everything else (flags.text_fresh | flags.vector_fresh))
     routes = frame["routes"].to_numpy(dtype=object).copy()
     has_vector = frame["has_vector"].to_numpy(dtype=bool)
     kinds = frame["kind"].to_numpy(dtype=object)
@@ -683,60 +670,52 @@ def _routes(state: ScoreState, flags: _Flags, touched: np.ndarray, config: Confi
                 kind=Kind(kinds[row]),
                 text=texts[row],
                 user_text=user_texts[row],
-                vector=state.vectors[row] if has_vector[row] else None,
+                vector=vectors[row] if has_vector[row] else None,
                 profiles=profiles,
                 config=config.promote,
             ),
             ensure_ascii=False,
         )
-    if everything:
-        touched |= ~(flags.new | flags.changed)
-    frame["routes"] = routes
-    state.profiles_key = key
-    return len(rows)
+    return StageOutput({"routes": routes}, {"routes": len(rows)}, np.full(n, everything))
 
 
-def _finish(state: ScoreState, config: Config, now: datetime) -> None:
+def _finish(frame: pd.DataFrame, config: Config, now: datetime) -> dict[str, Any]:
     """Live signals (recurrence, recency), combined score and tier of every item, from stored values."""
-    frame = state.frame
     if not len(frame):
-        return
+        return {}
     promote = config.promote
-    times, _ = _times(frame)
+    times, first_seen = _times(frame)
     ids = frame["item_id"].to_list()
     doc_of = dict(zip(ids, frame["doc_id"].to_list(), strict=True))
     time_of = dict(zip(ids, times.tolist(), strict=True))
     keeper_of = dict(zip(ids, frame["cluster_keeper"].to_list(), strict=True))
+    neighbours, sims = frame["neighbours"].to_list(), frame["neighbour_sims"].to_list()
     radius = promote.recurrence_radius
     recurrence = []
-    rows = zip(ids, frame["neighbours"].to_list(), frame["neighbour_sims"].to_list(), times.tolist(), strict=True)
-    for item_id, neighbours, sims, own_time in rows:
+    for item_id, near, near_sims, own_time in zip(ids, neighbours, sims, times.tolist(), strict=True):
         # Only neighbours within the radius count, and a copy of the same text elsewhere is a
         # duplicate, not the topic coming back.
-        close = [(n, s) for n, s in zip(_ids(neighbours), _ids(sims), strict=True) if s >= radius and n in doc_of and keeper_of[n] != keeper_of[item_id]]
+        close = [(n, s) for n, s in zip(near, near_sims, strict=True) if s >= radius and n in doc_of and keeper_of[n] != keeper_of[item_id]]
         recurrence.append(
             sg.recurrence(doc_of[item_id], own_time, [s for _, s in close], [doc_of[n] for n, _ in close], [time_of[n] for n, _ in close], radius=radius)
         )
-    frame["recurrence"] = [r.value for r in recurrence]
-    frame["recurrence_docs"] = [r.other_documents for r in recurrence]
-    frame["recurrence_span_days"] = [r.span_days for r in recurrence]
     now_days = (now - _EPOCH).total_seconds() / _DAY
-    frame["recency"] = sg.recency(now_days - times, promote.recency_half_life_days)
-    scores = combined_scores({name: frame[name].fillna(0.0).to_numpy() for name in sg.SIGNALS}, promote.weights)
-    frame["score"] = scores
-    _, first_seen = _times(frame)
+    columns: dict[str, Any] = {
+        "recurrence": [r.value for r in recurrence],
+        "recurrence_docs": [r.other_documents for r in recurrence],
+        "recurrence_span_days": [r.span_days for r in recurrence],
+        "recency": sg.recency(now_days - times, promote.recency_half_life_days),
+    }
+    signals = {name: (columns[name] if name in columns else frame[name].fillna(0.0)) for name in sg.SIGNALS}
+    scores = combined_scores({name: np.asarray(values, dtype=np.float64) for name, values in signals.items()}, promote.weights)
     last_used = pd.to_datetime(frame["last_used"])
     used_days = ((last_used - pd.Timestamp(_EPOCH)).dt.total_seconds() / _DAY).to_numpy(dtype=np.float64)
     since_use = now_days - np.fmax(first_seen, np.nan_to_num(used_days, nan=-np.inf))
     age_decay = 0.5 ** (np.maximum(now_days - first_seen, 0.0) / promote.age_half_life_days)
     recall = scores * age_decay * 0.5 ** (np.maximum(since_use, 0.0) / promote.unused_half_life_days)
-    frame["recall_score"] = recall
     ages = now_days - times
-    dialogue = frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value
-    own_texts = np.where(dialogue, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
+    own_texts = _own_texts(frame)
     own_of = dict(zip(ids, own_texts.tolist(), strict=True))
-    neighbours, sims = frame["neighbours"].to_list(), frame["neighbour_sims"].to_list()
-    frame["superseded_by"] = _superseded_by(ids, neighbours, sims, time_of, keeper_of, own_of, promote)
     names = [a.name for a in config.adapters]
     decisions = [
         decide_tier(
@@ -767,10 +746,16 @@ def _finish(state: ScoreState, config: Config, now: datetime) -> None:
             strict=True,
         )
     ]
-    frame["tier"] = [d.label for d in decisions]
-    frame["tier_base"] = [d.tier.value for d in decisions]
-    frame["adapters"] = pd.Series([list(d.adapters) for d in decisions], dtype=object)
-    frame["tier_rule"] = [d.rule for d in decisions]
+    return {
+        **columns,
+        "score": scores,
+        "recall_score": recall,
+        "superseded_by": _superseded_by(ids, neighbours, sims, time_of, keeper_of, own_of, promote),
+        "tier": [d.label for d in decisions],
+        "tier_base": [d.tier.value for d in decisions],
+        "adapters": [list(d.adapters) for d in decisions],
+        "tier_rule": [d.rule for d in decisions],
+    }
 
 
 def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, own_of: dict, promote) -> list[str]:
@@ -801,7 +786,7 @@ def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, own_of
     for item_id, near, near_sims in zip(ids, neighbours, sims, strict=True):
         later = [
             n
-            for n, sim in zip(_ids(near), _ids(near_sims), strict=True)
+            for n, sim in zip(near, near_sims, strict=True)
             if sim >= promote.restate_similarity
             and n in time_of
             and time_of[n] > time_of[item_id]
@@ -812,7 +797,7 @@ def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, own_of
     return result
 
 
-# Reports and readers
+# Reports
 
 
 def _brief(row: pd.Series) -> ItemBrief:
@@ -822,7 +807,7 @@ def _brief(row: pd.Series) -> ItemBrief:
         kind=row["kind"],
         title=row["title"],
         unit=ItemUnit.model_validate_json(row["unit"]),
-        created_at=_timestamp(row["created_at"]) or _timestamp(row["first_seen"]),
+        created_at=stored_time(row["created_at"]) or stored_time(row["first_seen"]),
         tier=row["tier"],
         tier_rule=row["tier_rule"],
         score=round(float(row["score"]), 4),
@@ -831,175 +816,14 @@ def _brief(row: pd.Series) -> ItemBrief:
     )
 
 
-def _summarize(report: PromotionReport, state: ScoreState, config: Config) -> None:
-    frame = state.frame
-    report.tiers = {t.value: int((frame["tier_base"] == t.value).sum()) for t in Tier}
-    report.adapters = {a.name: int(sum(a.name in (x if x is not None else ()) for x in frame["adapters"])) for a in config.adapters}
+def _summary(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
+    """Where the items landed: counts per tier and adapter, the score histogram, the top and bottom items."""
     counts, edges = np.histogram(frame["score"].to_numpy(dtype=np.float64), bins=_HISTOGRAM_BINS, range=(0.0, 1.0))
-    report.histogram = [HistogramBin(lo=round(float(edges[i]), 3), hi=round(float(edges[i + 1]), 3), count=int(c)) for i, c in enumerate(counts)]
     ranked = frame[frame["tier_base"] != Tier.DISCARD.value].sort_values(["score", "item_id"], ascending=[False, True])
-    report.top = [_brief(row) for _, row in ranked.head(_BRIEFS).iterrows()]
-    report.bottom = [_brief(row) for _, row in ranked.tail(_BRIEFS).iloc[::-1].iterrows()]
-
-
-def _frame(config: Config, columns: list[str]) -> pd.DataFrame:
-    return ScoreStore(scores_dir(config)).load_frame(columns)
-
-
-def explain_item(config: Config, item_id: str) -> Explanation:
-    """Each signal's value, weight and contribution with a one-line reason, and the tier rule that decided."""
-    match = ScoreStore(scores_dir(config)).load_frame(item_ids=[item_id])
-    if match.empty:
-        raise StoreError(f"{scores_dir(config)}: no scored item {item_id!r}")
-    row = match.iloc[0]
-    weights = validate_weights(config.promote.weights)
-    values = {name: float(row[name]) for name in sg.SIGNALS}
-    parts = contributions(values, weights)
-    return Explanation(
-        item_id=item_id,
-        doc_id=row["doc_id"],
-        kind=row["kind"],
-        title=row["title"],
-        unit=ItemUnit.model_validate_json(row["unit"]),
-        created_at=_timestamp(row["created_at"]),
-        score=float(row["score"]),
-        tier=row["tier"],
-        adapters=list(row["adapters"] if row["adapters"] is not None else []),
-        tier_rule=row["tier_rule"],
-        signals=[
-            SignalExplanation(name=name, value=round(values[name], 4), weight=weights[name], contribution=round(parts[name], 4), reason=_reason(name, row, config))
-            for name in sg.SIGNALS
-        ],
-        routes=json.loads(row["routes"] or "{}"),
-        preview=one_line(row["text"], 400),
-        recall_score=float(row["recall_score"]) if pd.notna(row["recall_score"]) else 0.0,
-        superseded_by=row["superseded_by"] or "",
-        restated_from=_restated_from(config, item_id),
-        history=[
-            {"at": _timestamp(h["at"]), "from_tier": h["from_tier"], "to_tier": h["to_tier"], "reason": h["reason"]}
-            for h in ScoreStore(scores_dir(config)).load_history(item_id).to_dict("records")
-        ],
-    )
-
-
-def _restated_from(config: Config, item_id: str) -> list[str]:
-    frame = _frame(config, ["item_id", "superseded_by"])
-    return sorted(frame.loc[frame["superseded_by"] == item_id, "item_id"].tolist())
-
-
-def _reason(name: str, row: pd.Series, config: Config) -> str:
-    """One line a person can check against the item."""
-    promote = config.promote
-    if name == "novelty":
-        if not row["has_vector"]:
-            return "not indexed yet: unknown"
-        if row["novelty_neighbour"]:
-            return f"closest earlier (or already learned) item {row['novelty_neighbour']} at cosine {row['novelty_sim']:.2f}"
-        return "nothing earlier is similar"
-    if name == "redundancy":
-        if row["cluster_keeper"] != row["item_id"]:
-            what = "exact" if row["exact_duplicate"] else "near"
-            return f"{what} duplicate of {row['cluster_keeper']} (cluster of {row['cluster_size']})"
-        return f"keeper of a cluster of {row['cluster_size']}" if row["cluster_size"] > 1 else "no duplicates"
-    if name == "recurrence":
-        if not row["recurrence_docs"]:
-            return f"a one-off: no other document within cosine {promote.recurrence_radius}"
-        return f"topic returns in {row['recurrence_docs']} other documents over {row['recurrence_span_days']:.0f} days"
-    if name == "density":
-        return f"{row['n_chars']} chars, compression ratio {row['compress_ratio']:.2f}, word entropy {row['token_entropy']:.2f}"
-    if name == "importance":
-        markers = list(row["markers"] if row["markers"] is not None else [])
-        tags = list(row["tags"] if row["tags"] is not None else [])
-        if not markers and not tags:
-            return "no importance markers or tags"
-        return "; ".join(p for p in (f"markers: {', '.join(markers)}" if markers else "", f"tags: {', '.join('#' + t for t in tags)}" if tags else "") if p)
-    if name == "quality":
-        reasons = list(row["quality_reasons"] if row["quality_reasons"] is not None else [])
-        return ", ".join(reasons) if reasons else "no refusal, truncation or code dump"
-    if name == "usage":
-        return f"{max(int(row['hits']), 0)} search hits on its chunks"
-    created = _timestamp(row["created_at"]) or _timestamp(row["first_seen"])
-    return f"from {created:%Y-%m-%d} (half-life {promote.recency_half_life_days:g} days)" if created else "date unknown"
-
-
-def _timestamp(value) -> datetime | None:
-    if value is None or pd.isna(value):
-        return None
-    return pd.Timestamp(value).to_pydatetime()
-
-
-def tier_summary(config: Config) -> dict:
-    """Counts per tier, per tier label and per adapter, with a few sample item ids of each (zeros before the first run).
-
-    ``examples`` describes the same samples for a person: title, date and position in the document.
-    """
-    if not ScoreStore(scores_dir(config)).exists():
-        return {
-            "items": 0, "tiers": {t.value: 0 for t in Tier}, "labels": {}, "adapters": {a.name: 0 for a in config.adapters},
-            "samples": {}, "examples": {},
-        }
-    frame = _frame(config, ["item_id", "tier", "tier_base", "adapters", "score", "title", "unit", "created_at", "first_seen"])
-    ordered = frame.sort_values(["score", "item_id"], ascending=[False, True])
-    per_adapter: dict[str, list[str]] = {a.name: [] for a in config.adapters}
-    for item_id, adapters in zip(ordered["item_id"], ordered["adapters"], strict=True):
-        for name in adapters if adapters is not None else ():
-            per_adapter.setdefault(name, []).append(item_id)
-    samples = {
-        **{t.value: ordered.loc[ordered["tier_base"] == t.value, "item_id"].head(_SAMPLES).tolist() for t in Tier},
-        **{f"lora:{name}": ids[:_SAMPLES] for name, ids in per_adapter.items()},
-    }
-    rows = ordered.set_index("item_id", drop=False)
     return {
-        "items": len(frame),
         "tiers": {t.value: int((frame["tier_base"] == t.value).sum()) for t in Tier},
-        "labels": {str(k): int(v) for k, v in frame["tier"].value_counts().items()},
-        "adapters": {name: len(ids) for name, ids in per_adapter.items()},
-        "samples": samples,
-        "examples": {group: [_example(rows.loc[item_id]) for item_id in ids] for group, ids in samples.items()},
+        "adapters": {a.name: int(sum(a.name in adapters for adapters in frame["adapters"])) for a in config.adapters},
+        "histogram": [HistogramBin(lo=round(float(edges[i]), 3), hi=round(float(edges[i + 1]), 3), count=int(c)) for i, c in enumerate(counts)],
+        "top": [_brief(row) for _, row in ranked.head(_BRIEFS).iterrows()],
+        "bottom": [_brief(row) for _, row in ranked.tail(_BRIEFS).iloc[::-1].iterrows()],
     }
-
-
-def _example(row: pd.Series) -> dict:
-    """A sampled item as a person finds it again: title, date, position in its document, score."""
-    when = _timestamp(row["created_at"]) or _timestamp(row["first_seen"])
-    return {
-        "item_id": row["item_id"],
-        "title": row["title"],
-        "date": when.date().isoformat() if when else None,
-        "position": position_of(ItemUnit.model_validate_json(row["unit"])),
-        "score": round(float(row["score"]), 4),
-    }
-
-
-def load_assignments(config: Config, *, adapter: str | None = None) -> list[ItemAssignment]:
-    """Every scored item (or only those promoted to ``adapter``), oldest first: the dataset stage's input.
-
-    Empty before the first scoring run (nothing is promoted yet); an unknown adapter is a ConfigError.
-    """
-    if adapter is not None:
-        config.adapter(adapter)
-    if not ScoreStore(scores_dir(config)).exists():
-        return []
-    columns = ["item_id", "doc_id", "kind", "title", "source_path", "unit", "score", "tier", "adapters", "created_at", "first_seen", "text", "user_text", "answer_text"]
-    frame = _frame(config, columns)
-    if adapter is not None:
-        frame = frame[[adapter in (a if a is not None else ()) for a in frame["adapters"]]]
-    frame = frame.assign(_when=frame["created_at"].fillna(frame["first_seen"])).sort_values(["_when", "item_id"])
-    return [
-        ItemAssignment(
-            item_id=row.item_id,
-            doc_id=row.doc_id,
-            kind=row.kind,
-            title=row.title,
-            source_path=row.source_path,
-            unit=ItemUnit.model_validate_json(row.unit),
-            score=float(row.score),
-            tier=row.tier,
-            adapters=list(row.adapters if row.adapters is not None else []),
-            created_at=_timestamp(row.created_at),
-            text=row.text,
-            user_text=row.user_text or "",
-            answer_text=row.answer_text or "",
-        )
-        for row in frame.itertuples(index=False)
-    ]
