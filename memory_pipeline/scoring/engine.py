@@ -31,7 +31,14 @@ from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Kind, sha256_text
 from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector, naive_utc
-from memory_pipeline.scoring.routing import AdapterProfile, PassageEmbedder, build_profiles, profile_texts, profiles_fingerprint, route_item
+from memory_pipeline.scoring.routing import (
+    AdapterProfile,
+    PassageEmbedder,
+    build_profiles,
+    profile_texts,
+    profiles_fingerprint,
+    route_item,
+)
 from memory_pipeline.scoring.store import COLUMNS, LIST_COLUMNS, ScoreState, ScoreStore, scores_dir, stored_time
 from memory_pipeline.scoring.tiers import Tier, combined_scores, decide_tier, own_content_chars
 
@@ -73,10 +80,17 @@ class PromotionReport(BaseModel):
     items_changed: int = Field(0, description="same unit, new text or chunks: every signal computed")
     items_removed: int = 0
     items_unchanged: int = 0
-    items_rescored: int = Field(0, description="unchanged items whose dependent signals (novelty, neighbours, duplicates, usage, routes) changed")
+    items_rescored: int = Field(
+        0,
+        description="unchanged items whose dependent signals (novelty, neighbours, duplicates, usage, routes) changed",
+    )
     documents_read: int = 0
-    signals_computed: dict[str, int] = Field(default_factory=dict, description="items each signal was computed for (recency is live: all)")
-    texts_embedded: int = Field(0, description="adapter description/example texts embedded (items are never embedded here)")
+    signals_computed: dict[str, int] = Field(
+        default_factory=dict, description="items each signal was computed for (recency is live: all)"
+    )
+    texts_embedded: int = Field(
+        0, description="adapter description/example texts embedded (items are never embedded here)"
+    )
     tiers: dict[str, int] = Field(default_factory=dict)
     tier_changes: int = Field(0, description="items whose tier changed this run (recorded in the tier history)")
     adapters: dict[str, int] = Field(default_factory=dict)
@@ -111,8 +125,8 @@ def run_promotion(
     and is only used to embed adapter descriptions/examples (cached) and to name the chunk table.
     Progress lines go to ``log``, else to stderr: stdout is left to results (``promote --json``).
     """
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.ingest.docstore import DocumentStore
 
     started = time.perf_counter()
     say = log or (_print_progress if progress else (lambda _msg: None))
@@ -154,10 +168,15 @@ def run_promotion(
     report.documents_read = len(reread)
     report.texts_embedded = embedded
     store.save(state)
-    report.tier_changes = store.record_tier_changes(_tiers_of(previous), state.frame, naive_utc(now) or datetime.now(UTC).replace(tzinfo=None))
+    report.tier_changes = store.record_tier_changes(
+        _tiers_of(previous), state.frame, naive_utc(now) or datetime.now(UTC).replace(tzinfo=None)
+    )
     report.seconds = round(time.perf_counter() - started, 3)
     store.save_report(report.model_dump(mode="json"))
-    say(f"scoring: {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored); tiers {report.tiers}")
+    say(
+        f"scoring: {report.items_total} items ({report.items_new} new, {report.items_rescored} rescored); "
+        f"tiers {report.tiers}"
+    )
     return report
 
 
@@ -325,7 +344,9 @@ def _build(docstore, chunk_source: _ChunkSource, doc_ids: Sequence[str], *, prog
     return items
 
 
-def _adapter_profiles(config: Config, embedder: PassageEmbedder, store: ScoreStore) -> tuple[list[AdapterProfile], str, int]:
+def _adapter_profiles(
+    config: Config, embedder: PassageEmbedder, store: ScoreStore
+) -> tuple[list[AdapterProfile], str, int]:
     """Adapter profiles; their texts are embedded once per model and cached beside the scores."""
     cached = store.load_profile_vectors(embedder.model_id)
     texts = sorted({t for a in config.adapters for t in profile_texts(a)})
@@ -401,7 +422,12 @@ def _merge(previous: ScoreState, batch: ItemBatch, *, same_model: bool, now: dat
     for row, vector, old in zip(built, built_vectors, olds, strict=True):
         base = next(stored) if old is not None else _blank_row(now)
         text_same = old is not None and base["text_hash"] == row["text_hash"]
-        vector_same = old is not None and same_model and base["vector_key"] == row["vector_key"] and bool(base["has_vector"]) == (vector is not None)
+        vector_same = (
+            old is not None
+            and same_model
+            and base["vector_key"] == row["vector_key"]
+            and bool(base["has_vector"]) == (vector is not None)
+        )
         base.update(row)
         base["has_vector"] = vector is not None
         new_rows.append(base)
@@ -414,10 +440,16 @@ def _merge(previous: ScoreState, batch: ItemBatch, *, same_model: bool, now: dat
 
     built_frame = pd.DataFrame(new_rows, columns=list(COLUMNS)) if new_rows else frame.iloc[0:0]
     merged = pd.concat([kept, built_frame], ignore_index=True) if len(kept) else built_frame.reset_index(drop=True)
-    kept_vectors = previous.vectors[keep_mask] if previous.vectors.shape[1] == dim else np.zeros((int(keep_mask.sum()), dim), np.float32)
+    kept_vectors = (
+        previous.vectors[keep_mask]
+        if previous.vectors.shape[1] == dim
+        else np.zeros((int(keep_mask.sum()), dim), np.float32)
+    )
     state = ScoreState(
         merged,
-        np.vstack([kept_vectors, *(v[None, :] for v in vectors)]).astype(np.float32) if vectors else kept_vectors.astype(np.float32),
+        np.vstack([kept_vectors, *(v[None, :] for v in vectors)]).astype(np.float32)
+        if vectors
+        else kept_vectors.astype(np.float32),
         np.vstack([previous.signatures[keep_mask], *(s[None, :] for s in signatures)]).astype(np.uint32),
         previous.model_id,
         previous.profiles_key,
@@ -496,11 +528,13 @@ def _with_rows(column: pd.Series, rows: np.ndarray, values: list) -> list:
 def _own_texts(frame: pd.DataFrame) -> np.ndarray:
     """Each item's own words: the user's turns of an exchange, the whole text otherwise."""
     dialogue = frame["kind"].to_numpy(dtype=object) == Kind.DIALOGUE.value
-    return np.where(dialogue, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object))
+    return np.where(
+        dialogue, frame["user_text"].fillna("").to_numpy(dtype=object), frame["text"].to_numpy(dtype=object)
+    )
 
 
 def _local_signals(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> tuple[StageOutput, np.ndarray]:
-    """Signals of the item's own text (density, importance, quality) and its fingerprint, for ``rows``; their MinHash signatures."""
+    """Density, importance and quality of the item's own text and its fingerprint, for ``rows``; and their MinHash."""
     computed = dict.fromkeys(("density", "importance", "quality"), len(rows))
     if not len(rows):
         return StageOutput({}, computed), np.zeros((0, sg.MINHASH_PERM), dtype=np.uint32)
@@ -613,7 +647,9 @@ def _vector_signals(frame: pd.DataFrame, vectors: np.ndarray, flags: _Flags) -> 
         "neighbours": neighbours,
         "neighbour_sims": sims,
     }
-    return StageOutput(columns, {"novelty": len(full) + updated_novelty, "recurrence": len(full) + updated_lists}, moved)
+    return StageOutput(
+        columns, {"novelty": len(full) + updated_novelty, "recurrence": len(full) + updated_lists}, moved
+    )
 
 
 def _redundancy(frame: pd.DataFrame, signatures: np.ndarray, fresh: np.ndarray, config: Config) -> StageOutput:
@@ -623,7 +659,9 @@ def _redundancy(frame: pd.DataFrame, signatures: np.ndarray, fresh: np.ndarray, 
     times, _ = _times(frame)
     ids = frame["item_id"].to_numpy(dtype=object)
     order = sg.rank_order(times, ids)
-    result = sg.redundancy(frame["fingerprint"].fillna("").tolist(), signatures, order, threshold=config.promote.near_duplicate_threshold)
+    result = sg.redundancy(
+        frame["fingerprint"].fillna("").tolist(), signatures, order, threshold=config.promote.near_duplicate_threshold
+    )
     keeper = ids[result.keeper]
     before_keeper = frame["cluster_keeper"].fillna("").to_numpy(dtype=object)
     before_size = frame["cluster_size"].fillna(0).to_numpy(dtype=np.int64)
@@ -654,7 +692,13 @@ def _last_used(frame: pd.DataFrame, last_hit_by_chunk: dict[str, float]) -> dict
 
 
 def _routes(
-    frame: pd.DataFrame, vectors: np.ndarray, flags: _Flags, config: Config, profiles: Sequence[AdapterProfile], *, everything: bool
+    frame: pd.DataFrame,
+    vectors: np.ndarray,
+    flags: _Flags,
+    config: Config,
+    profiles: Sequence[AdapterProfile],
+    *,
+    everything: bool,
 ) -> StageOutput:
     """Route scores for items whose text or vector changed, or for all when the adapters changed."""
     n = len(frame)
@@ -695,9 +739,20 @@ def _finish(frame: pd.DataFrame, config: Config, now: datetime) -> dict[str, Any
     for item_id, near, near_sims, own_time in zip(ids, neighbours, sims, times.tolist(), strict=True):
         # Only neighbours within the radius count, and a copy of the same text elsewhere is a
         # duplicate, not the topic coming back.
-        close = [(n, s) for n, s in zip(near, near_sims, strict=True) if s >= radius and n in doc_of and keeper_of[n] != keeper_of[item_id]]
+        close = [
+            (n, s)
+            for n, s in zip(near, near_sims, strict=True)
+            if s >= radius and n in doc_of and keeper_of[n] != keeper_of[item_id]
+        ]
         recurrence.append(
-            sg.recurrence(doc_of[item_id], own_time, [s for _, s in close], [doc_of[n] for n, _ in close], [time_of[n] for n, _ in close], radius=radius)
+            sg.recurrence(
+                doc_of[item_id],
+                own_time,
+                [s for _, s in close],
+                [doc_of[n] for n, _ in close],
+                [time_of[n] for n, _ in close],
+                radius=radius,
+            )
         )
     now_days = (now - _EPOCH).total_seconds() / _DAY
     columns: dict[str, Any] = {
@@ -707,7 +762,9 @@ def _finish(frame: pd.DataFrame, config: Config, now: datetime) -> dict[str, Any
         "recency": sg.recency(now_days - times, promote.recency_half_life_days),
     }
     signals = {name: (columns[name] if name in columns else frame[name].fillna(0.0)) for name in sg.SIGNALS}
-    scores = combined_scores({name: np.asarray(values, dtype=np.float64) for name, values in signals.items()}, promote.weights)
+    scores = combined_scores(
+        {name: np.asarray(values, dtype=np.float64) for name, values in signals.items()}, promote.weights
+    )
     last_used = pd.to_datetime(frame["last_used"])
     used_days = ((last_used - pd.Timestamp(_EPOCH)).dt.total_seconds() / _DAY).to_numpy(dtype=np.float64)
     since_use = now_days - np.fmax(first_seen, np.nan_to_num(used_days, nan=-np.inf))
@@ -775,7 +832,9 @@ def _superseded_by(ids, neighbours, sims, time_of: dict, keeper_of: dict, own_of
     def stems_of(item_id: str) -> set[str]:
         if item_id not in stems:
             text = own_of.get(item_id) or ""
-            stems[item_id] = set(stem_for_fts(text).split()) if own_content_chars(text) >= promote.lora_min_own_chars else set()
+            stems[item_id] = (
+                set(stem_for_fts(text).split()) if own_content_chars(text) >= promote.lora_min_own_chars else set()
+            )
         return stems[item_id]
 
     def same_point(a: str, b: str) -> bool:
@@ -823,7 +882,10 @@ def _summary(frame: pd.DataFrame, config: Config) -> dict[str, Any]:
     return {
         "tiers": {t.value: int((frame["tier_base"] == t.value).sum()) for t in Tier},
         "adapters": {a.name: int(sum(a.name in adapters for adapters in frame["adapters"])) for a in config.adapters},
-        "histogram": [HistogramBin(lo=round(float(edges[i]), 3), hi=round(float(edges[i + 1]), 3), count=int(c)) for i, c in enumerate(counts)],
+        "histogram": [
+            HistogramBin(lo=round(float(edges[i]), 3), hi=round(float(edges[i + 1]), 3), count=int(c))
+            for i, c in enumerate(counts)
+        ],
         "top": [_brief(row) for _, row in ranked.head(_BRIEFS).iterrows()],
         "bottom": [_brief(row) for _, row in ranked.tail(_BRIEFS).iloc[::-1].iterrows()],
     }

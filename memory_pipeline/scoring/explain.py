@@ -43,10 +43,16 @@ class Explanation(BaseModel):
     signals: list[SignalExplanation]
     routes: dict[str, dict]
     preview: str
-    recall_score: float = Field(0.0, description="the score decayed by age in the memory and time since last use: recall's prior")
-    superseded_by: str = Field("", description="a later item restating this view on the same topic: preferred in recall")
+    recall_score: float = Field(
+        0.0, description="the score decayed by age in the memory and time since last use: recall's prior"
+    )
+    superseded_by: str = Field(
+        "", description="a later item restating this view on the same topic: preferred in recall"
+    )
     restated_from: list[str] = Field(default_factory=list, description="earlier items this one restates")
-    history: list[dict] = Field(default_factory=list, description="tier changes, oldest first: at, from_tier, to_tier, reason")
+    history: list[dict] = Field(
+        default_factory=list, description="tier changes, oldest first: at, from_tier, to_tier, reason"
+    )
 
 
 def explain_item(config: Config, item_id: str) -> Explanation:
@@ -104,7 +110,8 @@ def signal_reason(name: str, row: pd.Series, config: Config) -> str:
         if not row["has_vector"]:
             return "not indexed yet: unknown"
         if row["novelty_neighbour"]:
-            return f"closest earlier (or already learned) item {row['novelty_neighbour']} at cosine {row['novelty_sim']:.2f}"
+            nearest, cosine = row["novelty_neighbour"], row["novelty_sim"]
+            return f"closest earlier (or already learned) item {nearest} at cosine {cosine:.2f}"
         return "nothing earlier is similar"
     if name == "redundancy":
         if row["cluster_keeper"] != row["item_id"]:
@@ -116,12 +123,16 @@ def signal_reason(name: str, row: pd.Series, config: Config) -> str:
             return f"a one-off: no other document within cosine {promote.recurrence_radius}"
         return f"topic returns in {row['recurrence_docs']} other documents over {row['recurrence_span_days']:.0f} days"
     if name == "density":
-        return f"{row['n_chars']} chars, compression ratio {row['compress_ratio']:.2f}, word entropy {row['token_entropy']:.2f}"
+        ratio, entropy = row["compress_ratio"], row["token_entropy"]
+        return f"{row['n_chars']} chars, compression ratio {ratio:.2f}, word entropy {entropy:.2f}"
     if name == "importance":
         markers, tags = row["markers"], row["tags"]
         if not markers and not tags:
             return "no importance markers or tags"
-        found = [f"markers: {', '.join(markers)}" if markers else "", f"tags: {', '.join('#' + t for t in tags)}" if tags else ""]
+        found = [
+            f"markers: {', '.join(markers)}" if markers else "",
+            f"tags: {', '.join('#' + t for t in tags)}" if tags else "",
+        ]
         return "; ".join(p for p in found if p)
     if name == "quality":
         return ", ".join(row["quality_reasons"]) or "no refusal, truncation or code dump"
@@ -146,7 +157,9 @@ def tier_summary(config: Config) -> dict:
             "samples": {},
             "examples": {},
         }
-    frame = store.load_frame(["item_id", "tier", "tier_base", "adapters", "score", "title", "unit", "created_at", "first_seen"])
+    frame = store.load_frame(
+        ["item_id", "tier", "tier_base", "adapters", "score", "title", "unit", "created_at", "first_seen"]
+    )
     ordered = frame.sort_values(["score", "item_id"], ascending=[False, True])
     per_adapter: dict[str, list[str]] = {a.name: [] for a in config.adapters}
     for item_id, adapters in zip(ordered["item_id"], ordered["adapters"], strict=True):
