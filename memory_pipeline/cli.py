@@ -354,23 +354,30 @@ def explain(
         sys.stdout.write(e.model_dump_json() + "\n")
         return
     when = f" · {e.created_at:%Y-%m-%d}" if e.created_at else ""
-    console.print(f"[bold]{e.title}[/bold]  [dim]{e.kind} · {position_of(e.unit) or 'whole document'}{when} · {e.doc_id}[/dim]")
+    where = position_of(e.unit) or "whole document"
+    console.print(f"[bold]{escape(e.title)}[/bold]  [dim]{e.kind} · {escape(where)}{when} · {e.doc_id}[/dim]")
     console.print(f"score [bold]{e.score:.3f}[/bold] (recall {e.recall_score:.3f}) -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
     table = Table()
     for column in ("signal", "value", "weight", "contribution", "why"):
         table.add_column(column)
     for s in e.signals:
-        table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", s.reason)
+        table.add_row(s.name, f"{s.value:.3f}", f"{s.weight:g}", f"{s.contribution:.3f}", escape(s.reason))
     console.print(table)
     for adapter, route in e.routes.items():
-        console.print(f"route {adapter}: {_route_reason(route)}")
+        console.print(f"route {adapter}: {escape(_route_reason(route))}")
     if e.superseded_by:
         console.print(f"restated later by {e.superseded_by} (preferred in recall)")
     if e.restated_from:
         console.print(f"restates {', '.join(e.restated_from)}")
     for change in e.history:
-        console.print(f"{change['at']:%Y-%m-%d %H:%M} {change['from_tier'] or '(new)'} -> {change['to_tier']}: {change['reason']}")
-    console.print(f"[dim]{e.preview}[/dim]")
+        moved = f"{change['from_tier'] or '(new)'} -> {change['to_tier']}"
+        console.print(f"{change['at']:%Y-%m-%d %H:%M} {moved}: {escape(change['reason'])}")
+    if e.related:
+        console.print("items named above:")
+    for ref in e.related.values():
+        where = " · ".join(filter(None, [ref.date, ref.position]))
+        console.print(f"  {ref.item_id}: {escape(one_line(ref.title, 60))}  [dim]{escape(where)}[/dim]")
+    console.print(f"[dim]{escape(e.preview)}[/dim]")
 
 
 def _readable(figures: dict) -> str:
@@ -404,7 +411,9 @@ def tiers(as_json: Annotated[bool, typer.Option("--json", help="counts and sampl
         console.print(f"[bold]{group:<12}[/bold] {count:>6}")
         for example in summary["examples"].get(group, [])[:3]:
             where = " · ".join(filter(None, [example["date"], example["position"]]))
-            console.print(f"    {one_line(example['title'], 60)}  [dim]{where} · score {example['score']:.3f} · {example['item_id']}[/dim]")
+            title = escape(one_line(example["title"], 60))
+            figures = f"{escape(where)} · score {example['score']:.3f} · {example['item_id']}"
+            console.print(f"    {title}  [dim]{figures}[/dim]")
 
 
 datasets_app = typer.Typer(help="LoRA training sets: build and list versions.", no_args_is_help=True, rich_markup_mode=None)

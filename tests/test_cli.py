@@ -102,6 +102,8 @@ def test_explain_prints_each_signal_and_the_tier_rule(corpus):
     assert explained["item_id"] == item_id and len(explained["signals"]) == 8
     position = summary["examples"]["lora:sport"][0]["position"]
     assert f"· {position} ·" in text and "{'" not in text  # where it is, not a Python dict
+    for ref in explained["related"].values():  # items a reason names, by title as well as id
+        assert f"{ref['item_id']}: {' '.join(ref['title'].split())[:20]}" in text
 
 
 def test_explain_an_unknown_item_is_one_clear_error(corpus, monkeypatch, capsys):

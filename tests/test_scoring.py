@@ -402,6 +402,8 @@ def test_explanation_assignments_and_summary_read_the_stored_state(tmp_path, cor
     assert "lora_threshold" in explanation.tier_rule
     duplicate = explain_item(config, "b-0")
     assert "exact duplicate of a-0" in duplicate.tier_rule
+    keeper = duplicate.related["a-0"]  # the ids a reason names come with what a person finds them by
+    assert (keeper.title, keeper.date, keeper.position) == ("conversation a", "2024-01-10", "turn 0")
     assignments = load_assignments(config, adapter="sport")
     assert [a.item_id for a in assignments] == ["a-0", "c-0"] and assignments[1].adapters == ["sport"]
     assert assignments[1].user_text.startswith("Запомни") and assignments[1].unit.turn_index == 0

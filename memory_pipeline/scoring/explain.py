@@ -17,6 +17,7 @@ from memory_pipeline.scoring.store import ScoreStore, scores_dir, stored_time
 from memory_pipeline.scoring.tiers import Tier, contributions, validate_weights
 
 _SAMPLES = 5
+_REF_COLUMNS = ["item_id", "title", "unit", "created_at", "first_seen"]
 
 
 class SignalExplanation(BaseModel):
@@ -25,6 +26,15 @@ class SignalExplanation(BaseModel):
     weight: float
     contribution: float
     reason: str
+
+
+class ItemRef(BaseModel):
+    """An item as a person finds it again: its title, date and position in its document."""
+
+    item_id: str
+    title: str
+    date: str | None = Field(None, description="when it was said or written (first seen when unknown), ISO date")
+    position: str = Field("", description="'turn 3', 'p. 4 · Intro', '00:01:05–00:02:10'; empty for a whole document")
 
 
 class Explanation(BaseModel):
@@ -53,6 +63,10 @@ class Explanation(BaseModel):
     history: list[dict] = Field(
         default_factory=list, description="tier changes, oldest first: at, from_tier, to_tier, reason"
     )
+    related: dict[str, ItemRef] = Field(
+        default_factory=dict,
+        description="the other items named above (nearest earlier, duplicate keeper, restatements), by id",
+    )
 
 
 def explain_item(config: Config, item_id: str) -> Explanation:
@@ -65,6 +79,8 @@ def explain_item(config: Config, item_id: str) -> Explanation:
     weights = validate_weights(config.promote.weights)
     values = {name: float(row[name]) for name in sg.SIGNALS}
     parts = contributions(values, weights)
+    restated_from = _restated_from(store, item_id)
+    named = [row["novelty_neighbour"], row["cluster_keeper"], row["superseded_by"], *restated_from]
     return Explanation(
         item_id=item_id,
         doc_id=row["doc_id"],
@@ -90,11 +106,29 @@ def explain_item(config: Config, item_id: str) -> Explanation:
         preview=one_line(row["text"], 400),
         recall_score=float(row["recall_score"]) if pd.notna(row["recall_score"]) else 0.0,
         superseded_by=row["superseded_by"] or "",
-        restated_from=_restated_from(store, item_id),
+        restated_from=restated_from,
         history=[
             {"at": stored_time(h["at"]), "from_tier": h["from_tier"], "to_tier": h["to_tier"], "reason": h["reason"]}
             for h in store.load_history(item_id).to_dict("records")
         ],
+        related=_refs(store, {n for n in named if n and n != item_id}),
+    )
+
+
+def _refs(store: ScoreStore, item_ids: set[str]) -> dict[str, ItemRef]:
+    if not item_ids:
+        return {}
+    frame = store.load_frame(_REF_COLUMNS, item_ids=sorted(item_ids))
+    return {row["item_id"]: _ref(row) for _, row in frame.sort_values("item_id").iterrows()}
+
+
+def _ref(row: pd.Series) -> ItemRef:
+    when = stored_time(row["created_at"]) or stored_time(row["first_seen"])
+    return ItemRef(
+        item_id=row["item_id"],
+        title=row["title"],
+        date=when.date().isoformat() if when else None,
+        position=position_of(ItemUnit.model_validate_json(row["unit"])),
     )
 
 
@@ -181,12 +215,5 @@ def tier_summary(config: Config) -> dict:
 
 
 def _example(row: pd.Series) -> dict:
-    """A sampled item as a person finds it again: title, date, position in its document, score."""
-    when = stored_time(row["created_at"]) or stored_time(row["first_seen"])
-    return {
-        "item_id": row["item_id"],
-        "title": row["title"],
-        "date": when.date().isoformat() if when else None,
-        "position": position_of(ItemUnit.model_validate_json(row["unit"])),
-        "score": round(float(row["score"]), 4),
-    }
+    """A sampled item as a person finds it again (title, date, position in its document) and its score."""
+    return {**_ref(row).model_dump(), "score": round(float(row["score"]), 4)}
