@@ -47,6 +47,19 @@ _DAY = 86400.0
 _HISTOGRAM_BINS = 10
 _BRIEFS = 5
 _RESTATE_OVERLAP = 1 / 3
+_LOCAL_COLUMNS = (
+    "density",
+    "compress_ratio",
+    "token_entropy",
+    "n_chars",
+    "importance",
+    "markers",
+    "tags",
+    "quality",
+    "quality_reasons",
+    "code_fraction",
+    "fingerprint",
+)
 
 
 class HistogramBin(BaseModel):
@@ -538,8 +551,7 @@ def _local_signals(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> tup
     computed = dict.fromkeys(("density", "importance", "quality"), len(rows))
     if not len(rows):
         return StageOutput({}, computed), np.zeros((0, sg.MINHASH_PERM), dtype=np.uint32)
-    names = ("density", "compress_ratio", "token_entropy", "n_chars", "importance", "markers", "tags", "quality")
-    values: dict[str, list] = {c: [] for c in (*names, "quality_reasons", "code_fraction", "fingerprint")}
+    values: dict[str, list] = {c: [] for c in _LOCAL_COLUMNS}
     texts = frame["text"].to_numpy(dtype=object)[rows]
     own_texts = _own_texts(frame)[rows]
     answer_texts = frame["answer_text"].fillna("").to_numpy(dtype=object)[rows]
