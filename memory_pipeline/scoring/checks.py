@@ -38,7 +38,9 @@ def check_tiers(config: Config, indexed_doc_ids: set[str]) -> TierCheck:
         documents_indexed=len(indexed_doc_ids),
         documents_without_items=len(indexed_doc_ids - scored_docs),
         items_without_tier=sum(1 for r in rows if not r["tier"]),
-        unknown_tiers=sum(1 for r in rows if r["tier"] and not any(r["tier"] == v or r["tier"].startswith(v + "+") for v in valid)),
+        unknown_tiers=sum(
+            1 for r in rows if r["tier"] and not any(r["tier"] == v or r["tier"].startswith(v + "+") for v in valid)
+        ),
         promoted_without_adapter=sum(1 for r in rows if r["tier_base"] == Tier.LORA.value and not r["adapters"]),
         adapters_outside_lora=sum(1 for r in rows if r["tier_base"] != Tier.LORA.value and bool(r["adapters"])),
     )

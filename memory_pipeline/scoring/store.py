@@ -129,7 +129,14 @@ class ScoreStore:
         vectors = _fixed_list_to_numpy(table.column("vector"), dim, np.float32)
         signatures = _fixed_list_to_numpy(table.column("minhash"), MINHASH_PERM, np.uint32)
         frame = _as_lists(_with_all_columns(table.drop_columns(["vector", "minhash"]).to_pandas()))
-        return ScoreState(frame, vectors, signatures, meta.get("model_id", ""), meta.get("profiles_key", ""), meta.get("markers_key", ""))
+        return ScoreState(
+            frame,
+            vectors,
+            signatures,
+            meta.get("model_id", ""),
+            meta.get("profiles_key", ""),
+            meta.get("markers_key", ""),
+        )
 
     def load_frame(self, columns: list[str] | None = None, *, item_ids: list[str] | None = None) -> pd.DataFrame:
         """Selected columns (default: all but vectors) of every item or of some: what readers need."""
@@ -152,9 +159,16 @@ class ScoreStore:
         dim = state.vectors.shape[1]
         vectors = state.vectors if dim else np.zeros((len(frame), 1), dtype=np.float32)
         table = table.append_column("vector", _fixed_list(vectors.astype(np.float32), max(dim, 1), pa.float32()))
-        table = table.append_column("minhash", _fixed_list(state.signatures.astype(np.uint32), MINHASH_PERM, pa.uint32()))
+        table = table.append_column(
+            "minhash", _fixed_list(state.signatures.astype(np.uint32), MINHASH_PERM, pa.uint32())
+        )
         table = table.replace_schema_metadata(
-            {"model_id": state.model_id, "profiles_key": state.profiles_key, "markers_key": state.markers_key, "vector_dim": str(dim)}
+            {
+                "model_id": state.model_id,
+                "profiles_key": state.profiles_key,
+                "markers_key": state.markers_key,
+                "vector_dim": str(dim),
+            }
         )
         atomic_write(self.items_path, lambda tmp: pq.write_table(table, tmp))
 
@@ -186,12 +200,24 @@ class ScoreStore:
         after = dict(zip(frame["item_id"], frame["tier"], strict=True))
         rules = dict(zip(frame["item_id"], frame["tier_rule"], strict=True))
         rows = [
-            {"item_id": item_id, "at": at, "from_tier": before.get(item_id, ""), "to_tier": tier, "reason": rules[item_id]}
+            {
+                "item_id": item_id,
+                "at": at,
+                "from_tier": before.get(item_id, ""),
+                "to_tier": tier,
+                "reason": rules[item_id],
+            }
             for item_id, tier in after.items()
             if before.get(item_id, "") != tier
         ]
         rows += [
-            {"item_id": item_id, "at": at, "from_tier": tier, "to_tier": "removed", "reason": "its document left the store"}
+            {
+                "item_id": item_id,
+                "at": at,
+                "from_tier": tier,
+                "to_tier": "removed",
+                "reason": "its document left the store",
+            }
             for item_id, tier in before.items()
             if item_id not in after
         ]
@@ -225,7 +251,11 @@ def _with_all_columns(frame: pd.DataFrame, columns=COLUMNS) -> pd.DataFrame:
     """A frame from an older store gains the columns added since, empty (filled on the next run)."""
     for column in columns:
         if column not in frame.columns:
-            frame[column] = pd.Series([None] * len(frame), dtype=_dtype(column)) if column not in LIST_COLUMNS else pd.Series([[] for _ in range(len(frame))], dtype=object)
+            frame[column] = (
+                pd.Series([None] * len(frame), dtype=_dtype(column))
+                if column not in LIST_COLUMNS
+                else pd.Series([[] for _ in range(len(frame))], dtype=object)
+            )
     return frame
 
 
