@@ -174,6 +174,12 @@ class PromoteConfig(_Section):
     importance_markers: list[str] = Field(
         default_factory=lambda: ["remember this", "important", "важно", "запомни", "запомните", "#важно", "#remember"]
     )
+    stance_importance: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="importance of an item where the user states his own view (x its stance score); a marker gives 0.8",
+    )
     recency_half_life_days: float = Field(180.0, gt=0)
     rag_threshold: float = Field(0.35, ge=0, le=1)
     lora_threshold: float = Field(0.55, ge=0, le=1)

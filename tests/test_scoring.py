@@ -469,6 +469,30 @@ def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, c
     assert row(state2, "a-0")["importance"] == pytest.approx(0.8)
 
 
+def test_the_users_stated_view_reaches_the_core_set_and_explain_says_why(tmp_path):
+    config = config_for(tmp_path)
+    view = (
+        "Мне кажется, поиск по памяти важнее, чем сама модель. Лучше маленькая модель с хорошей памятью, "
+        "чем большая без неё."
+    )
+    question = "Какие модели сейчас можно запустить локально на ноутбуке с 16 ГБ памяти, и как их сравнить?"
+    answer = "Подойдут модели до 8B в 4-битной квантизации; сравнивайте их на своих задачах, а не на бенчмарках."
+    items = [
+        exchange("v", view, answer, when=datetime(2024, 5, 1), vector=unit_vector(20, near=TOPIC_OTHER, noise=0.4)),
+        exchange("q", question, answer, when=datetime(2024, 5, 2), vector=unit_vector(21, near=TOPIC_CODE, noise=0.4)),
+    ]
+    state, _ = score(config, items)
+    assert row(state, "v-0")["tier"] == "lora:core" and row(state, "q-0")["tier"] == "rag"
+    assert row(state, "v-0")["importance"] == pytest.approx(config.promote.stance_importance)
+    ScoreStore(scores_dir(config)).save(state)
+    importance = next(s for s in explain_item(config, "v-0").signals if s.name == "importance")
+    assert "own stance 1" in importance.reason and "«мне кажется»" in importance.reason
+    config.promote.stance_importance = 0.0
+    store = ScoreStore(scores_dir(config))
+    state2, report = score(config, [], store.load(), live={"v", "q"})
+    assert report.signals_computed["importance"] == 2 and row(state2, "v-0")["tier"] == "rag"
+
+
 # The whole promotion over a tiny indexed corpus (real ingest, chunking, the default model's vectors, LanceDB)
 
 

@@ -2,7 +2,10 @@
 
 import pytest
 
-from memory_pipeline.scoring.stance import detect_stance, statements
+from memory_pipeline.config import PromoteConfig
+from memory_pipeline.records import Kind
+from memory_pipeline.scoring.signals import own_importance
+from memory_pipeline.scoring.stance import detect_stance, own_stance, statements
 
 
 @pytest.mark.parametrize(
@@ -59,3 +62,28 @@ def test_argument_moves_count_only_in_statements_and_two_make_a_stance():
 def test_reasons_name_the_phrases_found():
     reasons = detect_stance("Мне кажется, поиск важнее, чем модель.").describe()
     assert reasons == ["view: «мне кажется»", "argument: «важнее, чем»"]
+
+
+def test_own_stance_reads_the_users_turns_his_notes_and_never_a_lecture():
+    view = "Мне кажется, поиск по памяти важнее, чем сама модель."
+    dialogue = own_stance(Kind.DIALOGUE, f"{view}\n\nОтвет ассистента.", view, min_user_chars=40)
+    assert dialogue.eligible and dialogue.score == 1.0
+    assert own_stance(Kind.DIALOGUE, "Я думаю, да.", "Я думаю, да.", min_user_chars=40).eligible is False
+    assistant_only = own_stance(Kind.DIALOGUE, "Я считаю, что вы правы.", "", min_user_chars=40)
+    assert assistant_only.score == 0.0
+    assert own_stance(Kind.ARTICLE, view, "", min_user_chars=40).score == 1.0
+    assert own_stance(Kind.LECTURE, view, "", min_user_chars=40).score == 0.0
+
+
+def test_a_stated_view_counts_as_importance_below_an_explicit_marker():
+    config = PromoteConfig()
+    view = "Мне кажется, правило 10% — это перестраховка, я поднимал объём быстрее."
+    importance = own_importance("dialogue", f"{view}\n\nОтвет.", view, config)
+    assert importance.value == pytest.approx(config.stance_importance) and importance.stance == 1.0
+    assert any("«мне кажется»" in reason for reason in importance.stance_reasons)
+    marked = own_importance("dialogue", "Запомни: " + view, "Запомни: " + view, config)
+    assert marked.value == pytest.approx(0.8) and marked.markers == ("запомни",)
+    question = "После длинной на 28 км два дня ноги как деревянные. Это нормально?"
+    assert own_importance("dialogue", question, question, config).value == 0.0
+    assert own_importance("lecture", view, "", config).value == 0.0
+    assert own_importance("dialogue", view, view, PromoteConfig(stance_importance=0.0)).value == 0.0

@@ -553,11 +553,12 @@ def _local_signals(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> tup
         return StageOutput({}, computed), np.zeros((0, sg.MINHASH_PERM), dtype=np.uint32)
     values: dict[str, list] = {c: [] for c in _LOCAL_COLUMNS}
     texts = frame["text"].to_numpy(dtype=object)[rows]
-    own_texts = _own_texts(frame)[rows]
+    kinds = frame["kind"].to_numpy(dtype=object)[rows]
+    user_texts = frame["user_text"].fillna("").to_numpy(dtype=object)[rows]
     answer_texts = frame["answer_text"].fillna("").to_numpy(dtype=object)[rows]
-    for text, own_text, answer_text in zip(texts, own_texts, answer_texts, strict=True):
+    for text, kind, user_text, answer_text in zip(texts, kinds, user_texts, answer_texts, strict=True):
         density = sg.information_density(text)
-        importance = sg.explicit_importance(own_text, config.promote.importance_markers)
+        importance = sg.own_importance(kind, text, user_text, config.promote)
         quality = sg.answer_quality(text, answer_text=answer_text)
         values["density"].append(density.value)
         values["compress_ratio"].append(density.compress_ratio)
@@ -575,13 +576,18 @@ def _local_signals(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> tup
 
 
 def _markers_key(config: Config) -> str:
-    return sha256_text("\x1f".join(config.promote.importance_markers))[:32]
+    """Changes with the markers and the stance rules, so stored importance is recomputed when either changes."""
+    promote = config.promote
+    rules = (sg.IMPORTANCE_RULES, f"{promote.stance_importance:g}", str(promote.core_min_user_chars))
+    return sha256_text("\x1f".join((*promote.importance_markers, *rules)))[:32]
 
 
 def _importance(frame: pd.DataFrame, rows: np.ndarray, config: Config) -> StageOutput:
-    """Importance of ``rows`` again: what the other items need when the configured markers changed."""
-    own_texts = _own_texts(frame)
-    found = [sg.explicit_importance(own_texts[i], config.promote.importance_markers) for i in rows]
+    """Importance of ``rows`` again: what the other items need when the markers or stance rules changed."""
+    texts = frame["text"].to_numpy(dtype=object)
+    user_texts = frame["user_text"].fillna("").to_numpy(dtype=object)
+    kinds = frame["kind"].to_numpy(dtype=object)
+    found = [sg.own_importance(kinds[i], texts[i], user_texts[i], config.promote) for i in rows]
     moved = np.zeros(len(frame), dtype=bool)
     moved[rows] = True
     columns = {

@@ -161,13 +161,14 @@ def signal_reason(name: str, row: pd.Series, config: Config) -> str:
         return f"{row['n_chars']} chars, compression ratio {ratio:.2f}, word entropy {entropy:.2f}"
     if name == "importance":
         markers, tags = row["markers"], row["tags"]
-        if not markers and not tags:
-            return "no importance markers or tags"
+        own = sg.own_importance(row["kind"], row["text"], row["user_text"] or "", promote)
+        stance = f"own stance {own.stance:g} ({', '.join(own.stance_reasons)}) x stance_importance"
         found = [
             f"markers: {', '.join(markers)}" if markers else "",
             f"tags: {', '.join('#' + t for t in tags)}" if tags else "",
+            f"{stance} {promote.stance_importance:g}" if own.stance else "",
         ]
-        return "; ".join(p for p in found if p)
+        return "; ".join(p for p in found if p) or "no importance markers, tags or stance of the user's own"
     if name == "quality":
         return ", ".join(row["quality_reasons"]) or "no refusal, truncation or code dump"
     if name == "usage":

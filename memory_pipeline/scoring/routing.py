@@ -23,7 +23,7 @@ import numpy as np
 
 from memory_pipeline.config import AdapterConfig, PromoteConfig
 from memory_pipeline.records import Kind, sha256_text
-from memory_pipeline.scoring.stance import detect_stance
+from memory_pipeline.scoring.stance import own_stance
 
 CORE = "core"
 CORE_MIN_STANCE = 0.5
@@ -122,17 +122,9 @@ def route_item(
     for profile in profiles:
         sim, nearest = _similarity(vector, profile)
         if profile.name == CORE:
-            own = user_text if kind is Kind.DIALOGUE else text if kind is Kind.ARTICLE else ""
-            eligible = len(own.strip()) >= config.core_min_user_chars if kind is Kind.DIALOGUE else bool(own.strip())
-            stance = detect_stance(own) if eligible else None
-            if stance is None:
-                score = 0.0
-            elif kind is Kind.DIALOGUE:
-                score = stance.score
-            else:
-                score = 1.0 if stance.phrases else 0.0
-            reasons = stance.describe() if stance else []
-            routes[CORE] = {"score": score, "sim": round(sim, 6), "stance": reasons, "eligible": eligible}
+            own = own_stance(kind, text, user_text, min_user_chars=config.core_min_user_chars)
+            reasons = own.stance.describe() if own.stance else []
+            routes[CORE] = {"score": own.score, "sim": round(sim, 6), "stance": reasons, "eligible": own.eligible}
         else:
             keywords = keyword_hits(text, profile.keywords)
             sim = round(sim, 6)

@@ -18,7 +18,8 @@ from functools import lru_cache
 import numpy as np
 
 from memory_pipeline.config import PromoteConfig
-from memory_pipeline.records import sha256_text
+from memory_pipeline.records import Kind, sha256_text
+from memory_pipeline.scoring.stance import own_stance
 
 SIGNALS: tuple[str, ...] = PromoteConfig.signal_names
 
@@ -100,6 +101,8 @@ class Importance:
     value: float
     markers: tuple[str, ...]
     tags: tuple[str, ...]
+    stance: float = 0.0
+    stance_reasons: tuple[str, ...] = ()
 
 
 def explicit_importance(text: str, markers: Sequence[str]) -> Importance:
@@ -120,6 +123,27 @@ def explicit_importance(text: str, markers: Sequence[str]) -> Importance:
     else:
         value = 0.0
     return Importance(value, hits, tags)
+
+
+def own_importance(kind: str, text: str, user_text: str, config: PromoteConfig) -> Importance:
+    """Importance of the user's own words: his markers and tags, or his first-person stance.
+
+    The user rarely writes "запомни" before saying what he thinks, yet a view, plan or
+    self-assessment of his own is what he would keep: a stance (``own_stance``, the rule that
+    routes items to ``core``) is worth ``stance_importance`` x its score, a marker still more.
+    Without it such items sat at the promotion threshold on novelty and recurrence alone.
+    """
+    kind = Kind(kind)
+    own = user_text if kind is Kind.DIALOGUE else text
+    found = explicit_importance(own, config.importance_markers)
+    stance = own_stance(kind, text, user_text, min_user_chars=config.core_min_user_chars)
+    value = max(found.value, round(config.stance_importance * stance.score, 6))
+    reasons = tuple(stance.stance.describe()) if stance.score and stance.stance else ()
+    return Importance(value, found.markers, found.tags, stance.score, reasons)
+
+
+IMPORTANCE_RULES = "markers+stance-v1"
+"""Part of the importance key: stored importance is recomputed when these rules change."""
 
 
 def _markers_in(folded: str, markers: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from memory_pipeline.records import Kind
+
 # (category, pattern): Russian and English, lower-case; \b-like edges are added around each.
 _STANCE: tuple[tuple[str, str], ...] = (
     ("view", r"я\s+(?:так\s+)?(?:думаю|считаю|полагаю|уверен[а]?|убежд[её]н[а]?|верю)"),
@@ -149,3 +151,29 @@ def detect_stance(text: str) -> Stance:
                 if move not in arguments:
                     arguments.append(move)
     return Stance(phrases=tuple(phrases), arguments=tuple(arguments), statements=len(said) or (1 if phrases else 0))
+
+
+@dataclass(frozen=True)
+class OwnStance:
+    """The stance of the user's own words in an item, and whether the item has enough of them to judge."""
+
+    eligible: bool
+    stance: Stance | None
+    score: float
+
+
+def own_stance(kind: Kind, text: str, user_text: str, *, min_user_chars: int) -> OwnStance:
+    """Stance of the user's own words: a dialogue's user turns, an article section (his note), never a lecture.
+
+    Dialogue: ``Stance.score`` of his turns when they have at least ``min_user_chars``. Article:
+    1.0 with a stance phrase only, since an article's argument may be anyone's. Routing sends an
+    item to ``core`` on this score, and importance counts it: a view of his own is what the user
+    would keep, as much as a #tag.
+    """
+    own = user_text if kind is Kind.DIALOGUE else text if kind is Kind.ARTICLE else ""
+    eligible = len(own.strip()) >= min_user_chars if kind is Kind.DIALOGUE else bool(own.strip())
+    if not eligible:
+        return OwnStance(False, None, 0.0)
+    stance = detect_stance(own)
+    score = stance.score if kind is Kind.DIALOGUE else 1.0 if stance.phrases else 0.0
+    return OwnStance(True, stance, score)
