@@ -5,7 +5,12 @@ corpus and the real Russian conversations in it, labelled core / sport / neither
 the adapters, thresholds and embedding model of memory_pipeline.yaml, as ``promote`` routes
 items. Reports precision and recall per adapter on all units, on the tune and report halves and
 per kind of unit, the topic threshold that the tune half prefers, and every misroute with the
-reasons (stance phrases, nearest example, similarity). Writes bench/results/routing.json.
+reasons (stance phrases, nearest example, similarity).
+
+Then promotion: ingests, indexes and scores the configured sources (the demo corpus the units come
+from) in a temporary storage, and reports which units end up in each adapter's training set
+(``scoring/promotion_eval.py``): before (no stance in importance), as configured, and the
+thresholds the tune half prefers. Writes bench/results/routing.json.
 
     .venv/bin/python bench/bench_routing.py [--model packaged:use-multilingual-v3] [--set my_labels.jsonl]
 """
@@ -14,12 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from memory_pipeline.config import load_config
+from memory_pipeline.config import Config, load_config
 from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
+from memory_pipeline.scoring.promote import run_promotion
+from memory_pipeline.scoring.promotion_eval import evaluate_promotion, score_units
 from memory_pipeline.scoring.routing_eval import evaluate_routing, load_routing_set
+from memory_pipeline.scoring.store import ScoreStore, scores_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "routing.json"
@@ -34,15 +47,35 @@ def main() -> None:
     if args.model:
         config = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": args.model})})
     started = time.perf_counter()
-    result = evaluate_routing(config, load_embedder(config.embedding), load_routing_set(args.routing_set))
+    embedder = load_embedder(config.embedding)
+    units = load_routing_set(args.routing_set)
+    result = evaluate_routing(config, embedder, units)
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["promotion"] = promotion(config, embedder, units)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     for part in ("all", "tune", "report"):
         print(part, {name: (f["precision"], f["recall"]) for name, f in result[part].items()})
     tuned = result["threshold_tuning"]["best_route_threshold"]
     print("route_threshold", result["route_threshold"], "tune prefers", tuned)
-    print(f"{len(result['misroutes'])} misroutes; wrote {RESULTS}")
+    print(f"{len(result['misroutes'])} misroutes")
+    figures = result["promotion"]
+    for name in ("before", "configured"):
+        for part in ("tune", "report"):
+            print("promoted", name, part, {a: (f["precision"], f["recall"]) for a, f in figures[name][part].items()})
+    print("tune prefers", figures["tuning"]["best"], "meets targets", figures["meets_targets"], f"; wrote {RESULTS}")
+
+
+def promotion(config: Config, embedder, units) -> dict:
+    """Promotion figures of a real ingest, index and scoring run over the configured sources, in a temporary storage."""
+    with tempfile.TemporaryDirectory(prefix="bench_routing_") as storage:
+        config = config.model_copy(update={"storage_root": Path(storage)})
+        ingest_all(config)
+        sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+        now = datetime.now(UTC)
+        run_promotion(config, now=now, progress=False, embedder=embedder)
+        scored, missing = score_units(config, embedder, units, ScoreStore(scores_dir(config)).load_frame(), now=now)
+        return evaluate_promotion(config, scored, missing)
 
 
 if __name__ == "__main__":

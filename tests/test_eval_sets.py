@@ -4,9 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from memory_pipeline.config import AdapterConfig, Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.evaluation import AcceptedAnswer, first_match, load_questions, metrics
-from memory_pipeline.scoring.routing_eval import load_routing_set, precision_recall
+from memory_pipeline.records import Kind
+from memory_pipeline.scoring.promotion_eval import ScoredUnit, evaluate_promotion, promoted
+from memory_pipeline.scoring.routing_eval import RoutingUnit, load_routing_set, precision_recall
 from memory_pipeline.sources import parse_file
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
@@ -78,3 +81,38 @@ def test_routing_set_is_labelled_with_every_class_and_both_voices():
 def test_precision_and_recall():
     figures = precision_recall([True, True, False, False], [True, False, True, False])
     assert figures == {"positives": 2, "routed": 2, "precision": 0.5, "recall": 0.5}
+
+
+def _scored(unit_id: str, labels: list[str], *, stance: float, sport: float, split: str) -> ScoredUnit:
+    """A unit with the signals of a typical demo exchange (score ~0.41 without importance)."""
+    signals = {"novelty": 0.5, "redundancy": 1.0, "recurrence": 0.0, "density": 0.95, "quality": 1.0, "usage": 0.0}
+    unit = RoutingUnit(
+        id=unit_id, source="x.json", title="x", unit="exchange", kind=Kind.DIALOGUE, labels=labels,
+        user_text="u" * 60, text="t" * 200, split=split,
+    )
+    routes = {"core": {"score": stance}, "sport": {"score": sport}}
+    return ScoredUnit(
+        unit=unit, item_id=unit_id, keeper=unit_id, exact_duplicate=False, signals={**signals, "recency": 0.1},
+        markers_importance=0.0, stance=stance, routes=routes, age_days=400.0, decay=1.0, own_chars=60,
+    )
+
+
+def test_promotion_eval_counts_units_in_each_training_set_before_and_after_stance_importance():
+    config = Config(adapters=[Config().adapters[0], AdapterConfig(name="sport", description="Sport and running.")])
+    config.promote.lora_threshold = 0.45
+    scored = [
+        _scored(f"{split}-{i}", labels, stance=stance, sport=sport, split=split)
+        for split in ("tune", "report")
+        for i, (labels, stance, sport) in enumerate(
+            [(["core"], 1.0, 0.0), (["core", "sport"], 1.0, 0.6), ([], 0.0, 0.1), (["sport"], 0.0, 0.5)]
+        )
+    ]
+    names = ["core", "sport"]
+    assert promoted(scored[:4], config.promote.model_copy(update={"stance_importance": 0.0}), names) == [[], [], [], []]
+    assert promoted(scored[:4], config.promote, names) == [["core"], ["core", "sport"], [], []]
+    result = evaluate_promotion(config, scored)
+    assert result["before"]["report"]["core"]["recall"] == 0.0
+    assert result["configured"]["report"]["core"] == {"positives": 2, "routed": 2, "precision": 1.0, "recall": 1.0}
+    assert result["configured"]["report"]["sport"]["recall"] == 0.5 and result["meets_targets"]["report"]
+    assert result["tuning"]["best"]["lora_threshold"] == 0.45 and result["tuning"]["best"]["stance_importance"] > 0
+    assert [w["id"] for w in result["wrong"]] == ["tune-3", "report-3"]
