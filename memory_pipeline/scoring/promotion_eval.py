@@ -5,7 +5,8 @@ also reaches ``lora_threshold`` (``tiers.decide_tier``). This scores each unit o
 routing set (``routing_eval``) the way promote scores an item, inside a real scoring run over
 the corpus the units come from: its own text gives the text signals (density, importance with
 the user's stance) and its route; the item it lies in gives what depends on the rest of the
-memory (novelty, recurrence, duplicates, usage, recency, answer quality, age). For whole
+memory (novelty, recurrence, duplicates, usage, recency, answer quality, age) and the content
+floor (a sentence of the user's or an answer paragraph is judged inside its exchange). For whole
 exchanges, sections and lecture windows that is the item itself.
 
 ``stance_importance`` and ``route_threshold`` are chosen on the ``tune`` half, at the configured
