@@ -29,7 +29,7 @@ from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.index.sync import sync_index
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
-from memory_pipeline.scoring.promote import run_promotion
+from memory_pipeline.scoring.engine import run_promotion
 from memory_pipeline.scoring.promotion_eval import evaluate_promotion, score_units
 from memory_pipeline.scoring.routing_eval import evaluate_routing, load_routing_set
 from memory_pipeline.scoring.store import ScoreStore, scores_dir
