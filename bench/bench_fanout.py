@@ -71,14 +71,20 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _step_seconds(dagster_home: Path) -> dict[str, float]:
-    """Step key -> seconds it ran, from the run's events on the instance."""
+def _steps(dagster_home: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Step key -> seconds it ran, and -> CPU seconds its process spent meanwhile (the range steps report it)."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [run] = instance.get_runs()
         stats = instance.get_run_step_stats(run.run_id)
-        return {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time and s.start_time}
+        seconds = {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time and s.start_time}
+        cpu = {}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_OUTPUT):
+            metadata = entry.dagster_event.step_output_data.metadata
+            if "cpu_seconds" in metadata:
+                cpu[entry.step_key] = metadata["cpu_seconds"].value
+        return seconds, cpu
 
 
 def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
@@ -103,6 +109,7 @@ def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
     cpu = _children_cpu() - cpu_before
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-4000:])
+    steps_s, steps_cpu_s = _steps(home)
     config = load_config(config_file, storage=storage)
     chunks = ChunkStore(config.lancedb_uri, embedder_model_id(config.embedding)).count()
     out = {
@@ -111,7 +118,8 @@ def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
         "cpu_s": round(cpu, 2),
         "chunks": chunks,
         "chunks_per_s": round(chunks / seconds, 2),
-        "steps_s": _step_seconds(home),
+        "steps_s": steps_s,
+        "range_steps_cpu_s": steps_cpu_s,
         "load_average": {"before": load_before, "after": _load()},
     }
     print(name, json.dumps(out), flush=True)
