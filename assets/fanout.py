@@ -84,16 +84,23 @@ def _parse_range(partition: int, partitions: int) -> dg.OpDefinition:
 
 
 def _parse_totals(partitions: int) -> dg.OpDefinition:
-    @dg.op(name="parse_totals", ins={f"range_{p}": dg.In(dict) for p in range(partitions)}, description="The ranges' figures.")
+    @dg.op(
+        name="parse_totals",
+        ins={f"range_{p}": dg.In(dict) for p in range(partitions)},
+        description="The ranges' figures.",
+    )
     def parse_totals(context: dg.OpExecutionContext, **ranges: dict) -> dict:
         reports = [ranges[f"range_{p}"] for p in range(partitions)]
-        totals = {key: sum(r[key] for r in reports) for key in ("sources", "staged", "documents", "unchanged", "left_to_commit")}
+        keys = ("sources", "staged", "documents", "unchanged", "left_to_commit")
+        totals = {key: sum(r[key] for r in reports) for key in keys}
         context.add_output_metadata(
             {
                 "partitions": partitions,
                 **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
                 "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
-                "per_partition": table(reports, ["partition", "sources", "staged", "documents", "seconds", "cpu_seconds"], limit=partitions),
+                "per_partition": table(
+                    reports, ["partition", "sources", "staged", "documents", "seconds", "cpu_seconds"], limit=partitions
+                ),
             }
         )
         return totals

@@ -96,12 +96,20 @@ def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
     storage = root / "storage"
     shutil.copytree(template, storage)
     config_file = root / "memory_pipeline.yaml"
-    config_file.write_text(yaml.safe_dump({"sources": {"dialogues": [str(work / "vault")]}, "scaleout": scaleout}), encoding="utf-8")
+    config_file.write_text(
+        yaml.safe_dump({"sources": {"dialogues": [str(work / "vault")]}, "scaleout": scaleout}), encoding="utf-8"
+    )
     home = storage / "dagster_home"
     home.mkdir()
-    env = dict(os.environ, DAGSTER_HOME=str(home), MEMORY_PIPELINE_CONFIG=str(config_file), MEMORY_PIPELINE_STORAGE=str(storage))
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        MEMORY_PIPELINE_CONFIG=str(config_file),
+        MEMORY_PIPELINE_STORAGE=str(storage),
+    )
     dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "asset", "materialize", "-f", "definitions.py", "--select", "chunk_embeddings,chunks,faiss_index"]
+    selection = "chunk_embeddings,chunks,faiss_index"
+    command = [dagster, "asset", "materialize", "-f", "definitions.py", "--select", selection]
     load_before, cpu_before = _load(), _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
@@ -130,7 +138,9 @@ def index_with(work: Path, template: Path, name: str, scaleout: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="documents in the corpus")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS), help="settings to run, in order")
+    parser.add_argument(
+        "--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS), help="settings to run, in order"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "fanout.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_fanout_"))
@@ -157,7 +167,10 @@ def main() -> None:
         base = runs["in_process"]
         others = [name for name in runs if name != "in_process"]
         results["overhead_vs_in_process"] = {
-            name: {"wall": round(runs[name]["wall_s"] / base["wall_s"] - 1, 3), "cpu": round(runs[name]["cpu_s"] / base["cpu_s"] - 1, 3)}
+            name: {
+                "wall": round(runs[name]["wall_s"] / base["wall_s"] - 1, 3),
+                "cpu": round(runs[name]["cpu_s"] / base["cpu_s"] - 1, 3),
+            }
             for name in others
         }
     args.out.parent.mkdir(exist_ok=True)

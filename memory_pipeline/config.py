@@ -373,7 +373,10 @@ class ScaleOutConfig(_Section):
         1, ge=1, le=256, description="document-hash ranges embedded as parallel steps before the one committing step; 1 = no fan-out"
     )
     ingest_partitions: int = Field(
-        1, ge=1, le=256, description="source-path hash ranges parsed as parallel steps before each kind's committing step; 1 = no fan-out"
+        1,
+        ge=1,
+        le=256,
+        description="source-path hash ranges parsed as parallel steps before each kind's committing step; 1 = no fan-out",
     )
 
 

@@ -19,9 +19,9 @@ from memory_pipeline import cli
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, load_config
 from memory_pipeline.index.embedding import embedder_model_id
 from memory_pipeline.index.fanout import partition_of
+from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import load_reports
-from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.scoring.assignments import load_assignments
 
 pytestmark = pytest.mark.slow  # two full memory runs, one on a dask cluster of 2 worker processes

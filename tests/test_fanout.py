@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.index.fanout import documents_to_index, embed_partition, partition_of
 from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.fanout import parse_partition
 from memory_pipeline.ingest.pipeline import ingest_all
 

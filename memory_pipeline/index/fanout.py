@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
 from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.records import partition_of
 
 DOC_BATCH = 200

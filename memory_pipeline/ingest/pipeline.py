@@ -31,8 +31,8 @@ from pydantic import BaseModel, Field
 
 from memory_pipeline.atomic import atomic_write_text, exclusive_lock
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import NothingToStoreError, ParseError
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.fanout import clear_staged, staged_documents
 from memory_pipeline.ingest.limits import applied_limits
 from memory_pipeline.records import Document, Kind
