@@ -23,7 +23,7 @@ pipeline = MemoryPipelineResource()
 defs = dg.Definitions.merge(
     ingest.defs,
     index.defs,
-    fanout.fanout_defs(pipeline.config.scaleout.embed_partitions),
+    fanout.fanout_defs(pipeline.config.scaleout.embed_partitions, pipeline.config.scaleout.ingest_partitions),
     promote.defs,
     train.defs,
     dg.Definitions(

@@ -56,7 +56,10 @@ def _report_metadata(report: IngestReport, summary: list[dict]) -> dict:
 
 
 def _kind_asset(kind: Kind, name: str, description: str) -> dg.AssetsDefinition:
-    @dg.asset(name=name, group_name=INGEST_GROUP, description=description, kinds={"python", "lancedb"})
+    # parsed_sources (assets/fanout.py) parses ahead in hash ranges when scaleout.ingest_partitions > 1
+    @dg.asset(
+        name=name, group_name=INGEST_GROUP, description=description, kinds={"python", "lancedb"}, deps=["parsed_sources"]
+    )
     def _asset(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, config: IngestRunConfig) -> dg.MaterializeResult:
         return _materialize_kind(context, pipeline, kind, config)
 

@@ -378,6 +378,12 @@ class ScaleOutConfig(_Section):
     embed_partitions: int = Field(
         1, ge=1, le=256, description="document-hash ranges embedded as parallel steps before the one committing step; 1 = no fan-out"
     )
+    ingest_partitions: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="source-path hash ranges parsed as parallel steps before each kind's committing step; 1 = no fan-out",
+    )
 
 
 # --- end scale-out ---

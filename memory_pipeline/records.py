@@ -147,6 +147,13 @@ def stable_id(*parts: str) -> str:
     return sha256_text("\x1f".join(parts))[:20]
 
 
+def partition_of(key: str, partitions: int) -> int:
+    """The hash range ``key`` (a document id, a source path) falls in: the top 64 bits of its sha256,
+    scaled to ``partitions`` ranges. The same key lands in the same range on every machine and run."""
+    top = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+    return (top * partitions) >> 64
+
+
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _LETTER = re.compile(r"[^\W\d_]")

@@ -144,7 +144,8 @@ def test_all_assets_checks_jobs_schedules_and_sensors_are_loaded(graphql):
     (repo,) = graphql["repositoriesOrError"]["nodes"]
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
     expected_assets = {
-        "dialogue_documents": "ingest", "article_documents": "ingest", "lecture_documents": "ingest", "ingest_report": "ingest",
+        "parsed_sources": "ingest", "dialogue_documents": "ingest", "article_documents": "ingest",
+        "lecture_documents": "ingest", "ingest_report": "ingest",
         "chunk_embeddings": "index", "chunks": "index", "faiss_index": "index", "retrieval_eval": "index",
         "item_scores": "promote", "item_tiers": "promote",
         "training_sets": "train", "lora_adapters": "train",

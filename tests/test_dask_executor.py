@@ -1,5 +1,6 @@
-"""memory_job on dagster-dask over a local distributed cluster of 2 worker processes, embedding fanned out
-over 4 document-hash ranges, gives the same chunks, items and training sets as the in-process run."""
+"""memory_job on dagster-dask over a local distributed cluster of 2 worker processes, parsing fanned out over
+4 source-path hash ranges and embedding over 4 document-hash ranges, gives the same documents, chunks, items
+and training sets as the in-process run."""
 
 import json
 import os
@@ -19,6 +20,8 @@ from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, load_config
 from memory_pipeline.index.embedding import embedder_model_id
 from memory_pipeline.index.fanout import partition_of
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import load_reports
 from memory_pipeline.scoring.assignments import load_assignments
 
 pytestmark = pytest.mark.slow  # two full memory runs, one on a dask cluster of 2 worker processes
@@ -30,7 +33,12 @@ CORPUS = {
     "articles": ["articles/training_notes.md", "articles/plain_notes.txt", "articles/marathon_pacing.pdf"],
     "lectures": ["lectures/coach_talk.srt", "lectures/interval_qa.vtt", "lectures/timed_transcript.txt"],
 }
-DASK = {"executor": "dask", "executor_config": {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}}, "embed_partitions": 4}
+DASK = {
+    "executor": "dask",
+    "executor_config": {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}},
+    "ingest_partitions": 4,
+    "embed_partitions": 4,
+}
 
 
 def _memory_run(root: Path, sources: dict, scaleout: dict) -> tuple[Path, Path]:
@@ -66,6 +74,11 @@ def _chunks(config_file: Path, storage: Path) -> dict[str, tuple]:
     return {r["chunk_id"]: (r["doc_id"], r["text"], np.asarray(r["vector"])) for r in store.rows(["chunk_id", "doc_id", "text", "vector"])}
 
 
+def _documents(config_file: Path, storage: Path) -> dict[str, str]:
+    config = load_config(config_file, storage=storage)
+    return {d.doc_id: d.model_dump_json() for d in DocumentStore(config.documents_dir).iter_documents()}
+
+
 def _items(config_file: Path, storage: Path) -> dict[str, tuple]:
     config = load_config(config_file, storage=storage)
     return {a.item_id: (a.tier, tuple(a.adapters), round(a.score, 3)) for a in load_assignments(config)}
@@ -89,6 +102,11 @@ def test_memory_job_on_dask_with_4_partitions_matches_the_in_process_run(tmp_pat
     local = _memory_run(tmp_path / "in_process", sources, {"executor": "in_process"})
     dask = _memory_run(tmp_path / "dask", sources, DASK)
 
+    documents = _documents(*local)
+    assert documents and _documents(*dask) == documents
+    reports = load_reports(load_config(dask[0], storage=dask[1]))
+    assert sum(r.files_staged for r in reports.values()) > 0  # the kinds' steps took what the ranges parsed
+
     chunks_local, chunks_dask = _chunks(*local), _chunks(*dask)
     assert chunks_local and set(chunks_dask) == set(chunks_local)
     for chunk_id, (doc_id, text, vector) in chunks_local.items():
@@ -101,9 +119,12 @@ def test_memory_job_on_dask_with_4_partitions_matches_the_in_process_run(tmp_pat
     assert items and _items(*dask) == items
     assert _datasets(local[1]) and _datasets(dask[1]) == _datasets(local[1])
 
-    # The dask run embedded in the 4 range steps, each run and succeeded (dagster-dask can leave steps out of
-    # a run it reports as a success), then committed in chunk_index; the in-process run had one range step.
+    # The dask run parsed and embedded in the 4 range steps each, every one run and succeeded (dagster-dask can
+    # leave steps out of a run it reports as a success), then committed in the kinds' steps and in chunk_index;
+    # the in-process run had one range step of each.
     dask_steps, local_steps = _steps(dask[1]), _steps(local[1])
+    assert all(dask_steps.get(f"parsed_sources.parse_range_{p}") == "SUCCESS" for p in range(4)), dask_steps
+    assert "parsed_sources.parse_range_0" in local_steps and "parsed_sources.parse_range_1" not in local_steps
     assert all(dask_steps.get(f"chunk_embeddings.embed_range_{p}") == "SUCCESS" for p in range(4)), dask_steps
     assert dask_steps["chunk_embeddings.embedding_totals"] == dask_steps["chunk_index"] == "SUCCESS"
     assert "chunk_embeddings.embed_range_0" in local_steps and "chunk_embeddings.embed_range_1" not in local_steps

@@ -55,7 +55,8 @@ def test_cluster_config_k8s_executor_validates_against_dagster_k8s():
     from assets.executors import executor_for
 
     config = load_config(DEPLOY / "memory_pipeline.cluster.yaml")
-    assert config.scaleout.executor == "k8s" and config.scaleout.embed_partitions == 8
+    assert config.scaleout.executor == "k8s"
+    assert config.scaleout.embed_partitions == config.scaleout.ingest_partitions == 8
     _assert_valid(k8s_job_executor.config_schema.config_type, config.scaleout.executor_config)
     assert executor_for(config).name.startswith("k8s")
 

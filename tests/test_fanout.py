@@ -1,5 +1,5 @@
-"""Embedding split into document-hash ranges: every document in exactly one range, and the commit after
-the ranges embeds nothing itself."""
+"""Parsing split into source-path hash ranges and embedding into document-hash ranges: every source and
+document in exactly one range, and the commit after the ranges parses or embeds nothing itself."""
 
 from collections import Counter
 from pathlib import Path
@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.index.fanout import documents_to_index, embed_partition, partition_of
 from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.fanout import parse_partition
 from memory_pipeline.ingest.pipeline import ingest_all
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -42,3 +43,31 @@ def test_ranges_embed_each_document_once_and_the_commit_only_writes(tmp_path):
     report = sync_index(config, docstore, embedder, progress=False)
     assert report.embedded == 0 and report.cache_hits > 0 and report.chunks_total > 0
     assert documents_to_index(config, docstore, embedder.model_id) == []
+
+
+def test_parse_ranges_stage_each_source_once_and_the_commit_parses_nothing(tmp_path):
+    sources = {
+        "dialogues": [FIXTURES / "dialogues", FIXTURES / "nexus_obsidian"],
+        "lectures": [FIXTURES / "lectures"],
+        "articles": [FIXTURES / "articles"],
+    }
+    plain = Config(storage_root=tmp_path / "plain", sources=sources)
+    plain_reports = ingest_all(plain)
+    fanned = Config(storage_root=tmp_path / "fanned", sources=sources)
+    reports = [parse_partition(fanned, p, 3, log=lambda message: None) for p in range(3)]
+    assert all(r.staged for r in reports)
+    assert sum(r.staged + r.left_to_commit for r in reports) == sum(r.files_seen for r in plain_reports.values())
+
+    fanned_reports = ingest_all(fanned)
+    assert sum(r.files_staged for r in fanned_reports.values()) == sum(r.staged for r in reports)
+    for kind, report in fanned_reports.items():  # the same files parsed and failed, the same documents
+        same = ("files_parsed", "files_failed", "documents_total", "documents_written", "repaired_documents")
+        assert {f: getattr(report, f) for f in same} == {f: getattr(plain_reports[kind], f) for f in same}
+    stored = [DocumentStore(c.documents_dir) for c in (plain, fanned)]
+    assert [{d.doc_id: d.model_dump_json() for d in s.iter_documents()} for s in stored] == [
+        {d.doc_id: d.model_dump_json() for d in stored[0].iter_documents()}
+    ] * 2
+    assert not any((fanned.cache_dir / "parsed").rglob("*.jsonl"))  # the commits took and cleared the staging
+
+    # A second pass finds nothing changed: no range stages anything.
+    assert sum(r.staged for r in (parse_partition(fanned, p, 3, log=lambda message: None) for p in range(3))) == 0

@@ -227,6 +227,17 @@ def _limit_torch_threads() -> None:
         torch.set_num_threads(usable)
 
 
+def compute_threads() -> int:
+    """Threads one embedding call may use: OMP_NUM_THREADS where it is set, else every usable CPU.
+
+    A manager that runs several worker processes on one machine gives each its share this way (dask's
+    nanny sets OMP_NUM_THREADS=1 in each worker): 2 dask workers on 2 cores that each ran 2 BLAS threads
+    would fight over the cores.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() and int(threads) > 0 else available_cpus()
+
+
 def available_cpus() -> int:
     """CPUs this process may run on: affinity mask, capped by a cgroup v2 CPU quota."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

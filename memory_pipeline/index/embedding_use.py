@@ -51,14 +51,14 @@ class UseMultilingualEmbedder:
     """USE Multilingual v3 with the ``sentencepiece`` tokenizer and large numpy batches."""
 
     def __init__(self, config: EmbeddingConfig):
-        from memory_pipeline.index.embedding import available_cpus, embedder_model_id
+        from memory_pipeline.index.embedding import compute_threads, embedder_model_id
 
         self.model_id = embedder_model_id(config)
         self.dimension = DIMENSION
         self.max_tokens = MAX_TOKENS
         self.query_prefix = config.query_prefix
         self.passage_prefix = config.passage_prefix
-        self.threads = available_cpus()
+        self.threads = compute_threads()
         self.tokenizer = _load_tokenizer()
 
     def token_ids(self, text: str) -> list[int]:

@@ -11,18 +11,18 @@ Keeping one writer means no concurrent LanceDB commits, which object stores do n
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
 from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.records import partition_of
 
 DOC_BATCH = 200
 
@@ -37,12 +37,7 @@ class PartitionReport(BaseModel):
     embedded: int = 0
     cache_hits: int = 0
     seconds: float = 0.0
-
-
-def partition_of(doc_id: str, partitions: int) -> int:
-    """The hash range ``doc_id`` falls in: the top 64 bits of its sha256, scaled to ``partitions`` ranges."""
-    top = int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big")
-    return (top * partitions) >> 64
+    cpu_seconds: float = 0.0  # of the whole process meanwhile: on a loaded machine wall time says little
 
 
 def documents_to_index(config: Config, docstore: DocumentStore, model_id: str) -> list[str]:
@@ -63,7 +58,7 @@ def embed_partition(
     log: Callable[[str], None] = print,
 ) -> PartitionReport:
     """Chunk and embed this partition's documents to index into the embedding cache; writes no store."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = PartitionReport(partition=partition, partitions=partitions)
     mine = [d for d in documents_to_index(config, docstore, embedder.model_id) if partition_of(d, partitions) == partition]
     report.documents = len(mine)
@@ -81,4 +76,5 @@ def embed_partition(
             report.cache_hits += len(texts) - embedded
             log(f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, {report.embedded} chunks embedded")
     report.seconds = round(time.perf_counter() - started, 3)
+    report.cpu_seconds = round(time.process_time() - cpu_started, 3)
     return report

@@ -31,8 +31,9 @@ from pydantic import BaseModel, Field
 
 from memory_pipeline.atomic import atomic_write_text, exclusive_lock
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import NothingToStoreError, ParseError
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.fanout import clear_staged, staged_documents
 from memory_pipeline.ingest.limits import applied_limits
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources import (
@@ -87,6 +88,7 @@ class IngestReport(BaseModel):
     files_failed: int = 0
     files_moved: int = 0
     files_removed: int = 0
+    files_staged: int = 0  # parsed beforehand by a parse partition (scaleout.ingest_partitions)
     bytes_parsed: int = 0
     documents_written: int = 0
     documents_removed: int = 0
@@ -164,7 +166,8 @@ def _ingest_kind(
     report.files_seen = len(units)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
 
-    run = _IngestRun(store, manifest, report, kind, archive_limits(config), inbox=resolved_path(config.inbox_dir))
+    inbox = resolved_path(config.inbox_dir)
+    run = _IngestRun(store, manifest, report, kind, archive_limits(config), inbox=inbox, config=config)
     seen_paths: set[str] = set()
     with applied_limits(config.limits):
         for number, unit in enumerate(units, start=1):
@@ -178,6 +181,7 @@ def _ingest_kind(
     held = [] if prune else _vanished_roots(config, kind, manifest, report, limited_to=None if paths is None else roots)
     report.documents_removed += _remove_vanished(manifest, store, kind, roots, seen_paths, report, held=held)
     manifest.save()
+    clear_staged(config, kind)
     if report.changed:
         store.compact(kind)
     report.by_format = dict(run.formats)
@@ -192,10 +196,18 @@ class _IngestRun:
     """State of one ingest run: documents waiting to be written, and the figures so far."""
 
     def __init__(
-        self, store: DocumentStore, manifest: Manifest, report: IngestReport, kind: Kind, limits: ArchiveLimits, *, inbox: Path
+        self,
+        store: DocumentStore,
+        manifest: Manifest,
+        report: IngestReport,
+        kind: Kind,
+        limits: ArchiveLimits,
+        *,
+        inbox: Path,
+        config: Config,
     ):
         self.store, self.manifest, self.report, self.kind, self.limits = store, manifest, report, kind, limits
-        self.inbox = inbox
+        self.inbox, self.config = inbox, config
         self.pending: list[Document] = []
         self.formats: Counter[str] = Counter()
         self.dirty_files = 0
@@ -237,7 +249,7 @@ class _IngestRun:
                 return
             if entry is None and self._take_over_moved(unit, key, signature, fingerprint):
                 return
-            self._parse(unit, written)
+            self._parse(unit, written, staged_documents(self.config, self.kind, key, fingerprint))
         except ParseError as exc:
             reason = exc.reason
         except OSError as exc:
@@ -249,8 +261,9 @@ class _IngestRun:
             return
         self._record_error(key, reason, entry, written, signature, fingerprint)
 
-    def _parse(self, unit: SourceUnit, written: list[str]) -> None:
+    def _parse(self, unit: SourceUnit, written: list[str], staged: Iterator[Document] | None) -> None:
         """Queue a source's documents for writing; ``written`` gets their ids as they come, for errors midway.
+        ``staged``: the documents a parse partition already made of these bytes (then nothing is parsed here).
 
         A conversation that another export holds in a newer version is not written, but its id is
         still the source's: should the newer export go, the conversation is not lost with it.
@@ -258,7 +271,9 @@ class _IngestRun:
         safe_name = bytes_safe(str(unit.path)) == str(unit.path)
         in_inbox = _within(resolved_path(unit.path), {self.inbox})
         try:
-            for batch in _batched(parse_file(unit.path, self.kind, limits=self.limits), _FLUSH_DOCS):
+            self.report.files_staged += staged is not None
+            documents = parse_file(unit.path, self.kind, limits=self.limits) if staged is None else staged
+            for batch in _batched(documents, _FLUSH_DOCS):
                 batch = batch if safe_name else [bytes_safe_document(doc) for doc in batch]
                 written.extend(d.doc_id for d in batch)
                 batch = _keep_newest(batch, self.known_versions(), self.manifest)
