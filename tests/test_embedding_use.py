@@ -75,6 +75,34 @@ def test_vectors_match_the_packages_own(embedder, texts):
     assert embedder.embed_passages([]).shape == (0, 512)
 
 
+def test_counted_ids_are_reused_and_give_the_same_vectors(embedder, texts):
+    """Chunking counts a chunk's tokens; its encode reuses those ids instead of tokenizing again."""
+    fresh = embedder.embed_passages(texts[:8])
+    for text in texts[:8]:
+        embedder.count_tokens(text)
+    assert all(text in embedder._counted for text in texts[:8])
+    np.testing.assert_array_equal(embedder.embed_passages(texts[:8]), fresh)
+    assert not any(text in embedder._counted for text in texts[:8])
+
+
+def test_the_cached_snapshot_maps_the_same_weights(tmp_path, monkeypatch, texts):
+    """The first load keeps the weights uncompressed in the user's cache; a later one maps them, same vectors."""
+    from memory_pipeline.index import embedding_use
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    inflated = embedding_use._load_backend.__wrapped__()
+    assert (embedding_use._snapshot_dir() / "table.npy").is_file()
+    mapped = embedding_use._load_backend.__wrapped__()
+    assert isinstance(mapped.table, np.memmap) and not isinstance(inflated.table, np.memmap)
+    ids = [embedding_use.UseMultilingualEmbedder(EmbeddingConfig()).token_ids(t) for t in texts[:10]]
+    outputs = []
+    for backend in (inflated, mapped):
+        out = np.empty((len(ids), DIMENSION), dtype=np.float32)
+        backend._encode_batch(ids, sum(map(len, ids)), out)
+        outputs.append(out)
+    np.testing.assert_array_equal(*outputs)
+
+
 def test_russian_query_finds_english_and_russian_passages(embedder):
     passages = [
         "Start the marathon slower than your goal pace.",

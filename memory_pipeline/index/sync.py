@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.embedding import Embedder
-from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
+from memory_pipeline.index.embedding_cache import EmbeddingCache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
@@ -125,22 +126,20 @@ def sync_index(
     cache = EmbeddingCache(config.cache_dir / "embeddings.sqlite")
     bar = _progress(len(stale), progress)
     pending: list[tuple[Document, list[Chunk]]] = []
+    # One writer thread commits pool N while the main thread chunks and embeds pool N+1: numpy releases
+    # the GIL in the forward, so the stemming and LanceDB work fill the gaps the encoder leaves on the cores.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
+    written: Future | None = None
 
-    def commit_pending() -> None:
-        """Embed the pooled chunks (one length-sorted pool: less padding than per small batch) and
-        replace their documents' chunks in one LanceDB commit."""
-        docs = [doc for doc, _ in pending]
-        chunks = [c for _, doc_chunks in pending for c in doc_chunks]
+    def write(docs: list[Document], chunks: list[Chunk], vectors: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> None:
+        """Cache the new vectors, then replace these documents' chunks in one LanceDB commit (in that
+        order: a crash in between leaves the vectors cached for the next run)."""
         doc_ids = [d.doc_id for d in docs]
         earlier = [plan.replaces[d] for d in doc_ids if d in plan.replaces]
-        texts = {c.text_hash: c.text for c in chunks}
         old_ids = store.chunk_ids([*doc_ids, *earlier])
         new_ids = {c.chunk_id for c in chunks}
-        t0 = time.perf_counter()
-        vectors, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
-        report.embed_seconds += time.perf_counter() - t0
-        report.embedded += embedded
-        report.cache_hits += len(texts) - embedded
+        if fresh:
+            cache.put_many(embedder.model_id, fresh)
         store.replace_documents({d: wanted[d] for d in doc_ids}, chunks, vectors, replaced=earlier)
         report.docs_indexed += len(docs)
         report.chunks_added += len(new_ids - old_ids)
@@ -148,6 +147,25 @@ def sync_index(
         if bar is not None:
             bar.update(len(docs))
         log(f"indexed {report.docs_indexed}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)")
+
+    def commit_pending() -> None:
+        """Embed the pooled chunks in one call (the embedder batches a whole pool by length: fuller
+        batches than small calls) and hand them to the writer once it has committed the previous pool."""
+        nonlocal written
+        docs = [doc for doc, _ in pending]
+        chunks = [c for _, doc_chunks in pending for c in doc_chunks]
+        texts = {c.text_hash: c.text for c in chunks}
+        t0 = time.perf_counter()
+        vectors = cache.get_many(embedder.model_id, list(texts))
+        missing = [h for h in texts if h not in vectors]
+        fresh = dict(zip(missing, embedder.embed_passages([texts[h] for h in missing]), strict=True)) if missing else {}
+        vectors.update(fresh)
+        report.embed_seconds += time.perf_counter() - t0
+        report.embedded += len(missing)
+        report.cache_hits += len(texts) - len(missing)
+        if written is not None:
+            written.result()
+        written = writer.submit(write, docs, chunks, vectors, fresh)
         pending.clear()
 
     try:
@@ -172,7 +190,10 @@ def sync_index(
                 commit_pending()
         if pending:
             commit_pending()
+        if written is not None:
+            written.result()
     finally:
+        writer.shutdown(wait=True)
         if bar is not None:
             bar.close()
         cache.close()
