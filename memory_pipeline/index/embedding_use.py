@@ -95,8 +95,9 @@ class UseMultilingualEmbedder:
 
     def _encode(self, ids: list[Sequence[int]], *, threads: int, show_progress: bool) -> np.ndarray:
         """Longest first in batches of up to BATCH_TOKENS tokens (a longer text goes alone)."""
+        from contextlib import nullcontext
+
         from threadpoolctl import threadpool_limits
-        from tqdm.auto import tqdm
 
         backend = _load_backend()
         vectors = np.empty((len(ids), DIMENSION), dtype=np.float32)
@@ -113,15 +114,23 @@ class UseMultilingualEmbedder:
         with (
             _BLAS_LOCK,
             threadpool_limits(limits=threads, user_api="blas"),
-            tqdm(total=len(ids), desc="embedding", unit="chunk", disable=not show_progress) as progress,
+            _progress_bar(len(ids)) if show_progress else nullcontext() as progress,
         ):
             for batch in batches:
                 group = [ids[i] for i in batch]
                 out = np.empty((len(batch), DIMENSION), dtype=np.float32)
                 backend._encode_batch(group, sum(map(len, group)), out)
                 vectors[batch] = out
-                progress.update(len(batch))
+                if progress is not None:
+                    progress.update(len(batch))
         return vectors
+
+
+def _progress_bar(total: int):
+    """Imported only for a bar: tqdm.auto costs a cold query more than its whole forward."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="embedding", unit="chunk")
 
 
 def resources_dir() -> str:
