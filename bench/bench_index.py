@@ -86,7 +86,8 @@ out["bare_encode"] = {"sample_chunks": len(sample), "sample_tokens": sample_toke
                       "chunks_per_s": round(len(sample) / sample_s, 1), "tokens_per_s": round(sample_tokens / sample_s, 1),
                       "seconds_for_all_chunks": round(bare_s, 2)}
 out["ratio_index_vs_bare"] = round(bare_s / index_s, 3)
-out["ratio_index_vs_bare_cpu"] = round(bare_cpu / index_cpu, 3)  # CPU seconds (all threads): what neighbours barely move
+# CPU seconds of all threads: what the neighbours on a shared machine barely move
+out["ratio_index_vs_bare_cpu"] = round(bare_cpu / index_cpu, 3)
 out["ratio_end_to_end_vs_bare"] = round(bare_s / total_s, 3)
 
 i, x, rep = run()
@@ -169,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--search-chunks", type=int, default=100_000)
-    parser.add_argument("--output", type=Path, default=RESULTS / "index.json", help="where the JSON goes (a trial run: elsewhere)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "index.json", help="the JSON (a trial run: elsewhere)")
     args = parser.parse_args()
     results: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

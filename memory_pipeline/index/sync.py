@@ -131,7 +131,9 @@ def sync_index(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
     written: Future | None = None
 
-    def write(docs: list[Document], chunks: list[Chunk], vectors: dict[str, np.ndarray], fresh: dict[str, np.ndarray]) -> None:
+    def write(
+        docs: list[Document], chunks: list[Chunk], vectors: dict[str, np.ndarray], fresh: dict[str, np.ndarray]
+    ) -> None:
         """Cache the new vectors, then replace these documents' chunks in one LanceDB commit (in that
         order: a crash in between leaves the vectors cached for the next run)."""
         doc_ids = [d.doc_id for d in docs]
@@ -158,7 +160,9 @@ def sync_index(
         t0 = time.perf_counter()
         vectors = cache.get_many(embedder.model_id, list(texts))
         missing = [h for h in texts if h not in vectors]
-        fresh = dict(zip(missing, embedder.embed_passages([texts[h] for h in missing]), strict=True)) if missing else {}
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            fresh = dict(zip(missing, embedder.embed_passages([texts[h] for h in missing]), strict=True))
         vectors.update(fresh)
         report.embed_seconds += time.perf_counter() - t0
         report.embedded += len(missing)
