@@ -75,10 +75,11 @@ class UseMultilingualEmbedder:
         """Counted for chunk budgets; the ids are kept for the encode that usually follows (a chunk's
         text is the last one counted), so indexing tokenizes each chunk once."""
         ids = array("i", self.token_ids(self.passage_prefix + text))
-        with self._counted_lock:
-            self._counted[text] = ids
-            if len(self._counted) > COUNTED_TEXTS:
-                del self._counted[next(iter(self._counted))]
+        if len(ids) <= MAX_TOKENS:  # a longer text is cut before it is embedded: not worth keeping
+            with self._counted_lock:
+                self._counted[text] = ids
+                if len(self._counted) > COUNTED_TEXTS:
+                    del self._counted[next(iter(self._counted))]
         return len(ids)
 
     def _passage_ids(self, text: str) -> Sequence[int]:
