@@ -184,7 +184,7 @@ def _sync_index(config: Config):
 def search(
     query: Annotated[str, typer.Argument(help="what to look for (any language)")],
     k: Annotated[Optional[int], typer.Option("-k", help="number of hits", show_default="search.default_k in the config: 10")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture | profile")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
     no_service: Annotated[bool, typer.Option("--no-service", help="search in-process even when a service is up")] = False,

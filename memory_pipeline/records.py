@@ -17,11 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Kind(StrEnum):
-    """What a document is; each kind has its own chunking and scoring rules."""
+    """What a document is; each kind has its own chunking and scoring rules.
+
+    A *profile* is what the user wrote about himself (custom instructions, project instructions):
+    no folder holds profiles, they come out of the dialogue exports that carry them.
+    """
 
     DIALOGUE = "dialogue"
     ARTICLE = "article"
     LECTURE = "lecture"
+    PROFILE = "profile"
+
+
+SOURCE_KINDS = (Kind.DIALOGUE, Kind.ARTICLE, Kind.LECTURE)
+"""The kinds with source folders of their own, each ingested (and watched) on its own."""
 
 
 class RepairReport(BaseModel):
@@ -108,7 +117,7 @@ class Document(BaseModel):
         """All text of the document in reading order, for hashing, language guess and previews."""
         if self.kind is Kind.DIALOGUE:
             return "\n\n".join(t.text for t in self.turns)
-        if self.kind is Kind.ARTICLE:
+        if self.kind in (Kind.ARTICLE, Kind.PROFILE):
             return "\n\n".join(s.text for s in self.sections)
         return "\n".join(s.text for s in self.segments)
 

@@ -283,7 +283,21 @@ def chatgpt_export() -> dict[str, bytes]:
         ("u1", "user", _text("Какие кроссовки взять для длинных?"), {}),
         ("a1", "assistant", _text("С амортизацией и запасом полразмера."), {}),
     ])
-    conversations = [marathon, older]
+    race_report = _chatgpt_conversation("6761e0b2-aaaa-8000-9000-000000000003", "Протокол забега", 1736000000.0,
+                                        ABOUT_ME, [
+        ("u1", "user", _text(""), {"metadata": {"attachments": [
+            {"id": "file-Pd7Ef8Gh", "size": 48213, "name": "race_results.pdf", "mime_type": "application/pdf",
+             "file_token_size": 1830, "source": "local"}]}}),
+        ("a1", "assistant", _text("В протоколе твоё время 3:41:12, 412-е место."), {}),
+        ("u2", "user", _text(""), {"metadata": {"attachments": [
+            {"id": "file-Dc9Xy0Zz", "size": 10240, "name": "training_log.docx",
+             "mime_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+             "file_token_size": 900, "source": "local"},
+            {"id": "file-Cs1Vv2Ww", "size": 2048, "name": "splits.csv", "mime_type": "text/csv",
+             "file_token_size": 300, "source": "local"}]}}),
+        ("a2", "assistant", _text("По дневнику и сплитам: вторая половина медленнее на 6 минут."), {}),
+    ])
+    conversations = [marathon, older, race_report]
     html = "<html><head><title>ChatGPT Data Export</title></head><body><h1>Подготовка к марафону</h1>" \
            "<script>var jsonData = " + json.dumps(conversations, ensure_ascii=False) + ";</script></body></html>"
     return {
@@ -304,7 +318,8 @@ def _tiny_png() -> bytes:
 
 def claude_export() -> dict[str, bytes]:
     """conversations.json (thinking blocks, an attachment's extracted text, a files-only message),
-    projects.json (knowledge docs, custom instructions, an empty starter project) and users.json."""
+    projects.json (knowledge docs, custom instructions, an empty starter project), users.json and
+    memories.json (Claude's memory of the user: account-wide and per project)."""
     conversation = {
         "uuid": "5f0c7a1e-bbbb-4000-8000-000000000001", "name": "Разбор плана тренировок",
         "created_at": "2025-02-10T08:00:00.000000Z", "updated_at": "2025-02-10T08:30:00.000000Z",
@@ -344,10 +359,15 @@ def claude_export() -> dict[str, bytes]:
     ]
     users = [{"uuid": "acc-1", "full_name": "Runner", "email_address": "runner@example.com",
               "verified_phone_number": None}]
+    memories = [{"conversations_memory": "**Work context**\n\nИнженер-программист, бегает марафоны.\n\n"
+                                         "**Preferences**\n\nПросит коротких ответов с цифрами.",
+                 "project_memories": {"proj-1": "Готовится к весеннему марафону, цель 3:30."},
+                 "account_uuid": "acc-1"}]
     return {
         "conversations.json": json.dumps([conversation], ensure_ascii=False, indent=1).encode("utf-8"),
         "projects.json": json.dumps(projects, ensure_ascii=False, indent=1).encode("utf-8"),
         "users.json": json.dumps(users, ensure_ascii=False).encode("utf-8"),
+        "memories.json": json.dumps(memories, ensure_ascii=False, indent=1).encode("utf-8"),
     }
 
 

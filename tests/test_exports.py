@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -16,8 +17,12 @@ from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import ParseError
 from memory_pipeline.ingest.pipeline import ingest_kind, load_reports
 from memory_pipeline.datasets.build import make_examples
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.sync import sync_index
 from memory_pipeline.profile import latest_profile, profile_assignments, profile_documents
 from memory_pipeline.records import Kind
+from memory_pipeline.scoring.routing import AdapterProfile, choose_adapters, route_item
+from memory_pipeline.index.search import Searcher
 from memory_pipeline.sources import parse_detected, parse_file
 from memory_pipeline.sources.archive import ArchiveLimits
 
@@ -40,9 +45,9 @@ def write_zip(path: Path, content: dict[str, bytes], compression: int = zipfile.
     return path
 
 
-def dialogue_rows(config: Config) -> list[dict]:
-    """Stored dialogue rows, through a new store handle (a kept one may show an older table version)."""
-    return DocumentStore(config.documents_dir).summary_rows(Kind.DIALOGUE)
+def dialogue_rows(config: Config, kind: Kind = Kind.DIALOGUE) -> list[dict]:
+    """Stored rows of a kind, through a new store handle (a kept one may show an older table version)."""
+    return DocumentStore(config.documents_dir).summary_rows(kind)
 
 
 def by_format(documents) -> dict[str, list]:
@@ -57,8 +62,8 @@ def by_format(documents) -> dict[str, list]:
 
 def test_chatgpt_zip_parses_in_place_with_member_provenance():
     docs = by_format(parse_file(CHATGPT_ZIP))
-    assert set(docs) == {"chatgpt_json", "profile"}, "chat.html, user.json, feedback and the image are not documents"
-    marathon, older = docs["chatgpt_json"]
+    assert set(docs) == {"chatgpt_json", "chatgpt_profile"}, "chat.html, user.json, feedback, the image are no documents"
+    marathon, older, _ = docs["chatgpt_json"]
     assert marathon.source_path == f"{CHATGPT_ZIP}!conversations.json"
     assert marathon.external_id == "6761e0b2-aaaa-8000-9000-000000000001" and marathon.turns[0].message_id == "u1"
     texts = [t.text for t in marathon.turns]
@@ -71,14 +76,23 @@ def test_chatgpt_zip_parses_in_place_with_member_provenance():
     assert older.title == "Кроссовки"
 
 
+def test_chatgpt_uploads_of_any_type_keep_a_placeholder_naming_each_file():
+    *_, report = by_format(parse_file(CHATGPT_ZIP))["chatgpt_json"]
+    assert [t.text for t in report.turns if t.role == "user"] == [
+        "[file: race_results.pdf]",
+        "[file: training_log.docx]\n[file: splits.csv]",
+    ], "a turn of uploads only (text part empty, files in metadata.attachments) is never silently empty"
+
+
 def test_chatgpt_custom_instructions_are_one_profile_newest_wins():
-    (profile,) = by_format(parse_file(CHATGPT_ZIP))["profile"]
-    assert profile.kind is Kind.DIALOGUE and profile.metadata["item_kind"] == "profile"
+    (profile,) = by_format(parse_file(CHATGPT_ZIP))["chatgpt_profile"]
+    assert profile.kind is Kind.PROFILE and profile.metadata["written_by"] == "user"
     assert profile.metadata["about_user"].startswith("Я бегаю марафоны и работаю инженером-программистом")
     assert "Отвечай по-русски" in profile.metadata["about_model"]
     assert profile.created_at.year == 2025, "dated by the newest conversation that carries it"
-    assert profile.metadata["seen_in"].endswith("0001")
-    assert [t.role for t in profile.turns] == ["user"] and profile.turns[0].text.startswith("About me:\n")
+    assert profile.metadata["seen_in"].endswith("0003")
+    assert [s.heading_path for s in profile.sections] == [["About me"], ["How I want answers"]]
+    assert profile.body_text().startswith("Я бегаю марафоны")
 
 
 def test_claude_zip_attachments_projects_and_thinking():
@@ -93,8 +107,16 @@ def test_claude_zip_attachments_projects_and_thinking():
     (project_doc,) = docs["claude_project_doc"]
     assert project_doc.title == "Марафон 2025: zones.md" and project_doc.sections[0].heading_path == ["Марафон 2025"]
     assert project_doc.source_path.endswith("claude_export.zip!projects.json")
-    (profile,) = docs["profile"]
-    assert profile.metadata["scope"] == "project Марафон 2025" and "учитывай мой пульс" in profile.turns[0].text
+    instructions, memory, project_memory = docs["claude_profile"]
+    assert instructions.kind is Kind.PROFILE and instructions.title == "Instructions for project Марафон 2025 (claude)"
+    assert instructions.metadata["scope"] == "project Марафон 2025" and "учитывай мой пульс" in instructions.body_text()
+    assert instructions.updated_at.month == 2, "dated by the project"
+    assert memory.metadata == {
+        "provider": "claude", "scope": "global", "written_by": "claude", "seen_in": "acc-1",
+        "about_user": memory.body_text(),
+    } and memory.body_text().startswith("**Work context**")
+    assert memory.sections[0].heading_path == ["What Claude remembers about me"] and memory.updated_at is None
+    assert project_memory.metadata["scope"] == "project memory proj-1" and "цель 3:30" in project_memory.body_text()
 
 
 def test_parse_cli_shows_the_detector_for_archives_and_loose_files(tmp_path):
@@ -209,8 +231,9 @@ def test_ingest_reports_a_hostile_archive_and_ingests_the_rest(tmp_path):
     report = ingest_kind(config, Kind.DIALOGUE)
     assert [(Path(e.path).name, "zip bomb" in e.reason) for e in report.errors] == [("bomb.zip", True)]
     store = DocumentStore(config.documents_dir)
-    assert {r["format"] for r in store.summary_rows(Kind.DIALOGUE)} == {"claude_json", "profile"}
+    assert {r["format"] for r in store.summary_rows(Kind.DIALOGUE)} == {"claude_json"}
     assert {r["format"] for r in store.summary_rows(Kind.ARTICLE)} == {"claude_attachment", "claude_project_doc"}
+    assert len(store.summary_rows(Kind.PROFILE)) == 3
 
 
 def test_an_unpacked_export_folder_skips_its_companions(tmp_path):
@@ -221,28 +244,35 @@ def test_an_unpacked_export_folder_skips_its_companions(tmp_path):
     config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
     report = ingest_kind(config, Kind.DIALOGUE)
     assert (report.files_seen, report.errors) == (1, []), "chat.html, user.json, feedback and the image are not sources"
-    assert {r["format"] for r in dialogue_rows(config)} == {"chatgpt_json", "profile"}
+    assert {r["format"] for r in dialogue_rows(config)} == {"chatgpt_json"}
+    assert [r["title"] for r in dialogue_rows(config, Kind.PROFILE)] == ["About me (chatgpt)"]
     assert DocumentStore(config.documents_dir).count(Kind.ARTICLE) == 0, "chat.html is not every conversation again"
 
 
 # --- a newer export beside the older one -----------------------------------------------------------
 
 
+NEW_ABOUT_ME = "Я бегаю ультрамарафоны и работаю инженером-программистом."
+
+
 def _newer_chatgpt_export(path: Path) -> Path:
-    """The next month's export: the marathon conversation grew, the shoes one is gone, a new one appeared."""
+    """The next month's export: the marathon conversation grew (and the profile with it), the shoes and
+    race report ones are gone, a new one appeared."""
     content = members(CHATGPT_ZIP)
     conversations = json.loads(content["conversations.json"])
     marathon = conversations[0]
     mapping = marathon["mapping"]
+    mapping["ctx"]["message"]["metadata"]["user_context_message_data"]["about_user_message"] = NEW_ABOUT_ME
     mapping["a2"]["children"] = ["u3"]
     mapping["u3"] = {"id": "u3", "parent": "a2", "children": [], "message": {
         "id": "u3", "author": {"role": "user"}, "create_time": 1738000000.0,
         "content": {"content_type": "text", "parts": ["А если бежать 3:20?"]}}}
     marathon["current_node"], marathon["update_time"] = "u3", 1738000000.0
     fresh = json.loads(json.dumps(conversations[1]))
-    fresh.update(id="6761e0b2-aaaa-8000-9000-000000000003", conversation_id="6761e0b2-aaaa-8000-9000-000000000003",
+    fresh.update(id="6761e0b2-aaaa-8000-9000-000000000004", conversation_id="6761e0b2-aaaa-8000-9000-000000000004",
                  title="Восстановление", create_time=1738100000.0, update_time=1738100000.0)
     fresh["mapping"]["u1"]["message"]["content"]["parts"] = ["Сколько отдыхать после марафона?"]
+    fresh["mapping"]["ctx"]["message"]["metadata"]["user_context_message_data"]["about_user_message"] = NEW_ABOUT_ME
     content["conversations.json"] = json.dumps([marathon, fresh], ensure_ascii=False).encode("utf-8")
     return write_zip(path, content)
 
@@ -258,8 +288,10 @@ def test_a_newer_export_supersedes_conversation_by_conversation_and_loses_nothin
     report = ingest_kind(config, Kind.DIALOGUE)
     assert report.errors == []
     rows = {r["title"]: r for r in dialogue_rows(config)}
-    expected = ["About me (chatgpt)", "Восстановление", "Кроссовки", "Подготовка к марафону"]
+    expected = ["Восстановление", "Кроссовки", "Подготовка к марафону", "Протокол забега"]
     assert sorted(rows) == expected, "nothing duplicated or lost"
+    (profile,) = profile_documents(config)
+    assert profile.metadata["about_user"] == NEW_ABOUT_ME and profile.source_path.endswith("2025-02 export.zip!conversations.json")
     marathon = rows["Подготовка к марафону"]
     assert marathon["doc_id"] == before["Подготовка к марафону"], "same conversation id, same lineage"
     assert marathon["n_units"] == 5, "the newer version"
@@ -272,6 +304,18 @@ def test_a_newer_export_supersedes_conversation_by_conversation_and_loses_nothin
     assert all(r.errors == [] for r in load_reports(config).values())
 
 
+def test_an_older_export_read_after_a_newer_one_does_not_bring_back_the_old_profile(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    _newer_chatgpt_export(folder / "a newer.zip")
+    shutil.copy(CHATGPT_ZIP, folder / "b older.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    assert ingest_kind(config, Kind.DIALOGUE).errors == []
+    (profile,) = profile_documents(config)
+    assert profile.metadata["about_user"] == NEW_ABOUT_ME, "newest wins, whichever file is read last"
+    assert profile.updated_at.year == 2025 and profile.metadata["seen_in"].endswith("0004")
+
+
 def test_a_moved_archive_keeps_its_documents_and_their_member_paths(tmp_path):
     folder = tmp_path / "exports"
     (folder / "old").mkdir(parents=True)
@@ -281,9 +325,9 @@ def test_a_moved_archive_keeps_its_documents_and_their_member_paths(tmp_path):
     (folder / "claude.zip").rename(folder / "old" / "claude.zip")
     moved = ingest_kind(config, Kind.DIALOGUE)
     assert (moved.files_moved, moved.files_parsed) == (1, 0)
-    paths = {r["source_path"] for r in dialogue_rows(config)}
+    paths = {r["source_path"] for r in DocumentStore(config.documents_dir).summary_rows()}
     archive = folder / "old" / "claude.zip"
-    assert paths == {f"{archive}!conversations.json", f"{archive}!projects.json"}
+    assert paths == {f"{archive}!conversations.json", f"{archive}!projects.json", f"{archive}!memories.json"}
 
 
 # --- format by content -----------------------------------------------------------------------------
@@ -361,17 +405,49 @@ def test_latest_profile_and_core_always_gets_the_profiles(tmp_path):
     ingest_kind(config, Kind.DIALOGUE)
     prompt = latest_profile(config)
     assert prompt.startswith("About the user, in their own words:\nЯ бегаю марафоны и работаю инженером-программистом")
-    assert "How the user wants you to answer:\nОтвечай по-русски" in prompt
+    assert "How the user wants you to answer:\nОтвечай по-русски" in prompt, "his own words over Claude's memory"
     assigned = profile_assignments(config, set())
-    assert sorted(a.title for a in assigned) == ["About me (chatgpt)", "Instructions for project Марафон 2025 (claude)"]
-    assert all(a.adapters == ["core"] and a.unit.turn_index == 0 for a in assigned)
+    assert sorted((a.title, a.unit.heading) for a in assigned) == [
+        ("About me (chatgpt)", "About me"),
+        ("About me (chatgpt)", "How I want answers"),
+        ("Instructions for project Марафон 2025 (claude)", "Instructions"),
+        ("What Claude remembers about me (claude)", "What Claude remembers about me"),
+        ("What Claude remembers about me in project proj-1 (claude)", "What Claude remembers about me"),
+    ]
+    assert all(a.adapters == ["core"] and a.kind == "profile" for a in assigned)
     assert profile_assignments(config, {a.item_id for a in assigned}) == []
     documents = {d.doc_id: d for d in profile_documents(config)}
     examples, skipped = make_examples(assigned, documents, config.adapter("core"), config.datasets)
-    assert skipped == {} and len(examples) == 2
-    targets = [e.record["messages"][-1] for e in examples]
-    assert all(t["role"] == "assistant" for t in targets), "core learns the profile in the user's voice"
-    assert any(t["content"].startswith("About me:\nЯ бегаю") for t in targets)
+    assert skipped == {} and len(examples) == 5 and {e.target_source for e in examples} == {"profile"}
+    assert any(e.record["text"].startswith("About me\n\nЯ бегаю") for e in examples)
+
+
+def test_only_claude_memory_is_offered_as_what_claude_remembers(tmp_path):
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [tmp_path / "exports"]})
+    (tmp_path / "exports").mkdir()
+    shutil.copy(CLAUDE_ZIP, tmp_path / "exports")
+    ingest_kind(config, Kind.DIALOGUE)
+    assert latest_profile(config).startswith("About the user:\n**Work context**")
+
+
+def test_a_profile_routes_to_core_whatever_its_stance():
+    core = AdapterProfile(name="core", vectors=np.zeros((0, 3)))
+    routes = route_item(kind=Kind.PROFILE, text="Коротко.", user_text="", vector=None, profiles=[core], config=Config().promote)
+    assert routes["core"]["score"] == 1.0 and choose_adapters(routes, 0.5, ["core"]) == ["core"]
+
+
+@pytest.mark.slow
+def test_a_profile_is_indexed_and_found_by_its_kind(tmp_path):
+    (tmp_path / "exports").mkdir()
+    shutil.copy(CHATGPT_ZIP, tmp_path / "exports")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [tmp_path / "exports"]})
+    ingest_kind(config, Kind.DIALOGUE)
+    embedder = load_embedder(config.embedding)
+    sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    searcher = Searcher(config, embedder=embedder)
+    for mode in ("fts", "hybrid"):
+        hits = searcher.search("инженером-программистом регулярность", k=3, kind="profile", mode=mode)
+        assert hits and hits[0].title == "About me (chatgpt)" and {h.kind for h in hits} == {"profile"}, mode
 
 
 # --- streaming -------------------------------------------------------------------------------------

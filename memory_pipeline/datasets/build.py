@@ -39,7 +39,7 @@ from memory_pipeline.records import Document, Kind, sha256_bytes
 
 # Whose text a target is: the user's turns, an assistant's answers (voice 'assistant' only), the
 # user's articles and lectures. A served model's own answers are never targets (see make_examples).
-TARGET_SOURCES = ("user", "assistant", "article", "lecture")
+TARGET_SOURCES = ("user", "assistant", "article", "lecture", "profile")
 
 
 class DatasetBuildResult(BaseModel):
@@ -141,7 +141,7 @@ def make_examples(
             record: dict[str, Any] = {"messages": chat.messages}
             key_text, source = chat.key_text, chat.target_role
         else:
-            heading = _unit_field(a.unit, "heading") if kind is Kind.ARTICLE else None
+            heading = _unit_field(a.unit, "heading") if kind in (Kind.ARTICLE, Kind.PROFILE) else None
             line = text_example(a.text or "", heading=heading)
             if line is None:
                 skipped[a.item_id] = "empty_text"

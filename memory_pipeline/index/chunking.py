@@ -88,7 +88,7 @@ def chunk_document(
     budget = Budget(cap, count_model_tokens or count_tokens)
     if doc.kind is Kind.DIALOGUE:
         pieces = _dialogue_pieces(doc, budget)
-    elif doc.kind is Kind.ARTICLE:
+    elif doc.kind in (Kind.ARTICLE, Kind.PROFILE):  # a profile's sections are packed like an article's
         pieces = _article_pieces(doc, budget, config.overlap_tokens)
     else:
         pieces = _lecture_pieces(doc, budget, config.lecture_window_seconds)

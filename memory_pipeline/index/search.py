@@ -30,7 +30,7 @@ from memory_pipeline.index.recall import RecallView, position_key, rank
 from memory_pipeline.index.timespan import TimeSpan, bounds, find_in_query
 
 MODES = ("vector", "fts", "hybrid")
-KINDS = ("dialogue", "article", "lecture")
+KINDS = ("dialogue", "article", "lecture", "profile")
 _RELOAD_SECONDS = 1.0
 _QUERY_VECTORS_KEPT = 32
 _META_COLUMNS = ["row_id", "kind", "chunk_id", "doc_id", "turn_index", "heading", "page", "start", "created_at"]

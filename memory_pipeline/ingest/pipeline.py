@@ -35,7 +35,7 @@ from memory_pipeline.errors import NothingToStoreError, ParseError
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.fanout import clear_staged, staged_documents
 from memory_pipeline.ingest.limits import applied_limits
-from memory_pipeline.records import Document, Kind
+from memory_pipeline.records import SOURCE_KINDS, Document, Kind
 from memory_pipeline.sources import (
     SourceUnit,
     bytes_safe,
@@ -215,9 +215,15 @@ class _IngestRun:
         self._by_content: dict[tuple[int, str], list[str]] | None = None
 
     def known_versions(self) -> dict[str, dict]:
-        """doc_id -> light fields of what is stored, read once per run and kept current as we write."""
+        """doc_id -> light fields of what is stored, read once per run and kept current as we write.
+
+        Dialogue exports also carry the user's profiles, which a newer export supersedes as it does
+        their conversations, so a dialogue run knows the stored profiles too.
+        """
         if self._versions is None:
             self._versions = self.store.versions(self.kind)
+            if self.kind is Kind.DIALOGUE:
+                self._versions |= self.store.versions(Kind.PROFILE)
         return self._versions
 
     def flush(self) -> None:
@@ -385,11 +391,12 @@ def ingest_all(
     on_progress: ProgressCallback | None = None,
     prune_missing: bool | None = None,
 ) -> dict[Kind, IngestReport]:
-    """Ingest every kind; with ``paths``, each source goes to its kind as :func:`assign_kinds` says."""
+    """Ingest every kind with source folders (profiles come with the dialogues); with ``paths``, each
+    source goes to its kind as :func:`assign_kinds` says."""
     store = DocumentStore(config.documents_dir)
     options = {"store": store, "on_progress": on_progress, "prune_missing": prune_missing}
     if paths is None:
-        return {kind: ingest_kind(config, kind, **options) for kind in Kind}
+        return {kind: ingest_kind(config, kind, **options) for kind in SOURCE_KINDS}
     by_kind = assign_kinds(config, paths)
     return {kind: ingest_kind(config, kind, paths=ps, **options) for kind, ps in by_kind.items()}
 

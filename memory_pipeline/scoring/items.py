@@ -87,7 +87,7 @@ def build_items(doc: Document, chunks: Sequence[Mapping]) -> list[Item]:
     """
     if doc.kind is Kind.DIALOGUE:
         return _dialogue_items(doc, chunks)
-    if doc.kind is Kind.ARTICLE:
+    if doc.kind in (Kind.ARTICLE, Kind.PROFILE):  # a profile item is one of its sections ("About me", ...)
         return _article_items(doc, chunks)
     return _lecture_items(doc, chunks)
 

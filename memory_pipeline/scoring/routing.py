@@ -114,9 +114,9 @@ def route_item(
 
     core: the stance score of the user's own words (dialogue: his turns, when at least
     ``core_min_user_chars``; article: the section, stance phrases only, as an article's argument
-    may be anyone's; lectures: never), with the phrases found. Topic: the best cosine between the
-    item's vector and the adapter's description and examples, with the nearest of those texts and
-    any keyword seen.
+    may be anyone's; profile: always, it is the user's own statement of himself; lectures: never),
+    with the phrases found. Topic: the best cosine between the item's vector and the adapter's
+    description and examples, with the nearest of those texts and any keyword seen.
     """
     routes: dict[str, dict] = {}
     for profile in profiles:

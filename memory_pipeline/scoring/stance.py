@@ -166,14 +166,16 @@ def own_stance(kind: Kind, text: str, user_text: str, *, min_user_chars: int) ->
     """Stance of the user's own words: a dialogue's user turns, an article section (his note), never a lecture.
 
     Dialogue: ``Stance.score`` of his turns when they have at least ``min_user_chars``. Article:
-    1.0 with a stance phrase only, since an article's argument may be anyone's. Routing sends an
-    item to ``core`` on this score, and importance counts it: a view of his own is what the user
-    would keep, as much as a #tag.
+    1.0 with a stance phrase only, since an article's argument may be anyone's. Profile: always 1.0,
+    it is his own statement of himself. Routing sends an item to ``core`` on this score, and
+    importance counts it: a view of his own is what the user would keep, as much as a #tag.
     """
-    own = user_text if kind is Kind.DIALOGUE else text if kind is Kind.ARTICLE else ""
+    own = user_text if kind is Kind.DIALOGUE else text if kind in (Kind.ARTICLE, Kind.PROFILE) else ""
     eligible = len(own.strip()) >= min_user_chars if kind is Kind.DIALOGUE else bool(own.strip())
     if not eligible:
         return OwnStance(False, None, 0.0)
     stance = detect_stance(own)
+    if kind is Kind.PROFILE:
+        return OwnStance(True, stance, 1.0)
     score = stance.score if kind is Kind.DIALOGUE else 1.0 if stance.phrases else 0.0
     return OwnStance(True, stance, score)

@@ -58,7 +58,7 @@ class SearchFilters(BaseModel):
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1)
     k: int | None = Field(None, ge=1, le=MAX_K)
-    kind: Literal["dialogue", "article", "lecture"] | None = None
+    kind: Literal["dialogue", "article", "lecture", "profile"] | None = None
     mode: Literal["vector", "fts", "hybrid"] | None = None
     filters: SearchFilters | None = None
     since: str | None = Field(None, description="ISO date/time or an expression: 'last week', 'два месяца назад'")

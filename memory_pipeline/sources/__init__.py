@@ -42,6 +42,7 @@ PARSERS: dict[str, tuple[Kind, str]] = {
     "chat_jsonl": (Kind.DIALOGUE, "chat_jsonl:parse_chat_jsonl"),
     "chat_text": (Kind.DIALOGUE, "chat_text:parse_chat_text"),
     "claude_projects": (Kind.ARTICLE, "claude:parse_claude_projects"),
+    "claude_memories": (Kind.PROFILE, "claude:parse_claude_memories"),
     "pdf": (Kind.ARTICLE, "pdf:parse_pdf"),
     "markdown": (Kind.ARTICLE, "markdown:parse_markdown"),
     "text": (Kind.ARTICLE, "text:parse_plain_text"),
@@ -50,6 +51,8 @@ PARSERS: dict[str, tuple[Kind, str]] = {
     "vtt": (Kind.LECTURE, "subtitles:parse_vtt"),
     "transcript": (Kind.LECTURE, "transcript:parse_transcript"),
 }
+# the parts of a Claude export beside its conversations: read from a dialogue folder too
+EXPORT_PARTS = frozenset({"claude_projects", "claude_memories"})
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +94,19 @@ def guess_kind(unit: SourceUnit) -> Kind:
     """The kind a source under no configured folder is, from its format.
 
     A conversation note with its folder of exchanges is a dialogue whatever its note looks like,
-    and so is an archive (exports are chats; each member's documents still go to their own kind);
-    a file no parser takes counts as an article, so the article report names it.
+    and so is an archive (exports are chats; each member's documents still go to their own kind) or a
+    part of a Claude export (profiles have no folder of their own); a file no parser takes counts as
+    an article, so the article report names it.
     """
     if unit.members or is_archive(unit.path):
         return Kind.DIALOGUE
     if unit.skipped:
         return Kind.ARTICLE
     try:
-        return PARSERS[detect_format(unit.path)][0]
+        fmt = detect_format(unit.path)
     except ParseError:
         return Kind.ARTICLE
+    return Kind.DIALOGUE if PARSERS[fmt][0] is Kind.PROFILE else PARSERS[fmt][0]
 
 
 def check_size(path: Path, size: int, max_bytes: int) -> None:
@@ -152,7 +157,7 @@ def parse_detected(
 
 def _run_parser(path: Path | ArchiveMember, fmt: str, kind: Kind | None) -> Iterator[Document]:
     expected_kind, target = PARSERS[fmt]
-    if kind is not None and kind is not expected_kind:
+    if kind is not None and kind is not expected_kind and not (kind is Kind.DIALOGUE and fmt in EXPORT_PARTS):
         raise UnsupportedFormatError(path, f"a {fmt} file is a {expected_kind.value}, not a {kind.value}")
     module_name, func_name = target.split(":")
     parser = getattr(importlib.import_module(f"{__name__}.{module_name}"), func_name)

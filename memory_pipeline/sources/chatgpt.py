@@ -6,8 +6,8 @@ root and reversing gives the dialogue as the user read it, without the abandoned
 System prompts, tool calls and their results, and hidden messages (model context) are not part
 of what was said and are dropped. The hidden custom-instructions message ("About me" and "how
 to respond") is what the user wrote about himself: it becomes one profile document for the
-whole export (see :mod:`.profile`). A turn of images only keeps a placeholder naming each file,
-so it is never silently empty. The file is streamed one conversation at a time: a heavy
+whole export (see :mod:`.profile`). A turn of uploads only (images, or any file: a PDF, a
+spreadsheet, a document) keeps a placeholder naming each file, so it is never silently empty. The file is streamed one conversation at a time: a heavy
 user's export is hundreds of MB.
 """
 
@@ -128,11 +128,11 @@ def _turn(message: object, default_model: object) -> Turn | None:
 
 
 def _parts_text(parts: object, attachments: object = None) -> str:
-    """String parts of a message, plus voice-mode transcriptions; a message of images only is a
-    placeholder per image naming its file (from the message's attachments, else the asset id)."""
-    if not isinstance(parts, list):
-        return ""
+    """String parts of a message, plus voice-mode transcriptions; a message of uploads only is a
+    placeholder per file naming it: images from their parts (named by the message's attachments,
+    else the asset id), then the other attachments (documents appear in no part, only there)."""
     texts, images = [], []
+    parts = parts if isinstance(parts, list) else []
     for part in parts:
         if isinstance(part, str):
             texts.append(part)
@@ -141,7 +141,21 @@ def _parts_text(parts: object, attachments: object = None) -> str:
         elif as_dict(part).get("content_type") == "image_asset_pointer":
             images.append(_image_name(as_dict(part), attachments))
     text = "\n\n".join(t for t in texts if t.strip())
-    return text or "\n".join(f"[image: {name}]" for name in images)
+    return text or "\n".join([*(f"[image: {name}]" for name in images), *_file_placeholders(attachments, set(images))])
+
+
+def _file_placeholders(attachments: object, shown: set[str]) -> list[str]:
+    """``[file: name]`` for each uploaded file not already shown as an image (``[image: name]`` for an
+    image that has no part of its own)."""
+    placeholders = []
+    for attachment in map(as_dict, attachments if isinstance(attachments, list) else []):
+        name = attachment.get("name") or attachment.get("id")
+        if not isinstance(name, str) or not name.strip() or name in shown:
+            continue
+        shown.add(name)
+        image = str(attachment.get("mime_type") or "").startswith("image/")
+        placeholders.append(f"[{'image' if image else 'file'}: {name}]")
+    return placeholders
 
 
 def _image_name(part: dict, attachments: object) -> str:

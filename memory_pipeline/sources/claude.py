@@ -8,7 +8,11 @@ Files the user pasted or uploaded keep their text as ``attachments[].extracted_c
 becomes an article (format ``claude_attachment``) linked to its conversation and message, and a
 message of attachments only says which files it carried. ``projects.json`` holds the projects'
 knowledge documents (articles under the project's name, format ``claude_project_doc``) and their
-custom instructions (a profile scoped to the project, see :mod:`.profile`).
+custom instructions (a profile under the project's name, see :mod:`.profile`). ``memories.json``
+(newer exports) holds what Claude remembers about the user: ``conversations_memory``, account-wide,
+and ``project_memories`` by project id; each becomes a profile written by Claude. ``users.json``
+holds only the account's name, e-mail and phone: nothing the user said about himself, so it is
+not read.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from memory_pipeline.sources._dialogue import (
     repair_conversation,
 )
 from memory_pipeline.sources.archive import as_source
-from memory_pipeline.sources.profile import ProfileText, profile_document
+from memory_pipeline.sources.profile import GLOBAL_SCOPE, ProfileText, profile_document
 from memory_pipeline.ingest.text_repair import repair_many
 
 log = logging.getLogger(__name__)
@@ -173,9 +177,45 @@ def _project_documents(project: dict, path: Path, source_hash: str) -> Iterator[
                 updated_at=parse_timestamp(project.get("updated_at")),
                 seen_in=project_id,
                 source_hash=source_hash,
+                title=f"Instructions for project {name}",
             ),
             path,
         )
+
+
+def parse_claude_memories(path: Path) -> Iterator[Document]:
+    """Claude's memory of the user in ``memories.json`` as profiles: the account-wide one, then one per project.
+
+    The file carries no date, so these profiles are undated: the user's own dated words (ChatGPT's
+    custom instructions) come first where both exist.
+    """
+    path = as_source(path)
+    source_hash = files_sha256([path])
+    for index, entry in iter_json_items(path):
+        entry = as_dict(entry)
+        memories = [(GLOBAL_SCOPE, entry.get("conversations_memory"), "")]
+        memories += [
+            (f"project memory {project_id}", text, f"What Claude remembers about me in project {project_id}")
+            for project_id, text in as_dict(entry.get("project_memories")).items()
+        ]
+        for scope, text, title in memories:
+            if not isinstance(text, str) or not text.strip():
+                continue
+            yield profile_document(
+                ProfileText(
+                    provider="claude",
+                    scope=scope,
+                    about_user=text,
+                    about_model="",
+                    created_at=None,
+                    updated_at=None,
+                    seen_in=str(entry.get("account_uuid") or index),
+                    source_hash=source_hash,
+                    title=title,
+                    written_by="claude",
+                ),
+                path,
+            )
 
 
 def _turn(message: dict, model: object) -> Turn | None:

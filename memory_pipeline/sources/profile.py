@@ -2,12 +2,13 @@
 
 ChatGPT stores the "About me" profile and the "how should ChatGPT respond" instructions as a
 hidden message at the start of every conversation since the feature existed; for this user they
-are the most concentrated statement of his worldview. Each becomes one *profile* document (a
-dialogue of one user turn, format ``profile``, ``metadata["item_kind"] == "profile"``), not one
-per conversation: the export repeats it in thousands of conversations, and the newest text wins
-(an edited profile replaces the old one; its date is the conversation's it was last seen in).
-Claude exports carry no account-wide profile; a project's custom instructions
-(``prompt_template``) are the nearest thing and become a profile scoped to that project.
+are the most concentrated statement of his worldview. Each becomes one document of kind
+``profile`` (a section per field), not one per conversation: the export repeats it in thousands
+of conversations, and the newest text wins (an edited profile replaces the old one; its date is
+the conversation's it was last seen in). Claude exports carry no "About me": a project's custom
+instructions (``prompt_template`` in ``projects.json``) become a profile under the project's name,
+and Claude's own memory of the user (``memories.json``: an account-wide summary and one per
+project) becomes a profile marked as written by Claude, not by the user.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memory_pipeline.records import Document, Turn
-from memory_pipeline.sources._dialogue import build_dialogue
+from memory_pipeline.records import Document, Kind, Section, stable_id
 from memory_pipeline.ingest.text_repair import repair_many
 
-FORMAT = "profile"
 GLOBAL_SCOPE = "global"
 _FENCED = re.compile(r"```(?:\w+)?\n?(.*?)```", re.S)
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -39,6 +38,8 @@ class ProfileText:
     updated_at: datetime | None
     seen_in: str | None
     source_hash: str
+    title: str = ""
+    written_by: str = "user"
 
 
 class ProfileCollector:
@@ -67,28 +68,41 @@ def _when(sighting: ProfileText) -> datetime:
 
 
 def profile_document(sighting: ProfileText, path: Path) -> Document:
-    """The profile as a one-turn dialogue in the user's voice; stable id per provider and scope."""
-    (about_user, about_model), report = repair_many([sighting.about_user.strip(), sighting.about_model.strip()])
-    model_label = "How I want answers" if sighting.scope == GLOBAL_SCOPE else "Instructions"
-    parts = [f"About me:\n{about_user}" if about_user else "", f"{model_label}:\n{about_model}" if about_model else ""]
-    text = "\n\n".join(p for p in parts if p)
-    title = "About me" if sighting.scope == GLOBAL_SCOPE else f"Instructions for {sighting.scope}"
-    metadata = {"item_kind": "profile", "provider": sighting.provider, "scope": sighting.scope}
+    """The profile as a document of kind ``profile``: a section per field, in the user's voice
+    (or Claude's, for its memory); one stable id per provider and scope, so a newer export's
+    profile replaces the older one."""
+    (about_user, about_model, title), report = repair_many(
+        [sighting.about_user.strip(), sighting.about_model.strip(), sighting.title.strip()]
+    )
+    if not (about_user or about_model):
+        raise ValueError(f"{sighting.provider} profile {sighting.scope!r}: no text")
+    global_scope = sighting.scope == GLOBAL_SCOPE
+    user_heading = "About me" if sighting.written_by == "user" else "What Claude remembers about me"
+    model_heading = "How I want answers" if global_scope else "Instructions"
+    sections = [
+        Section(heading_path=[heading], text=text)
+        for heading, text in ((user_heading, about_user), (model_heading, about_model))
+        if text
+    ]
+    metadata = {"provider": sighting.provider, "scope": sighting.scope, "written_by": sighting.written_by}
     metadata |= {k: v for k, v in (("about_user", about_user), ("about_model", about_model)) if v}
     if sighting.seen_in:
         metadata["seen_in"] = sighting.seen_in
-    return build_dialogue(
-        fmt=FORMAT,
-        turns=[Turn(role="user", text=text, author="profile", timestamp=sighting.updated_at or sighting.created_at)],
-        title=f"{title} ({sighting.provider})",
-        source_path=path,
+    fmt = f"{sighting.provider}_profile"
+    return Document(
+        doc_id=stable_id(fmt, sighting.scope),
+        kind=Kind.PROFILE,
+        format=fmt,
+        title=f"{title or user_heading} ({sighting.provider})",
+        source_path=str(path),
         source_hash=sighting.source_hash,
         external_id=f"{sighting.provider}:{sighting.scope}",
-        repair=report,
         created_at=sighting.created_at,
         updated_at=sighting.updated_at,
+        sections=sections,
+        repair=report,
         metadata=metadata,
-    )
+    ).finalize()
 
 
 def instruction_text(value: object) -> str:
@@ -98,6 +112,3 @@ def instruction_text(value: object) -> str:
     fenced = _FENCED.findall(value)
     return (fenced[-1] if fenced else value).strip()
 
-
-def is_profile(document: Document) -> bool:
-    return document.format == FORMAT

@@ -27,6 +27,7 @@ _FORMAT_KINDS = {
     "chatgpt_json": Kind.DIALOGUE,
     "claude_json": Kind.DIALOGUE,
     "claude_projects": Kind.ARTICLE,
+    "claude_memories": Kind.PROFILE,
     "nexus_md": Kind.DIALOGUE,
     "chat_text": Kind.DIALOGUE,
     "chat_jsonl": Kind.DIALOGUE,
@@ -126,6 +127,8 @@ def _json_format(head: bytes) -> Detection | None:
         return Detection("chatgpt_json", "content: JSON with 'mapping' (ChatGPT export)")
     if b'"docs"' in head and b'"prompt_template"' in head:
         return Detection("claude_projects", "content: JSON with 'docs' and 'prompt_template' (Claude projects)")
+    if b'"conversations_memory"' in head or b'"project_memories"' in head:
+        return Detection("claude_memories", "content: JSON with 'conversations_memory' (Claude memories)")
     return Detection("json", "content: JSON of no known export shape")
 
 
