@@ -188,6 +188,7 @@ def test_cli_ingests_a_mixed_folder_by_format_and_names_a_missing_path(tmp_path)
         Kind.ARTICLE: ["markdown", "pdf", "text"],
         Kind.DIALOGUE: ["chatgpt_json", "nexus_md"],
         Kind.LECTURE: ["srt", "transcript"],
+        Kind.PROFILE: [],
     }
     assert len([r for r in store.summary_rows(Kind.DIALOGUE) if r["format"] == "nexus_md"]) == 2
     assert all(r.errors == [] for r in load_reports(Config(storage_root=tmp_path / "storage")).values())
