@@ -430,6 +430,21 @@ def test_only_claude_memory_is_offered_as_what_claude_remembers(tmp_path):
     assert latest_profile(config).startswith("About the user:\n**Work context**")
 
 
+def test_the_proxy_offers_the_newest_profile_as_the_default_system_prompt(tmp_path):
+    from types import SimpleNamespace
+
+    from memory_pipeline.service.proxy import worldview_prompt
+
+    (tmp_path / "exports").mkdir()
+    shutil.copy(CHATGPT_ZIP, tmp_path / "exports")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [tmp_path / "exports"]})
+    ingest_kind(config, Kind.DIALOGUE)
+    prompt = worldview_prompt(SimpleNamespace(state=SimpleNamespace(config=config)))
+    assert prompt == latest_profile(config) and prompt.startswith("About the user, in their own words:")
+    config.service.system_prompt = "Отвечай как я."
+    assert worldview_prompt(SimpleNamespace(state=SimpleNamespace(config=config))) == "Отвечай как я.", "config wins"
+
+
 def test_a_profile_routes_to_core_whatever_its_stance():
     core = AdapterProfile(name="core", vectors=np.zeros((0, 3)))
     routes = route_item(kind=Kind.PROFILE, text="Коротко.", user_text="", vector=None, profiles=[core], config=Config().promote)
