@@ -213,6 +213,27 @@ def test_hostile_archives_give_named_errors_and_the_honest_members_still_parse(n
     assert not list(tmp_path.glob("**/evil.json")) and not Path("/etc/abs.json").exists()
 
 
+def test_no_traceback_from_any_hostile_archive_through_ingest_or_parse(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for name in HOSTILE:
+        _hostile(tmp_path, name).rename(folder / f"{name}.zip")
+    good = members(CHATGPT_ZIP)["conversations.json"]
+    inner = write_zip(tmp_path / "inner.zip", {"conversations.json": good})
+    write_zip(folder / "windows_names.zip", {"..\\..\\evil.json": good, "C:\\evil.json": good, "conversations.json": good})
+    write_zip(folder / "disguised_nested.zip", {"conversations.json": good, "notes.json": inner.read_bytes()})
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    report = ingest_kind(config, Kind.DIALOGUE)
+    failed = {Path(e.path).name: e.reason for e in report.errors}
+    assert sorted(failed) == sorted(p.name for p in folder.iterdir()), "every hostile archive is named"
+    assert not any("Traceback" in reason or reason.startswith(("KeyError", "TypeError")) for reason in failed.values())
+    assert "unsafe member name" in failed["windows_names.zip"] and "NestedArchiveError" in failed["disguised_nested.zip"]
+    assert {r["title"] for r in dialogue_rows(config)} >= {"Подготовка к марафону"}, "honest members still ingested"
+    assert not list(tmp_path.rglob("evil.json"))
+    result = CliRunner().invoke(app, ["parse", *map(str, sorted(folder.iterdir()))])
+    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
+
+
 def test_archive_limits_on_members_and_total_size(tmp_path):
     path = write_zip(tmp_path / "many.zip", {f"notes/{i}.md": b"# Note\n\nText.\n" for i in range(30)})
     with pytest.raises(ParseError, match=r"30 members, over the limit of 10 \(ingest.archive_max_members\)"):

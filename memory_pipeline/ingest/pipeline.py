@@ -374,12 +374,19 @@ class _IngestRun:
 
 
 def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    """Documents in batches; on an error the documents before it still come out, then the error
+    (an archive with one refused member keeps the others' documents)."""
     batch: list[Document] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    except (ParseError, OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError, ArithmeticError):
+        if batch:
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 
