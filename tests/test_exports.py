@@ -270,6 +270,24 @@ def test_an_unpacked_export_folder_skips_its_companions(tmp_path):
     assert DocumentStore(config.documents_dir).count(Kind.ARTICLE) == 0, "chat.html is not every conversation again"
 
 
+def test_an_unpacked_claude_export_ingests_its_projects_and_memories_with_the_dialogues(tmp_path):
+    from memory_pipeline.ingest import assign_kinds
+
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    for name, data in members(CLAUDE_ZIP).items():
+        (folder / name).write_bytes(data)
+    empty = Config(storage_root=tmp_path / "elsewhere")
+    assert assign_kinds(empty, [folder]) == {
+        Kind.DIALOGUE: [folder / "conversations.json", folder / "memories.json"],
+        Kind.ARTICLE: [folder / "projects.json"],
+    }, "a memories.json under no configured folder goes with the dialogues"
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    report = ingest_kind(config, Kind.DIALOGUE)
+    assert (report.files_seen, report.errors) == (3, []), "users.json holds nothing the user said; not a source"
+    assert len(dialogue_rows(config, Kind.PROFILE)) == 3 and len(dialogue_rows(config, Kind.ARTICLE)) == 2
+
+
 # --- a newer export beside the older one -----------------------------------------------------------
 
 
@@ -473,7 +491,12 @@ def test_a_profile_routes_to_core_whatever_its_stance():
 
 
 @pytest.mark.slow
-def test_a_profile_is_indexed_and_found_by_its_kind(tmp_path):
+def test_a_profile_is_indexed_found_by_its_kind_scored_and_taught_to_core(tmp_path):
+    from datetime import datetime
+
+    from memory_pipeline.datasets.build import build_dataset_for_adapter
+    from memory_pipeline.scoring import load_assignments, run_promotion
+
     (tmp_path / "exports").mkdir()
     shutil.copy(CHATGPT_ZIP, tmp_path / "exports")
     config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [tmp_path / "exports"]})
@@ -484,6 +507,12 @@ def test_a_profile_is_indexed_and_found_by_its_kind(tmp_path):
     for mode in ("fts", "hybrid"):
         hits = searcher.search("инженером-программистом регулярность", k=3, kind="profile", mode=mode)
         assert hits and hits[0].title == "About me (chatgpt)" and {h.kind for h in hits} == {"profile"}, mode
+    run_promotion(config, now=datetime(2025, 3, 1), progress=False, embedder=embedder)
+    scored = [a for a in load_assignments(config) if a.kind == "profile"]
+    assert sorted(a.unit.heading for a in scored) == ["About me", "How I want answers"]
+    assert all(a.created_at.year == 2025 and a.source_path.endswith("!conversations.json") for a in scored)
+    result = build_dataset_for_adapter(config, "core")
+    assert result.card["sources"]["targets"]["profile"] >= 1, "core is taught the profile whatever its score"
 
 
 # --- streaming -------------------------------------------------------------------------------------
