@@ -13,16 +13,16 @@ from typer.testing import CliRunner
 
 from memory_pipeline.cli import app
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
-from memory_pipeline.errors import ParseError
-from memory_pipeline.ingest.pipeline import ingest_kind, load_reports
 from memory_pipeline.datasets.build import make_examples
+from memory_pipeline.errors import ParseError
 from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.search import Searcher
 from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_kind, load_reports
 from memory_pipeline.profile import latest_profile, profile_assignments, profile_documents
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring.routing import AdapterProfile, choose_adapters, route_item
-from memory_pipeline.index.search import Searcher
 from memory_pipeline.sources import parse_detected, parse_file
 from memory_pipeline.sources.archive import ArchiveLimits
 
@@ -62,7 +62,7 @@ def by_format(documents) -> dict[str, list]:
 
 def test_chatgpt_zip_parses_in_place_with_member_provenance():
     docs = by_format(parse_file(CHATGPT_ZIP))
-    assert set(docs) == {"chatgpt_json", "chatgpt_profile"}, "chat.html, user.json, feedback, the image are no documents"
+    assert set(docs) == {"chatgpt_json", "chatgpt_profile"}, "chat.html, user.json, feedback, image: no documents"
     marathon, older, _ = docs["chatgpt_json"]
     assert marathon.source_path == f"{CHATGPT_ZIP}!conversations.json"
     assert marathon.external_id == "6761e0b2-aaaa-8000-9000-000000000001" and marathon.turns[0].message_id == "u1"
@@ -220,14 +220,16 @@ def test_no_traceback_from_any_hostile_archive_through_ingest_or_parse(tmp_path)
         _hostile(tmp_path, name).rename(folder / f"{name}.zip")
     good = members(CHATGPT_ZIP)["conversations.json"]
     inner = write_zip(tmp_path / "inner.zip", {"conversations.json": good})
-    write_zip(folder / "windows_names.zip", {"..\\..\\evil.json": good, "C:\\evil.json": good, "conversations.json": good})
+    windows_names = {"..\\..\\evil.json": good, "C:\\evil.json": good, "conversations.json": good}
+    write_zip(folder / "windows_names.zip", windows_names)
     write_zip(folder / "disguised_nested.zip", {"conversations.json": good, "notes.json": inner.read_bytes()})
     config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
     report = ingest_kind(config, Kind.DIALOGUE)
     failed = {Path(e.path).name: e.reason for e in report.errors}
     assert sorted(failed) == sorted(p.name for p in folder.iterdir()), "every hostile archive is named"
     assert not any("Traceback" in reason or reason.startswith(("KeyError", "TypeError")) for reason in failed.values())
-    assert "unsafe member name" in failed["windows_names.zip"] and "NestedArchiveError" in failed["disguised_nested.zip"]
+    assert "unsafe member name" in failed["windows_names.zip"]
+    assert "NestedArchiveError" in failed["disguised_nested.zip"]
     assert {r["title"] for r in dialogue_rows(config)} >= {"Подготовка к марафону"}, "honest members still ingested"
     assert not list(tmp_path.rglob("evil.json"))
     result = CliRunner().invoke(app, ["parse", *map(str, sorted(folder.iterdir()))])
@@ -330,7 +332,8 @@ def test_a_newer_export_supersedes_conversation_by_conversation_and_loses_nothin
     expected = ["Восстановление", "Кроссовки", "Подготовка к марафону", "Протокол забега"]
     assert sorted(rows) == expected, "nothing duplicated or lost"
     (profile,) = profile_documents(config)
-    assert profile.metadata["about_user"] == NEW_ABOUT_ME and profile.source_path.endswith("2025-02 export.zip!conversations.json")
+    assert profile.metadata["about_user"] == NEW_ABOUT_ME
+    assert profile.source_path.endswith("2025-02 export.zip!conversations.json")
     marathon = rows["Подготовка к марафону"]
     assert marathon["doc_id"] == before["Подготовка к марафону"], "same conversation id, same lineage"
     assert marathon["n_units"] == 5, "the newer version"
@@ -486,7 +489,9 @@ def test_the_proxy_offers_the_newest_profile_as_the_default_system_prompt(tmp_pa
 
 def test_a_profile_routes_to_core_whatever_its_stance():
     core = AdapterProfile(name="core", vectors=np.zeros((0, 3)))
-    routes = route_item(kind=Kind.PROFILE, text="Коротко.", user_text="", vector=None, profiles=[core], config=Config().promote)
+    routes = route_item(
+        kind=Kind.PROFILE, text="Коротко.", user_text="", vector=None, profiles=[core], config=Config().promote
+    )
     assert routes["core"]["score"] == 1.0 and choose_adapters(routes, 0.5, ["core"]) == ["core"]
 
 
@@ -525,6 +530,10 @@ print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+def _message(node_id: str, role: str, content: dict, **extra) -> dict:
+    return {"id": node_id, "author": {"role": role}, "create_time": 1.7e9, "content": content} | extra
+
+
 def _big_chatgpt_zip(path: Path, size: int) -> tuple[int, int]:
     """A zip whose ``conversations.json`` (at least ``size`` bytes) is written into the archive piece by
     piece, one conversation at a time, never held whole; returns its uncompressed size and the number of conversations.
@@ -543,15 +552,12 @@ def _big_chatgpt_zip(path: Path, size: int) -> tuple[int, int]:
             member.write(b"[")
             written, n = 1, 0
             while written < size:
-                def message(node_id, role, content, **extra):
-                    return {"id": node_id, "author": {"role": role}, "create_time": 1.7e9 + n, "content": content, **extra}
-
                 answer = f"Ответ {n}: " + stretch[n % 50 : n % 50 + 2000]
                 chain = [
-                    message("u", "user", {"content_type": "text", "parts": [f"Вопрос {n}: сколько бегать в неделю?"]}),
-                    message("c", "assistant", {"content_type": "code", "text": "print(40)"}, recipient="python"),
-                    message("o", "tool", {"content_type": "execution_output", "text": stretch[n % 50 :] * 80}),
-                    message("a", "assistant", {"content_type": "text", "parts": [answer]}),
+                    _message("u", "user", {"content_type": "text", "parts": [f"Вопрос {n}: сколько бегать?"]}),
+                    _message("c", "assistant", {"content_type": "code", "text": "print(40)"}, recipient="python"),
+                    _message("o", "tool", {"content_type": "execution_output", "text": stretch[n % 50 :] * 80}),
+                    _message("a", "assistant", {"content_type": "text", "parts": [answer]}),
                 ]
                 mapping = {
                     m["id"]: {"id": m["id"], "parent": chain[k - 1]["id"] if k else None,
@@ -582,7 +588,8 @@ def test_a_500_mb_conversations_json_inside_a_zip_streams_with_flat_memory(tmp_p
     big_count, big_rss = _parsed_with_peak_rss_kb(big)
     assert (small_count, big_count) == (small_conversations, conversations), "every conversation parsed"
     growth_mb = (big_rss - small_rss) / 1000
-    assert growth_mb < 50, f"peak RSS grew {growth_mb:.0f} MB from a {small_size / 1e6:.0f} MB to a {size / 1e6:.0f} MB member"
+    sizes = f"from a {small_size / 1e6:.0f} MB to a {size / 1e6:.0f} MB member"
+    assert growth_mb < 50, f"peak RSS grew {growth_mb:.0f} MB {sizes}"
     assert big_rss * 1000 < size / 3, "peak RSS (imports included) is well below the member's size"
 
 

@@ -7,8 +7,8 @@ System prompts, tool calls and their results, and hidden messages (model context
 of what was said and are dropped. The hidden custom-instructions message ("About me" and "how
 to respond") is what the user wrote about himself: it becomes one profile document for the
 whole export (see :mod:`.profile`). A turn of uploads only (images, or any file: a PDF, a
-spreadsheet, a document) keeps a placeholder naming each file, so it is never silently empty. The file is streamed one conversation at a time: a heavy
-user's export is hundreds of MB.
+spreadsheet, a document) keeps a placeholder naming each file, so it is never silently empty.
+The file is streamed one conversation at a time: a heavy user's export is hundreds of MB.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from memory_pipeline.ingest.text_repair import repair_many
 from memory_pipeline.records import Document, Kind, Turn, stable_id
 from memory_pipeline.sources._article import group_sections, split_paragraphs
 from memory_pipeline.sources._dialogue import (
@@ -36,7 +37,6 @@ from memory_pipeline.sources._dialogue import (
 )
 from memory_pipeline.sources.archive import as_source
 from memory_pipeline.sources.profile import GLOBAL_SCOPE, ProfileText, profile_document
-from memory_pipeline.ingest.text_repair import repair_many
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memory_pipeline.records import Document, Kind, Section, stable_id
 from memory_pipeline.ingest.text_repair import repair_many
+from memory_pipeline.records import Document, Kind, Section, stable_id
 
 GLOBAL_SCOPE = "global"
 _FENCED = re.compile(r"```(?:\w+)?\n?(.*?)```", re.S)
