@@ -100,7 +100,8 @@ def test_chunks_and_faiss_index_report_counts_a_chunk_preview_and_the_index_shap
     chunks, faiss_index = materialized["chunks"], materialized["faiss_index"]
     assert chunks["chunks_total"].value > 0 and chunks["embedded"].value + chunks["cache_hits"].value > 0
     per_kind = {row["kind"]: row["chunks"] for row in rows(chunks["chunks_per_kind"])}
-    assert set(per_kind) == {"dialogue", "article", "lecture"} and sum(per_kind.values()) == chunks["chunks_total"].value
+    assert set(per_kind) == {"dialogue", "article", "lecture", "profile"}
+    assert sum(per_kind.values()) == chunks["chunks_total"].value
     assert columns(chunks["preview"]) == ["title", "kind", "position", "text"]
     positions = [row["position"] for row in rows(chunks["preview"])]
     assert any("turn " in p for p in positions) and any("0:0" in p for p in positions)  # dialogue exchanges, lecture times
