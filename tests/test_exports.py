@@ -517,7 +517,8 @@ def test_a_profile_is_indexed_found_by_its_kind_scored_and_taught_to_core(tmp_pa
     assert sorted(a.unit.heading for a in scored) == ["About me", "How I want answers"]
     assert all(a.created_at.year == 2025 and a.source_path.endswith("!conversations.json") for a in scored)
     result = build_dataset_for_adapter(config, "core")
-    assert result.card.sources.targets["profile"] >= 1 and result.card.sources.kinds["profile"] >= 1, "whatever its score"
+    sources = result.card.sources
+    assert sources.targets["profile"] >= 1 and sources.kinds["profile"] >= 1, "core is taught it whatever its score"
 
 
 # --- streaming -------------------------------------------------------------------------------------

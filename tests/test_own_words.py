@@ -56,7 +56,8 @@ def test_dataset_card_counts_targets_by_source(tmp_path):
     views = [VIEW, "Футбол без прессинга скучен, и я готов мириться с ошибками ради темпа.", "Учить языки лучше через чтение книг, чем через карточки."]
     docs = [dialogue(f"d{i}", f"/exports/{i}.json", [("user", view), ("assistant", ANSWER)]) for i, view in enumerate(views)]
     result = build_dataset(config, "core", [Assignment(d) for d in docs], docs)
-    assert result.card.sources.targets == {"user": 3, "assistant": 0, "article": 0, "lecture": 0, "profile": 0}
+    targets = {"user": 3, "assistant": 0, "article": 0, "lecture": 0, "profile": 0}
+    assert result.card.sources.targets == targets
     assert "Targets from: user: 3, assistant: 0" in (result.path / "card.md").read_text(encoding="utf-8")
 
 
