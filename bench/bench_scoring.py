@@ -32,7 +32,7 @@ from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring.items import Item, ItemUnit
 from memory_pipeline.scoring.engine import ItemBatch, PromotionReport, retier, update_scores
-from memory_pipeline.scoring.routing import build_profiles, profile_texts
+from memory_pipeline.scoring.routing import build_profiles, contrast_texts, profile_texts
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,10 @@ def main() -> None:
         config = load_config(ROOT / "memory_pipeline.yaml", storage=tmp)
         store = ScoreStore(scores_dir(config))
         directions = topic_space(args.dim)[3]
-        profiles = build_profiles(config.adapters, {t: directions[a.name] for a in config.adapters for t in profile_texts(a)})
+        vectors = {t: directions[a.name] for a in config.adapters for t in profile_texts(a)}
+        # The synthetic topic space has no direction for a contrast text: it matches nothing.
+        vectors |= {t: np.zeros(args.dim, dtype=np.float32) for a in config.adapters for t in contrast_texts(a)}
+        profiles = build_profiles(config.adapters, vectors)
         markers = config.promote.importance_markers
         now = START + timedelta(days=3 * 365)
 

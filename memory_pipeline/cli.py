@@ -254,7 +254,14 @@ def _route_reason(route: dict) -> str:
         return f"stance {route['score']:.2f} ({found}); similarity to the description {route['sim']:.2f}"
     if "nearest" in route:
         keywords = f"; keywords seen (not deciding): {', '.join(route['keywords'])}" if route.get("keywords") else ""
-        return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
+        contrast = route.get("contrast")
+        if contrast is None:
+            return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
+        verdict = "closer to the topic" if route["sim"] > contrast else "not routed: closer to the alternative"
+        return (
+            f"similarity {route['sim']:.2f} to «{route['nearest']}», {contrast:.2f} to the nearest alternative "
+            f"«{route['contrast_nearest']}» ({verdict}){keywords}"
+        )
     return _readable(route)
 
 

@@ -132,6 +132,11 @@ class AdapterConfig(_Section):
     description: str
     keywords: list[str] = Field(default_factory=list)
     examples: list[str] = Field(default_factory=list, description="example texts that belong to this adapter")
+    contrast: list[str] = Field(
+        default_factory=list,
+        description="texts that touch the topic without being on it (an analogy, another sense of a keyword): "
+        "an item closer to one of these, or to another adapter's texts, than to this one's is not routed here",
+    )
     voice: Literal["user", "assistant"] = Field(
         "user",
         description="whose text is learned: 'user' (default: the user's own turns are the targets, the assistant's are the prompt side) "
@@ -182,7 +187,7 @@ class PromoteConfig(_Section):
     )
     recency_half_life_days: float = Field(180.0, gt=0)
     rag_threshold: float = Field(0.35, ge=0, le=1)
-    lora_threshold: float = Field(0.55, ge=0, le=1)
+    lora_threshold: float = Field(0.45, ge=0, le=1)
     route_threshold: float = Field(0.25, ge=-1, le=1, description="min similarity to route an item to a topic adapter")
     min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")

@@ -131,7 +131,7 @@ def test_scores_show_a_histogram_image_with_the_thresholds_and_items_with_their_
     assert len(histogram) < 1000, len(histogram)
     png = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", histogram).group(1))
     assert png.startswith(b"\x89PNG")
-    assert "cache, below 0.35" in histogram and "lora (if routed), from 0.55" in histogram
+    assert "cache, below 0.35" in histogram and "lora (if routed), from 0.45" in histogram
     assert sum(int(n) for n in histogram.rsplit(":", 1)[1].split()) == scores["items_total"].value
     for name in ("top_items", "bottom_items"):
         assert columns(scores[name])[:5] == ["score", "tier", "tier_rule", "title", "position"], name

@@ -228,6 +228,33 @@ def test_a_sport_keyword_in_passing_routes_nothing(tmp_path):
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["core"]
 
 
+def test_an_item_closer_to_a_contrast_text_than_to_the_topic_is_not_routed_there(tmp_path):
+    """A focus-training note with a running analogy lies near the sport examples; the contrast text lies nearer."""
+    analogy = "Концентрация тренируется, как мышца: похоже на бег, базу строят лёгкие длинные пробежки."
+    sport = SPORT.model_copy(update={"contrast": ["Концентрация тренируется, как мышца - сравнение со спортом."]})
+    config = Config(storage_root=tmp_path / "storage", adapters=[Config().adapters[0], sport])
+    vectors = {config.adapters[0].description: TOPIC_OPINION, sport.description: TOPIC_RUN, sport.contrast[0]: TOPIC_CODE}
+    profiles = build_profiles(config.adapters, vectors)
+    item = unit_vector(3, near=0.6 * TOPIC_RUN + 0.8 * TOPIC_CODE, noise=0.05)
+    routes = route_item(kind=Kind.ARTICLE, text=analogy, user_text="", vector=item, profiles=profiles, config=config.promote)
+    assert routes["sport"]["sim"] >= config.promote.route_threshold and routes["sport"]["score"] == 0.0
+    assert routes["sport"]["contrast"] > routes["sport"]["sim"] and routes["sport"]["contrast_nearest"].startswith("Концентрация")
+    assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == []
+    run = unit_vector(4, near=TOPIC_RUN, noise=0.3)
+    routes = route_item(kind=Kind.DIALOGUE, text=RUN_Q, user_text=RUN_Q, vector=run, profiles=profiles, config=config.promote)
+    assert routes["sport"]["score"] == routes["sport"]["sim"] > routes["sport"]["contrast"]
+    assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
+
+
+def test_another_adapters_texts_are_alternatives_too(tmp_path):
+    """An item nearer the core description than the sport description is not a sport item."""
+    config = config_for(tmp_path)
+    profiles = profiles_for(config)
+    item = unit_vector(5, near=0.55 * TOPIC_RUN + 0.83 * TOPIC_OPINION, noise=0.05)
+    routes = route_item(kind=Kind.ARTICLE, text="", user_text="", vector=item, profiles=profiles, config=config.promote)
+    assert routes["sport"]["score"] == 0.0 and routes["sport"]["contrast_nearest"].startswith("core: ")
+
+
 def test_keywords_match_russian_inflections_by_stem():
     keywords = [(k, keyword_stems(k)) for k in SPORT.keywords]
     assert keyword_hits("После марафона две тренировки отменил", keywords) == ["марафон", "тренировка"]
@@ -471,6 +498,8 @@ def test_new_importance_marker_rescores_stored_items_on_the_next_run(tmp_path, c
 
 def test_the_users_stated_view_reaches_the_core_set_and_explain_says_why(tmp_path):
     config = config_for(tmp_path)
+    # Between this view's score without its stance's importance (~0.49) and with it (~0.69).
+    config.promote.lora_threshold = 0.55
     view = (
         "Мне кажется, поиск по памяти важнее, чем сама модель. Лучше маленькая модель с хорошей памятью, "
         "чем большая без неё."
@@ -600,6 +629,7 @@ def test_changed_thresholds_retier_on_the_next_promotion_without_embedding(tmp_p
     from memory_pipeline.scoring import run_promotion
 
     config, embedder, _ = _indexed_corpus(tmp_path)
+    config.promote.lora_threshold = 0.9  # nothing promoted at first, so that lowering it re-tiers
     first = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     vectors = ScoreStore(scores_dir(config)).load().vectors.copy()
     config.promote.rag_threshold, config.promote.lora_threshold = 0.0, 0.0

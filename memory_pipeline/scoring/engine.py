@@ -35,9 +35,9 @@ from memory_pipeline.scoring.routing import (
     AdapterProfile,
     PassageEmbedder,
     build_profiles,
-    profile_texts,
     profiles_fingerprint,
     route_item,
+    routing_texts,
 )
 from memory_pipeline.scoring.store import COLUMNS, LIST_COLUMNS, ScoreState, ScoreStore, scores_dir, stored_time
 from memory_pipeline.scoring.tiers import Tier, combined_scores, decide_tier, own_content_chars
@@ -362,7 +362,7 @@ def _adapter_profiles(
 ) -> tuple[list[AdapterProfile], str, int]:
     """Adapter profiles; their texts are embedded once per model and cached beside the scores."""
     cached = store.load_profile_vectors(embedder.model_id)
-    texts = sorted({t for a in config.adapters for t in profile_texts(a)})
+    texts = routing_texts(config.adapters)
     missing = [t for t in texts if sha256_text(t)[:32] not in cached]
     if missing:
         for text, vector in zip(missing, embedder.embed_passages(missing), strict=True):

@@ -8,7 +8,11 @@ The first-person stance detector (``stance.py``) decides; an assistant's answer 
 A topic adapter takes the items that are substantively on its topic: the item's vector against
 the adapter's description and ``examples`` (a multilingual model makes Russian items meet English
 examples and back). Keywords are shown as evidence but never route by themselves, so a word in
-passing ("аналогия со спортом") does not make a conversation about AI a sport item.
+passing ("аналогия со спортом") does not make a conversation about AI a sport item. Nor does a
+passage that borrows the topic's words: an item must also be closer to the topic than to the
+alternatives, the adapter's ``contrast`` texts (an analogy, another sense of a keyword) and the
+other adapters' texts. A plain similarity threshold cannot tell these apart: a focus-training
+note with a running analogy lies as close to the sport examples as a real training question.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from memory_pipeline.scoring.stance import own_stance
 CORE = "core"
 CORE_MIN_STANCE = 0.5
 """Stance score (``Stance.score``) that sends an item to core: a stance phrase, or an argument move of the user."""
-ROUTING_RULES = "stance-v1"
+ROUTING_RULES = "stance-v1+contrast"
 """Part of the profiles fingerprint: stored routes are redone when the routing rules change."""
 
 
@@ -42,33 +46,49 @@ class PassageEmbedder(Protocol):
 
 @dataclass(frozen=True)
 class AdapterProfile:
-    """An adapter as routing sees it: vectors of its description and examples, keyword stems."""
+    """An adapter as routing sees it: vectors of its description and examples, keyword stems, contrast texts."""
 
     name: str
     vectors: np.ndarray
     keywords: tuple[tuple[str, tuple[str, ...]], ...] = field(default_factory=tuple)
     texts: tuple[str, ...] = field(default_factory=tuple)
+    contrast: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    contrast_texts: tuple[str, ...] = field(default_factory=tuple)
 
 
 def profile_texts(adapter: AdapterConfig) -> list[str]:
+    """The texts an item of this adapter is near: its description and examples."""
     return [t for t in (adapter.description, *adapter.examples) if t.strip()]
 
 
+def contrast_texts(adapter: AdapterConfig) -> list[str]:
+    return [t for t in adapter.contrast if t.strip()]
+
+
+def routing_texts(adapters: Sequence[AdapterConfig]) -> list[str]:
+    """Every text routing embeds: each adapter's profile and contrast texts."""
+    return sorted({t for a in adapters for t in (*profile_texts(a), *contrast_texts(a))})
+
+
 def profiles_fingerprint(adapters: Sequence[AdapterConfig], model_id: str) -> str:
-    """Changes when any adapter's description, examples or keywords change: routes are then redone."""
+    """Changes when any adapter's description, examples, contrast or keywords change: routes are then redone."""
     parts = [ROUTING_RULES, model_id]
     for a in adapters:
-        parts += [a.name, *profile_texts(a), "|", *a.keywords, "||"]
+        parts += [a.name, *profile_texts(a), "|", *contrast_texts(a), "|", *a.keywords, "||"]
     return sha256_text("\x1f".join(parts))[:32]
 
 
 def build_profiles(adapters: Sequence[AdapterConfig], vectors_by_text: dict[str, np.ndarray]) -> list[AdapterProfile]:
-    """Profiles from the adapters in config and the vectors of their texts (``profile_texts``)."""
+    """Profiles from the adapters in config and the vectors of their texts (``routing_texts``)."""
+
+    def stack(texts: list[str]) -> np.ndarray:
+        return np.stack([vectors_by_text[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
     profiles = []
     for a in adapters:
-        texts = profile_texts(a)
-        vecs = np.stack([vectors_by_text[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
-        profiles.append(AdapterProfile(a.name, vecs, tuple((k, keyword_stems(k)) for k in a.keywords), tuple(texts)))
+        texts, contrast = profile_texts(a), contrast_texts(a)
+        keywords = tuple((k, keyword_stems(k)) for k in a.keywords)
+        profiles.append(AdapterProfile(a.name, stack(texts), keywords, tuple(texts), stack(contrast), tuple(contrast)))
     return profiles
 
 
@@ -116,30 +136,55 @@ def route_item(
     ``core_min_user_chars``; article: the section, stance phrases only, as an article's argument
     may be anyone's; profile: always, it is the user's own statement of himself; lectures: never),
     with the phrases found. Topic: the best cosine between the item's vector and the adapter's
-    description and examples, with the nearest of those texts and any keyword seen.
+    description and examples (``sim``, with the nearest of those texts) and the best cosine to the
+    alternatives (``contrast``, with the nearest of them: the adapter's contrast texts, then the
+    other adapters' texts, named ``adapter: text``), and any keyword seen. The topic's route
+    ``score`` is ``sim`` when the item is closer to the topic than to every alternative, else 0.
     """
     routes: dict[str, dict] = {}
     for profile in profiles:
-        sim, nearest = _similarity(vector, profile)
+        found, nearest = _similarity(vector, profile.vectors, profile.texts)
+        sim = found or 0.0
         if profile.name == CORE:
             own = own_stance(kind, text, user_text, min_user_chars=config.core_min_user_chars)
             reasons = own.stance.describe() if own.stance else []
             routes[CORE] = {"score": own.score, "sim": round(sim, 6), "stance": reasons, "eligible": own.eligible}
         else:
             keywords = keyword_hits(text, profile.keywords)
+            contrast, against = _nearest_alternative(vector, profile, profiles)
+            on_topic = contrast is None or sim > contrast
             sim = round(sim, 6)
-            routes[profile.name] = {"score": sim, "sim": sim, "nearest": nearest, "keywords": keywords}
+            routes[profile.name] = {
+                "score": sim if on_topic else 0.0,
+                "sim": sim,
+                "nearest": nearest,
+                "contrast": None if contrast is None else round(contrast, 6),
+                "contrast_nearest": against,
+                "keywords": keywords,
+            }
     return routes
 
 
-def _similarity(vector: np.ndarray | None, profile: AdapterProfile) -> tuple[float, str]:
-    """Best cosine to the profile's texts, and that text (shortened) so a person can see what matched."""
-    vectors = profile.vectors
+def _nearest_alternative(
+    vector: np.ndarray | None, profile: AdapterProfile, profiles: Sequence[AdapterProfile]
+) -> tuple[float | None, str]:
+    """Best cosine to the profile's contrast texts and the other adapters' texts, and that text; None without any."""
+    found = [_similarity(vector, profile.contrast, profile.contrast_texts)]
+    for other in profiles:
+        if other.name != profile.name:
+            sim, text = _similarity(vector, other.vectors, other.texts)
+            found.append((sim, f"{other.name}: {text}"))
+    found = [(sim, text) for sim, text in found if sim is not None]
+    return max(found, key=lambda pair: pair[0]) if found else (None, "")
+
+
+def _similarity(vector: np.ndarray | None, vectors: np.ndarray, texts: Sequence[str]) -> tuple[float | None, str]:
+    """Best cosine to ``vectors`` and its text (shortened) so a person can see what matched; None without any."""
     if vector is None or vectors.size == 0 or vectors.shape[1] != len(vector):
-        return 0.0, ""
+        return None, ""
     sims = vectors @ vector
     best = int(np.argmax(sims))
-    text = profile.texts[best] if best < len(profile.texts) else ""
+    text = texts[best] if best < len(texts) else ""
     return float(sims[best]), " ".join(text.split())[:80]
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from memory_pipeline.config import Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.records import Kind
-from memory_pipeline.scoring.routing import PassageEmbedder, build_profiles, choose_adapters, profile_texts, route_item
+from memory_pipeline.scoring.routing import PassageEmbedder, build_profiles, choose_adapters, route_item, routing_texts
 
 DEFAULT_ROUTING_SET = Path(__file__).resolve().parents[1] / "eval_sets" / "routing_set.jsonl"
 THRESHOLD_GRID = tuple(round(0.2 + 0.025 * i, 3) for i in range(13))
@@ -76,7 +76,7 @@ def route_units(
     config: Config, embedder: PassageEmbedder, units: Sequence[RoutingUnit]
 ) -> tuple[list[dict], np.ndarray]:
     """Each unit's routes (as promote stores them) and its vector."""
-    texts = sorted({t for a in config.adapters for t in profile_texts(a)})
+    texts = routing_texts(config.adapters)
     vectors_by_text = dict(zip(texts, embedder.embed_passages(texts), strict=True)) if texts else {}
     profiles = build_profiles(config.adapters, vectors_by_text)
     vectors = embedder.embed_passages([u.text for u in units])
