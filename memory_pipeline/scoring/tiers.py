@@ -150,7 +150,8 @@ def decide_tier(
         return TierDecision(
             Tier.RAG,
             (),
-            f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold {config.route_threshold}",
+            f"score {score:.3f} >= lora_threshold {config.lora_threshold} but no adapter reached route_threshold "
+            f"{config.route_threshold} (a topic also needs the item nearer to it than to any alternative)",
         )
     return TierDecision(
         Tier.RAG,
