@@ -10,7 +10,9 @@ reasons (stance phrases, nearest example, similarity).
 Then promotion: ingests, indexes and scores the configured sources (the demo corpus the units come
 from) in a temporary storage, and reports which units end up in each adapter's training set
 (``scoring/promotion_eval.py``): before (no stance in importance), as configured, and the
-thresholds the tune half prefers. Writes bench/results/routing.json.
+thresholds the tune half prefers. Both routing and promotion are also reported without the adapters'
+``contrast`` texts (``without_contrast``), the comparison they were chosen by on the tune half.
+Writes bench/results/routing.json.
 
     .venv/bin/python bench/bench_routing.py [--model packaged:use-multilingual-v3] [--set my_labels.jsonl]
 """
@@ -51,7 +53,9 @@ def main() -> None:
     units = load_routing_set(args.routing_set)
     result = evaluate_routing(config, embedder, units)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    result["promotion"] = promotion(config, embedder, units)
+    plain = without_contrast(config)
+    result["without_contrast"] = {part: evaluate_routing(plain, embedder, units)[part] for part in ("tune", "report")}
+    result["promotion"], result["without_contrast"]["promotion"] = promotion(config, plain, embedder, units)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     for part in ("all", "tune", "report"):
@@ -63,19 +67,35 @@ def main() -> None:
     for name in ("before", "configured"):
         for part in ("tune", "report"):
             print("promoted", name, part, {a: (f["precision"], f["recall"]) for a, f in figures[name][part].items()})
+    for part in ("tune", "report"):
+        plain = result["without_contrast"]
+        print("without contrast", part, "routed", _pairs(plain[part]), "promoted", _pairs(plain["promotion"][part]))
     print("tune prefers", figures["tuning"]["best"], "meets targets", figures["meets_targets"], f"; wrote {RESULTS}")
 
 
-def promotion(config: Config, embedder, units) -> dict:
-    """Promotion figures of a real ingest, index and scoring run over the configured sources, in a temporary storage."""
+def _pairs(figures: dict) -> dict:
+    return {name: (f["precision"], f["recall"]) for name, f in figures.items()}
+
+
+def without_contrast(config: Config) -> Config:
+    adapters = [a.model_copy(update={"contrast": []}) for a in config.adapters]
+    return config.model_copy(update={"adapters": adapters})
+
+
+def promotion(config: Config, plain: Config, embedder, units) -> tuple[dict, dict]:
+    """Promotion figures of a real ingest, index and scoring run over the configured sources, in a temporary storage;
+    and, from the same run, "ends up in the training set" as configured when routed by ``plain`` (no contrast texts)."""
     with tempfile.TemporaryDirectory(prefix="bench_routing_") as storage:
         config = config.model_copy(update={"storage_root": Path(storage)})
         ingest_all(config)
         sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
         now = datetime.now(UTC)
         run_promotion(config, now=now, progress=False, embedder=embedder)
-        scored, missing = score_units(config, embedder, units, ScoreStore(scores_dir(config)).load_frame(), now=now)
-        return evaluate_promotion(config, scored, missing)
+        items = ScoreStore(scores_dir(config)).load_frame()
+        scored, missing = score_units(config, embedder, units, items, now=now)
+        scored_plain, _ = score_units(plain, embedder, units, items, now=now)
+        configured = evaluate_promotion(plain, scored_plain, missing)["configured"]
+        return evaluate_promotion(config, scored, missing), {part: configured[part] for part in ("tune", "report")}
 
 
 if __name__ == "__main__":
