@@ -233,15 +233,22 @@ def test_an_item_closer_to_a_contrast_text_than_to_the_topic_is_not_routed_there
     analogy = "Концентрация тренируется, как мышца: похоже на бег, базу строят лёгкие длинные пробежки."
     sport = SPORT.model_copy(update={"contrast": ["Концентрация тренируется, как мышца - сравнение со спортом."]})
     config = Config(storage_root=tmp_path / "storage", adapters=[Config().adapters[0], sport])
-    vectors = {config.adapters[0].description: TOPIC_OPINION, sport.description: TOPIC_RUN, sport.contrast[0]: TOPIC_CODE}
-    profiles = build_profiles(config.adapters, vectors)
+    core = config.adapters[0].description
+    profiles = build_profiles(
+        config.adapters, {core: TOPIC_OPINION, sport.description: TOPIC_RUN, sport.contrast[0]: TOPIC_CODE}
+    )
     item = unit_vector(3, near=0.6 * TOPIC_RUN + 0.8 * TOPIC_CODE, noise=0.05)
-    routes = route_item(kind=Kind.ARTICLE, text=analogy, user_text="", vector=item, profiles=profiles, config=config.promote)
+    routes = route_item(
+        kind=Kind.ARTICLE, text=analogy, user_text="", vector=item, profiles=profiles, config=config.promote
+    )
     assert routes["sport"]["sim"] >= config.promote.route_threshold and routes["sport"]["score"] == 0.0
-    assert routes["sport"]["contrast"] > routes["sport"]["sim"] and routes["sport"]["contrast_nearest"].startswith("Концентрация")
+    assert routes["sport"]["contrast"] > routes["sport"]["sim"]
+    assert routes["sport"]["contrast_nearest"].startswith("Концентрация")
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == []
     run = unit_vector(4, near=TOPIC_RUN, noise=0.3)
-    routes = route_item(kind=Kind.DIALOGUE, text=RUN_Q, user_text=RUN_Q, vector=run, profiles=profiles, config=config.promote)
+    routes = route_item(
+        kind=Kind.DIALOGUE, text=RUN_Q, user_text=RUN_Q, vector=run, profiles=profiles, config=config.promote
+    )
     assert routes["sport"]["score"] == routes["sport"]["sim"] > routes["sport"]["contrast"]
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
 
