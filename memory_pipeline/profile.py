@@ -15,6 +15,7 @@ from datetime import datetime
 from memory_pipeline.config import Config
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources.profile import GLOBAL_SCOPE
+from memory_pipeline.timeutil import naive_utc
 
 
 def profile_documents(config: Config) -> list[Document]:
@@ -75,4 +76,4 @@ def profile_assignments(config: Config, known: set[str]) -> list:
 
 def _updated(doc: Document) -> datetime:
     stamp = doc.updated_at or doc.created_at
-    return stamp.replace(tzinfo=None) if stamp else datetime.min
+    return naive_utc(stamp) or datetime.min

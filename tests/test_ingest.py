@@ -201,3 +201,23 @@ def test_paths_restrict_the_run_and_route_to_the_right_kind(corpus, tmp_path):
     assert list(reports) == [Kind.LECTURE]
     assert reports[Kind.LECTURE].documents_total == 1
     assert DocumentStore(corpus.documents_dir).count(Kind.ARTICLE) == 0
+
+
+def test_the_same_conversation_in_two_exports_keeps_the_later_moment_not_the_later_clock(tmp_path):
+    """12:00 UTC is later than 14:30 at +03:00 (11:30 UTC): compared after dropping the offsets unconverted,
+    the older copy would win."""
+    folder = tmp_path / "chats"
+    folder.mkdir()
+
+    def export(name: str, stamp: str) -> None:
+        turns = [("user", "Как бежать марафон?"), ("assistant", "Ровно, с первой половины не спеша.")]
+        lines = [f'{{"conversation_id": "c1", "role": "{role}", "content": "{text}", "timestamp": "{stamp}"}}'
+                 for role, text in turns]
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    export("utc.jsonl", "2025-03-01T12:00:00+00:00")
+    export("moscow.jsonl", "2025-03-01T14:30:00+03:00")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    assert ingest_kind(config, Kind.DIALOGUE).errors == []
+    (row,) = DocumentStore(config.documents_dir).summary_rows(Kind.DIALOGUE)
+    assert row["source_path"].endswith("utc.jsonl")

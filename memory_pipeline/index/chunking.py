@@ -16,11 +16,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby
 
 from memory_pipeline.config import ChunkingConfig
 from memory_pipeline.records import Chunk, Document, Kind, Section, Segment, Turn, sha256_text, stable_id
+from memory_pipeline.timeutil import naive_utc
 from memory_pipeline.tokens import count_tokens, split_by_tokens
 
 USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
@@ -404,16 +405,9 @@ def _to_chunks(doc: Document, pieces: list[_Piece], lineage: str) -> list[Chunk]
                 end=piece.end,
                 speaker=piece.speaker,
                 heading=piece.heading,
-                created_at=_utc_naive(piece.created_at or doc.created_at),
+                created_at=naive_utc(piece.created_at or doc.created_at),
                 language=doc.language,
                 source_file=piece.source_file,
             )
         )
     return chunks
-
-
-def _utc_naive(value: datetime | None) -> datetime | None:
-    """Timestamps as naive UTC: one column type in the stores, whatever mix the exports carried."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)

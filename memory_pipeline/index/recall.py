@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from memory_pipeline.config import Config
+from memory_pipeline.timeutil import naive_utc
 
 _DAY = 86400.0
 
@@ -153,7 +154,7 @@ def _naive(value) -> datetime | None:
         return None
     import pandas as pd
 
-    return pd.Timestamp(value).to_pydatetime().replace(tzinfo=None)
+    return naive_utc(pd.Timestamp(value).to_pydatetime())
 
 
 def _mtime(path: Path) -> float | None:

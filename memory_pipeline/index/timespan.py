@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from memory_pipeline.errors import SearchError
+from memory_pipeline.timeutil import naive_utc
 
 _NUMBER_RU = r"(?:\d+|один|одну|два|две|три|четыре|пять|шесть|семь|восемь|девять|десять|полгода)"
 _NUMBER_EN = r"(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten)"
@@ -77,7 +78,7 @@ def _period(start: datetime, period: str) -> tuple[datetime, datetime]:
 
 
 def _to_utc(local: datetime, zone: ZoneInfo) -> datetime:
-    return local.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+    return naive_utc(local.replace(tzinfo=zone))
 
 
 def _local_now(now: datetime | None, zone: ZoneInfo) -> datetime:
@@ -127,11 +128,11 @@ def _bound(value: str | datetime | None, name: str, now: datetime | None, timezo
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        return naive_utc(value)
     try:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo:
-            return parsed.astimezone(UTC).replace(tzinfo=None)
+            return naive_utc(parsed)
         if end and len(value.strip()) <= 10:  # a bare date as "until" includes that day
             parsed += timedelta(days=1)
         return _to_utc(parsed, ZoneInfo(timezone))

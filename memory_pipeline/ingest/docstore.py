@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from memory_pipeline.records import Document, Kind, sha256_text
+from memory_pipeline.timeutil import naive_utc
 
 _BATCH = 500
 
@@ -44,12 +45,6 @@ def _schema():
     )
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
-
-
 def _row(doc: Document, now: datetime) -> dict:
     body = doc.body_text()
     return {
@@ -61,8 +56,8 @@ def _row(doc: Document, now: datetime) -> dict:
         "source_hash": doc.source_hash,
         "content_hash": doc.content_hash,
         "external_id": doc.external_id,
-        "created_at": _naive_utc(doc.created_at),
-        "updated_at": _naive_utc(doc.updated_at),
+        "created_at": naive_utc(doc.created_at),
+        "updated_at": naive_utc(doc.updated_at),
         "language": doc.language,
         "repaired": doc.repair.repaired,
         "repair_codec": doc.repair.codec,

@@ -50,6 +50,7 @@ from memory_pipeline.sources import (
 )
 from memory_pipeline.sources.archive import ArchiveLimits, source_file
 from memory_pipeline.storage_root import mark_memory
+from memory_pipeline.timeutil import naive_utc
 
 logger = logging.getLogger(__name__)
 _FLUSH_DOCS = 500
@@ -466,7 +467,7 @@ def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifes
     for doc in docs:
         old = known.get(doc.doc_id)
         units = len(doc.turns) + len(doc.sections) + len(doc.segments)
-        updated = _naive(doc.updated_at) if doc.updated_at else datetime.min
+        updated = naive_utc(doc.updated_at) or datetime.min
         elsewhere = old and old["source_path"] != doc.source_path
         if elsewhere and str(source_file(old["source_path"]).resolve()) in manifest.entries:
             if (old["updated_at"] or datetime.min, old["n_units"] or 0) > (updated, units):
@@ -474,11 +475,6 @@ def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifes
         known[doc.doc_id] = {"doc_id": doc.doc_id, "source_path": doc.source_path, "n_units": units, "updated_at": updated}
         kept.append(doc)
     return kept
-
-
-def _naive(value: datetime) -> datetime:
-    """Naive UTC, as the store keeps times."""
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _within(path: Path, roots: set[Path]) -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from memory_pipeline.records import Document, Kind, sha256_text, stable_id
 from memory_pipeline.scoring.signals import normalize_text
+from memory_pipeline.timeutil import naive_utc
 
 _WINDOW_WORDS = 8
 _WINDOW_TRIES = 6
@@ -69,13 +70,6 @@ class Item(BaseModel):
     def vector_key(self) -> str:
         """Changes when the item's chunks change: the vector-based signals must then be recomputed."""
         return sha256_text("\x1f".join(sorted(self.chunk_ids)))[:32] if self.chunk_ids else ""
-
-
-def naive_utc(value: datetime | None) -> datetime | None:
-    """Naive UTC, the one form stored and compared (LanceDB and Parquet timestamps carry no zone)."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def build_items(doc: Document, chunks: Sequence[Mapping]) -> list[Item]:
