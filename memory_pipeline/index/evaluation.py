@@ -15,18 +15,18 @@ not of paraphrases.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from memory_pipeline.config import Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.search import MODES, Searcher, fuse, ranked
+from memory_pipeline.jsonl import read_rows
 
 DEFAULT_QUESTIONS = Path(__file__).parents[1] / "eval_sets" / "retrieval_questions.jsonl"
 FUSION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
@@ -79,18 +79,7 @@ class EvalQuestion(BaseModel):
 def load_questions(path: Path | str | None = None) -> list[EvalQuestion]:
     """The question set (the bundled one by default); a bad line is an error naming the file and line."""
     path = Path(path) if path else DEFAULT_QUESTIONS
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the question set ({exc.strerror or exc})") from exc
-    questions = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            questions.append(EvalQuestion.model_validate(json.loads(line)))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise ConfigError(f"{path}:{number}: not a valid question: {exc}") from exc
+    questions = read_rows(path, EvalQuestion, what="question")
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: duplicate question ids {sorted({i for i in ids if ids.count(i) > 1})}")

@@ -61,7 +61,7 @@ def _row(doc: Document, now: datetime) -> dict:
         "language": doc.language,
         "repaired": doc.repair.repaired,
         "repair_codec": doc.repair.codec,
-        "n_units": len(doc.turns) + len(doc.sections) + len(doc.segments),
+        "n_units": doc.n_units(),
         "n_chars": len(body),
         "ingested_at": now,
         "body": doc.model_dump_json(),

@@ -466,7 +466,7 @@ def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifes
     kept = []
     for doc in docs:
         old = known.get(doc.doc_id)
-        units = len(doc.turns) + len(doc.sections) + len(doc.segments)
+        units = doc.n_units()
         updated = naive_utc(doc.updated_at) or datetime.min
         elsewhere = old and old["source_path"] != doc.source_path
         if elsewhere and str(source_file(old["source_path"]).resolve()) in manifest.entries:

@@ -12,16 +12,15 @@ threshold can be chosen on one half and reported on the other.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from memory_pipeline.config import Config
-from memory_pipeline.errors import ConfigError
+from memory_pipeline.jsonl import read_rows
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring.routing import PassageEmbedder, build_profiles, choose_adapters, route_item, routing_texts
 
@@ -45,19 +44,12 @@ class RoutingUnit(BaseModel):
 def load_routing_set(path: Path | str | None = None) -> list[RoutingUnit]:
     """The labelled units (the bundled set by default); a bad line is an error naming the file and line."""
     path = Path(path) if path else DEFAULT_ROUTING_SET
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the routing set ({exc.strerror or exc})") from exc
-    units = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            units.append(RoutingUnit.model_validate({**json.loads(line), "split": "tune" if number % 2 else "report"}))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise ConfigError(f"{path}:{number}: not a valid routing unit: {exc}") from exc
-    return units
+    return read_rows(path, RoutingUnit, what="routing unit", overrides=_alternate_split)
+
+
+def _alternate_split(line_number: int) -> dict[str, str]:
+    """Odd lines tune the topic threshold, even lines report on it."""
+    return {"split": "tune" if line_number % 2 else "report"}
 
 
 def precision_recall(predicted: Sequence[bool], gold: Sequence[bool]) -> dict[str, float | int]:

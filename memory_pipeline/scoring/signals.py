@@ -422,21 +422,33 @@ def recurrence(
 
 
 def minhash_signatures(texts: Sequence[str], *, num_perm: int = MINHASH_PERM) -> np.ndarray:
-    """MinHash signatures (uint32, one row per text) of word 3-shingles of the normalized text."""
+    """MinHash signatures (uint32, one row per text) of word 3-shingles of the normalized text.
+
+    Scoring's redundancy and the training sets' near-duplicate filter both read these, so "near
+    duplicate" means one thing; :func:`lean_minhash` turns a row back into a MinHash for LSH.
+    """
     from datasketch import MinHash
 
-    shingle_sets = [_shingles(normalize_text(t)) for t in texts]
+    shingle_sets = [word_shingles(t) for t in texts]
     if not shingle_sets:
         return np.zeros((0, num_perm), dtype=np.uint32)
     hashes = MinHash.bulk(shingle_sets, num_perm=num_perm)
     return np.stack([np.asarray(m.hashvalues, dtype=np.uint32) for m in hashes])
 
 
-def _shingles(normalized: str) -> list[bytes]:
-    words = normalized.split()
+def lean_minhash(signature: np.ndarray):
+    """A row of :func:`minhash_signatures` as a datasketch ``LeanMinHash`` (for ``MinHashLSH``)."""
+    from datasketch import LeanMinHash
+
+    return LeanMinHash(seed=1, hashvalues=signature, scheme="affine32")
+
+
+def word_shingles(text: str) -> set[bytes]:
+    """Word 3-shingles of the normalized text; a text of fewer than three words is its one shingle."""
+    words = normalize_text(text).split()
     if len(words) < 3:
-        return [normalized.encode("utf-8")]
-    return [" ".join(words[i : i + 3]).encode("utf-8") for i in range(len(words) - 2)]
+        return {" ".join(words).encode("utf-8")}
+    return {" ".join(words[i : i + 3]).encode("utf-8") for i in range(len(words) - 2)}
 
 
 @dataclass(frozen=True)
@@ -455,7 +467,7 @@ def redundancy(fingerprints: Sequence[str], signatures: np.ndarray, order: np.nd
     The earliest member (lowest ``order``) of each cluster is its keeper and scores 1; an exact
     copy scores 0; a near copy 0.5 / cluster size (lower the more copies there are).
     """
-    from datasketch import LeanMinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     n = len(fingerprints)
     parent = np.arange(n)
@@ -479,7 +491,7 @@ def redundancy(fingerprints: Sequence[str], signatures: np.ndarray, order: np.nd
             first_by_fp[fp] = i
     num_perm = signatures.shape[1] if n else MINHASH_PERM
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    minhashes = [LeanMinHash(seed=1, hashvalues=signatures[i], scheme="affine32") for i in range(n)]
+    minhashes = [lean_minhash(signatures[i]) for i in range(n)]
     for i in sorted(first_by_fp.values()):
         lsh.insert(i, minhashes[i])
     for i in sorted(first_by_fp.values()):
