@@ -36,10 +36,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def replace_dir(built: Path, target: Path) -> None:
     """Put the finished folder ``built`` in place of ``target``: the old one is renamed aside first and removed
     last, so a reader sees the old folder or the new one, never a half-written mix."""

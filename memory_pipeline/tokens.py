@@ -47,21 +47,3 @@ def split_by_tokens(text: str, max_tokens: int) -> list[str]:
     decoded, offsets = encoding().decode_with_offsets(tokens)
     cuts = sorted({0, *(offsets[i] for i in range(max_tokens, len(tokens), max_tokens)), len(decoded)})
     return [decoded[a:b] for a, b in zip(cuts, cuts[1:]) if a < b]
-
-
-def truncate_tokens(text: str, max_tokens: int) -> str:
-    """The longest prefix of text within ``max_tokens`` tokens; a character cut in half is dropped."""
-    tokens = encode(text)
-    if len(tokens) <= max_tokens:
-        return text
-    return encoding().decode_bytes(tokens[: max(max_tokens, 0)]).decode("utf-8", errors="ignore")
-
-
-def last_tokens(text: str, max_tokens: int) -> str:
-    """The longest suffix of text within ``max_tokens`` tokens; a character cut in half is dropped."""
-    tokens = encode(text)
-    if len(tokens) <= max_tokens:
-        return text
-    if max_tokens <= 0:
-        return ""
-    return encoding().decode_bytes(tokens[-max_tokens:]).decode("utf-8", errors="ignore")

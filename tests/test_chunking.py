@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from memory_pipeline.index.chunking import chunk_document, chunk_documents, exchanges
+from memory_pipeline.index.chunking import chunk_document, exchanges
 from memory_pipeline.config import ChunkingConfig, EmbeddingConfig
 from memory_pipeline.records import Document, Kind, Section, Segment, Turn, sha256_text
-from memory_pipeline.tokens import count_tokens, last_tokens, split_by_tokens, truncate_tokens
+from memory_pipeline.tokens import count_tokens, split_by_tokens
 
 
 def dialogue(*turns: tuple[str, str], doc_id: str = "dlg", language: str = "en") -> Document:
@@ -84,9 +84,6 @@ def test_tokens_count_offline_cl100k_and_cut_on_character_boundaries():
     pieces = split_by_tokens(text, 7)
     assert "".join(pieces) == text
     assert all(count_tokens(p) <= 8 and "\ufffd" not in p for p in pieces)
-    head, tail = truncate_tokens(text, 5), last_tokens(text, 5)
-    assert text.startswith(head) and text.endswith(tail)
-    assert count_tokens(head) <= 5 and count_tokens(tail) <= 5 and "\ufffd" not in head + tail
 
 
 # --- dialogues -----------------------------------------------------------------------------------
@@ -319,9 +316,3 @@ def test_model_length_caps_the_cl100k_budget():
         max_model_tokens=60,
     )
     assert all(count_tokens(c.text) <= 60 for c in chunks)
-
-
-def test_chunk_documents_streams_every_document():
-    docs = [dialogue(("user", "q1"), ("assistant", "a1")), article(Section(heading_path=["H"], text="Body."))]
-    chunks = list(chunk_documents(docs, ChunkingConfig()))
-    assert [(c.doc_id, c.ordinal) for c in chunks] == [("dlg", 0), ("art", 0)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -94,17 +94,6 @@ def chunk_document(
     else:
         pieces = _lecture_pieces(doc, budget, config.lecture_window_seconds)
     return _to_chunks(doc, pieces, lineage or doc.doc_id)
-
-
-def chunk_documents(
-    docs: Iterable[Document],
-    config: ChunkingConfig,
-    *,
-    max_model_tokens: int | None = None,
-    count_model_tokens: Callable[[str], int] | None = None,
-) -> Iterator[Chunk]:
-    for doc in docs:
-        yield from chunk_document(doc, config, max_model_tokens=max_model_tokens, count_model_tokens=count_model_tokens)
 
 
 def split_to_fit(text: str, fits: Fits, *, level: int = 0) -> list[str]:

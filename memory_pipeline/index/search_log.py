@@ -66,15 +66,3 @@ def last_hit_times(config: Config) -> dict[str, float]:
         return dict(db.execute("SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id GROUP BY hits.chunk_id"))
     finally:
         db.close()
-
-
-def recent_searches(config: Config, limit: int = 20) -> list[dict]:
-    path = log_path(config)
-    if not path.is_file():
-        return []
-    db = _connect(path)
-    try:
-        rows = db.execute("SELECT ts, query, mode, kind, k, latency_ms, hit_ids FROM searches ORDER BY id DESC LIMIT ?", (limit,))
-        return [dict(zip(("ts", "query", "mode", "kind", "k", "latency_ms", "hit_ids"), r)) for r in rows]
-    finally:
-        db.close()

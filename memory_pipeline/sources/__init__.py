@@ -14,7 +14,7 @@ import importlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -308,17 +308,6 @@ def source_key(path: Path, *, resolve: bool = True) -> str:
     An entry that is skipped goes by its own absolute path, so a broken link is named, not its target.
     """
     return bytes_safe(str(resolved_path(path)) if resolve else os.path.abspath(path))
-
-
-def discover_all(roots: Iterable[tuple[Path, Kind | None]]) -> list[SourceUnit]:
-    """Source units of several configured roots, de-duplicated by path."""
-    seen: dict[str, SourceUnit] = {}
-    for root, kind in roots:
-        if not Path(root).exists():
-            continue
-        for unit in discover_sources(Path(root), kind):
-            seen.setdefault(source_key(unit.path), unit)
-    return list(seen.values())
 
 
 def human_size(n_bytes: int) -> str:
