@@ -197,7 +197,7 @@ class Chunk(BaseModel):
 
     ``chunk_id`` derives from the document's lineage and the chunk's own text, so an unchanged
     chunk keeps its id (its FAISS row, cached vector and search-log usage) when its document is
-    edited elsewhere, although the edited file is a new document (see ``indexer.plan_lineages``).
+    edited elsewhere, although the edited file is a new document (see ``index.sync.plan_lineages``).
     ``row_id`` is the same identity as a positive 63-bit integer, the id FAISS and LanceDB rows share.
     """
 

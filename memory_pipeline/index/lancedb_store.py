@@ -3,7 +3,7 @@
 LanceDB is the source of truth for chunks; FAISS is derived from it. A document's chunks are
 replaced in a single merge-insert commit (new rows in, its other rows and those of the version
 it replaces out), so a reader or a crash never sees a document half re-chunked. Each row keeps
-its document's lineage, the key chunk ids derive from (see ``indexer.plan_lineages``).
+its document's lineage, the key chunk ids derive from (see ``index.sync.plan_lineages``).
 """
 
 from __future__ import annotations

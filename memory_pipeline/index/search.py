@@ -1,10 +1,10 @@
 """Search the memory: vector (FAISS), full text (LanceDB, Russian + English stems), or hybrid.
 
 Hybrid fuses the two candidate lists by a weighted sum of their normalised scores (see
-``fuse``), then reranks. The full-text share (``search.hybrid_fts_weight``, the vector list gets
-the rest) depends on how well the embedding model knows the user's languages, so it is tuned on
-the tune half of the hand-written question set (``memory-pipeline eval-retrieval``, see
-retrieval_eval.py) and reported on the other half.
+``fuse``). The full-text share (``search.hybrid_fts_weight``, the vector list gets the rest)
+depends on how well the embedding model knows the user's languages, so it is tuned on the tune
+half of the hand-written question set (``memory-pipeline eval-retrieval``, see
+index/evaluation.py) and reported on the other half.
 
 Every mode then goes through recall (memory_pipeline/index/recall.py): the tiers decide what may be
 returned and the item scores act as a ranking prior; a time span (``since``/``until``, or one
