@@ -470,6 +470,24 @@ class Config(_Section):
         return self.storage_root / "cache"
 
     @property
+    def embedding_cache_path(self) -> Path:
+        """Vectors by model and text hash, shared by every indexing run and partition."""
+        return self.cache_dir / "embeddings.sqlite"
+
+    @property
+    def base_models_dir(self) -> Path:
+        """Base model weights' hashes and local copies, shared by training, chat, export and the service."""
+        return self.cache_dir / "base_models"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.storage_root / "scores"
+
+    @property
+    def search_log_path(self) -> Path:
+        return self.storage_root / "search_log.sqlite"
+
+    @property
     def datasets_dir(self) -> Path:
         return self.storage_root / "datasets"
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from memory_pipeline.atomic import atomic_write_text
+from memory_pipeline.config import Config
 from memory_pipeline.errors import StoreError
 
 MARKER = "memory_pipeline.json"
@@ -27,7 +28,8 @@ class NoMemoryError(StoreError):
 
 def holds_memory(root: Path) -> bool:
     """The marker is there, or (a store from before the marker) documents were stored or adapters trained."""
-    stored = (Path(root) / name for name in ("documents", "adapters"))
+    layout = Config(storage_root=Path(root))
+    stored = (layout.documents_dir, layout.adapters_dir)
     return (Path(root) / MARKER).is_file() or any(folder.is_dir() and any(folder.iterdir()) for folder in stored)
 
 

@@ -9,12 +9,11 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from test_service import _free_port, running
 
 from memory_pipeline.config import Config
 from memory_pipeline.ingest.docstore import DocumentStore
@@ -22,29 +21,6 @@ from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.records import Kind
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.inbox import Inbox, InboxMessage, inbox_file_name
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running(app, port=None):
-    port = port or _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 # Ids that the old naming mapped to one file ("a_b", "_", "x"*80), or to a hidden one.

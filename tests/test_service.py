@@ -35,8 +35,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running(app: FastAPI):
-    port = _free_port()
+def running(app: FastAPI, port: int | None = None):
+    port = port or _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -30,7 +30,7 @@ class ChatSession:
                 combine_adapters(self.model, loaded)
             self.system_prompt = config.adapter(adapters[0]).system_prompt
         else:
-            cache_dir = config.cache_dir / "base_models"
+            cache_dir = config.base_models_dir
             base = load_base_model(config.training, device=device or config.training.device, cache_dir=cache_dir)
             self.model, self.tokenizer, self.system_prompt = base.model, base.tokenizer, ""
         self.history: list[dict[str, str]] = []

@@ -51,7 +51,7 @@ def load_adapters(
     from peft import PeftModel
 
     chosen = resolve_versions(config, names, versions=versions, root=root)
-    base = load_base_model(config.training, device=device or config.training.device, cache_dir=config.cache_dir / "base_models")
+    base = load_base_model(config.training, device=device or config.training.device, cache_dir=config.base_models_dir)
     for version in chosen:
         if version.manifest.base.hash != base.base_hash:
             raise StoreError(

@@ -73,7 +73,7 @@ def export_for_serving(
             export_combined(config, ["core", topic], tmp / combined, pair_weights, versions=pinned, root=root)
             sources[combined] = read_record(tmp / combined / COMBINED_FILE, CombinedRecord).sources
         modules = {name: ServedModule(path=name, sources=parts, r=_rank(tmp / name)) for name, parts in sources.items()}
-        base = serving_base(config.training, config.cache_dir / "base_models")
+        base = serving_base(config.training, config.base_models_dir)
         max_rank = vllm_rank(max(m.r for m in modules.values()))
         record = ServingRecord(
             base=base,

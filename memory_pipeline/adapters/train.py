@@ -318,7 +318,7 @@ def train_adapter(
     random.seed(training.seed)
     torch.manual_seed(training.seed)
     log(f"loading base model {training.base_model}")
-    base = load_base_model(training, device=training.device, cache_dir=config.cache_dir / "base_models", for_training=True, log=log)
+    base = load_base_model(training, device=training.device, cache_dir=config.base_models_dir, for_training=True, log=log)
     previous = registry.current_version(config, adapter_name, root=root)
     if previous is not None and previous.manifest.base.hash != base.base_hash:
         log(f"current {adapter_name} {previous.version} was trained on another base model; not compared or continued")

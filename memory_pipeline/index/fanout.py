@@ -62,7 +62,7 @@ def embed_partition(
     report = PartitionReport(partition=partition, partitions=partitions)
     mine = [d for d in documents_to_index(config, docstore, embedder.model_id) if partition_of(d, partitions) == partition]
     report.documents = len(mine)
-    with EmbeddingCache(config.cache_dir / "embeddings.sqlite") as cache:
+    with EmbeddingCache(config.embedding_cache_path) as cache:
         for start in range(0, len(mine), DOC_BATCH):
             texts: dict[str, str] = {}
             for doc in docstore.get_many(mine[start : start + DOC_BATCH]):

@@ -15,10 +15,6 @@ from pathlib import Path
 from memory_pipeline.config import Config
 
 
-def log_path(config: Config) -> Path:
-    return config.storage_root / "search_log.sqlite"
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30)
@@ -32,7 +28,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def log_search(config: Config, *, query: str, mode: str, kind: str | None, k: int, hit_ids: Sequence[str], latency_ms: float) -> None:
-    db = _connect(log_path(config))
+    db = _connect(config.search_log_path)
     try:
         with db:
             cursor = db.execute(
@@ -46,7 +42,7 @@ def log_search(config: Config, *, query: str, mode: str, kind: str | None, k: in
 
 def hit_counts(config: Config) -> dict[str, int]:
     """chunk_id -> how many logged searches returned it."""
-    path = log_path(config)
+    path = config.search_log_path
     if not path.is_file():
         return {}
     db = _connect(path)
@@ -58,7 +54,7 @@ def hit_counts(config: Config) -> dict[str, int]:
 
 def last_hit_times(config: Config) -> dict[str, float]:
     """chunk_id -> when (unix seconds) a logged search last returned it: lack of use decays recall."""
-    path = log_path(config)
+    path = config.search_log_path
     if not path.is_file():
         return {}
     db = _connect(path)

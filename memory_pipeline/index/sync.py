@@ -123,7 +123,7 @@ def sync_index(
         before = store.count()
         store.delete_documents(removed)
         report.chunks_removed += before - store.count()
-    cache = EmbeddingCache(config.cache_dir / "embeddings.sqlite")
+    cache = EmbeddingCache(config.embedding_cache_path)
     bar = _progress(len(stale), progress)
     pending: list[tuple[Document, list[Chunk]]] = []
     # One writer thread commits pool N while the main thread chunks and embeds pool N+1: numpy releases

@@ -69,7 +69,7 @@ COLUMNS = (*STRING_COLUMNS, *FLOAT_COLUMNS, *INT_COLUMNS, *BOOL_COLUMNS, *LIST_C
 
 
 def scores_dir(config: Config) -> Path:
-    return config.storage_root / "scores"
+    return config.scores_dir
 
 
 @dataclass

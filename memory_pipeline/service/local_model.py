@@ -60,7 +60,7 @@ class _LoadedModel:
                         combine_adapters(self.model, loaded)
                 else:
                     training = self.config.training
-                    self.model, self.tokenizer, _, _ = load_base_model(training, device=training.device, cache_dir=self.config.cache_dir / "base_models")
+                    self.model, self.tokenizer, _, _ = load_base_model(training, device=training.device, cache_dir=self.config.base_models_dir)
                 self.key = key
             return generate_reply(self.model, self.tokenizer, messages, self.config.generation, max_new_tokens=max_tokens)
 
