@@ -61,7 +61,7 @@ class RecallView:
         self.by_chunk: dict[str, ChunkRecall] = {}
 
     def refresh(self) -> None:
-        stamp = _mtime(self.store.items_path)
+        stamp = file_mtime(self.store.items_path)
         if stamp == self._stamp:
             return
         self._stamp = stamp
@@ -157,7 +157,8 @@ def _naive(value) -> datetime | None:
     return naive_utc(pd.Timestamp(value).to_pydatetime())
 
 
-def _mtime(path: Path) -> float | None:
+def file_mtime(path: Path) -> float | None:
+    """When a file last changed, None when it is not there: a reader's cue to reload (scores, FAISS)."""
     try:
         return path.stat().st_mtime
     except OSError:

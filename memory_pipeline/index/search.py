@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
@@ -26,7 +25,7 @@ from memory_pipeline.index.embedding import Embedder, load_embedder
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lance_reader import open_for_search
-from memory_pipeline.index.recall import RecallView, position_key, rank
+from memory_pipeline.index.recall import RecallView, file_mtime, position_key, rank
 from memory_pipeline.index.timespan import TimeSpan, bounds, find_in_query
 
 MODES = ("vector", "fts", "hybrid")
@@ -88,7 +87,7 @@ class Searcher:
             return
         with self._lock:
             self._checked = now
-            stamp = _mtime(self.faiss.meta_path)
+            stamp = file_mtime(self.faiss.meta_path)
             if stamp != self._faiss_stamp:
                 self.faiss.load()
                 self._faiss_stamp = stamp
@@ -287,10 +286,3 @@ def _hit(row: dict, entry, mode: str, similarity: float | None = None) -> Hit:
         item_id=entry.item_id,
         superseded_by=entry.superseded_by,
     )
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None

@@ -42,23 +42,24 @@ def log_search(config: Config, *, query: str, mode: str, kind: str | None, k: in
 
 def hit_counts(config: Config) -> dict[str, int]:
     """chunk_id -> how many logged searches returned it."""
-    path = config.search_log_path
-    if not path.is_file():
-        return {}
-    db = _connect(path)
-    try:
-        return dict(db.execute("SELECT chunk_id, COUNT(*) FROM hits GROUP BY chunk_id"))
-    finally:
-        db.close()
+    return _per_chunk(config, "SELECT chunk_id, COUNT(*) FROM hits GROUP BY chunk_id")
 
 
 def last_hit_times(config: Config) -> dict[str, float]:
     """chunk_id -> when (unix seconds) a logged search last returned it: lack of use decays recall."""
+    return _per_chunk(
+        config,
+        "SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id GROUP BY hits.chunk_id",
+    )
+
+
+def _per_chunk(config: Config, sql: str) -> dict:
+    """One figure per chunk id from the log; none before the first logged search."""
     path = config.search_log_path
     if not path.is_file():
         return {}
     db = _connect(path)
     try:
-        return dict(db.execute("SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id GROUP BY hits.chunk_id"))
+        return dict(db.execute(sql))
     finally:
         db.close()
