@@ -22,7 +22,6 @@ from memory_pipeline.records import Kind
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.inbox import Inbox, InboxMessage, inbox_file_name
 
-
 # Ids that the old naming mapped to one file ("a_b", "_", "x"*80), or to a hidden one.
 HOSTILE_IDS = ["a.b", "a,b", "a b", "a/b", "разговор", "беседа", ".x", "..", "../../x", "x" * 190 + "1", "x" * 190 + "2"]
 

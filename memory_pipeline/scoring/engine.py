@@ -30,7 +30,7 @@ from memory_pipeline.display import one_line
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Kind, sha256_text
 from memory_pipeline.scoring import signals as sg
-from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector, naive_utc
+from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
 from memory_pipeline.scoring.routing import (
     AdapterProfile,
     PassageEmbedder,
@@ -41,6 +41,7 @@ from memory_pipeline.scoring.routing import (
 )
 from memory_pipeline.scoring.store import COLUMNS, LIST_COLUMNS, ScoreState, ScoreStore, scores_dir, stored_time
 from memory_pipeline.scoring.tiers import Tier, combined_scores, decide_tier, own_content_chars
+from memory_pipeline.timeutil import naive_utc
 
 _EPOCH = datetime(1970, 1, 1)
 _DAY = 86400.0
