@@ -35,6 +35,7 @@ from memory_pipeline.datasets.versions import (
     next_version_name,
 )
 from memory_pipeline.records import Document, Kind, sha256_bytes
+from memory_pipeline.tokens import ENCODING_NAME
 
 
 # Whose text a target is: the user's turns, an assistant's answers (voice 'assistant' only), the
@@ -331,7 +332,7 @@ def make_card(
             "examples_built": curated.examples_built,
         },
         "tokens": {
-            "encoding": curation.TOKEN_ENCODING,
+            "encoding": ENCODING_NAME,
             "train": curation.token_stats(curated.train),
             "eval": curation.token_stats(curated.eval),
             "heldout_total": heldout_tokens,

@@ -18,10 +18,8 @@ from typing import Any
 from memory_pipeline.datasets.formats import MESSAGE_OVERHEAD_TOKENS, example_texts
 from memory_pipeline.records import guess_language
 from memory_pipeline.scoring.signals import MINHASH_PERM, lean_minhash, minhash_signatures
-from memory_pipeline.tokens import ENCODING_NAME
 from memory_pipeline.tokens import count_tokens as _count_tokens
 
-TOKEN_ENCODING = ENCODING_NAME
 _WORD = re.compile(r"\w+")
 
 
