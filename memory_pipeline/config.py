@@ -480,6 +480,11 @@ class Config(_Section):
         return self.cache_dir / "base_models"
 
     @property
+    def parsed_dir(self) -> Path:
+        """Documents parse steps staged for their kind's commit (ingest fan-out)."""
+        return self.cache_dir / "parsed"
+
+    @property
     def scores_dir(self) -> Path:
         return self.storage_root / "scores"
 

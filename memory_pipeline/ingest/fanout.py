@@ -44,7 +44,7 @@ class ParseReport(BaseModel):
 
 
 def staging_dir(config: Config, kind: Kind) -> Path:
-    return config.cache_dir / "parsed" / kind.value
+    return config.parsed_dir / kind.value
 
 
 def _staged_file(config: Config, kind: Kind, key: str) -> Path:
