@@ -67,7 +67,7 @@ def test_parse_ranges_stage_each_source_once_and_the_commit_parses_nothing(tmp_p
     assert [{d.doc_id: d.model_dump_json() for d in s.iter_documents()} for s in stored] == [
         {d.doc_id: d.model_dump_json() for d in stored[0].iter_documents()}
     ] * 2
-    assert not any((fanned.cache_dir / "parsed").rglob("*.jsonl"))  # the commits took and cleared the staging
+    assert not any(fanned.parsed_dir.rglob("*.jsonl"))  # the commits took and cleared the staging
 
     # A second pass finds nothing changed: no range stages anything.
     assert sum(r.staged for r in (parse_partition(fanned, p, 3, log=lambda message: None) for p in range(3))) == 0
