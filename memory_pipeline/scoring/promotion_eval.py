@@ -28,11 +28,11 @@ import pandas as pd
 from memory_pipeline.config import Config, PromoteConfig
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring import signals as sg
-from memory_pipeline.scoring.items import naive_utc
 from memory_pipeline.scoring.routing import CORE, PassageEmbedder
 from memory_pipeline.scoring.routing_eval import RoutingUnit, precision_recall, route_units
 from memory_pipeline.scoring.stance import own_stance
 from memory_pipeline.scoring.tiers import combined_scores, decide_tier, own_content_chars
+from memory_pipeline.timeutil import naive_utc
 
 LORA_GRID = tuple(round(0.40 + 0.01 * i, 2) for i in range(16))
 STANCE_GRID = (0.0, 0.25, 0.5, 0.75)
