@@ -358,6 +358,24 @@ def test_an_older_export_read_after_a_newer_one_does_not_bring_back_the_old_prof
     assert profile.updated_at.year == 2025 and profile.metadata["seen_in"].endswith("0004")
 
 
+def test_a_profile_stored_as_a_dialogue_by_an_earlier_version_becomes_a_profile_again(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(CHATGPT_ZIP, folder / "export.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    ingest_kind(config, Kind.DIALOGUE)
+    store = DocumentStore(config.documents_dir)
+    (profile,) = profile_documents(config)
+    legacy = profile.model_copy(update={"kind": Kind.DIALOGUE, "format": "profile"})
+    store.delete([profile.doc_id], Kind.PROFILE)
+    store.upsert([legacy])  # what the earlier version stored
+
+    again = ingest_kind(config, Kind.DIALOGUE)
+    assert again.errors == [] and again.files_parsed == 1
+    assert DocumentStore(config.documents_dir).dialogue_rows_of_format("profile") == []
+    assert [p.doc_id for p in profile_documents(config)] == [profile.doc_id]
+
+
 def test_a_moved_archive_keeps_its_documents_and_their_member_paths(tmp_path):
     folder = tmp_path / "exports"
     (folder / "old").mkdir(parents=True)

@@ -162,6 +162,8 @@ def _ingest_kind(
     store = store or DocumentStore(config.documents_dir)
     manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")
     report = IngestReport(kind=kind.value)
+    if kind is Kind.DIALOGUE:
+        _requeue_legacy_profiles(store, manifest)
     roots = [Path(p) for p in paths] if paths is not None else [r for r, k in config.source_roots() if k is kind]
     units = _discover(roots, kind)
     report.files_seen = len(units)
@@ -191,6 +193,19 @@ def _ingest_kind(
     report.finished_at = datetime.now(UTC)
     _save_report(config, report, limited_to=None if paths is None else roots, seen=seen_paths)
     return report
+
+
+def _requeue_legacy_profiles(store: DocumentStore, manifest: Manifest) -> None:
+    """Profiles used to be stored as dialogues of format ``profile``: drop those rows and have their
+    export parsed again, so the profile comes back as its own kind instead of living on twice."""
+    legacy = {row["doc_id"] for row in store.dialogue_rows_of_format("profile")}
+    if not legacy:
+        return
+    store.delete(legacy, Kind.DIALOGUE)
+    for entry in manifest.entries.values():
+        if legacy.intersection(entry.doc_ids):
+            entry.fingerprint, entry.size, entry.mtime_ns = "", -1, -1
+    manifest.save()
 
 
 class _IngestRun:
