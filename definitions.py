@@ -29,8 +29,18 @@ defs = dg.Definitions.merge(
     dg.Definitions(
         jobs=[reindex_job, memory_job, training_job],
         schedules=[nightly_schedule],
-        sensors=[source_files_sensor, new_examples_sensor, nightly_training_sensor, run_failure_record_sensor, automation_sensor],
-        resources={"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)},
+        sensors=[
+            source_files_sensor,
+            new_examples_sensor,
+            nightly_training_sensor,
+            run_failure_record_sensor,
+            automation_sensor,
+        ],
+        resources={
+            "pipeline": pipeline,
+            "embedder": EmbedderResource(pipeline=pipeline),
+            "stores": StoresResource(pipeline=pipeline),
+        },
         executor=executor_for(pipeline.config),  # scaleout.executor in the config file
     ),
 )

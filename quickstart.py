@@ -37,7 +37,9 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> int:
 
 def ensure_environment(extras: str) -> None:
     if sys.version_info[:2] != (3, 11):
-        sys.exit(f"memory_pipeline needs Python 3.11, this is {sys.version.split()[0]}: run it as python3.11 quickstart.py")
+        sys.exit(
+            f"memory_pipeline needs Python 3.11, this is {sys.version.split()[0]}: run it as python3.11 quickstart.py"
+        )
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if STAMP.is_file() and STAMP.read_text().strip() == wanted and PY.exists():
         return

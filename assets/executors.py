@@ -34,7 +34,9 @@ def executor_for(config: Config) -> dg.ExecutorDefinition:
         return executor
     from dagster._config import process_config, resolve_to_config_type
 
-    checked = process_config(resolve_to_config_type(executor.config_schema.config_type), config.scaleout.executor_config)
+    checked = process_config(
+        resolve_to_config_type(executor.config_schema.config_type), config.scaleout.executor_config
+    )
     if not checked.success:
         problems = "; ".join(error.message for error in checked.errors)
         raise ConfigError(f"scaleout.executor_config is not a valid {executor.name} config: {problems}")

@@ -27,13 +27,20 @@ def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
         description=f"Chunk and embed the documents to index in hash range {partition + 1} of {partitions}; "
         "the vectors go to the embedding cache.",
     )
-    def embed_range(context: dg.OpExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource) -> dict:
+    def embed_range(
+        context: dg.OpExecutionContext,
+        pipeline: MemoryPipelineResource,
+        embedder: EmbedderResource,
+        stores: StoresResource,
+    ) -> dict:
         from memory_pipeline.index.fanout import PartitionReport, embed_partition
 
         if partitions == 1:
             context.log.info("scaleout.embed_partitions is 1: the chunks step embeds, nothing fans out")
             return PartitionReport(partition=0, partitions=1).model_dump()
-        report = embed_partition(pipeline.config, stores.documents, embedder.embedder, partition, partitions, log=context.log.info)
+        report = embed_partition(
+            pipeline.config, stores.documents, embedder.embedder, partition, partitions, log=context.log.info
+        )
         context.add_output_metadata(report.model_dump(exclude={"partition", "partitions", "cache_hits"}))
         return report.model_dump()
 
@@ -56,7 +63,9 @@ def _embedding_totals(partitions: int) -> dg.OpDefinition:
                 "partitions": partitions,
                 **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
                 "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
-                "per_partition": table(reports, ["partition", "documents", "chunks", "embedded", "seconds"], limit=partitions),
+                "per_partition": table(
+                    reports, ["partition", "documents", "chunks", "embedded", "seconds"], limit=partitions
+                ),
             }
         )
         return totals
@@ -139,6 +148,11 @@ def fanout_defs(partitions: int, ingest_partitions: int = 1) -> dg.Definitions:
         kinds={"python"},
     )
     def chunk_embeddings(dialogues, articles, lectures):
-        return totals(**{f"range_{p}": embed(dialogues=dialogues, articles=articles, lectures=lectures) for p, embed in enumerate(ranges)})
+        return totals(
+            **{
+                f"range_{p}": embed(dialogues=dialogues, articles=articles, lectures=lectures)
+                for p, embed in enumerate(ranges)
+            }
+        )
 
     return dg.Definitions(assets=[parsed_sources, chunk_embeddings])

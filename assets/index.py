@@ -32,7 +32,12 @@ _PREVIEW_COLUMNS = ["title", "kind", "ordinal", "turn_index", "page", "start", "
     group_name=INDEX_GROUP,
     can_subset=False,
 )
-def chunk_index(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, embedder: EmbedderResource, stores: StoresResource):
+def chunk_index(
+    context: dg.AssetExecutionContext,
+    pipeline: MemoryPipelineResource,
+    embedder: EmbedderResource,
+    stores: StoresResource,
+):
     """Bring the chunk stores in line with the document store; only changed documents are re-embedded."""
     from memory_pipeline.index.sync import sync_index
 
@@ -85,7 +90,11 @@ def _chunk_samples(store: ChunkStore) -> list[dict]:
     rows = [
         row
         for kind in Kind
-        for row in store.table.search().where(f"kind = '{kind.value}'").select(_PREVIEW_COLUMNS).limit(_PREVIEW_PER_KIND).to_list()
+        for row in store.table.search()
+        .where(f"kind = '{kind.value}'")
+        .select(_PREVIEW_COLUMNS)
+        .limit(_PREVIEW_PER_KIND)
+        .to_list()
     ]
     return [{"title": r["title"], "kind": r["kind"], "position": _position(r), "text": r["text"]} for r in rows]
 
@@ -96,7 +105,9 @@ def _position(row: dict) -> str:
     return " · ".join(part for part in (f"chunk {row['ordinal']}", where) if part)
 
 
-@dg.asset_check(asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks.")
+@dg.asset_check(
+    asset="faiss_index", description="LanceDB and FAISS agree: same count and ids; no empty or duplicate chunks."
+)
 def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
     from memory_pipeline.index.sync import check_consistency
 

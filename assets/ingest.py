@@ -20,7 +20,9 @@ class IngestRunConfig(dg.Config):
     prune_missing: bool = False  # remove the documents of a missing or emptied source folder (else kept, reported)
 
 
-def _materialize_kind(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, kind: Kind, run_config: IngestRunConfig) -> dg.MaterializeResult:
+def _materialize_kind(
+    context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, kind: Kind, run_config: IngestRunConfig
+) -> dg.MaterializeResult:
     config = pipeline.config
     store = DocumentStore(config.documents_dir)
 
@@ -29,7 +31,9 @@ def _materialize_kind(context: dg.AssetExecutionContext, pipeline: MemoryPipelin
             context.log.info(f"{kind.value}: {done}/{total} files ({path})")
 
     paths = [p for p in run_config.paths] or None
-    report = ingest_kind(config, kind, paths=paths, store=store, on_progress=progress, prune_missing=run_config.prune_missing or None)
+    report = ingest_kind(
+        config, kind, paths=paths, store=store, on_progress=progress, prune_missing=run_config.prune_missing or None
+    )
     for error in report.errors:
         context.log.error(f"{error.path}: {error.reason}")
     summary = store.summary_rows(kind)
@@ -58,9 +62,15 @@ def _report_metadata(report: IngestReport, summary: list[dict]) -> dict:
 def _kind_asset(kind: Kind, name: str, description: str) -> dg.AssetsDefinition:
     # parsed_sources (assets/fanout.py) parses ahead in hash ranges when scaleout.ingest_partitions > 1
     @dg.asset(
-        name=name, group_name=INGEST_GROUP, description=description, kinds={"python", "lancedb"}, deps=["parsed_sources"]
+        name=name,
+        group_name=INGEST_GROUP,
+        description=description,
+        kinds={"python", "lancedb"},
+        deps=["parsed_sources"],
     )
-    def _asset(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, config: IngestRunConfig) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource, config: IngestRunConfig
+    ) -> dg.MaterializeResult:
         return _materialize_kind(context, pipeline, kind, config)
 
     return _asset
@@ -71,8 +81,12 @@ dialogue_documents = _kind_asset(
     "dialogue_documents",
     "Chat exports (ChatGPT conversations.json, Claude JSON, nexus Obsidian markdown, JSONL) as normalized dialogues.",
 )
-article_documents = _kind_asset(Kind.ARTICLE, "article_documents", "Articles (PDF, Markdown, plain text, HTML) as normalized sections.")
-lecture_documents = _kind_asset(Kind.LECTURE, "lecture_documents", "Lectures (SRT, WebVTT, transcripts) as timed segments.")
+article_documents = _kind_asset(
+    Kind.ARTICLE, "article_documents", "Articles (PDF, Markdown, plain text, HTML) as normalized sections."
+)
+lecture_documents = _kind_asset(
+    Kind.LECTURE, "lecture_documents", "Lectures (SRT, WebVTT, transcripts) as timed segments."
+)
 
 
 @dg.asset(
@@ -90,14 +104,20 @@ def ingest_report(pipeline: MemoryPipelineResource) -> dg.MaterializeResult:
             "documents_total": dg.MetadataValue.int(sum(r.documents_total for r in reports.values())),
             "errors": table(errors, ["kind", "path", "reason"], limit=100),
             "per_kind": table(
-                [{"kind": k, "documents": r.documents_total, "failed": r.files_failed, "finished_at": r.finished_at} for k, r in reports.items()],
+                [
+                    {"kind": k, "documents": r.documents_total, "failed": r.files_failed, "finished_at": r.finished_at}
+                    for k, r in reports.items()
+                ],
                 ["kind", "documents", "failed", "finished_at"],
             ),
         }
     )
 
 
-@dg.asset_check(asset=ingest_report, description="Warns when any source file failed to ingest, or a source folder is missing or emptied.")
+@dg.asset_check(
+    asset=ingest_report,
+    description="Warns when any source file failed to ingest, or a source folder is missing or emptied.",
+)
 def ingest_report_no_failures(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
     errors = [e for r in load_reports(pipeline.config).values() for e in r.errors]
     return dg.AssetCheckResult(

@@ -31,7 +31,9 @@ def table(
 
 def counts_table(counts: Mapping[str, int], key: str = "name", value: str = "count") -> dg.MetadataValue:
     """One row per name, largest count first."""
-    return table([{key: k, value: v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])], [key, value], limit=100)
+    return table(
+        [{key: k, value: v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])], [key, value], limit=100
+    )
 
 
 def _cell(value: object, limit: int) -> str | int | float | bool | None:
@@ -97,7 +99,13 @@ def _histogram_png(counts: Sequence[int], rag_threshold: float, lora_threshold: 
         rows.append(bytes(row))
     header = struct.pack(">IIBBBBB", _WIDTH, _HEIGHT, 8, 3, 0, 0, 0)  # 8-bit palette image
     palette = b"".join(bytes(rgb) for rgb in _PALETTE)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"PLTE", palette) + _chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"PLTE", palette)
+        + _chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

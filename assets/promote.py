@@ -52,7 +52,9 @@ def item_promotion(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRe
             "signals_computed": counts_table(report.signals_computed, "signal", "items"),
             "seconds": dg.MetadataValue.float(report.seconds),
             "score_histogram": histogram(
-                report.histogram, rag_threshold=config.promote.rag_threshold, lora_threshold=config.promote.lora_threshold
+                report.histogram,
+                rag_threshold=config.promote.rag_threshold,
+                lora_threshold=config.promote.lora_threshold,
             ),
             "top_items": table([_item_row(i) for i in report.top], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
             "bottom_items": table([_item_row(i) for i in report.bottom], _ITEM_COLUMNS, cell_chars=_ITEM_CELL_CHARS),
@@ -82,7 +84,10 @@ def _item_row(item) -> dict:
     }
 
 
-@dg.asset_check(asset="item_tiers", description="Every indexed item has exactly one tier, and no item is both promoted and discarded.")
+@dg.asset_check(
+    asset="item_tiers",
+    description="Every indexed item has exactly one tier, and no item is both promoted and discarded.",
+)
 def item_tiers_complete_and_exclusive(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
     from memory_pipeline.index.embedding import embedder_model_id
     from memory_pipeline.index.lancedb_store import ChunkStore

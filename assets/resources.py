@@ -9,9 +9,9 @@ from functools import cached_property
 import dagster as dg
 
 from memory_pipeline.config import Config, load_config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.embedding import Embedder, embedder_model_id, load_embedder
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.ingest.docstore import DocumentStore
 
 
 class MemoryPipelineResource(dg.ConfigurableResource):

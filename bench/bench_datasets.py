@@ -77,12 +77,25 @@ def generate(n_dialogues: int, seed: int) -> tuple[list[Document], list[Assignme
                 turns += [Turn(role="user", text=user), Turn(role="assistant", text=answer)]
         docs.append(
             Document(
-                doc_id=f"dlg{d:06d}", kind=Kind.DIALOGUE, format="chatgpt_json", title=f"Разговор {d}",
-                source_path=f"/exports/conversations.json#{d}", source_hash="0" * 64, turns=turns,
+                doc_id=f"dlg{d:06d}",
+                kind=Kind.DIALOGUE,
+                format="chatgpt_json",
+                title=f"Разговор {d}",
+                source_path=f"/exports/conversations.json#{d}",
+                source_hash="0" * 64,
+                turns=turns,
             )
         )
     assignments = [
-        Assignment(f"{doc.doc_id}:{i}", doc.doc_id, "dialogue", {"turn_index": i}, round(rng.uniform(0.55, 1.0), 4), ["core"], text=doc.turns[i].text)
+        Assignment(
+            f"{doc.doc_id}:{i}",
+            doc.doc_id,
+            "dialogue",
+            {"turn_index": i},
+            round(rng.uniform(0.55, 1.0), 4),
+            ["core"],
+            text=doc.turns[i].text,
+        )
         for doc in docs
         for i in range(0, len(doc.turns), 2)
     ]
@@ -121,8 +134,20 @@ def main() -> None:
         profiled = Config(storage_root=Path(tmp) / "profiled")
         profile.runcall(build_dataset, profiled, "core", assignments, docs)
         stats = pstats.Stats(profile)
-        wanted = ("make_examples", "with_token_counts", "filter_languages", "scrub_examples", "filter_token_bounds", "dedup_exact",
-                  "dedup_near", "apply_token_budget", "split_by_document", "decontaminate", "make_card", "commit_version")
+        wanted = (
+            "make_examples",
+            "with_token_counts",
+            "filter_languages",
+            "scrub_examples",
+            "filter_token_bounds",
+            "dedup_exact",
+            "dedup_near",
+            "apply_token_budget",
+            "split_by_document",
+            "decontaminate",
+            "make_card",
+            "commit_version",
+        )
         stage_seconds = {
             name: round(cumulative, 2)
             for (_, _, name), (_, _, _, cumulative, _) in stats.stats.items()  # type: ignore[attr-defined]

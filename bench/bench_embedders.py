@@ -41,8 +41,8 @@ USE = "packaged:use-multilingual-v3"
 
 def model_throughput(note: Path, model: str, exchanges: int) -> dict:
     """Chunk the parsed conversation for the model and embed every chunk: source MB/s over both steps."""
-    from memory_pipeline.index.chunking import chunk_document
     from memory_pipeline.config import ChunkingConfig, EmbeddingConfig
+    from memory_pipeline.index.chunking import chunk_document
     from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.sources import parse_file
 
@@ -223,7 +223,11 @@ def fresh_process(note: Path, work: Path) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out["ingest_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
     searches = []
-    queries = ("как я оцениваю свои знания ИИ стэка", "what should I learn first to build my own LLM", "теория или практика")
+    queries = (
+        "как я оцениваю свои знания ИИ стэка",
+        "what should I learn first to build my own LLM",
+        "теория или практика",
+    )
     for query in queries:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
@@ -234,10 +238,29 @@ def fresh_process(note: Path, work: Path) -> dict:
         hits = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         top = hits[0] if hits else {}
-        searches.append({"query": query, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "hits": len(hits),
-                         "top_turn": top.get("turn_index"), "top_file": Path(top.get("source_file") or "").name})
+        searches.append(
+            {
+                "query": query,
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "hits": len(hits),
+                "top_turn": top.get("turn_index"),
+                "top_file": Path(top.get("source_file") or "").name,
+            }
+        )
     out["cold_searches"] = searches
-    command = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--config", str(config), "search", "марафон", "--no-service"]
+    command = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "memory_pipeline.cli",
+        "--config",
+        str(config),
+        "search",
+        "марафон",
+        "--no-service",
+    ]
     probe = subprocess.run(command, env=env, capture_output=True, text=True)
     out["search_imports_torch"] = bool(re.search(r"\|\s+torch$", probe.stderr, re.M))
     out["load_average_after"] = os.getloadavg()

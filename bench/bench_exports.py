@@ -34,7 +34,10 @@ def zip_export(source: Path, archive: Path) -> dict:
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
         out.write(source, "conversations.json")
         out.writestr("user.json", json.dumps({"id": "user-bench", "email": "bench@example.com"}))
-    return {"zip_mb": round(archive.stat().st_size / 1e6, 1), "ratio": round(source.stat().st_size / archive.stat().st_size, 2)}
+    return {
+        "zip_mb": round(archive.stat().st_size / 1e6, 1),
+        "ratio": round(source.stat().st_size / archive.stat().st_size, 2),
+    }
 
 
 def main() -> None:
@@ -54,7 +57,10 @@ def main() -> None:
         conversations = make_chatgpt_export(plain / "conversations.json", args.export_mb)
         zipped = work / "zipped"
         archive_figures = zip_export(plain / "conversations.json", zipped / "chatgpt_export.zip")
-        results["export"] = {"conversations": conversations, "mb": round((plain / "conversations.json").stat().st_size / 1e6, 1)}
+        results["export"] = {
+            "conversations": conversations,
+            "mb": round((plain / "conversations.json").stat().st_size / 1e6, 1),
+        }
         results["export"] |= archive_figures
         runs: dict[str, list[dict]] = {"unzipped": [], "zipped": []}
         for repeat in range(args.repeats):

@@ -22,7 +22,16 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def main() -> None:
-    command = [sys.executable, "-m", "pytest", "tests/test_hostile_inputs.py", "-q", "-p", "no:cacheprovider", *sys.argv[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/test_hostile_inputs.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *sys.argv[1:],
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started

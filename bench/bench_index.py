@@ -156,7 +156,11 @@ def run_child(prefix: str, code: str, *args: str) -> dict:
     """Run ``code`` in a fresh Python (its own peak RSS) over a new temp folder; its last stdout line is the JSON result."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        result = subprocess.run([sys.executable, "-c", code, str(work), *args, str(Path(__file__).resolve().parent)], capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(work), *args, str(Path(__file__).resolve().parent)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-4000:])
         out = json.loads(result.stdout.strip().splitlines()[-1])

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORDS_RU = "память модель обучение данные смысл вопрос ответ бег марафон темп идея система проект текст знание опыт".split()
+WORDS_RU = (
+    "память модель обучение данные смысл вопрос ответ бег марафон темп идея система проект текст знание опыт".split()
+)
 WORDS_EN = "memory model training data meaning question answer running marathon pace idea system project text".split()
 
 
@@ -33,7 +35,9 @@ def _paragraph(rng: random.Random, sentences: int) -> str:
     return " ".join(_sentence(rng, words, rng.randint(6, 16)) for _ in range(sentences))
 
 
-def make_vault(folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 6, max_answer_paragraphs: int = 4) -> int:
+def make_vault(
+    folder: Path, count: int, seed: int = 1, *, max_exchanges: int = 6, max_answer_paragraphs: int = 4
+) -> int:
     """Nexus-style Obsidian notes (callout format), one dialogue of up to max_exchanges exchanges per file."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +125,9 @@ print(json.dumps({"seconds": seconds, "documents": report.documents_total, "file
 
 
 def measure_ingest(source: Path, storage: Path) -> dict:
-    output = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(source), str(storage)], capture_output=True, text=True, check=True)
+    output = subprocess.run(
+        [sys.executable, "-c", INGEST_CHILD, str(source), str(storage)], capture_output=True, text=True, check=True
+    )
     figures = json.loads(output.stdout.strip().splitlines()[-1])
     figures["documents_per_s"] = round(figures["documents"] / figures["seconds"], 1)
     figures["mb_per_s"] = round(figures["bytes"] / 1e6 / figures["seconds"], 2)
@@ -135,11 +141,18 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ingest_"))
-    results: dict = {"machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     try:
         vault = work / "vault"
         vault_bytes = make_vault(vault, args.dialogues)
-        results["vault"] = {"dialogues": args.dialogues, "mb": round(vault_bytes / 1e6, 1), **measure_ingest(vault, work / "storage_vault")}
+        results["vault"] = {
+            "dialogues": args.dialogues,
+            "mb": round(vault_bytes / 1e6, 1),
+            **measure_ingest(vault, work / "storage_vault"),
+        }
         rerun = measure_ingest(vault, work / "storage_vault")
         results["vault_rerun_no_changes"] = {"seconds": round(rerun["seconds"], 3), "files_parsed": rerun["files"]}
         print(json.dumps(results["vault"], indent=1), flush=True)
@@ -147,7 +160,11 @@ def main() -> None:
         export_dir.mkdir()
         conversations = make_chatgpt_export(export_dir / "conversations.json", args.export_mb)
         size_mb = (export_dir / "conversations.json").stat().st_size / 1e6
-        results["chatgpt_export"] = {"conversations": conversations, "mb": round(size_mb, 1), **measure_ingest(export_dir, work / "storage_export")}
+        results["chatgpt_export"] = {
+            "conversations": conversations,
+            "mb": round(size_mb, 1),
+            **measure_ingest(export_dir, work / "storage_export"),
+        }
         print(json.dumps(results["chatgpt_export"], indent=1), flush=True)
     finally:
         if args.workdir is None:

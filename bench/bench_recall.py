@@ -39,23 +39,31 @@ SPANS = ["на прошлой неделе", "два месяца назад", "
 def _percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
-    return {"p50": round(statistics.median(ordered), 2), "p90": pick(0.9), "p99": pick(0.99), "max": round(ordered[-1], 2), "n": len(ordered)}
+    return {
+        "p50": round(statistics.median(ordered), 2),
+        "p90": pick(0.9),
+        "p99": pick(0.99),
+        "max": round(ordered[-1], 2),
+        "n": len(ordered),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--workdir", type=Path, default=None, help="a new folder to work in (kept); default: a temp folder, removed")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="a new folder to work in (kept); default: a temp folder, removed"
+    )
     args = parser.parse_args()
 
     from memory_pipeline.config import Config
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
+    from memory_pipeline.index.search import Searcher
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.ingest.pipeline import ingest_all
     from memory_pipeline.scoring import run_promotion
-    from memory_pipeline.index.search import Searcher
     from memory_pipeline.service.app import create_app
     from memory_pipeline.service.proxy import _memories_for, choose_adapters_for
 
@@ -101,15 +109,26 @@ def main() -> None:
             routing_ms.append((time.perf_counter() - t0) * 1000)
             searcher._query_vectors.clear()
             t0 = time.perf_counter()
-            choose_adapters_for(app, "auto", messages[-1]["content"])  # an auto request: routing, then memories (one embedding)
+            choose_adapters_for(
+                app, "auto", messages[-1]["content"]
+            )  # an auto request: routing, then memories (one embedding)
             _memories_for(app, messages)
             request_ms.append((time.perf_counter() - t0) * 1000)
         memory = _percentiles(memory_ms)
         result = {
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg())},
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_average_at_start": list(os.getloadavg()),
+            },
             "started": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "settings": {"documents": args.documents, "queries": args.queries, "memory_k": config.service.memory_k,
-                         "memory_min_similarity": config.service.memory_min_similarity, "time_span_share": 0.5},
+            "settings": {
+                "documents": args.documents,
+                "queries": args.queries,
+                "memory_k": config.service.memory_k,
+                "memory_min_similarity": config.service.memory_min_similarity,
+                "time_span_share": 0.5,
+            },
             "embedding_model": embedder.model_id,
             "corpus": corpus,
             "index": {"chunks": getattr(index_report, "chunks_total", None), "prepare_seconds": round(prepared, 1)},
@@ -117,7 +136,10 @@ def main() -> None:
             "proxy_memory_ms": memory,
             "auto_routing_ms": _percentiles(routing_ms),
             "auto_request_ms": _percentiles(request_ms),
-            "memories_injected": {"mean": round(statistics.mean(injected), 2), "none": sum(1 for i in injected if i == 0)},
+            "memories_injected": {
+                "mean": round(statistics.mean(injected), 2),
+                "none": sum(1 for i in injected if i == 0),
+            },
             "target": {"p50_ms": 50, "met": memory["p50"] <= 50},
         }
         RESULTS.mkdir(exist_ok=True)

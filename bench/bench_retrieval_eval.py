@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from memory_pipeline.config import load_config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.index.embedding import load_embedder
-from memory_pipeline.index.sync import sync_index
-from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.index.evaluation import evaluate_questions, evaluate_retrieval
 from memory_pipeline.index.search import Searcher
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "retrieval_eval.json"

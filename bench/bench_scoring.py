@@ -30,8 +30,8 @@ import numpy as np
 
 from memory_pipeline.config import load_config
 from memory_pipeline.records import Kind
-from memory_pipeline.scoring.items import Item, ItemUnit
 from memory_pipeline.scoring.engine import ItemBatch, PromotionReport, retier, update_scores
+from memory_pipeline.scoring.items import Item, ItemUnit
 from memory_pipeline.scoring.routing import build_profiles, contrast_texts, profile_texts
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 
@@ -151,7 +151,14 @@ def main() -> None:
         docs = {i.doc_id for i in items}
         t0 = time.perf_counter()
         state, first = update_scores(
-            ScoreState.empty(), ItemBatch(items, docs, docs), config=config, now=now, model_id="bench", hits_by_chunk={}, profiles=profiles, profiles_key="p"
+            ScoreState.empty(),
+            ItemBatch(items, docs, docs),
+            config=config,
+            now=now,
+            model_id="bench",
+            hits_by_chunk={},
+            profiles=profiles,
+            profiles_key="p",
         )
         store.save(state)
         full_seconds = time.perf_counter() - t0
@@ -160,7 +167,14 @@ def main() -> None:
         extra_docs = {i.doc_id for i in extra}
         t0 = time.perf_counter()
         state, incremental = update_scores(
-            store.load(), ItemBatch(extra, extra_docs, docs | extra_docs), config=config, now=now, model_id="bench", hits_by_chunk={}, profiles=profiles, profiles_key="p"
+            store.load(),
+            ItemBatch(extra, extra_docs, docs | extra_docs),
+            config=config,
+            now=now,
+            model_id="bench",
+            hits_by_chunk={},
+            profiles=profiles,
+            profiles_key="p",
         )
         store.save(state)
         incremental_seconds = time.perf_counter() - t0
@@ -172,10 +186,20 @@ def main() -> None:
 
     result = {
         "benchmark": "scoring",
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(), "load_average_at_start": load_average},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_average,
+        },
         "documents": args.docs,
         "dim": args.dim,
-        "full": {"items": first.items_total, "seconds": round(full_seconds, 2), "items_per_second": round(first.items_total / full_seconds, 1), **counts(first)},
+        "full": {
+            "items": first.items_total,
+            "seconds": round(full_seconds, 2),
+            "items_per_second": round(first.items_total / full_seconds, 1),
+            **counts(first),
+        },
         "incremental": {
             "documents_added": len(extra_docs),
             "items_new": incremental.items_new,
@@ -184,7 +208,12 @@ def main() -> None:
             "seconds": round(incremental_seconds, 2),
             **counts(incremental),
         },
-        "retier": {"items": retiered.items_total, "weights": config.promote.weights, "seconds": round(retier_seconds, 2), **counts(retiered)},
+        "retier": {
+            "items": retiered.items_total,
+            "weights": config.promote.weights,
+            "seconds": round(retier_seconds, 2),
+            **counts(retiered),
+        },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -44,49 +44,109 @@ MARKER = re.compile(r"\[ref (bench-[0-9]+-[0-9]+)/([0-9]+)\]")
 
 TOPICS: dict[str, dict[str, list[str]]] = {
     "running": {
-        "ru": ["Лёгкий бег в разговорном темпе строит аэробную базу", "Перед марафоном объём снижают за две недели",
-               "Интервалы по километру развивают скорость на пороге", "Пульсовые зоны помогают не перегореть на длинной"],
-        "en": ["Easy runs at conversational pace build the aerobic base", "Taper the mileage two weeks before the marathon",
-               "Kilometre repeats raise the lactate threshold", "Heart rate zones keep the long run honest"],
+        "ru": [
+            "Лёгкий бег в разговорном темпе строит аэробную базу",
+            "Перед марафоном объём снижают за две недели",
+            "Интервалы по километру развивают скорость на пороге",
+            "Пульсовые зоны помогают не перегореть на длинной",
+        ],
+        "en": [
+            "Easy runs at conversational pace build the aerobic base",
+            "Taper the mileage two weeks before the marathon",
+            "Kilometre repeats raise the lactate threshold",
+            "Heart rate zones keep the long run honest",
+        ],
     },
     "llm": {
-        "ru": ["Маленькую языковую модель можно дообучить с LoRA на своём ноутбуке", "Качество датасета важнее его размера",
-               "Перплексия на отложенной выборке показывает забывание", "Квантизация уменьшает память модели вчетверо"],
-        "en": ["A small language model can be fine-tuned with LoRA on a laptop", "Dataset quality matters more than its size",
-               "Held-out perplexity reveals catastrophic forgetting", "Quantization cuts the model's memory fourfold"],
+        "ru": [
+            "Маленькую языковую модель можно дообучить с LoRA на своём ноутбуке",
+            "Качество датасета важнее его размера",
+            "Перплексия на отложенной выборке показывает забывание",
+            "Квантизация уменьшает память модели вчетверо",
+        ],
+        "en": [
+            "A small language model can be fine-tuned with LoRA on a laptop",
+            "Dataset quality matters more than its size",
+            "Held-out perplexity reveals catastrophic forgetting",
+            "Quantization cuts the model's memory fourfold",
+        ],
     },
     "cooking": {
-        "ru": ["Борщ вкуснее на второй день", "Тесто для пельменей должно отдохнуть полчаса",
-               "Гречку лучше обжарить перед варкой", "Квашеная капуста готова через неделю"],
-        "en": ["Sourdough needs a lively starter and a long cold proof", "Salt the pasta water generously",
-               "Rest the steak before slicing it", "Roast the spices before grinding them"],
+        "ru": [
+            "Борщ вкуснее на второй день",
+            "Тесто для пельменей должно отдохнуть полчаса",
+            "Гречку лучше обжарить перед варкой",
+            "Квашеная капуста готова через неделю",
+        ],
+        "en": [
+            "Sourdough needs a lively starter and a long cold proof",
+            "Salt the pasta water generously",
+            "Rest the steak before slicing it",
+            "Roast the spices before grinding them",
+        ],
     },
     "finance": {
-        "ru": ["Подушка безопасности — шесть месяцев расходов", "Индексный фонд дешевле активного управления",
-               "Сложный процент работает на длинном горизонте", "Бюджет начинается с учёта трат"],
-        "en": ["An emergency fund covers six months of expenses", "Index funds beat most active managers after fees",
-               "Compound interest rewards a long horizon", "A budget starts with tracking what you spend"],
+        "ru": [
+            "Подушка безопасности — шесть месяцев расходов",
+            "Индексный фонд дешевле активного управления",
+            "Сложный процент работает на длинном горизонте",
+            "Бюджет начинается с учёта трат",
+        ],
+        "en": [
+            "An emergency fund covers six months of expenses",
+            "Index funds beat most active managers after fees",
+            "Compound interest rewards a long horizon",
+            "A budget starts with tracking what you spend",
+        ],
     },
     "garden": {
-        "ru": ["Томаты любят солнце и редкий обильный полив", "Мульча сохраняет влагу в жару",
-               "Рассаду перцев сеют в феврале", "Компост созревает за год"],
-        "en": ["Tomatoes want full sun and deep, infrequent watering", "Mulch keeps the soil moist in a heat wave",
-               "Start pepper seedlings indoors in February", "A compost heap matures in about a year"],
+        "ru": [
+            "Томаты любят солнце и редкий обильный полив",
+            "Мульча сохраняет влагу в жару",
+            "Рассаду перцев сеют в феврале",
+            "Компост созревает за год",
+        ],
+        "en": [
+            "Tomatoes want full sun and deep, infrequent watering",
+            "Mulch keeps the soil moist in a heat wave",
+            "Start pepper seedlings indoors in February",
+            "A compost heap matures in about a year",
+        ],
     },
     "chess": {
-        "ru": ["В дебюте важно развить фигуры и рокироваться", "Ладейные эндшпили встречаются чаще всего",
-               "Тактика решает партии на любительском уровне", "Разбор своих партий полезнее чтения теории"],
-        "en": ["Develop your pieces and castle early in the opening", "Rook endgames are the most common endgames",
-               "Tactics decide most amateur games", "Reviewing your own games beats reading theory"],
+        "ru": [
+            "В дебюте важно развить фигуры и рокироваться",
+            "Ладейные эндшпили встречаются чаще всего",
+            "Тактика решает партии на любительском уровне",
+            "Разбор своих партий полезнее чтения теории",
+        ],
+        "en": [
+            "Develop your pieces and castle early in the opening",
+            "Rook endgames are the most common endgames",
+            "Tactics decide most amateur games",
+            "Reviewing your own games beats reading theory",
+        ],
     },
 }
 QUERIES: dict[str, dict[str, list[str]]] = {
-    "running": {"ru": ["как тренироваться к марафону", "какой темп для лёгкого бега"], "en": ["how to train for a marathon", "easy run pace"]},
-    "llm": {"ru": ["дообучение модели на своём железе", "что такое перплексия"], "en": ["fine-tune a small model at home", "catastrophic forgetting"]},
+    "running": {
+        "ru": ["как тренироваться к марафону", "какой темп для лёгкого бега"],
+        "en": ["how to train for a marathon", "easy run pace"],
+    },
+    "llm": {
+        "ru": ["дообучение модели на своём железе", "что такое перплексия"],
+        "en": ["fine-tune a small model at home", "catastrophic forgetting"],
+    },
     "cooking": {"ru": ["рецепт борща", "как варить гречку"], "en": ["sourdough bread tips", "how to cook a steak"]},
-    "finance": {"ru": ["куда вложить деньги", "сколько денег держать в запасе"], "en": ["index funds vs active", "emergency fund size"]},
+    "finance": {
+        "ru": ["куда вложить деньги", "сколько денег держать в запасе"],
+        "en": ["index funds vs active", "emergency fund size"],
+    },
     "garden": {"ru": ["когда сеять перцы", "как поливать томаты"], "en": ["watering tomatoes", "how to make compost"]},
-    "chess": {"ru": ["как играть дебют в шахматах", "ладейный эндшпиль"], "en": ["chess opening principles", "rook endgames"]},
+    "chess": {
+        "ru": ["как играть дебют в шахматах", "ладейный эндшпиль"],
+        "en": ["chess opening principles", "rook endgames"],
+    },
 }
 
 
@@ -121,13 +181,30 @@ def make_corpus(folder: Path, documents: int, seed: int = 7) -> dict[str, int]:
             rows = []
             for turn in range(2 * rng.randint(1, 3)):
                 role = "user" if turn % 2 == 0 else "assistant"
-                text = rng.choice(QUERIES[topic][language]) + "?" if role == "user" else _text(rng, topic, language, rng.randint(2, 4))
-                rows.append({"conversation_id": f"corpus-{i}", "turn_index": turn, "role": role, "content": text,
-                             "timestamp": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00+00:00", "title": f"{topic} {i}"})
-            (dialogues / f"corpus-{i}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+                text = (
+                    rng.choice(QUERIES[topic][language]) + "?"
+                    if role == "user"
+                    else _text(rng, topic, language, rng.randint(2, 4))
+                )
+                rows.append(
+                    {
+                        "conversation_id": f"corpus-{i}",
+                        "turn_index": turn,
+                        "role": role,
+                        "content": text,
+                        "timestamp": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00+00:00",
+                        "title": f"{topic} {i}",
+                    }
+                )
+            (dialogues / f"corpus-{i}.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+            )
             counts["dialogues"] += 1
         else:
-            body = "\n\n".join(f"## {topic} {part}\n\n{_text(rng, topic, language, rng.randint(3, 6))}" for part in range(rng.randint(1, 3)))
+            body = "\n\n".join(
+                f"## {topic} {part}\n\n{_text(rng, topic, language, rng.randint(3, 6))}"
+                for part in range(rng.randint(1, 3))
+            )
             (articles / f"article-{i}.md").write_text(f"# {topic.title()} {i}\n\n{body}\n", encoding="utf-8")
             counts["articles"] += 1
         counts[language] += 1
@@ -140,9 +217,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _cli(config_path: Path, *args: str, timeout: float, env: dict[str, str] = ENV) -> tuple[float, subprocess.CompletedProcess]:
+def _cli(
+    config_path: Path, *args: str, timeout: float, env: dict[str, str] = ENV
+) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
-    done = subprocess.run([CLI, "-c", str(config_path), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    done = subprocess.run(
+        [CLI, "-c", str(config_path), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"memory-pipeline {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -153,8 +234,12 @@ def ingest(config_path: Path) -> dict:
     seconds, done = _cli(config_path, "ingest", "--json", timeout=3600)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     index = report.get("index", {})
-    return {"seconds": round(seconds, 1), "documents": sum(r["documents_total"] for k, r in report.items() if k != "index"),
-            "chunks": index.get("chunks_total"), "embedded": index.get("embedded")}
+    return {
+        "seconds": round(seconds, 1),
+        "documents": sum(r["documents_total"] for k, r in report.items() if k != "index"),
+        "chunks": index.get("chunks_total"),
+        "embedded": index.get("embedded"),
+    }
 
 
 @dataclass
@@ -177,10 +262,23 @@ class Endpoint:
     def summary(self, seconds: float) -> dict:
         ok = sorted(self.latencies)
         cuts = statistics.quantiles(ok, n=100, method="inclusive") if len(ok) > 1 else ok * 99
-        return {"requests": len(ok) + self.errors, "ok": len(ok), "errors": self.errors, "requests_per_s": round(len(ok) / seconds, 1),
-                **({"p50_ms": round(cuts[49] * 1000, 1), "p95_ms": round(cuts[94] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1),
-                    "max_ms": round(ok[-1] * 1000, 1)} if ok else {}),
-                "error_samples": self.error_samples}
+        return {
+            "requests": len(ok) + self.errors,
+            "ok": len(ok),
+            "errors": self.errors,
+            "requests_per_s": round(len(ok) / seconds, 1),
+            **(
+                {
+                    "p50_ms": round(cuts[49] * 1000, 1),
+                    "p95_ms": round(cuts[94] * 1000, 1),
+                    "p99_ms": round(cuts[98] * 1000, 1),
+                    "max_ms": round(ok[-1] * 1000, 1),
+                }
+                if ok
+                else {}
+            ),
+            "error_samples": self.error_samples,
+        }
 
 
 @dataclass
@@ -213,17 +311,30 @@ def _exchange(rng: random.Random, conversation_id: str, start: int) -> dict:
     }
 
 
-def run_client(number: int, base: str, token: str, deadline: float, max_requests: int, ledger: Ledger, search_share: float, resend_share: float) -> None:
+def run_client(
+    number: int,
+    base: str,
+    token: str,
+    deadline: float,
+    max_requests: int,
+    ledger: Ledger,
+    search_share: float,
+    resend_share: float,
+) -> None:
     rng = random.Random(1000 + number)
     conversations = 0
     conversation_id, next_index, exchanges_left = "", 0, 0
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0, trust_env=False) as http:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0, trust_env=False
+    ) as http:
         for _ in range(max_requests):
             if time.perf_counter() >= deadline:
                 return
             if rng.random() < search_share:
                 body = {"query": _query(rng), "k": rng.choice((5, 10))}
-                _call(http, "/search", body, ledger.search, lambda r: isinstance(r.get("hits"), list) and bool(r["hits"]))
+                _call(
+                    http, "/search", body, ledger.search, lambda r: isinstance(r.get("hits"), list) and bool(r["hits"])
+                )
                 continue
             with ledger.lock:
                 resend = ledger.resend_pool and rng.random() < resend_share
@@ -269,12 +380,18 @@ def _call(http: httpx.Client, path: str, body: dict, endpoint: Endpoint, valid) 
     return answer
 
 
-def run_load(base: str, token: str, *, seconds: float, clients: int, max_requests: int, search_share: float, resend_share: float) -> tuple[Ledger, float]:
+def run_load(
+    base: str, token: str, *, seconds: float, clients: int, max_requests: int, search_share: float, resend_share: float
+) -> tuple[Ledger, float]:
     ledger = Ledger()
     started = time.perf_counter()
     deadline = started + seconds
     threads = [
-        threading.Thread(target=run_client, args=(n, base, token, deadline, max_requests // clients, ledger, search_share, resend_share), daemon=True)
+        threading.Thread(
+            target=run_client,
+            args=(n, base, token, deadline, max_requests // clients, ledger, search_share, resend_share),
+            daemon=True,
+        )
         for n in range(clients)
     ]
     for thread in threads:
@@ -327,15 +444,26 @@ def check_documents(config_path: Path, ledger: Ledger) -> dict:
 def compare_warm_cold(base: str, token: str, config_path: Path, runs: int, env: dict[str, str]) -> dict:
     queries = [query for by_language in QUERIES.values() for pair in by_language.values() for query in pair]
     warm = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0, trust_env=False) as http:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0, trust_env=False
+    ) as http:
         for query in queries * 2:
             started = time.perf_counter()
             http.post("/search", json={"query": query, "k": 10}).raise_for_status()
             warm.append(time.perf_counter() - started)
-    via_service = [_cli(config_path, "search", queries[n % len(queries)], "-k", "10", timeout=300, env=env) for n in range(runs)]
-    in_process = [_cli(config_path, "search", queries[n % len(queries)], "-k", "10", "--no-service", timeout=600, env=env) for n in range(runs)]
+    via_service = [
+        _cli(config_path, "search", queries[n % len(queries)], "-k", "10", timeout=300, env=env) for n in range(runs)
+    ]
+    in_process = [
+        _cli(config_path, "search", queries[n % len(queries)], "-k", "10", "--no-service", timeout=600, env=env)
+        for n in range(runs)
+    ]
     return {
-        "warm_service_http_ms": {"p50": round(statistics.median(warm) * 1000, 1), "mean": round(statistics.fmean(warm) * 1000, 1), "requests": len(warm)},
+        "warm_service_http_ms": {
+            "p50": round(statistics.median(warm) * 1000, 1),
+            "mean": round(statistics.fmean(warm) * 1000, 1),
+            "requests": len(warm),
+        },
         "cli_via_service_s": [round(s, 2) for s, _ in via_service],
         "cli_via_service_answered_by_service": all("via service" in done.stdout for _, done in via_service),
         "cli_in_process_s": [round(s, 2) for s, _ in in_process],
@@ -345,8 +473,12 @@ def compare_warm_cold(base: str, token: str, config_path: Path, runs: int, env: 
 def start_service(config_path: Path, port: int, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     base = f"http://127.0.0.1:{port}"
     with open(log, "wb") as output:
-        process = subprocess.Popen([CLI, "-c", str(config_path), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                   stdout=output, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [CLI, "-c", str(config_path), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     deadline = time.time() + 300
     while time.time() < deadline:
         if process.poll() is not None:
@@ -374,34 +506,67 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120, help="duration of the load phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
-    parser.add_argument("--documents", type=int, default=2000, help="generated corpus size (half dialogues, half articles)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="cap on requests in the load phase, over all clients")
+    parser.add_argument(
+        "--documents", type=int, default=2000, help="generated corpus size (half dialogues, half articles)"
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=200_000, help="cap on requests in the load phase, over all clients"
+    )
     parser.add_argument("--search-share", type=float, default=0.7)
-    parser.add_argument("--resend-share", type=float, default=0.15, help="share of dialogue requests that re-send an acknowledged exchange")
+    parser.add_argument(
+        "--resend-share",
+        type=float,
+        default=0.15,
+        help="share of dialogue requests that re-send an acknowledged exchange",
+    )
     parser.add_argument("--cold-runs", type=int, default=3, help="cold CLI searches to time")
-    parser.add_argument("--search-threads", type=int, default=None,
-                        help="OMP/MKL threads for the service and CLI searches (default: torch's own, one per core)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus and storage here (default: a temp dir, removed)")
+    parser.add_argument(
+        "--search-threads",
+        type=int,
+        default=None,
+        help="OMP/MKL threads for the service and CLI searches (default: torch's own, one per core)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the corpus and storage here (default: a temp dir, removed)"
+    )
     args = parser.parse_args()
 
     if args.workdir and args.workdir.exists() and any(args.workdir.iterdir()):
-        parser.error(f"--workdir {args.workdir} is not empty: an earlier run's inbox would spoil the lost/duplicated check")
+        parser.error(
+            f"--workdir {args.workdir} is not empty: an earlier run's inbox would spoil the lost/duplicated check"
+        )
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_service_"))
     work.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(16)
     port = _free_port()
     config_path = work / "memory_pipeline.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "storage_root": str(work / "storage"),
-        "sources": {"dialogues": [str(work / "corpus" / "dialogues")], "articles": [str(work / "corpus" / "articles")]},
-        "service": {"host": "127.0.0.1", "port": port, "token": token},
-    }), encoding="utf-8")
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "storage_root": str(work / "storage"),
+                "sources": {
+                    "dialogues": [str(work / "corpus" / "dialogues")],
+                    "articles": [str(work / "corpus" / "articles")],
+                },
+                "service": {"host": "127.0.0.1", "port": port, "token": token},
+            }
+        ),
+        encoding="utf-8",
+    )
     results: dict = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {k: v for k, v in vars(args).items() if k != "workdir"},
     }
-    threads = {"OMP_NUM_THREADS": str(args.search_threads), "MKL_NUM_THREADS": str(args.search_threads)} if args.search_threads else {}
+    threads = (
+        {"OMP_NUM_THREADS": str(args.search_threads), "MKL_NUM_THREADS": str(args.search_threads)}
+        if args.search_threads
+        else {}
+    )
     search_env = {**ENV, **threads}
     process = None
     try:
@@ -412,9 +577,20 @@ def main() -> None:
         process, base = start_service(config_path, port, work / "service.log", search_env)
         results["service_start_s"] = round(time.perf_counter() - started, 1)
 
-        ledger, elapsed = run_load(base, token, seconds=args.seconds, clients=args.clients, max_requests=args.max_requests,
-                                   search_share=args.search_share, resend_share=args.resend_share)
-        results["load"] = {"seconds": round(elapsed, 1), "search": ledger.search.summary(elapsed), "dialogues": ledger.dialogues.summary(elapsed)}
+        ledger, elapsed = run_load(
+            base,
+            token,
+            seconds=args.seconds,
+            clients=args.clients,
+            max_requests=args.max_requests,
+            search_share=args.search_share,
+            resend_share=args.resend_share,
+        )
+        results["load"] = {
+            "seconds": round(elapsed, 1),
+            "search": ledger.search.summary(elapsed),
+            "dialogues": ledger.dialogues.summary(elapsed),
+        }
         print(json.dumps(results["load"], indent=1), flush=True)
         results["inbox"] = check_inbox(work / "storage" / "inbox", ledger)
         results["ingest_after_load"] = ingest(config_path)
@@ -426,8 +602,15 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     inbox, documents = results["inbox"], results["documents"]
-    results["integrity_ok"] = not (inbox["lost"] or inbox["duplicated"] or inbox["never_sent"] or inbox["resends_recorded_again"]
-                                   or inbox["first_sends_not_recorded"] or documents["missing"] or documents["duplicated"])
+    results["integrity_ok"] = not (
+        inbox["lost"]
+        or inbox["duplicated"]
+        or inbox["never_sent"]
+        or inbox["resends_recorded_again"]
+        or inbox["first_sends_not_recorded"]
+        or documents["missing"]
+        or documents["duplicated"]
+    )
     print(json.dumps({k: results[k] for k in ("inbox", "documents", "search_latency", "integrity_ok")}, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "service.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

@@ -39,16 +39,78 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SURVIVABLE = (OSError, ValueError, KeyError, TypeError, UnicodeError, RecursionError, ArithmeticError)
 
 JSON_KEYS = [
-    "mapping", "message", "author", "role", "content", "parts", "content_type", "children", "parent", "current_node",
-    "chat_messages", "sender", "text", "created_at", "updated_at", "create_time", "update_time", "title", "name", "id",
-    "uuid", "conversation_id", "turn_index", "messages", "model", "metadata", "type", "timestamp", "default_model_slug",
+    "mapping",
+    "message",
+    "author",
+    "role",
+    "content",
+    "parts",
+    "content_type",
+    "children",
+    "parent",
+    "current_node",
+    "chat_messages",
+    "sender",
+    "text",
+    "created_at",
+    "updated_at",
+    "create_time",
+    "update_time",
+    "title",
+    "name",
+    "id",
+    "uuid",
+    "conversation_id",
+    "turn_index",
+    "messages",
+    "model",
+    "metadata",
+    "type",
+    "timestamp",
+    "default_model_slug",
 ]
 ROLES = ["user", "assistant", "human", "system", "tool", "model", "", "USER"]
 TEXT_MARKERS = [
-    "---\n", "title: ", "conversation_id: ", "created: 2024-01-02\n", ">[!nexus_user]", ">[!nexus_agent]", "### User\n",
-    "### Assistant\n", "# ", "## ", "```\n", "[[link]]", "- ", "1. ", "> ", "\n\n", "[00:01]", "[1:02:03] ", "00:00:01,000 --> 00:00:02,000\n",
-    "WEBVTT\n\n", "00:01.000 --> 00:02.000\n", "<v Speaker>", "Speaker: ", "<div>", "</div>", "<h1>", "</h1>", "<p>", "<li>",
-    "<article>", "<script>", "<pre>", "<table><tr><td>", "<br>", "&amp;", "Ð\u009fÑ\u0080Ð¸", "привет", "\u200b", "\x00", "\r\n",
+    "---\n",
+    "title: ",
+    "conversation_id: ",
+    "created: 2024-01-02\n",
+    ">[!nexus_user]",
+    ">[!nexus_agent]",
+    "### User\n",
+    "### Assistant\n",
+    "# ",
+    "## ",
+    "```\n",
+    "[[link]]",
+    "- ",
+    "1. ",
+    "> ",
+    "\n\n",
+    "[00:01]",
+    "[1:02:03] ",
+    "00:00:01,000 --> 00:00:02,000\n",
+    "WEBVTT\n\n",
+    "00:01.000 --> 00:02.000\n",
+    "<v Speaker>",
+    "Speaker: ",
+    "<div>",
+    "</div>",
+    "<h1>",
+    "</h1>",
+    "<p>",
+    "<li>",
+    "<article>",
+    "<script>",
+    "<pre>",
+    "<table><tr><td>",
+    "<br>",
+    "&amp;",
+    "Ð\u009fÑ\u0080Ð¸",
+    "привет",
+    "\u200b",
+    "\x00",
+    "\r\n",
 ]
 FORMATS = {  # name: (file name, kind of its source folder)
     "chatgpt_json": ("conversations.json", Kind.DIALOGUE),
@@ -65,8 +127,13 @@ FORMATS = {  # name: (file name, kind of its source folder)
 }
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False),
-    st.text(max_size=40), st.sampled_from(ROLES), st.sampled_from(["text", "multimodal_text", "tool_use"]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from(ROLES),
+    st.sampled_from(["text", "multimodal_text", "tool_use"]),
 )
 json_values = st.recursive(
     scalars,
@@ -105,11 +172,17 @@ def _chatgpt_conversation(title: str, question: str, answer: str) -> dict:
 
 
 def _claude_conversation(title: str, question: str, answer: str) -> dict:
-    return {"uuid": "u", "name": title, "chat_messages": [{"sender": "human", "text": question}, {"sender": "assistant", "text": answer}]}
+    return {
+        "uuid": "u",
+        "name": title,
+        "chat_messages": [{"sender": "human", "text": question}, {"sender": "assistant", "text": answer}],
+    }
 
 
 valid_exports = st.builds(
-    lambda convert, n, ensure_ascii: json.dumps([convert(*texts) for texts in n], ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass"),
+    lambda convert, n, ensure_ascii: json.dumps([convert(*texts) for texts in n], ensure_ascii=ensure_ascii).encode(
+        "utf-8", "surrogatepass"
+    ),
     st.sampled_from([_chatgpt_conversation, _claude_conversation]),
     st.lists(st.tuples(st.text(max_size=20), st.text(max_size=60), st.text(max_size=60)), min_size=1, max_size=4),
     st.booleans(),
@@ -117,34 +190,62 @@ valid_exports = st.builds(
 json_files = st.one_of(
     valid_exports,
     st.builds(_export_bytes, json_values, st.sampled_from(["chatgpt", "claude", "plain"]), st.booleans()),
-    st.builds(_mutate, st.builds(_export_bytes, json_values, st.sampled_from(["chatgpt", "claude"]), st.booleans()),
-              st.integers(0, 10**6), st.binary(max_size=8)),
-    st.builds(lambda d, k: ('{"mapping": ' if k else '{"chat_messages": ').encode() + _deep(d).encode() + b"}",
-              st.integers(1, 20_000), st.booleans()),
+    st.builds(
+        _mutate,
+        st.builds(_export_bytes, json_values, st.sampled_from(["chatgpt", "claude"]), st.booleans()),
+        st.integers(0, 10**6),
+        st.binary(max_size=8),
+    ),
+    st.builds(
+        lambda d, k: ('{"mapping": ' if k else '{"chat_messages": ').encode() + _deep(d).encode() + b"}",
+        st.integers(1, 20_000),
+        st.booleans(),
+    ),
     st.binary(max_size=300).map(lambda b: b'[{"mapping": ' + b),
 )
 jsonl_files = st.one_of(
-    st.lists(json_values, max_size=8).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode("utf-8", "surrogatepass")),
-    st.lists(st.fixed_dictionaries({"role": st.sampled_from(ROLES), "content": json_values}, optional={
-        "conversation_id": scalars, "turn_index": scalars, "title": scalars}), max_size=8).map(
-        lambda rows: "\n".join(json.dumps(r) for r in rows).encode("utf-8", "surrogatepass")),
+    st.lists(json_values, max_size=8).map(
+        lambda rows: "\n".join(json.dumps(r) for r in rows).encode("utf-8", "surrogatepass")
+    ),
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(ROLES), "content": json_values},
+            optional={"conversation_id": scalars, "turn_index": scalars, "title": scalars},
+        ),
+        max_size=8,
+    ).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode("utf-8", "surrogatepass")),
     st.integers(1, 20_000).map(lambda d: b'{"role": "user", "content": "x"}\n' + _deep(d).encode()),
     st.binary(max_size=300),
 )
 text_pieces = st.lists(st.one_of(st.sampled_from(TEXT_MARKERS), st.text(max_size=30)), max_size=40).map("".join)
 text_files = st.one_of(
-    st.builds(lambda t, enc: t.encode(enc, "replace"), text_pieces, st.sampled_from(["utf-8", "cp1251", "utf-16", "koi8-r", "latin-1"])),
+    st.builds(
+        lambda t, enc: t.encode(enc, "replace"),
+        text_pieces,
+        st.sampled_from(["utf-8", "cp1251", "utf-16", "koi8-r", "latin-1"]),
+    ),
     st.integers(1, 30_000).map(lambda d: ("<html><body>" + "<div>" * d + "x" + "</div>" * d).encode()),
     st.binary(max_size=300),
 )
 pdf_files = st.one_of(
     st.binary(max_size=400).map(lambda b: b"%PDF-1.4\n" + b),
-    st.builds(lambda body, tail: b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n" + body + b"\ntrailer\n<< /Root 1 0 R >>\n%%EOF" + tail,
-              st.binary(max_size=200), st.binary(max_size=20)),
+    st.builds(
+        lambda body, tail: (
+            b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+            + body
+            + b"\ntrailer\n<< /Root 1 0 R >>\n%%EOF"
+            + tail
+        ),
+        st.binary(max_size=200),
+        st.binary(max_size=20),
+    ),
     st.binary(max_size=200),
 )
 STRATEGIES = {
-    "chatgpt_json": json_files, "claude_json": json_files, "chat_jsonl": jsonl_files, "pdf": pdf_files,
+    "chatgpt_json": json_files,
+    "claude_json": json_files,
+    "chat_jsonl": jsonl_files,
+    "pdf": pdf_files,
     **{name: text_files for name in ("nexus_md", "markdown", "text", "html", "srt", "vtt", "transcript")},
 }
 
@@ -176,8 +277,14 @@ def fuzz_format(name: str, folder: Path, seconds: float, slow_seconds: float) ->
     examples: list[dict] = []
     deadline = time.monotonic() + seconds
 
-    @settings(max_examples=500, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck), derandomize=False)
+    @settings(
+        max_examples=500,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
     @given(STRATEGIES[name], st.integers(0, 2**32))
     def run(generated: bytes, seed: int) -> None:
         if time.monotonic() > deadline:  # the rest of the round: generated, not run
@@ -198,8 +305,14 @@ def fuzz_format(name: str, folder: Path, seconds: float, slow_seconds: float) ->
             bucket = "crashes" if isinstance(exc, SURVIVABLE) else "fatal"
             figures[bucket] += 1
             if len(examples) < 5:
-                examples.append({"kind": bucket, "error": f"{type(exc).__name__}: {exc}"[:300], "input": repr(data[:200]),
-                                 "where": traceback.format_exc().strip().splitlines()[-3][:200]})
+                examples.append(
+                    {
+                        "kind": bucket,
+                        "error": f"{type(exc).__name__}: {exc}"[:300],
+                        "input": repr(data[:200]),
+                        "where": traceback.format_exc().strip().splitlines()[-3][:200],
+                    }
+                )
         elapsed = time.perf_counter() - started
         figures["max_seconds"] = max(figures["max_seconds"], round(elapsed, 3))
         if elapsed > slow_seconds:
@@ -219,7 +332,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0, help="total budget, split evenly over the parsers")
     parser.add_argument("--slow-seconds", type=float, default=5.0, help="an input taking longer counts as slow")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the input files are written (default: a temp folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the input files are written (default: a temp folder)"
+    )
     parser.add_argument("--only", nargs="*", default=list(FORMATS), choices=list(FORMATS))
     args = parser.parse_args()
 
@@ -232,9 +347,15 @@ def main() -> None:
         for name in args.only:
             results[name] = fuzz_format(name, Path(tmp), per_format, args.slow_seconds)
             r = results[name]
-            print(f"{name:13s} {r['inputs']:7d} inputs  {r['documents']:6d} docs  {r['parse_errors']:6d} ParseError  "
-                  f"{r['crashes']} crashes  {r['fatal']} fatal  {r['slow']} slow  max {r['max_seconds']}s", flush=True)
-    totals = {key: sum(r[key] for r in results.values()) for key in ("inputs", "documents", "parse_errors", "crashes", "fatal", "slow")}
+            print(
+                f"{name:13s} {r['inputs']:7d} inputs  {r['documents']:6d} docs  {r['parse_errors']:6d} ParseError  "
+                f"{r['crashes']} crashes  {r['fatal']} fatal  {r['slow']} slow  max {r['max_seconds']}s",
+                flush=True,
+            )
+    totals = {
+        key: sum(r[key] for r in results.values())
+        for key in ("inputs", "documents", "parse_errors", "crashes", "fatal", "slow")
+    }
     payload = {
         "benchmark": "fuzz_parsers",
         "budget_seconds": args.seconds,
@@ -244,7 +365,9 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fuzz_parsers.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (RESULTS / "fuzz_parsers.json").write_text(
+        json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     print(json.dumps(totals))
 
 

@@ -72,7 +72,9 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            raise StoreError(f"{what} is already running on this storage ({holder}; lock file {path}); wait for it to finish") from None
+            raise StoreError(
+                f"{what} is already running on this storage ({holder}; lock file {path}); wait for it to finish"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
         yield

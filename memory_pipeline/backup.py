@@ -27,7 +27,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -68,7 +68,7 @@ def backup(config: Config, destination: Path) -> BackupReport:
     if root.resolve() in destination.resolve().parents:
         raise StoreError(f"{destination}: a backup cannot go inside the storage root {root}")
     report = BackupReport(source=str(root), destination=str(destination))
-    report.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report.created = datetime.now(UTC).isoformat(timespec="seconds")
     work = destination.with_name(f".{destination.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         _copy_tree(root, work, report, prefix="")

@@ -6,7 +6,7 @@ import json
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -33,10 +33,10 @@ CREATES_MEMORY = {"ingest", "demo", "restore", "parse", "ui"}
 
 
 class _State:
-    config_path: Optional[Path] = None
-    storage: Optional[Path] = None
-    command: Optional[str] = None
-    _config: Optional[Config] = None
+    config_path: Path | None = None
+    storage: Path | None = None
+    command: str | None = None
+    _config: Config | None = None
 
     def config(self) -> Config:
         if self._config is None:
@@ -63,8 +63,12 @@ state = _State()
 @app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar=CONFIG_ENV, help="config YAML file")] = None,
-    storage: Annotated[Optional[Path], typer.Option("--storage", envvar=STORAGE_ENV, help="storage root folder")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="config YAML file")
+    ] = None,
+    storage: Annotated[
+        Path | None, typer.Option("--storage", envvar=STORAGE_ENV, help="storage root folder")
+    ] = None,
 ) -> None:
     state.config_path = config
     state.storage = storage
@@ -100,7 +104,12 @@ def parse(
             except ParseError as exc:
                 failures += 1
                 _print_parse_error(exc, as_json)
-            except (OSError, ValueError, RecursionError, ArithmeticError) as exc:  # as ingest does: one bad file, not a traceback
+            except (
+                OSError,
+                ValueError,
+                RecursionError,
+                ArithmeticError,
+            ) as exc:  # as ingest does: one bad file, not a traceback
                 failures += 1
                 _print_parse_error(ParseError(unit.path, f"{type(exc).__name__}: {exc}"), as_json)
     if failures:
@@ -119,7 +128,9 @@ def _print_parse_error(exc: ParseError, as_json: bool) -> None:
 
 def _print_document(doc, detector: str) -> None:
     repair = f"repaired ({doc.repair.codec}, {doc.repair.lines_repaired} lines)" if doc.repair.repaired else "no repair"
-    console.print(f"[bold]{doc.title}[/bold]  [dim]{doc.kind.value}/{doc.format} id={doc.doc_id} lang={doc.language} {repair}[/dim]")
+    console.print(
+        f"[bold]{doc.title}[/bold]  [dim]{doc.kind.value}/{doc.format} id={doc.doc_id} lang={doc.language} {repair}[/dim]"
+    )
     console.print(f"  {doc.source_path}  (format by {detector})", style="dim", markup=False, highlight=False)
     for turn in doc.turns[:6]:
         when = turn.timestamp.isoformat(sep=" ") if turn.timestamp else ""
@@ -129,7 +140,9 @@ def _print_document(doc, detector: str) -> None:
         page = f"p.{section.page} " if section.page else ""
         console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {escape(one_line(section.text, 110))}")
     for segment in doc.segments[:6]:
-        console.print(f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {escape(one_line(segment.text, 110))}")
+        console.print(
+            f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {escape(one_line(segment.text, 110))}"
+        )
     units = doc.n_units()
     if units > 6:
         console.print(f"  [dim]... {units - 6} more[/dim]")
@@ -137,7 +150,9 @@ def _print_document(doc, detector: str) -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="files/folders to ingest; default: the configured sources")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="files/folders to ingest; default: the configured sources")
+    ] = None,
     index: Annotated[bool, typer.Option("--index/--no-index", help="also chunk, embed and index what changed")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,
     prune_missing: Annotated[
@@ -173,9 +188,9 @@ def ingest(
 
 
 def _sync_index(config: Config):
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
 
     return sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=True)
 
@@ -183,14 +198,22 @@ def _sync_index(config: Config):
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="what to look for (any language)")],
-    k: Annotated[Optional[int], typer.Option("-k", help="number of hits", show_default="search.default_k in the config: 10")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", help="dialogue | article | lecture | profile")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
+    k: Annotated[
+        int | None, typer.Option("-k", help="number of hits", show_default="search.default_k in the config: 10")
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="dialogue | article | lecture | profile")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="vector | fts | hybrid (default from config)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hit")] = False,
-    no_service: Annotated[bool, typer.Option("--no-service", help="search in-process even when a service is up")] = False,
-    since: Annotated[Optional[str], typer.Option("--since", help="from this date: 2024-03-01, 'last month', 'два месяца назад'")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="up to this date (inclusive for a bare date)")] = None,
-    include_discard: Annotated[bool, typer.Option("--include-discard", help="also recall items tiered discard")] = False,
+    no_service: Annotated[
+        bool, typer.Option("--no-service", help="search in-process even when a service is up")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="from this date: 2024-03-01, 'last month', 'два месяца назад'")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="up to this date (inclusive for a bare date)")] = None,
+    include_discard: Annotated[
+        bool, typer.Option("--include-discard", help="also recall items tiered discard")
+    ] = False,
 ) -> None:
     """Search the memory. Uses a running service when one is up, else searches in-process."""
     from memory_pipeline.errors import SearchError
@@ -198,7 +221,15 @@ def search(
     config = state.config()
     try:
         hits, answered_by = _find_hits(
-            config, query, k=k, kind=kind, mode=mode, use_service=not no_service, since=since, until=until, include_discard=include_discard
+            config,
+            query,
+            k=k,
+            kind=kind,
+            mode=mode,
+            use_service=not no_service,
+            since=since,
+            until=until,
+            include_discard=include_discard,
         )
     except SearchError as exc:
         err_console.print(f"[red]{exc}[/red]")
@@ -208,7 +239,9 @@ def search(
         console.print(f"[dim]{answered_by}[/dim]")
 
 
-def _find_hits(config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool, **recall):
+def _find_hits(
+    config: Config, query: str, *, k: int | None, kind: str | None, mode: str | None, use_service: bool, **recall
+):
     """Hits and who answered: a warm service has the model loaded, so it is tried first."""
     if use_service:
         from memory_pipeline.service.client import service_search, service_url  # httpx: not imported for --no-service
@@ -230,7 +263,9 @@ def _print_hits(hits, as_json: bool) -> None:
         console.print("[dim]no hits[/dim]")
     for number, hit in enumerate(hits, start=1):
         date = f"{hit.created_at:%Y-%m-%d}" if hit.created_at else "undated"
-        console.print(f"[bold]{number}. {hit.title}[/bold]  [dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]")
+        console.print(
+            f"[bold]{number}. {hit.title}[/bold]  [dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]"
+        )
         console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
         console.print(f"   {one_line(hit.text, 300)}")
 
@@ -267,7 +302,9 @@ def _route_reason(route: dict) -> str:
 
 @app.command("eval-retrieval")
 def eval_retrieval(
-    questions: Annotated[Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled one)")] = None,
+    questions: Annotated[
+        Path | None, typer.Option("--questions", help="question set JSONL (default: the bundled one)")
+    ] = None,
     queries: Annotated[int, typer.Option("--queries", help="self-supervised queries as well (0: none)")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="the figures as one JSON object")] = False,
 ) -> None:
@@ -284,13 +321,22 @@ def eval_retrieval(
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
     qs = result["question_set"]
-    console.print(f"question set: {qs['answerable']} of {qs['questions']} answerable in this memory; model {qs['model_id']}")
-    parts = (("modes", "all questions"), ("tune", "tune split"), ("report", "report split"), ("cross_lingual", "cross-lingual"))
+    console.print(
+        f"question set: {qs['answerable']} of {qs['questions']} answerable in this memory; model {qs['model_id']}"
+    )
+    parts = (
+        ("modes", "all questions"),
+        ("tune", "tune split"),
+        ("report", "report split"),
+        ("cross_lingual", "cross-lingual"),
+    )
     for part, title in parts:
         title = f"{title} ({qs[part]['questions']}; hybrid_fts_weight {qs['hybrid_fts_weight']})"
         _print_modes(title, {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
     tuning = qs["fusion_tuning"]
-    console.print(f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; report split: {tuning['report_at_best']}")
+    console.print(
+        f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; report split: {tuning['report_at_best']}"
+    )
     if "self_supervised" in result:
         ss = result["self_supervised"]
         _print_modes(f"self-supervised ({ss['queries']} sentences from answers)", ss["modes"])
@@ -303,7 +349,10 @@ def _print_modes(title: str, modes: dict[str, dict]) -> None:
     for column in columns:
         table.add_column(column, justify="right")
     for mode_name, figures in modes.items():
-        table.add_row(mode_name, *(f"{figures[c]:.3f}" if isinstance(figures.get(c), float) else str(figures.get(c, "")) for c in columns))
+        table.add_row(
+            mode_name,
+            *(f"{figures[c]:.3f}" if isinstance(figures.get(c), float) else str(figures.get(c, "")) for c in columns),
+        )
     console.print(table)
 
 
@@ -321,9 +370,12 @@ def _print_ingest_reports(reports) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option("--host", help="bind address (default from config: 127.0.0.1)")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="port (default from config)")] = None,
-    local: Annotated[bool, typer.Option("--local", help="answer chats with the base model + current adapters in-process (slow on CPU)")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="bind address (default from config: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="port (default from config)")] = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="answer chats with the base model + current adapters in-process (slow on CPU)"),
+    ] = False,
 ) -> None:
     """Serve search, dialogue capture and the OpenAI-compatible memory proxy over HTTP."""
     from memory_pipeline.service.app import serve as run_server
@@ -332,7 +384,9 @@ def serve(
 
 
 @app.command()
-def promote(as_json: Annotated[bool, typer.Option("--json", help="the scoring report as one JSON object")] = False) -> None:
+def promote(
+    as_json: Annotated[bool, typer.Option("--json", help="the scoring report as one JSON object")] = False,
+) -> None:
     """Score every indexed item and tier it (cache / rag / lora:<adapter> / discard); incremental."""
     from memory_pipeline.scoring.engine import run_promotion
 
@@ -363,7 +417,9 @@ def explain(
     when = f" · {e.created_at:%Y-%m-%d}" if e.created_at else ""
     where = position_of(e.unit) or "whole document"
     console.print(f"[bold]{escape(e.title)}[/bold]  [dim]{e.kind} · {escape(where)}{when} · {e.doc_id}[/dim]")
-    console.print(f"score [bold]{e.score:.3f}[/bold] (recall {e.recall_score:.3f}) -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})")
+    console.print(
+        f"score [bold]{e.score:.3f}[/bold] (recall {e.recall_score:.3f}) -> tier [bold]{e.tier}[/bold]  ({e.tier_rule})"
+    )
     table = Table()
     for column in ("signal", "value", "weight", "contribution", "why"):
         table.add_column(column)
@@ -403,7 +459,9 @@ def _readable(figures: dict) -> str:
 
 
 @app.command()
-def tiers(as_json: Annotated[bool, typer.Option("--json", help="counts and samples as one JSON object")] = False) -> None:
+def tiers(
+    as_json: Annotated[bool, typer.Option("--json", help="counts and samples as one JSON object")] = False,
+) -> None:
     """Counts per tier and per adapter, with the top items of each: title, date, position, item id."""
     from memory_pipeline.scoring.explain import tier_summary
 
@@ -423,13 +481,15 @@ def tiers(as_json: Annotated[bool, typer.Option("--json", help="counts and sampl
             console.print(f"    {title}  [dim]{figures}[/dim]")
 
 
-datasets_app = typer.Typer(help="LoRA training sets: build and list versions.", no_args_is_help=True, rich_markup_mode=None)
+datasets_app = typer.Typer(
+    help="LoRA training sets: build and list versions.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("build")
 def datasets_build(
-    adapter: Annotated[Optional[str], typer.Option("--adapter", help="one adapter; default: all")] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="one adapter; default: all")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per adapter, with its card")] = False,
 ) -> None:
     """Build a new training set version per adapter from its promoted items (same code as the asset)."""
@@ -468,7 +528,8 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
                 "content_hash": card.content_hash,
                 "path": str(v.path),
                 "files": {
-                    f.name: {"examples": _examples(f, counted), "bytes": files[f.name], "path": str(f)} for f in v.data_files
+                    f.name: {"examples": _examples(f, counted), "bytes": files[f.name], "path": str(f)}
+                    for f in v.data_files
                 },
                 "exports": {name: str(path) for name, path in v.exports.items()},
             }
@@ -480,7 +541,9 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
         console.print("[dim]no training sets yet[/dim]")
     for r in rows:
         mark = "*" if r["latest"] else " "
-        console.print(f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  {r['bytes'] / 1e6:.2f} MB  {r['path']}")
+        console.print(
+            f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  {r['bytes'] / 1e6:.2f} MB  {r['path']}"
+        )
         counts = "  ".join(f"{name}={f['examples']}" for name, f in r["files"].items())
         exports = "  ".join(Path(p).name for p in r["exports"].values())
         console.print(f"    {counts}" + (f"  exports: {exports}" if exports else ""))
@@ -494,14 +557,16 @@ def _examples(path: Path, counted: dict[str, int]) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-adapters_app = typer.Typer(help="LoRA adapters: train, list, activate, roll back, export.", no_args_is_help=True, rich_markup_mode=None)
+adapters_app = typer.Typer(
+    help="LoRA adapters: train, list, activate, roll back, export.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(adapters_app, name="adapters")
 
 
 @adapters_app.command("train")
 def adapters_train(
     name: Annotated[str, typer.Argument(help="adapter name from the config, e.g. core")],
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override training.max_steps")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="override training.max_steps")] = None,
     force: Annotated[bool, typer.Option("--force", help="train even if the training set has an adapter")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the version trained (verdict, metrics) or why none")] = False,
 ) -> None:
@@ -513,7 +578,9 @@ def adapters_train(
     config.adapter(name)
     run = plan_training(config, name, force=force)
     if run.dataset_dir is None:
-        err_console.print(f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]")
+        err_console.print(
+            f"[red]no training set for {name!r} yet: run `memory-pipeline datasets build --adapter {name}`[/red]"
+        )
         raise typer.Exit(1)
     if not run.skipped:
         log = partial(err_console.print, markup=False)  # the log goes to stderr, so --json output stays one line
@@ -526,7 +593,11 @@ def adapters_train(
         console.print(f"{name}: nothing trained: {run.skipped} (--force trains on it again)")
         return
     version = run.version
-    verdict = "[green]passed the gate, now current[/green]" if version.passed else "[yellow]failed the gate; current unchanged[/yellow]"
+    verdict = (
+        "[green]passed the gate, now current[/green]"
+        if version.passed
+        else "[yellow]failed the gate; current unchanged[/yellow]"
+    )
     console.print(f"{name} {version.version}: {verdict}")
     for reason in version.metrics.gate_reasons:
         console.print(f"  {reason}")
@@ -543,7 +614,9 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
     versions = []
     for adapter in config.adapters:
         current = current_version(config, adapter.name)
-        versions += [(v, current is not None and current.version == v.version) for v in list_versions(config, adapter.name)]
+        versions += [
+            (v, current is not None and current.version == v.version) for v in list_versions(config, adapter.name)
+        ]
     if as_json:
         rows = [
             {
@@ -571,8 +644,12 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
     for v, is_current in versions:
         row = figures(v.metrics)
         table.add_row(
-            v.name, v.version, "*" if is_current else "", "pass" if v.passed else "fail",
-            *[row.get(c, "-") for c in shown], v.manifest.dataset.version if v.manifest.dataset else "-",
+            v.name,
+            v.version,
+            "*" if is_current else "",
+            "pass" if v.passed else "fail",
+            *[row.get(c, "-") for c in shown],
+            v.manifest.dataset.version if v.manifest.dataset else "-",
         )
     console.print(table)
     for v, _ in versions:
@@ -584,8 +661,19 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
 
 
 _LIST_FIGURES = (
-    "eval_ppl_base", "eval_ppl_adapter", "eval_ppl_previous", "heldout_ppl_base", "heldout_ppl_adapter", "heldout_ppl_previous",
-    "generation", "similarity_base", "similarity_adapter", "similarity_examples", "steps", "tokens_per_second", "stopped",
+    "eval_ppl_base",
+    "eval_ppl_adapter",
+    "eval_ppl_previous",
+    "heldout_ppl_base",
+    "heldout_ppl_adapter",
+    "heldout_ppl_previous",
+    "generation",
+    "similarity_base",
+    "similarity_adapter",
+    "similarity_examples",
+    "steps",
+    "tokens_per_second",
+    "stopped",
 )
 
 
@@ -622,9 +710,13 @@ def _print_current(version, as_json: bool) -> None:
 
 @adapters_app.command("export")
 def adapters_export(
-    names: Annotated[Optional[str], typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="default: storage/adapters/export")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="per adapter in core+topic, e.g. core=1,sport=0.5")] = None,
+    names: Annotated[
+        str | None, typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="default: storage/adapters/export")] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="per adapter in core+topic, e.g. core=1,sport=0.5")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="what serving.json holds, as JSON")] = False,
 ) -> None:
     """Write the current adapters for serving: one folder each, core+topic combined, and the `vllm serve` command."""
@@ -655,9 +747,15 @@ def adapters_export(
 
 @app.command()
 def chat(
-    adapters: Annotated[str, typer.Option("--adapters", help="comma-separated adapters to load, e.g. core,sport; '' = base")] = "core",
-    message: Annotated[Optional[str], typer.Option("--message", "-m", help="one message; omit for an interactive chat")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="default: generation.max_new_tokens")] = None,
+    adapters: Annotated[
+        str, typer.Option("--adapters", help="comma-separated adapters to load, e.g. core,sport; '' = base")
+    ] = "core",
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="one message; omit for an interactive chat")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", help="default: generation.max_new_tokens")
+    ] = None,
 ) -> None:
     """Chat with the base model plus the current versions of the given adapters, locally (loaded once, streamed)."""
     from memory_pipeline.adapters import ChatSession
@@ -735,7 +833,17 @@ def demo() -> None:
     config = state.config()
     _dagster("job", "execute", "-f", "definitions.py", "-j", "memory_job", config=config)
     for adapter in config.adapters:
-        _dagster("asset", "materialize", "-f", "definitions.py", "--select", "training_sets,lora_adapters", "--partition", adapter.name, config=config)
+        _dagster(
+            "asset",
+            "materialize",
+            "-f",
+            "definitions.py",
+            "--select",
+            "training_sets,lora_adapters",
+            "--partition",
+            adapter.name,
+            config=config,
+        )
     _print_adapter_verdicts(config)
     from memory_pipeline.index.search import search as run_search
 
@@ -744,10 +852,12 @@ def demo() -> None:
         _print_hits(run_search(config, query, k=3), as_json=False)
     root = _repo_root()
     console.rule("where to look")
-    console.print(f"UI:      DAGSTER_HOME={config.dagster_home} {Path(sys.executable).with_name('dagster')} dev -w {root / 'workspace.yaml'}")
+    console.print(
+        f"UI:      DAGSTER_HOME={config.dagster_home} {Path(sys.executable).with_name('dagster')} dev -w {root / 'workspace.yaml'}"
+    )
     console.print("         (or: memory-pipeline ui) then open http://127.0.0.1:3000")
     console.print(f"files:   {config.storage_root}  (what lives where: storage/README.md)")
-    console.print(f"search:  {Path(sys.executable).with_name('memory-pipeline')} search \"ваш запрос\"")
+    console.print(f'search:  {Path(sys.executable).with_name("memory-pipeline")} search "ваш запрос"')
 
 
 def _print_adapter_verdicts(config: Config) -> None:

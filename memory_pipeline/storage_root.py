@@ -8,7 +8,7 @@ outside the repository) silently creates an empty store and answers "No hits" as
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from memory_pipeline.atomic import atomic_write_text
@@ -44,5 +44,5 @@ def mark_memory(root: Path) -> None:
     if marker.is_file():
         return
     Path(root).mkdir(parents=True, exist_ok=True)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     atomic_write_text(marker, json.dumps({"memory_pipeline": 1, "created": created}) + "\n")

@@ -14,6 +14,7 @@ import json
 import random
 import sys
 import zipfile
+from datetime import UTC
 from pathlib import Path
 
 from fpdf import FPDF
@@ -63,9 +64,9 @@ class _Pdf(FPDF):
 
 
 def _fixed_date():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.strptime(CREATED, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+    return datetime.strptime(CREATED, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
 def pacing_pdf(path: Path) -> None:
@@ -230,9 +231,19 @@ def _node(node_id: str, parent: str | None, children: list[str], message: dict |
 
 
 def _message(node_id: str, role: str, content: dict, when: float, **extra) -> dict:
-    message = {"id": node_id, "author": {"role": role, "name": None, "metadata": {}}, "create_time": when,
-               "update_time": None, "content": content, "status": "finished_successfully", "end_turn": None,
-               "weight": 1.0, "metadata": {}, "recipient": "all", "channel": None}
+    message = {
+        "id": node_id,
+        "author": {"role": role, "name": None, "metadata": {}},
+        "create_time": when,
+        "update_time": None,
+        "content": content,
+        "status": "finished_successfully",
+        "end_turn": None,
+        "weight": 1.0,
+        "metadata": {},
+        "recipient": "all",
+        "channel": None,
+    }
     for key, value in extra.items():
         message[key] = value if key != "metadata" else {**message["metadata"], **value}
     return message
@@ -244,67 +255,181 @@ def _text(*parts: str) -> dict:
 
 def _chatgpt_conversation(conv_id: str, title: str, start: float, about_me: str, chain: list[tuple]) -> dict:
     """A conversation whose branch is root -> hidden custom instructions -> ``chain`` (id, role, content, extra)."""
-    context = _message("ctx", "system", {"content_type": "text", "parts": [""]}, start, metadata={
-        "is_visually_hidden_from_conversation": True,
-        "user_context_message_data": {"about_user_message": about_me, "about_model_message": HOW_TO_ANSWER},
-        "is_user_system_message": True,
-    })
+    context = _message(
+        "ctx",
+        "system",
+        {"content_type": "text", "parts": [""]},
+        start,
+        metadata={
+            "is_visually_hidden_from_conversation": True,
+            "user_context_message_data": {"about_user_message": about_me, "about_model_message": HOW_TO_ANSWER},
+            "is_user_system_message": True,
+        },
+    )
     ids = ["root", "ctx", *[c[0] for c in chain]]
     mapping = {"root": _node("root", None, ["ctx"], None), "ctx": _node("ctx", "root", [ids[2]], context)}
     for index, (node_id, role, content, extra) in enumerate(chain, start=2):
         children = [ids[index + 1]] if index + 1 < len(ids) else []
         message = _message(node_id, role, content, start + index * 10, **extra)
         mapping[node_id] = _node(node_id, ids[index - 1], children, message)
-    return {"title": title, "create_time": start, "update_time": start + 600, "mapping": mapping,
-            "moderation_results": [],
-            "current_node": ids[-1], "plugin_ids": None, "conversation_id": conv_id, "conversation_template_id": None,
-            "gizmo_id": None, "is_archived": False, "safe_urls": [], "default_model_slug": "gpt-4o", "id": conv_id}
+    return {
+        "title": title,
+        "create_time": start,
+        "update_time": start + 600,
+        "mapping": mapping,
+        "moderation_results": [],
+        "current_node": ids[-1],
+        "plugin_ids": None,
+        "conversation_id": conv_id,
+        "conversation_template_id": None,
+        "gizmo_id": None,
+        "is_archived": False,
+        "safe_urls": [],
+        "default_model_slug": "gpt-4o",
+        "id": conv_id,
+    }
 
 
 def chatgpt_export() -> dict[str, bytes]:
     """conversations.json (custom instructions, thoughts, code interpreter, an image-only turn), chat.html,
     user.json, message_feedback.json and the uploaded image, as in ChatGPT's "Export data" ZIP."""
     marathon_id = "6761e0b2-aaaa-8000-9000-000000000001"
-    marathon = _chatgpt_conversation(marathon_id, "Подготовка к марафону", 1735700000.0, ABOUT_ME, [
-        ("u1", "user", _text("Хочу пробежать марафон из 3:30. Сколько недель готовиться?"), {}),
-        ("t1", "assistant", {"content_type": "thoughts",
-                             "thoughts": [{"summary": "план", "content": "СКРЫТАЯ МЫСЛЬ"}]}, {}),
-        ("r1", "assistant", {"content_type": "reasoning_recap", "content": "Думал 5 секунд"}, {}),
-        ("a1", "assistant", _text("Около 16 недель при базе 40 км в неделю."), {"metadata": {"model_slug": "gpt-4o"}}),
-        ("u2", "user", {"content_type": "multimodal_text", "parts": [{"content_type": "image_asset_pointer",
-         "asset_pointer": "file-service://file-Ab12Cd34", "size_bytes": 68, "width": 1, "height": 1}]},
-         {"metadata": {"attachments": [{"id": "file-Ab12Cd34", "name": "pulse_chart.png", "mime_type": "image/png"}]}}),
-        ("c1", "assistant", {"content_type": "code", "language": "python", "text": "print(42 / 16)"},
-         {"recipient": "python"}),
-        ("o1", "tool", {"content_type": "execution_output", "text": "2.625"}, {}),
-        ("a2", "assistant", _text("По графику пульс в зоне 2 — так и держи."), {}),
-    ])
-    older = _chatgpt_conversation("6761e0b2-aaaa-8000-9000-000000000002", "Кроссовки", 1704100000.0, ABOUT_ME_OLD, [
-        ("u1", "user", _text("Какие кроссовки взять для длинных?"), {}),
-        ("a1", "assistant", _text("С амортизацией и запасом полразмера."), {}),
-    ])
-    race_report = _chatgpt_conversation("6761e0b2-aaaa-8000-9000-000000000003", "Протокол забега", 1736000000.0,
-                                        ABOUT_ME, [
-        ("u1", "user", _text(""), {"metadata": {"attachments": [
-            {"id": "file-Pd7Ef8Gh", "size": 48213, "name": "race_results.pdf", "mime_type": "application/pdf",
-             "file_token_size": 1830, "source": "local"}]}}),
-        ("a1", "assistant", _text("В протоколе твоё время 3:41:12, 412-е место."), {}),
-        ("u2", "user", _text(""), {"metadata": {"attachments": [
-            {"id": "file-Dc9Xy0Zz", "size": 10240, "name": "training_log.docx",
-             "mime_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-             "file_token_size": 900, "source": "local"},
-            {"id": "file-Cs1Vv2Ww", "size": 2048, "name": "splits.csv", "mime_type": "text/csv",
-             "file_token_size": 300, "source": "local"}]}}),
-        ("a2", "assistant", _text("По дневнику и сплитам: вторая половина медленнее на 6 минут."), {}),
-    ])
+    marathon = _chatgpt_conversation(
+        marathon_id,
+        "Подготовка к марафону",
+        1735700000.0,
+        ABOUT_ME,
+        [
+            ("u1", "user", _text("Хочу пробежать марафон из 3:30. Сколько недель готовиться?"), {}),
+            (
+                "t1",
+                "assistant",
+                {"content_type": "thoughts", "thoughts": [{"summary": "план", "content": "СКРЫТАЯ МЫСЛЬ"}]},
+                {},
+            ),
+            ("r1", "assistant", {"content_type": "reasoning_recap", "content": "Думал 5 секунд"}, {}),
+            (
+                "a1",
+                "assistant",
+                _text("Около 16 недель при базе 40 км в неделю."),
+                {"metadata": {"model_slug": "gpt-4o"}},
+            ),
+            (
+                "u2",
+                "user",
+                {
+                    "content_type": "multimodal_text",
+                    "parts": [
+                        {
+                            "content_type": "image_asset_pointer",
+                            "asset_pointer": "file-service://file-Ab12Cd34",
+                            "size_bytes": 68,
+                            "width": 1,
+                            "height": 1,
+                        }
+                    ],
+                },
+                {
+                    "metadata": {
+                        "attachments": [{"id": "file-Ab12Cd34", "name": "pulse_chart.png", "mime_type": "image/png"}]
+                    }
+                },
+            ),
+            (
+                "c1",
+                "assistant",
+                {"content_type": "code", "language": "python", "text": "print(42 / 16)"},
+                {"recipient": "python"},
+            ),
+            ("o1", "tool", {"content_type": "execution_output", "text": "2.625"}, {}),
+            ("a2", "assistant", _text("По графику пульс в зоне 2 — так и держи."), {}),
+        ],
+    )
+    older = _chatgpt_conversation(
+        "6761e0b2-aaaa-8000-9000-000000000002",
+        "Кроссовки",
+        1704100000.0,
+        ABOUT_ME_OLD,
+        [
+            ("u1", "user", _text("Какие кроссовки взять для длинных?"), {}),
+            ("a1", "assistant", _text("С амортизацией и запасом полразмера."), {}),
+        ],
+    )
+    race_report = _chatgpt_conversation(
+        "6761e0b2-aaaa-8000-9000-000000000003",
+        "Протокол забега",
+        1736000000.0,
+        ABOUT_ME,
+        [
+            (
+                "u1",
+                "user",
+                _text(""),
+                {
+                    "metadata": {
+                        "attachments": [
+                            {
+                                "id": "file-Pd7Ef8Gh",
+                                "size": 48213,
+                                "name": "race_results.pdf",
+                                "mime_type": "application/pdf",
+                                "file_token_size": 1830,
+                                "source": "local",
+                            }
+                        ]
+                    }
+                },
+            ),
+            ("a1", "assistant", _text("В протоколе твоё время 3:41:12, 412-е место."), {}),
+            (
+                "u2",
+                "user",
+                _text(""),
+                {
+                    "metadata": {
+                        "attachments": [
+                            {
+                                "id": "file-Dc9Xy0Zz",
+                                "size": 10240,
+                                "name": "training_log.docx",
+                                "mime_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                                "file_token_size": 900,
+                                "source": "local",
+                            },
+                            {
+                                "id": "file-Cs1Vv2Ww",
+                                "size": 2048,
+                                "name": "splits.csv",
+                                "mime_type": "text/csv",
+                                "file_token_size": 300,
+                                "source": "local",
+                            },
+                        ]
+                    }
+                },
+            ),
+            ("a2", "assistant", _text("По дневнику и сплитам: вторая половина медленнее на 6 минут."), {}),
+        ],
+    )
     conversations = [marathon, older, race_report]
-    html = "<html><head><title>ChatGPT Data Export</title></head><body><h1>Подготовка к марафону</h1>" \
-           "<script>var jsonData = " + json.dumps(conversations, ensure_ascii=False) + ";</script></body></html>"
+    html = (
+        "<html><head><title>ChatGPT Data Export</title></head><body><h1>Подготовка к марафону</h1>"
+        "<script>var jsonData = " + json.dumps(conversations, ensure_ascii=False) + ";</script></body></html>"
+    )
     return {
         "user.json": json.dumps({"id": "user-abc", "email": "runner@example.com", "chatgpt_plus_user": True}).encode(),
         "conversations.json": json.dumps(conversations, ensure_ascii=False, indent=1).encode("utf-8"),
-        "message_feedback.json": json.dumps([{"id": "fb-1", "conversation_id": marathon["id"], "user_id": "user-abc",
-                                              "rating": "thumbsUp", "content": "{}"}]).encode(),
+        "message_feedback.json": json.dumps(
+            [
+                {
+                    "id": "fb-1",
+                    "conversation_id": marathon["id"],
+                    "user_id": "user-abc",
+                    "rating": "thumbsUp",
+                    "content": "{}",
+                }
+            ]
+        ).encode(),
         "chat.html": html.encode("utf-8"),
         "file-Ab12Cd34-pulse_chart.png": _tiny_png(),
     }
@@ -321,48 +446,109 @@ def claude_export() -> dict[str, bytes]:
     projects.json (knowledge docs, custom instructions, an empty starter project), users.json and
     memories.json (Claude's memory of the user: account-wide and per project)."""
     conversation = {
-        "uuid": "5f0c7a1e-bbbb-4000-8000-000000000001", "name": "Разбор плана тренировок",
-        "created_at": "2025-02-10T08:00:00.000000Z", "updated_at": "2025-02-10T08:30:00.000000Z",
+        "uuid": "5f0c7a1e-bbbb-4000-8000-000000000001",
+        "name": "Разбор плана тренировок",
+        "created_at": "2025-02-10T08:00:00.000000Z",
+        "updated_at": "2025-02-10T08:30:00.000000Z",
         "account": {"uuid": "acc-1"},
         "chat_messages": [
-            {"uuid": "m1", "text": "Посмотри мой план", "sender": "human", "created_at": "2025-02-10T08:00:00.000000Z",
-             "updated_at": "2025-02-10T08:00:00.000000Z",
-             "content": [{"type": "text", "text": "Посмотри мой план на неделю, всё ли разумно?"}],
-             "attachments": [{"file_name": "plan.txt", "file_size": 120, "file_type": "txt",
-                              "extracted_content": "Понедельник: отдых.\n\nВторник: интервалы 5×1000 м.\n\n"
-                                                   "Суббота: длительная 28 км."}],
-             "files": []},
-            {"uuid": "m2", "text": "", "sender": "assistant", "created_at": "2025-02-10T08:01:00.000000Z",
-             "updated_at": "2025-02-10T08:01:00.000000Z",
-             "content": [{"type": "thinking", "thinking": "СКРЫТОЕ РАССУЖДЕНИЕ"},
-                         {"type": "text", "text": "План разумный, но длительную лучше сократить до 24 км."}],
-             "attachments": [], "files": []},
-            {"uuid": "m3", "text": "", "sender": "human", "created_at": "2025-02-10T08:02:00.000000Z",
-             "updated_at": "2025-02-10T08:02:00.000000Z", "content": [],
-             "attachments": [], "files": [{"file_name": "watch_export.fit"}]},
-            {"uuid": "m4", "text": "Файл с часов не читается, но по плану всё ок.", "sender": "assistant",
-             "created_at": "2025-02-10T08:03:00.000000Z", "updated_at": "2025-02-10T08:03:00.000000Z",
-             "content": [], "attachments": [], "files": []},
+            {
+                "uuid": "m1",
+                "text": "Посмотри мой план",
+                "sender": "human",
+                "created_at": "2025-02-10T08:00:00.000000Z",
+                "updated_at": "2025-02-10T08:00:00.000000Z",
+                "content": [{"type": "text", "text": "Посмотри мой план на неделю, всё ли разумно?"}],
+                "attachments": [
+                    {
+                        "file_name": "plan.txt",
+                        "file_size": 120,
+                        "file_type": "txt",
+                        "extracted_content": "Понедельник: отдых.\n\nВторник: интервалы 5×1000 м.\n\n"
+                        "Суббота: длительная 28 км.",
+                    }
+                ],
+                "files": [],
+            },
+            {
+                "uuid": "m2",
+                "text": "",
+                "sender": "assistant",
+                "created_at": "2025-02-10T08:01:00.000000Z",
+                "updated_at": "2025-02-10T08:01:00.000000Z",
+                "content": [
+                    {"type": "thinking", "thinking": "СКРЫТОЕ РАССУЖДЕНИЕ"},
+                    {"type": "text", "text": "План разумный, но длительную лучше сократить до 24 км."},
+                ],
+                "attachments": [],
+                "files": [],
+            },
+            {
+                "uuid": "m3",
+                "text": "",
+                "sender": "human",
+                "created_at": "2025-02-10T08:02:00.000000Z",
+                "updated_at": "2025-02-10T08:02:00.000000Z",
+                "content": [],
+                "attachments": [],
+                "files": [{"file_name": "watch_export.fit"}],
+            },
+            {
+                "uuid": "m4",
+                "text": "Файл с часов не читается, но по плану всё ок.",
+                "sender": "assistant",
+                "created_at": "2025-02-10T08:03:00.000000Z",
+                "updated_at": "2025-02-10T08:03:00.000000Z",
+                "content": [],
+                "attachments": [],
+                "files": [],
+            },
         ],
     }
     projects = [
-        {"uuid": "proj-1", "name": "Марафон 2025", "description": "Подготовка к весеннему марафону",
-         "is_private": True, "is_starter_project": False,
-         "prompt_template": "Я готовлюсь к марафону; учитывай мой пульс и объёмы.",
-         "created_at": "2025-01-05T10:00:00.000000Z", "updated_at": "2025-02-01T10:00:00.000000Z",
-         "creator": {"uuid": "acc-1", "full_name": "Runner"},
-         "docs": [{"uuid": "doc-1", "filename": "zones.md", "created_at": "2025-01-05T10:05:00.000000Z",
-                   "content": "# Пульсовые зоны\n\nЗона 2: 130–145 ударов.\n\nЗона 4: 165–175 ударов."}]},
-        {"uuid": "proj-2", "name": "How to use Claude", "description": "", "is_private": False,
-         "is_starter_project": True, "prompt_template": "", "created_at": "2025-01-01T00:00:00.000000Z",
-         "updated_at": "2025-01-01T00:00:00.000000Z", "creator": {"uuid": "acc-1", "full_name": "Runner"}, "docs": []},
+        {
+            "uuid": "proj-1",
+            "name": "Марафон 2025",
+            "description": "Подготовка к весеннему марафону",
+            "is_private": True,
+            "is_starter_project": False,
+            "prompt_template": "Я готовлюсь к марафону; учитывай мой пульс и объёмы.",
+            "created_at": "2025-01-05T10:00:00.000000Z",
+            "updated_at": "2025-02-01T10:00:00.000000Z",
+            "creator": {"uuid": "acc-1", "full_name": "Runner"},
+            "docs": [
+                {
+                    "uuid": "doc-1",
+                    "filename": "zones.md",
+                    "created_at": "2025-01-05T10:05:00.000000Z",
+                    "content": "# Пульсовые зоны\n\nЗона 2: 130–145 ударов.\n\nЗона 4: 165–175 ударов.",
+                }
+            ],
+        },
+        {
+            "uuid": "proj-2",
+            "name": "How to use Claude",
+            "description": "",
+            "is_private": False,
+            "is_starter_project": True,
+            "prompt_template": "",
+            "created_at": "2025-01-01T00:00:00.000000Z",
+            "updated_at": "2025-01-01T00:00:00.000000Z",
+            "creator": {"uuid": "acc-1", "full_name": "Runner"},
+            "docs": [],
+        },
     ]
-    users = [{"uuid": "acc-1", "full_name": "Runner", "email_address": "runner@example.com",
-              "verified_phone_number": None}]
-    memories = [{"conversations_memory": "**Work context**\n\nИнженер-программист, бегает марафоны.\n\n"
-                                         "**Preferences**\n\nПросит коротких ответов с цифрами.",
-                 "project_memories": {"proj-1": "Готовится к весеннему марафону, цель 3:30."},
-                 "account_uuid": "acc-1"}]
+    users = [
+        {"uuid": "acc-1", "full_name": "Runner", "email_address": "runner@example.com", "verified_phone_number": None}
+    ]
+    memories = [
+        {
+            "conversations_memory": "**Work context**\n\nИнженер-программист, бегает марафоны.\n\n"
+            "**Preferences**\n\nПросит коротких ответов с цифрами.",
+            "project_memories": {"proj-1": "Готовится к весеннему марафону, цель 3:30."},
+            "account_uuid": "acc-1",
+        }
+    ]
     return {
         "conversations.json": json.dumps([conversation], ensure_ascii=False, indent=1).encode("utf-8"),
         "projects.json": json.dumps(projects, ensure_ascii=False, indent=1).encode("utf-8"),

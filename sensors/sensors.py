@@ -9,11 +9,23 @@ from assets.jobs import memory_job, reindex_job, training_job
 from assets.resources import MemoryPipelineResource
 from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import load_config
-from memory_pipeline.records import Kind
 from memory_pipeline.ingest.watch import pending_changes
+from memory_pipeline.records import Kind
 
-DOWNSTREAM_OF_INGEST = ["ingest_report", "chunk_embeddings", "chunks", "faiss_index", "retrieval_eval", "item_scores", "item_tiers"]
-KIND_ASSETS = {Kind.DIALOGUE: "dialogue_documents", Kind.ARTICLE: "article_documents", Kind.LECTURE: "lecture_documents"}
+DOWNSTREAM_OF_INGEST = [
+    "ingest_report",
+    "chunk_embeddings",
+    "chunks",
+    "faiss_index",
+    "retrieval_eval",
+    "item_scores",
+    "item_tiers",
+]
+KIND_ASSETS = {
+    Kind.DIALOGUE: "dialogue_documents",
+    Kind.ARTICLE: "article_documents",
+    Kind.LECTURE: "lecture_documents",
+}
 CHANGE_SET_TAG = "memory_pipeline/change_set"
 CHANGED_PATHS_TAG = "memory_pipeline/changed_paths"
 MAX_RUNS_PER_CHANGE_SET = 3
@@ -60,7 +72,9 @@ def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPip
     runs = context.instance.get_runs(filters=dg.RunsFilter(tags={CHANGE_SET_TAG: last})) if last else []
     active = next((run for run in runs if not run.is_finished), None)
     if active is not None:
-        return dg.SkipReason(f"run {active.run_id} of the last change set is {active.status.value.lower()}; new changes wait for it")
+        return dg.SkipReason(
+            f"run {active.run_id} of the last change set is {active.status.value.lower()}; new changes wait for it"
+        )
     failures = sum(run.status in ENDED_BADLY for run in runs)
     changes = pending_changes(config)
     if changes.empty:
@@ -74,7 +88,9 @@ def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPip
     waited = now - cursor["since"]
     settle = config.schedule.settle_seconds
     if waited < settle:
-        return dg.SkipReason(f"{changes.count()} changed paths; waiting {settle - waited:.0f}s more for the burst to settle")
+        return dg.SkipReason(
+            f"{changes.count()} changed paths; waiting {settle - waited:.0f}s more for the burst to settle"
+        )
     attempt = failures if changes.digest == last else 0
     if attempt >= MAX_RUNS_PER_CHANGE_SET:
         return _given_up(runs[0], attempt)
@@ -98,7 +114,9 @@ def _retry(digest: str, failed: dg.DagsterRun, failures: int) -> dg.RunRequest |
     return dg.RunRequest(
         run_key=f"{digest}:{failures}",
         run_config=failed.run_config,
-        asset_selection=sorted(failed.asset_selection, key=lambda key: key.to_user_string()) if failed.asset_selection else None,
+        asset_selection=sorted(failed.asset_selection, key=lambda key: key.to_user_string())
+        if failed.asset_selection
+        else None,
         tags={CHANGED_PATHS_TAG: failed.tags.get(CHANGED_PATHS_TAG, "0"), CHANGE_SET_TAG: digest},
     )
 
@@ -155,7 +173,9 @@ def _step_failure(event: dg.DagsterEvent) -> dict:
 def nightly_training_sensor(context: dg.RunStatusSensorContext, pipeline: MemoryPipelineResource):
     run_id = context.dagster_run.run_id
     for adapter in pipeline.config.adapters:
-        yield dg.RunRequest(run_key=f"{run_id}:{adapter.name}", partition_key=adapter.name, tags={"memory_pipeline/after_run": run_id})
+        yield dg.RunRequest(
+            run_key=f"{run_id}:{adapter.name}", partition_key=adapter.name, tags={"memory_pipeline/after_run": run_id}
+        )
 
 
 @dg.sensor(
@@ -175,7 +195,13 @@ def new_examples_sensor(context: dg.SensorEvaluationContext, pipeline: MemoryPip
         new = new_examples_since_latest(config, adapter.name)
         if new >= threshold:
             latest = latest_version_name(config, adapter.name) or "none"
-            requests.append(dg.RunRequest(run_key=f"{adapter.name}:{latest}:{new}", partition_key=adapter.name, tags={"memory_pipeline/new_examples": str(new)}))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{adapter.name}:{latest}:{new}",
+                    partition_key=adapter.name,
+                    tags={"memory_pipeline/new_examples": str(new)},
+                )
+            )
         else:
             waiting.append(f"{adapter.name}: {new}/{threshold}")
     if not requests:

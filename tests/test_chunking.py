@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from memory_pipeline.index.chunking import chunk_document, exchanges
 from memory_pipeline.config import ChunkingConfig, EmbeddingConfig
+from memory_pipeline.index.chunking import chunk_document, exchanges
 from memory_pipeline.records import Document, Kind, Section, Segment, Turn, sha256_text
 from memory_pipeline.tokens import count_tokens, split_by_tokens
 
@@ -154,7 +154,12 @@ def test_huge_question_is_truncated_as_context_and_indexed_in_full():
 
 
 def test_unchanged_exchange_keeps_its_chunk_id():
-    turns = [("user", "First question?"), ("assistant", "First answer."), ("user", "Second?"), ("assistant", "Second answer.")]
+    turns = [
+        ("user", "First question?"),
+        ("assistant", "First answer."),
+        ("user", "Second?"),
+        ("assistant", "Second answer."),
+    ]
     turns += [("user", "Third?"), ("assistant", "Third answer.")]
     before = chunk_document(dialogue(*turns), ChunkingConfig())
     turns[3] = ("assistant", "Second answer, edited.")
@@ -167,7 +172,12 @@ def test_unchanged_exchange_keeps_its_chunk_id():
 
 
 def test_chunk_ids_follow_the_lineage_so_a_new_version_of_a_document_keeps_them():
-    turns = [("user", "First question?"), ("assistant", "First answer."), ("user", "Second?"), ("assistant", "Second answer.")]
+    turns = [
+        ("user", "First question?"),
+        ("assistant", "First answer."),
+        ("user", "Second?"),
+        ("assistant", "Second answer."),
+    ]
     before = chunk_document(dialogue(*turns, doc_id="v1"), ChunkingConfig())
     assert {c.lineage for c in before} == {"v1"}  # a document starts its own lineage
     turns[3] = ("assistant", "Second answer, edited.")
@@ -205,8 +215,12 @@ def test_timezone_aware_times_become_naive_utc():
 def test_article_chunks_carry_heading_path_page_and_overlap():
     config = ChunkingConfig(max_tokens=96, overlap_tokens=16)
     doc = article(
-        Section(heading_path=["Training", "Long runs"], text="\n\n".join(paragraph(f"P{i}", 3) for i in range(3)), page=4),
-        Section(heading_path=["Training", "Long runs"], text="\n\n".join(paragraph(f"Q{i}", 3) for i in range(3)), page=5),
+        Section(
+            heading_path=["Training", "Long runs"], text="\n\n".join(paragraph(f"P{i}", 3) for i in range(3)), page=4
+        ),
+        Section(
+            heading_path=["Training", "Long runs"], text="\n\n".join(paragraph(f"Q{i}", 3) for i in range(3)), page=5
+        ),
         Section(heading_path=["Nutrition"], text="Eat carbohydrates the evening before.", page=6),
     )
     chunks = chunk_document(doc, config)
@@ -221,7 +235,9 @@ def test_article_chunks_carry_heading_path_page_and_overlap():
         shared = body.split("\n\n")[0]
         assert previous.text.endswith(shared), "each chunk starts with the previous chunk's tail"
         assert 0 < count_tokens(shared) <= config.overlap_tokens
-        assert shared[0].isupper() and previous.text[: -len(shared)].rstrip()[-1] in ".!?", "the tail is whole sentences"
+        assert shared[0].isupper() and previous.text[: -len(shared)].rstrip()[-1] in ".!?", (
+            "the tail is whole sentences"
+        )
     nutrition = chunks[-1]
     assert nutrition.heading == "Nutrition" and nutrition.page == 6
     assert nutrition.text == "Nutrition\n\nEat carbohydrates the evening before."  # no overlap across sections

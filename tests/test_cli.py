@@ -21,7 +21,11 @@ pytestmark = pytest.mark.slow  # real ingest and the default embeddings, once pe
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 SOURCES = {
-    "dialogues": [FIXTURES / "dialogues" / "chatgpt_single.json", FIXTURES / "dialogues" / "claude_export.json", FIXTURES / "dialogues" / "chat_conversations.jsonl"],
+    "dialogues": [
+        FIXTURES / "dialogues" / "chatgpt_single.json",
+        FIXTURES / "dialogues" / "claude_export.json",
+        FIXTURES / "dialogues" / "chat_conversations.jsonl",
+    ],
     "lectures": [FIXTURES / "lectures" / "coach_talk.srt"],
 }
 
@@ -110,7 +114,11 @@ def test_explain_an_unknown_item_is_one_clear_error(corpus, monkeypatch, capsys)
     config_file, storage, _ = corpus
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     monkeypatch.delenv(STORAGE_ENV, raising=False)
-    monkeypatch.setattr(sys, "argv", ["memory-pipeline", "--config", str(config_file), "--storage", str(storage), "explain", "no-such-item"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["memory-pipeline", "--config", str(config_file), "--storage", str(storage), "explain", "no-such-item"],
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.run()
     assert exit_info.value.code == 2

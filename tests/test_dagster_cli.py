@@ -20,7 +20,15 @@ def test_materialize_ingest_group_from_the_command_line(tmp_path):
     config = load_config(REPO / "memory_pipeline.yaml", storage=tmp_path / "storage")
     env = dagster_env(config)
     dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "asset", "materialize", "-f", "definitions.py", "--select", "dialogue_documents,article_documents,lecture_documents,ingest_report"]
+    command = [
+        dagster,
+        "asset",
+        "materialize",
+        "-f",
+        "definitions.py",
+        "--select",
+        "dialogue_documents,article_documents,lecture_documents,ingest_report",
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "RUN_SUCCESS" in result.stdout + result.stderr

@@ -67,9 +67,14 @@ def test_memory_job_runs_on_a_postgres_instance_and_the_webserver_reads_it_back(
     import psycopg2
 
     config_file = tmp_path / "memory_pipeline.yaml"
-    sources = {"dialogues": [str(FIXTURES / "dialogues" / "chatgpt_single.json")], "lectures": [str(FIXTURES / "lectures" / "coach_talk.srt")]}
+    sources = {
+        "dialogues": [str(FIXTURES / "dialogues" / "chatgpt_single.json")],
+        "lectures": [str(FIXTURES / "lectures" / "coach_talk.srt")],
+    }
     # In-process: one process for the whole run is enough to exercise the storage, and much faster on 2 cores.
-    config_file.write_text(yaml.safe_dump({"sources": sources, "scaleout": {"executor": "in_process"}}), encoding="utf-8")
+    config_file.write_text(
+        yaml.safe_dump({"sources": sources, "scaleout": {"executor": "in_process"}}), encoding="utf-8"
+    )
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
@@ -105,7 +110,11 @@ def test_memory_job_runs_on_a_postgres_instance_and_the_webserver_reads_it_back(
         web_port = _free_port()
         web = subprocess.Popen(
             [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             runs = _graphql_runs(f"http://127.0.0.1:{web_port}", web)

@@ -20,7 +20,10 @@ from memory_pipeline.instance import ensure_dagster_home
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 OUR_SENSORS = {
-    "source_files_sensor", "new_examples_sensor", "run_failure_record_sensor", "nightly_training_sensor",
+    "source_files_sensor",
+    "new_examples_sensor",
+    "run_failure_record_sensor",
+    "nightly_training_sensor",
     "default_automation_condition_sensor",
 }
 
@@ -87,13 +90,34 @@ def dagster_dev(tmp_path_factory):
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     storage = root / "storage"
     config = load_config(config_file, storage=storage)
-    env = dict(os.environ, DAGSTER_HOME=str(ensure_dagster_home(config)), MEMORY_PIPELINE_CONFIG=str(config_file), MEMORY_PIPELINE_STORAGE=str(storage))
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(ensure_dagster_home(config)),
+        MEMORY_PIPELINE_CONFIG=str(config_file),
+        MEMORY_PIPELINE_STORAGE=str(storage),
+    )
     port = _free_port()
     log_path = root / "dagster_dev.log"
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(  # `memory-pipeline ui`: dagster dev -w workspace.yaml with the project's settings
-            [sys.executable, "-m", "memory_pipeline.cli", "--config", str(config_file), "--storage", str(storage), "ui", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_interruptible,
+            [
+                sys.executable,
+                "-m",
+                "memory_pipeline.cli",
+                "--config",
+                str(config_file),
+                "--storage",
+                str(storage),
+                "ui",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_interruptible,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -103,7 +127,9 @@ def dagster_dev(tmp_path_factory):
             if process.poll() is not None:
                 pytest.fail(f"dagster dev exited: {log_path.read_text(encoding='utf-8')[-5000:]}")
             if time.time() > deadline:
-                pytest.fail(f"dagster dev did not load and tick the sensors in time: {log_path.read_text(encoding='utf-8')[-5000:]}")
+                pytest.fail(
+                    f"dagster dev did not load and tick the sensors in time: {log_path.read_text(encoding='utf-8')[-5000:]}"
+                )
             time.sleep(2)
             try:
                 if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
@@ -137,25 +163,40 @@ def test_workspace_loads_without_errors(graphql):
     entries = graphql["workspaceOrError"]["locationEntries"]
     assert [e["name"] for e in entries] == ["memory_pipeline"]
     assert entries[0]["loadStatus"] == "LOADED"
-    assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", entries[0]["locationOrLoadError"].get("message")
+    assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", entries[0][
+        "locationOrLoadError"
+    ].get("message")
 
 
 def test_all_assets_checks_jobs_schedules_and_sensors_are_loaded(graphql):
     (repo,) = graphql["repositoriesOrError"]["nodes"]
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
     expected_assets = {
-        "parsed_sources": "ingest", "dialogue_documents": "ingest", "article_documents": "ingest",
-        "lecture_documents": "ingest", "ingest_report": "ingest",
-        "chunk_embeddings": "index", "chunks": "index", "faiss_index": "index", "retrieval_eval": "index",
-        "item_scores": "promote", "item_tiers": "promote",
-        "training_sets": "train", "lora_adapters": "train",
+        "parsed_sources": "ingest",
+        "dialogue_documents": "ingest",
+        "article_documents": "ingest",
+        "lecture_documents": "ingest",
+        "ingest_report": "ingest",
+        "chunk_embeddings": "index",
+        "chunks": "index",
+        "faiss_index": "index",
+        "retrieval_eval": "index",
+        "item_scores": "promote",
+        "item_tiers": "promote",
+        "training_sets": "train",
+        "lora_adapters": "train",
     }
     for name, group in expected_assets.items():
         assert name in assets, f"asset {name} missing"
         assert assets[name]["groupName"] == group
         assert assets[name]["description"], f"asset {name} has no description"
     checks = {c["name"] for a in assets.values() for c in (a["assetChecksOrError"] or {}).get("checks", [])}
-    assert {"ingest_report_no_failures", "faiss_index_matches_chunks", "item_tiers_complete_and_exclusive", "lora_adapters_gate_passed"} <= checks
+    assert {
+        "ingest_report_no_failures",
+        "faiss_index_matches_chunks",
+        "item_tiers_complete_and_exclusive",
+        "lora_adapters_gate_passed",
+    } <= checks
     jobs = {j["name"] for j in repo["jobs"]}
     assert {"reindex_job", "memory_job", "training_job"} <= jobs
     schedules = {s["name"]: s for s in repo["schedules"]}

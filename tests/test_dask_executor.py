@@ -29,7 +29,12 @@ pytestmark = pytest.mark.slow  # two full memory runs, one on a dask cluster of 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 CORPUS = {
-    "dialogues": ["dialogues/chatgpt_single.json", "dialogues/claude_export.json", "dialogues/chat_conversations.jsonl", "nexus_obsidian"],
+    "dialogues": [
+        "dialogues/chatgpt_single.json",
+        "dialogues/claude_export.json",
+        "dialogues/chat_conversations.jsonl",
+        "nexus_obsidian",
+    ],
     "articles": ["articles/training_notes.md", "articles/plain_notes.txt", "articles/marathon_pacing.pdf"],
     "lectures": ["lectures/coach_talk.srt", "lectures/interval_qa.vtt", "lectures/timed_transcript.txt"],
 }
@@ -52,11 +57,28 @@ def _memory_run(root: Path, sources: dict, scaleout: dict) -> tuple[Path, Path]:
     storage = root / "storage"
     home = storage / "dagster_home"
     home.mkdir(parents=True)
-    env = dict(os.environ, DAGSTER_HOME=str(home), MEMORY_PIPELINE_CONFIG=str(config_file), MEMORY_PIPELINE_STORAGE=str(storage))
-    command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", "-f", "definitions.py", "-j", "memory_job"]
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(home),
+        MEMORY_PIPELINE_CONFIG=str(config_file),
+        MEMORY_PIPELINE_STORAGE=str(storage),
+    )
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        "job",
+        "execute",
+        "-f",
+        "definitions.py",
+        "-j",
+        "memory_job",
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    built = CliRunner().invoke(cli.app, ["--config", str(config_file), "--storage", str(storage), "datasets", "build"], env={CONFIG_ENV: None, STORAGE_ENV: None})
+    built = CliRunner().invoke(
+        cli.app,
+        ["--config", str(config_file), "--storage", str(storage), "datasets", "build"],
+        env={CONFIG_ENV: None, STORAGE_ENV: None},
+    )
     assert built.exit_code == 0, built.output
     return config_file, storage
 
@@ -71,7 +93,10 @@ def _steps(storage: Path) -> dict[str, str]:
 def _chunks(config_file: Path, storage: Path) -> dict[str, tuple]:
     config = load_config(config_file, storage=storage)
     store = ChunkStore(config.lancedb_uri, embedder_model_id(config.embedding))
-    return {r["chunk_id"]: (r["doc_id"], r["text"], np.asarray(r["vector"])) for r in store.rows(["chunk_id", "doc_id", "text", "vector"])}
+    return {
+        r["chunk_id"]: (r["doc_id"], r["text"], np.asarray(r["vector"]))
+        for r in store.rows(["chunk_id", "doc_id", "text", "vector"])
+    }
 
 
 def _documents(config_file: Path, storage: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
+from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer, for TRL)
 
 from memory_pipeline.config import AdapterConfig, Config, DatasetsConfig
 from memory_pipeline.datasets import (
@@ -42,7 +43,6 @@ from memory_pipeline.datasets.formats import text_example
 from memory_pipeline.datasets.versions import commit_version, data_files
 from memory_pipeline.errors import StoreError
 from memory_pipeline.records import Document, Kind, Section, Turn, sha256_bytes
-from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer, for TRL)
 
 SYSTEM = "Ты думаешь и отвечаешь так, как думает пользователь."
 CHATML = (
@@ -88,9 +88,19 @@ def dialogue(doc_id: str, turns: list[tuple[str, str]], title: str = "Разго
 
 def exchanges(doc: Document, *, adapters: tuple[str, ...] = ("core",), score: float = 0.7) -> list[Assignment]:
     """One assignment per exchange (a run of user turns and the answers to it), as the promote stage scores them."""
-    starts = [i for i, t in enumerate(doc.turns) if i == 0 or (t.role == "user" and doc.turns[i - 1].role == "assistant")]
+    starts = [
+        i for i, t in enumerate(doc.turns) if i == 0 or (t.role == "user" and doc.turns[i - 1].role == "assistant")
+    ]
     return [
-        Assignment(f"{doc.doc_id}:{s}", doc.doc_id, "dialogue", {"turn_index": s}, score, list(adapters), text=doc.turns[s].text)
+        Assignment(
+            f"{doc.doc_id}:{s}",
+            doc.doc_id,
+            "dialogue",
+            {"turn_index": s},
+            score,
+            list(adapters),
+            text=doc.turns[s].text,
+        )
         for s in starts
     ]
 
@@ -108,7 +118,12 @@ def corpus(n_docs: int, *, seed: int = 1, exchanges_per_doc: int = 3) -> list[Do
 
 def article(doc_id: str, heading: str, seed: int) -> Document:
     return Document(
-        doc_id=doc_id, kind=Kind.ARTICLE, format="markdown", title="Notes", source_path=f"/{doc_id}.md", source_hash="0" * 64,
+        doc_id=doc_id,
+        kind=Kind.ARTICLE,
+        format="markdown",
+        title="Notes",
+        source_path=f"/{doc_id}.md",
+        source_hash="0" * 64,
         sections=[Section(heading_path=[heading], text=words(random.Random(1000 + seed), 40))],
     ).finalize()
 
@@ -118,7 +133,15 @@ def chats_and_articles(n_docs: int, adapters: tuple[str, ...]) -> tuple[list[Ass
     docs, articles = corpus(n_docs), [article(f"art{i}", f"Rivers {i}", seed=i) for i in range(8)]
     assignments = [a for d in docs for a in exchanges(d, adapters=adapters)]
     assignments += [
-        Assignment(f"{a.doc_id}:0", a.doc_id, "article", {"heading": a.sections[0].heading_path[-1]}, 0.8, ["topic"], text=a.sections[0].text)
+        Assignment(
+            f"{a.doc_id}:0",
+            a.doc_id,
+            "article",
+            {"heading": a.sections[0].heading_path[-1]},
+            0.8,
+            ["topic"],
+            text=a.sections[0].text,
+        )
         for a in articles
     ]
     return assignments, [*docs, *articles]
@@ -140,7 +163,13 @@ def example(item_id: str, text: str, *, doc_id: str = "d", score: float = 0.5, s
     if system is None:
         record: dict[str, Any] = {"text": text}
     else:
-        record = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": "q"}, {"role": "assistant", "content": text}]}
+        record = {
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": text},
+            ]
+        }
     return with_token_counts([Example(item_id, doc_id, "article", score, record, text)])[0]
 
 
@@ -171,7 +200,10 @@ def test_normalize_merges_same_role_puts_system_first_and_ends_on_assistant():
 
 
 def test_assistant_voice_keeps_answers_as_targets_with_context():
-    doc = dialogue("a", [("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("user", "u2 more"), ("assistant", "a2"), ("user", "u3")])
+    doc = dialogue(
+        "a",
+        [("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("user", "u2 more"), ("assistant", "a2"), ("user", "u3")],
+    )
     full = chat_example(doc, 2, voice="assistant", system_prompt="sys", context_tokens=100, count_tokens=count)
     assert full.messages == [
         {"role": "system", "content": "sys"},
@@ -186,7 +218,16 @@ def test_assistant_voice_keeps_answers_as_targets_with_context():
 
 
 def test_user_voice_swaps_roles_and_uses_previous_answer_or_title_as_prompt():
-    doc = dialogue("u", [("user", "моя мысль"), ("assistant", "ответ модели"), ("user", "я думаю иначе"), ("user", "и вот почему"), ("assistant", "понятно")])
+    doc = dialogue(
+        "u",
+        [
+            ("user", "моя мысль"),
+            ("assistant", "ответ модели"),
+            ("user", "я думаю иначе"),
+            ("user", "и вот почему"),
+            ("assistant", "понятно"),
+        ],
+    )
     first = chat_example(doc, 0, voice="user", system_prompt=SYSTEM, context_tokens=100, count_tokens=count)
     assert first.messages == [
         {"role": "system", "content": SYSTEM},
@@ -194,7 +235,10 @@ def test_user_voice_swaps_roles_and_uses_previous_answer_or_title_as_prompt():
         {"role": "assistant", "content": "моя мысль"},
     ]
     second = chat_example(doc, 2, voice="user", system_prompt="", context_tokens=0, count_tokens=count)
-    assert second.messages == [{"role": "user", "content": "ответ модели"}, {"role": "assistant", "content": "я думаю иначе\n\nи вот почему"}]
+    assert second.messages == [
+        {"role": "user", "content": "ответ модели"},
+        {"role": "assistant", "content": "я думаю иначе\n\nи вот почему"},
+    ]
     with_context = chat_example(doc, 2, voice="user", system_prompt="", context_tokens=100, count_tokens=count)
     assert [m["role"] for m in with_context.messages] == ["user", "assistant", "user", "assistant"]
     assert with_context.messages[1]["content"] == "моя мысль"
@@ -204,7 +248,9 @@ def test_user_voice_swaps_roles_and_uses_previous_answer_or_title_as_prompt():
 
 
 def test_context_stops_at_the_token_budget():
-    doc = dialogue("c", [("user", "one two three"), ("assistant", "four five"), ("user", "six"), ("assistant", "seven")])
+    doc = dialogue(
+        "c", [("user", "one two three"), ("assistant", "four five"), ("user", "six"), ("assistant", "seven")]
+    )
     # Each earlier run costs its words plus 4 tokens of template overhead: "four five" fits in 6, "one two three" does not.
     result = chat_example(doc, 2, voice="assistant", system_prompt="", context_tokens=6, count_tokens=count)
     assert result.messages[0] == {"role": "user", "content": "Продолжи разговор на тему: Разговор о памяти"}
@@ -316,14 +362,30 @@ def test_build_writes_a_complete_version_with_card(tmp_path):
     assert result.created and result.version == "v0001-20250102T030405"
     folder = result.path
     assert sorted(p.name for p in folder.iterdir()) == [
-        "axolotl.yaml", "card.json", "card.md", "dataset_info.json", "eval.jsonl", "heldout.jsonl", "items.jsonl", "train.jsonl"
+        "axolotl.yaml",
+        "card.json",
+        "card.md",
+        "dataset_info.json",
+        "eval.jsonl",
+        "heldout.jsonl",
+        "items.jsonl",
+        "train.jsonl",
     ]
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     assert card["counts"]["promoted_items"] == len(assignments) - 1
     assert card["counts"]["train"] + card["counts"]["eval"] == len(assignments) - 1
     assert card["counts"]["heldout"] == len(general_heldout())
     assert card["adapter_config"] == {"voice": "user", "system_prompt": SYSTEM, "description": "the user's worldview"}
-    assert {f["step"] for f in card["filters"]} >= {"language", "pii_scrub", "token_bounds", "exact_duplicates", "near_duplicates", "token_budget", "split_by_document", "decontamination"}
+    assert {f["step"] for f in card["filters"]} >= {
+        "language",
+        "pii_scrub",
+        "token_bounds",
+        "exact_duplicates",
+        "near_duplicates",
+        "token_budget",
+        "split_by_document",
+        "decontamination",
+    }
     assert card["tokens"]["train"]["total"] > 0 and card["tokens"]["train"]["p95"] <= card["tokens"]["train"]["max"]
     assert card["sources"]["document_formats"] == {"chatgpt_json": 24}
     assert card["files"]["data"] == {
@@ -331,11 +393,17 @@ def test_build_writes_a_complete_version_with_card(tmp_path):
         "eval.jsonl": {"split": "eval", "format": "chat", "examples": card["counts"]["eval"]},
     }
     chat_lines = (folder / "train.jsonl").read_bytes() + b"\x00" + (folder / "eval.jsonl").read_bytes()
-    assert card["content_hash"] == sha256_bytes(chat_lines)  # a chat-only set hashes as before text files were split out
+    assert card["content_hash"] == sha256_bytes(
+        chat_lines
+    )  # a chat-only set hashes as before text files were split out
     card_md = (folder / "card.md").read_text(encoding="utf-8")
     assert "| train |" in card_md and "| `eval.jsonl` | eval | chat |" in card_md and "dataset_info.json" in card_md
-    train_docs = {json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "train"}
-    eval_docs = {json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "eval"}
+    train_docs = {
+        json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "train"
+    }
+    eval_docs = {
+        json.loads(line)["doc_id"] for line in (folder / "items.jsonl").open() if json.loads(line)["outcome"] == "eval"
+    }
     assert train_docs and eval_docs and not train_docs & eval_docs
     for line in (folder / "train.jsonl").open(encoding="utf-8"):
         messages = json.loads(line)["messages"]
@@ -400,7 +468,9 @@ def test_mixed_set_keeps_one_line_format_per_file(tmp_path):
         assert len(lines) == entry.examples > 0
         assert all(list(line) == (["messages"] if entry.format == "chat" else ["text"]) for line in lines)
     assert {f"Rivers 0\n\n{documents[-8].sections[0].text}"} <= {
-        line["text"] for name in ("train_text.jsonl", "eval_text.jsonl") for line in map(json.loads, (result.path / name).open(encoding="utf-8"))
+        line["text"]
+        for name in ("train_text.jsonl", "eval_text.jsonl")
+        for line in map(json.loads, (result.path / name).open(encoding="utf-8"))
     }
     assert sum(f.examples for f in files.values() if f.split == "train") == card.counts.train
     train = read_split(result.path, "train")
@@ -409,7 +479,9 @@ def test_mixed_set_keeps_one_line_format_per_file(tmp_path):
     # A version from before text lines had files of their own: one train.jsonl holding both formats.
     old = result.path.parent / "v0000-20240101T000000"
     old.mkdir()
-    (old / "train.jsonl").write_text((result.path / "train.jsonl").read_text() + (result.path / "train_text.jsonl").read_text())
+    (old / "train.jsonl").write_text(
+        (result.path / "train.jsonl").read_text() + (result.path / "train_text.jsonl").read_text()
+    )
     assert sorted(e.key for e in read_split(old, "train")) == sorted(e.key for e in train)
 
 
@@ -427,14 +499,27 @@ def test_exports_name_each_data_file_with_its_type(tmp_path):
         "memory_topic_eval_text": "eval_text.jsonl",
     }
     assert info["memory_topic_train"]["formatting"] == "sharegpt"
-    assert info["memory_topic_train"]["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}
+    assert info["memory_topic_train"]["tags"] == {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    }
     assert info["memory_topic_train_text"]["columns"] == {"prompt": "text"}
     axolotl = yaml.safe_load((folder / "axolotl.yaml").read_text())
-    assert [(Path(d["path"]).name, d["type"]) for d in axolotl["datasets"]] == [("train.jsonl", "chat_template"), ("train_text.jsonl", "completion")]
-    assert [(Path(d["path"]).name, d["type"], d["split"]) for d in axolotl["test_datasets"]] == [
-        ("eval.jsonl", "chat_template", "train"), ("eval_text.jsonl", "completion", "train")
+    assert [(Path(d["path"]).name, d["type"]) for d in axolotl["datasets"]] == [
+        ("train.jsonl", "chat_template"),
+        ("train_text.jsonl", "completion"),
     ]
-    assert all(not Path(d["path"]).is_absolute() and (folder / d["path"]).is_file() for d in axolotl["datasets"] + axolotl["test_datasets"])
+    assert [(Path(d["path"]).name, d["type"], d["split"]) for d in axolotl["test_datasets"]] == [
+        ("eval.jsonl", "chat_template", "train"),
+        ("eval_text.jsonl", "completion", "train"),
+    ]
+    assert all(
+        not Path(d["path"]).is_absolute() and (folder / d["path"]).is_file()
+        for d in axolotl["datasets"] + axolotl["test_datasets"]
+    )
     assert axolotl["datasets"][0]["field_messages"] == "messages" and axolotl["datasets"][1]["field"] == "text"
 
     chat_only = build_dataset(config, "core", [a for d in corpus(6) for a in exchanges(d)], corpus(6)).path
@@ -456,9 +541,14 @@ def test_datasets_list_json_shows_files_and_exports(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)
     assert row["latest"] and row["path"] == str(folder)
-    assert row["exports"] == {"llamafactory": str(folder / "dataset_info.json"), "axolotl": str(folder / "axolotl.yaml")}
+    assert row["exports"] == {
+        "llamafactory": str(folder / "dataset_info.json"),
+        "axolotl": str(folder / "axolotl.yaml"),
+    }
     card_files = json.loads((folder / "card.json").read_text())["files"]["data"]
-    assert {name: f["examples"] for name, f in row["files"].items()} == {name: f["examples"] for name, f in card_files.items()}
+    assert {name: f["examples"] for name, f in row["files"].items()} == {
+        name: f["examples"] for name, f in card_files.items()
+    }
     assert all(Path(f["path"]).is_file() for f in row["files"].values())
 
 
@@ -477,7 +567,9 @@ def _chat_tokenizer(texts: list[str]):
     raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     raw.add_special_tokens(specials[2:])
-    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", chat_template=CHATML)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", chat_template=CHATML
+    )
 
 
 def core_and_topic_sets(tmp_path: Path) -> list[Path]:
@@ -493,9 +585,14 @@ def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
     from memory_pipeline.adapters.data import encode_example, parse_example, read_card
 
     folders = core_and_topic_sets(tmp_path)
-    files = [path for folder in folders for path in [*data_files(folder), folder / "heldout.jsonl"] if path.stat().st_size]
+    files = [
+        path for folder in folders for path in [*data_files(folder), folder / "heldout.jsonl"] if path.stat().st_size
+    ]
     all_text = [line for path in files for line in path.read_text(encoding="utf-8").split("\n") if line]
-    tokenizer = _chat_tokenizer([m["content"] for line in all_text for m in json.loads(line).get("messages", [])] + [json.loads(line).get("text", "") for line in all_text])
+    tokenizer = _chat_tokenizer(
+        [m["content"] for line in all_text for m in json.loads(line).get("messages", [])]
+        + [json.loads(line).get("text", "") for line in all_text]
+    )
     for folder in folders:
         assert read_card(folder).adapter == folder.parent.name
     rendered = 0
@@ -523,8 +620,12 @@ def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):
     folders = core_and_topic_sets(tmp_path)
     files = [path for folder in folders for path in data_files(folder)]
     assert [(p.parent.parent.name, p.name) for p in files] == [
-        ("core", "train.jsonl"), ("core", "eval.jsonl"),
-        ("topic", "train.jsonl"), ("topic", "eval.jsonl"), ("topic", "train_text.jsonl"), ("topic", "eval_text.jsonl"),
+        ("core", "train.jsonl"),
+        ("core", "eval.jsonl"),
+        ("topic", "train.jsonl"),
+        ("topic", "eval.jsonl"),
+        ("topic", "train_text.jsonl"),
+        ("topic", "eval_text.jsonl"),
     ]
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     for path in files:
@@ -540,14 +641,19 @@ def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):
             save_strategy="no",
             disable_tqdm=True,
         )
-        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base_dir), args=args, train_dataset=data, processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(base_dir),
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+        )
         assert trainer.train().global_step == 1, path
 
 
 def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):
     from memory_pipeline.datasets import build_dataset_for_adapter
-    from memory_pipeline.scoring.items import ItemUnit
     from memory_pipeline.scoring.assignments import ItemAssignment
+    from memory_pipeline.scoring.items import ItemUnit
 
     config = make_config(tmp_path)
     nothing = build_dataset_for_adapter(config, "core")
@@ -557,8 +663,17 @@ def test_promote_stage_assignments_and_an_empty_score_store(tmp_path):
     docs = corpus(6)
     real = [
         ItemAssignment(
-            item_id=a.item_id, doc_id=a.doc_id, kind="dialogue", title="t", source_path="/p", unit=ItemUnit(turn_index=a.unit["turn_index"]),
-            score=0.7, tier="lora:core", adapters=["core"], created_at=None, text=a.text,
+            item_id=a.item_id,
+            doc_id=a.doc_id,
+            kind="dialogue",
+            title="t",
+            source_path="/p",
+            unit=ItemUnit(turn_index=a.unit["turn_index"]),
+            score=0.7,
+            tier="lora:core",
+            adapters=["core"],
+            created_at=None,
+            text=a.text,
         )
         for d in docs
         for a in exchanges(d)
@@ -572,10 +687,14 @@ def test_items_whose_document_changed_or_vanished_are_counted_not_guessed(tmp_pa
     config = make_config(tmp_path)
     docs = corpus(6)
     assignments = [a for d in docs for a in exchanges(d)]
-    stale = Assignment("stale", "doc001", "dialogue", {"turn_index": 1}, 0.9)  # an assistant turn: not an exchange start
+    stale = Assignment(
+        "stale", "doc001", "dialogue", {"turn_index": 1}, 0.9
+    )  # an assistant turn: not an exchange start
     gone = Assignment("gone", "deleted", "dialogue", {"turn_index": 0}, 0.9)
     result = build_dataset(config, "core", [*assignments, stale, gone], docs)
     step = result.card.filters[0].model_dump()
     assert step == {"step": "lines_from_items", "removed": 2, "reasons": {"missing_document": 1, "stale_position": 1}}
-    outcomes = {json.loads(line)["item_id"]: json.loads(line)["outcome"] for line in (result.path / "items.jsonl").open()}
+    outcomes = {
+        json.loads(line)["item_id"]: json.loads(line)["outcome"] for line in (result.path / "items.jsonl").open()
+    }
     assert outcomes["stale"] == "stale_position" and outcomes["gone"] == "missing_document"

@@ -39,7 +39,10 @@ def test_jobs_resolve_with_their_selection():
     selected = {key.to_user_string() for key in reindex.asset_layer.selected_asset_keys}
     assert {"dialogue_documents", "chunks", "item_tiers"} <= selected and "lora_adapters" not in selected
     training = defs.resolve_job_def("training_job")
-    assert {key.to_user_string() for key in training.asset_layer.selected_asset_keys} == {"training_sets", "lora_adapters"}
+    assert {key.to_user_string() for key in training.asset_layer.selected_asset_keys} == {
+        "training_sets",
+        "lora_adapters",
+    }
 
 
 # What the UI shows after a run: the ingest and index assets materialized over the fixture files
@@ -59,11 +62,20 @@ def materialized(tmp_path_factory) -> dict[str, dict]:
     config_file = root / "memory_pipeline.yaml"
     config_file.write_text(yaml.safe_dump({"storage_root": "storage", "sources": sources}), encoding="utf-8")
     pipeline = MemoryPipelineResource(config_path=str(config_file))
-    resources = {"pipeline": pipeline, "embedder": EmbedderResource(pipeline=pipeline), "stores": StoresResource(pipeline=pipeline)}
+    resources = {
+        "pipeline": pipeline,
+        "embedder": EmbedderResource(pipeline=pipeline),
+        "stores": StoresResource(pipeline=pipeline),
+    }
     with dg.instance_for_test() as instance:
-        result = dg.materialize([*ingest.defs.assets, *index.defs.assets, *promote.defs.assets], instance=instance, resources=resources)
+        result = dg.materialize(
+            [*ingest.defs.assets, *index.defs.assets, *promote.defs.assets], instance=instance, resources=resources
+        )
     assert result.success
-    return {event.asset_key.to_user_string(): event.materialization.metadata for event in result.get_asset_materialization_events()}
+    return {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
 
 
 def columns(entry) -> list[str]:
@@ -83,9 +95,13 @@ def test_each_kind_reports_counts_per_format_repairs_failures_and_a_preview(mate
         metadata = materialized[name]
         assert metadata["documents_total"].value > 0, name
         assert columns(metadata["documents_per_format"]) == ["format", "documents"], name
-        assert columns(metadata["preview"]) == ["title", "format", "language", "n_units", "repaired", "source_path"], name
+        assert columns(metadata["preview"]) == ["title", "format", "language", "n_units", "repaired", "source_path"], (
+            name
+        )
         assert rows(metadata["preview"]), name
-        assert {"repaired_documents_this_run", "repaired_documents_total", "files_failed", "failures"} <= set(metadata), name
+        assert {"repaired_documents_this_run", "repaired_documents_total", "files_failed", "failures"} <= set(
+            metadata
+        ), name
     articles = materialized["article_documents"]
     assert articles["repaired_documents_total"].value >= 1 and articles["files_failed"].value >= 1
     assert any("binary.txt" in row["path"] for row in rows(articles["failures"]))
@@ -104,10 +120,18 @@ def test_chunks_and_faiss_index_report_counts_a_chunk_preview_and_the_index_shap
     assert sum(per_kind.values()) == chunks["chunks_total"].value
     assert columns(chunks["preview"]) == ["title", "kind", "position", "text"]
     positions = [row["position"] for row in rows(chunks["preview"])]
-    assert any("turn " in p for p in positions) and any("0:0" in p for p in positions)  # dialogue exchanges, lecture times
-    assert not any(isinstance(entry, dg.JsonMetadataValue) for entry in chunks.values())  # the figures once, not again as JSON
+    assert any("turn " in p for p in positions) and any(
+        "0:0" in p for p in positions
+    )  # dialogue exchanges, lecture times
+    assert not any(
+        isinstance(entry, dg.JsonMetadataValue) for entry in chunks.values()
+    )  # the figures once, not again as JSON
     assert faiss_index["ntotal"].value == chunks["chunks_total"].value
-    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == ("flat", 512, True)
+    assert (faiss_index["index_type"].value, faiss_index["dimension"].value, faiss_index["rebuilt"].value) == (
+        "flat",
+        512,
+        True,
+    )
 
 
 @pytest.mark.slow

@@ -71,8 +71,12 @@ def test_kubernetes_run_launcher_config_validates_against_dagster_k8s():
 def test_dask_executor_config_of_the_docs_validates_against_dagster_dask():
     from dagster_dask import dask_executor
 
-    _assert_valid(dask_executor.config_schema.config_type, {"cluster": {"existing": {"address": "tcp://scheduler:8786"}}})
-    _assert_valid(dask_executor.config_schema.config_type, {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}})
+    _assert_valid(
+        dask_executor.config_schema.config_type, {"cluster": {"existing": {"address": "tcp://scheduler:8786"}}}
+    )
+    _assert_valid(
+        dask_executor.config_schema.config_type, {"cluster": {"local": {"n_workers": 2, "threads_per_worker": 1}}}
+    )
 
 
 def test_a_bad_executor_config_is_refused_when_definitions_load(tmp_path):
@@ -80,6 +84,8 @@ def test_a_bad_executor_config_is_refused_when_definitions_load(tmp_path):
     from memory_pipeline.errors import ConfigError
 
     config_file = tmp_path / "memory_pipeline.yaml"
-    config_file.write_text(yaml.safe_dump({"scaleout": {"executor": "dask", "executor_config": {"cluster": {"nowhere": {}}}}}))
+    config_file.write_text(
+        yaml.safe_dump({"scaleout": {"executor": "dask", "executor_config": {"cluster": {"nowhere": {}}}}})
+    )
     with pytest.raises(ConfigError, match="scaleout.executor_config is not a valid dask config"):
         executor_for(load_config(config_file))

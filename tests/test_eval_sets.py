@@ -41,7 +41,12 @@ def test_every_question_has_an_accepted_answer_in_the_demo_corpus(demo_rows):
 
 
 def test_answers_match_by_file_title_turn_and_substring():
-    row = {"source_path": "/x/claude_conversations.json", "title": "Zone 2", "turn_index": 1, "text": "Run  EASY by feel"}
+    row = {
+        "source_path": "/x/claude_conversations.json",
+        "title": "Zone 2",
+        "turn_index": 1,
+        "text": "Run  EASY by feel",
+    }
     assert AcceptedAnswer(source="claude_conversations.json", title="Zone 2", turns=[0, 1]).matches(row)
     assert not AcceptedAnswer(source="claude_conversations.json", title="Other", turns=[0, 1]).matches(row)
     assert not AcceptedAnswer(source="claude_conversations.json", turns=[2, 3]).matches(row)
@@ -63,7 +68,9 @@ def test_ranks_count_each_exchange_once():
 
 def test_a_bad_question_line_names_the_file_and_line(tmp_path):
     path = tmp_path / "q.jsonl"
-    line = '{"id": "a", "split": "tune", "lang": "ru", "source_lang": "ru", "question": "?", "answers": [{"source": "x"}]}'
+    line = (
+        '{"id": "a", "split": "tune", "lang": "ru", "source_lang": "ru", "question": "?", "answers": [{"source": "x"}]}'
+    )
     path.write_text(line + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"q\.jsonl:1"):
         load_questions(path)
@@ -87,13 +94,29 @@ def _scored(unit_id: str, labels: list[str], *, stance: float, sport: float, spl
     """A unit with the signals of a typical demo exchange (score ~0.41 without importance)."""
     signals = {"novelty": 0.5, "redundancy": 1.0, "recurrence": 0.0, "density": 0.95, "quality": 1.0, "usage": 0.0}
     unit = RoutingUnit(
-        id=unit_id, source="x.json", title="x", unit="exchange", kind=Kind.DIALOGUE, labels=labels,
-        user_text="u" * 60, text="t" * 200, split=split,
+        id=unit_id,
+        source="x.json",
+        title="x",
+        unit="exchange",
+        kind=Kind.DIALOGUE,
+        labels=labels,
+        user_text="u" * 60,
+        text="t" * 200,
+        split=split,
     )
     routes = {"core": {"score": stance}, "sport": {"score": sport}}
     return ScoredUnit(
-        unit=unit, item_id=unit_id, keeper=unit_id, exact_duplicate=False, signals={**signals, "recency": 0.1},
-        markers_importance=0.0, stance=stance, routes=routes, age_days=400.0, decay=1.0, own_chars=60,
+        unit=unit,
+        item_id=unit_id,
+        keeper=unit_id,
+        exact_duplicate=False,
+        signals={**signals, "recency": 0.1},
+        markers_importance=0.0,
+        stance=stance,
+        routes=routes,
+        age_days=400.0,
+        decay=1.0,
+        own_chars=60,
     )
 
 

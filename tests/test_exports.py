@@ -112,7 +112,10 @@ def test_claude_zip_attachments_projects_and_thinking():
     assert instructions.metadata["scope"] == "project Марафон 2025" and "учитывай мой пульс" in instructions.body_text()
     assert instructions.updated_at.month == 2, "dated by the project"
     assert memory.metadata == {
-        "provider": "claude", "scope": "global", "written_by": "claude", "seen_in": "acc-1",
+        "provider": "claude",
+        "scope": "global",
+        "written_by": "claude",
+        "seen_in": "acc-1",
         "about_user": memory.body_text(),
     } and memory.body_text().startswith("**Work context**")
     assert memory.sections[0].heading_path == ["What Claude remembers about me"] and memory.updated_at is None
@@ -158,7 +161,7 @@ def _hostile(tmp_path: Path, name: str) -> Path:
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("conversations.json", good)
             link = zipfile.ZipInfo("link.json")
-            link.external_attr = (0o120777 << 16)
+            link.external_attr = 0o120777 << 16
             archive.writestr(link, "/etc/passwd")
         return path
     if name == "encrypted":  # zipfile cannot write encrypted members: set the flag in both headers
@@ -305,13 +308,26 @@ def _newer_chatgpt_export(path: Path) -> Path:
     mapping = marathon["mapping"]
     mapping["ctx"]["message"]["metadata"]["user_context_message_data"]["about_user_message"] = NEW_ABOUT_ME
     mapping["a2"]["children"] = ["u3"]
-    mapping["u3"] = {"id": "u3", "parent": "a2", "children": [], "message": {
-        "id": "u3", "author": {"role": "user"}, "create_time": 1738000000.0,
-        "content": {"content_type": "text", "parts": ["А если бежать 3:20?"]}}}
+    mapping["u3"] = {
+        "id": "u3",
+        "parent": "a2",
+        "children": [],
+        "message": {
+            "id": "u3",
+            "author": {"role": "user"},
+            "create_time": 1738000000.0,
+            "content": {"content_type": "text", "parts": ["А если бежать 3:20?"]},
+        },
+    }
     marathon["current_node"], marathon["update_time"] = "u3", 1738000000.0
     fresh = json.loads(json.dumps(conversations[1]))
-    fresh.update(id="6761e0b2-aaaa-8000-9000-000000000004", conversation_id="6761e0b2-aaaa-8000-9000-000000000004",
-                 title="Восстановление", create_time=1738100000.0, update_time=1738100000.0)
+    fresh.update(
+        id="6761e0b2-aaaa-8000-9000-000000000004",
+        conversation_id="6761e0b2-aaaa-8000-9000-000000000004",
+        title="Восстановление",
+        create_time=1738100000.0,
+        update_time=1738100000.0,
+    )
     fresh["mapping"]["u1"]["message"]["content"]["parts"] = ["Сколько отдыхать после марафона?"]
     fresh["mapping"]["ctx"]["message"]["metadata"]["user_context_message_data"]["about_user_message"] = NEW_ABOUT_ME
     content["conversations.json"] = json.dumps([marathon, fresh], ensure_ascii=False).encode("utf-8")
@@ -582,8 +598,12 @@ def _big_chatgpt_zip(path: Path, size: int) -> tuple[int, int]:
                     _message("a", "assistant", {"content_type": "text", "parts": [answer]}),
                 ]
                 mapping = {
-                    m["id"]: {"id": m["id"], "parent": chain[k - 1]["id"] if k else None,
-                              "children": [chain[k + 1]["id"]] if k + 1 < len(chain) else [], "message": m}
+                    m["id"]: {
+                        "id": m["id"],
+                        "parent": chain[k - 1]["id"] if k else None,
+                        "children": [chain[k + 1]["id"]] if k + 1 < len(chain) else [],
+                        "message": m,
+                    }
                     for k, m in enumerate(chain)
                 }
                 conversation = {"title": f"Run {n}", "id": f"c{n}", "current_node": "a", "mapping": mapping}

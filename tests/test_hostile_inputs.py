@@ -23,7 +23,19 @@ from memory_pipeline.service.app import create_app
 from memory_pipeline.service.inbox import Inbox, InboxMessage, inbox_file_name
 
 # Ids that the old naming mapped to one file ("a_b", "_", "x"*80), or to a hidden one.
-HOSTILE_IDS = ["a.b", "a,b", "a b", "a/b", "разговор", "беседа", ".x", "..", "../../x", "x" * 190 + "1", "x" * 190 + "2"]
+HOSTILE_IDS = [
+    "a.b",
+    "a,b",
+    "a b",
+    "a/b",
+    "разговор",
+    "беседа",
+    ".x",
+    "..",
+    "../../x",
+    "x" * 190 + "1",
+    "x" * 190 + "2",
+]
 
 
 def test_concurrent_writers_over_colliding_ids_lose_nothing(tmp_path):
@@ -39,7 +51,10 @@ def test_concurrent_writers_over_colliding_ids_lose_nothing(tmp_path):
             for turn in range(10):
                 text = f"writer {number} turn {turn} {conversation[:20]}"
                 role = "user" if turn % 2 == 0 else "assistant"
-                body = {"conversation_id": conversation, "messages": [{"role": role, "content": text, "turn_index": offset + turn}]}
+                body = {
+                    "conversation_id": conversation,
+                    "messages": [{"role": role, "content": text, "turn_index": offset + turn}],
+                }
                 response = client.post(f"{base}/dialogues", json=body)
                 assert response.status_code == 200, response.text
                 assert response.json()["recorded"] == 1
@@ -68,10 +83,17 @@ def test_bad_conversation_ids_get_a_clear_4xx(tmp_path):
     config.service.upstream_url = "http://127.0.0.1:9/v1"
     message = [{"role": "user", "content": "hi"}]
     with running(create_app(config, searcher=object())) as base:
-        for bad, reason in (("a\nb", "control character"), ("x" * 201, "over the limit"), ("", "empty"), ("a\x00", "control")):
+        for bad, reason in (
+            ("a\nb", "control character"),
+            ("x" * 201, "over the limit"),
+            ("", "empty"),
+            ("a\x00", "control"),
+        ):
             response = httpx.post(f"{base}/dialogues", json={"conversation_id": bad, "messages": message})
             assert response.status_code == 422 and reason in response.text, response.text
-        response = httpx.post(f"{base}/v1/chat/completions", json={"messages": message}, headers={"X-Conversation-Id": "x" * 300})
+        response = httpx.post(
+            f"{base}/v1/chat/completions", json={"messages": message}, headers={"X-Conversation-Id": "x" * 300}
+        )
         assert response.status_code == 400 and "X-Conversation-Id" in response.text
         response = httpx.post(f"{base}/dialogues", json={"messages": [{"role": "user", "content": None}]})
         assert response.status_code == 422 and "content is null" in response.text
@@ -83,7 +105,9 @@ def test_inbox_file_names_are_distinct_visible_and_never_replace_a_file(tmp_path
     assert len(names) == len(HOSTILE_IDS) and not [n for n in names if n.startswith(".")]
     inbox = Inbox(tmp_path / "inbox")
     path = inbox.path_for("c")
-    path.write_text('{"conversation_id": "other", "turn_index": 0, "role": "user", "content": "kept"}\n', encoding="utf-8")
+    path.write_text(
+        '{"conversation_id": "other", "turn_index": 0, "role": "user", "content": "kept"}\n', encoding="utf-8"
+    )
     inbox.record([InboxMessage(role="user", content="new")], conversation_id="c")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["content"] for r in rows] == ["kept", "new"]
@@ -138,7 +162,9 @@ def test_missing_source_folder_fails_the_cli(tmp_path):
     from memory_pipeline.cli import app
 
     config_file = tmp_path / "memory_pipeline.yaml"
-    config_file.write_text(f"storage_root: {tmp_path / 'storage'}\nsources:\n  articles: [{tmp_path / 'typo'}]\n", encoding="utf-8")
+    config_file.write_text(
+        f"storage_root: {tmp_path / 'storage'}\nsources:\n  articles: [{tmp_path / 'typo'}]\n", encoding="utf-8"
+    )
     result = CliRunner().invoke(app, ["--config", str(config_file), "ingest", "--no-index"])
     assert result.exit_code == 1 and "source folder is missing" in " ".join(result.output.split())
 
@@ -229,7 +255,7 @@ def test_no_body_gets_a_500_and_limits_answer_4xx(tmp_path):
     bodies = [
         deep,
         '{"messages": ' + deep + "}",
-        '{"query": "x", "filters": ' + "{\"a\": " * 5000 + "1" + "}" * 5000 + "}",
+        '{"query": "x", "filters": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}",
         '{"messages": [{"role": "user", "content": [' + "[" * 300 + "]" * 300 + "]}]}",
         "\x00\xff{",
         "null",
@@ -241,14 +267,22 @@ def test_no_body_gets_a_500_and_limits_answer_4xx(tmp_path):
     with running(create_app(config, searcher=object()), port=port) as base:
         for path in ("/search", "/dialogues", "/v1/chat/completions"):
             for body in bodies:
-                response = httpx.post(f"{base}{path}", content=body.encode("utf-8", "surrogateescape"), headers={"content-type": "application/json"})
+                response = httpx.post(
+                    f"{base}{path}",
+                    content=body.encode("utf-8", "surrogateescape"),
+                    headers={"content-type": "application/json"},
+                )
                 assert 400 <= response.status_code < 500, (path, body[:60], response.status_code, response.text[:300])
                 assert response.json()
-        too_deep = httpx.post(f"{base}/dialogues", content="[" * 10_000 + "]" * 10_000, headers={"content-type": "application/json"})
+        too_deep = httpx.post(
+            f"{base}/dialogues", content="[" * 10_000 + "]" * 10_000, headers={"content-type": "application/json"}
+        )
         assert "nested deeper than 256" in too_deep.text
         too_big = httpx.post(f"{base}/dialogues", json={"messages": [{"role": "user", "content": "x" * 60_000}]})
         assert too_big.status_code == 413 and "max_request_mb" in too_big.text
-        too_long = httpx.post(f"{base}/dialogues", json={"messages": [user, {"role": "assistant", "content": "y" * 2000}]})
+        too_long = httpx.post(
+            f"{base}/dialogues", json={"messages": [user, {"role": "assistant", "content": "y" * 2000}]}
+        )
         assert too_long.status_code == 422 and "message 1 is 2000 characters" in too_long.text
         loop = httpx.post(f"{base}/v1/chat/completions", json={"messages": [user]}, timeout=30)
         assert loop.status_code == 508 and "loop" in loop.text
@@ -259,13 +293,21 @@ def test_proxy_caps_forwarding_time_and_refuses_itself_at_start(tmp_path):
     from memory_pipeline.service.app import serve
 
     with running(_slow_upstream()) as upstream:
-        config = Config(storage_root=tmp_path / "storage", service={"upstream_url": f"{upstream}/v1"}, limits={"upstream_timeout_seconds": 1})
+        config = Config(
+            storage_root=tmp_path / "storage",
+            service={"upstream_url": f"{upstream}/v1"},
+            limits={"upstream_timeout_seconds": 1},
+        )
         with running(create_app(config, searcher=object())) as base:
             started = time.monotonic()
-            response = httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+            response = httpx.post(
+                f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30
+            )
             assert response.status_code == 504 and "upstream_timeout_seconds" in response.text
             assert time.monotonic() - started < 10
-    config = Config(storage_root=tmp_path / "storage", service={"upstream_url": "http://localhost:8765/v1", "port": 8765})
+    config = Config(
+        storage_root=tmp_path / "storage", service={"upstream_url": "http://localhost:8765/v1", "port": 8765}
+    )
     with pytest.raises(SystemExit, match="is this server"):
         serve(config)
 
@@ -278,7 +320,9 @@ def test_deep_nesting_in_source_files_is_a_named_failure(tmp_path):
     (chats / "deep.json").write_text('[{"mapping": ' + "[" * depth + "]" * depth + "}]", encoding="utf-8")
     good_line = json.dumps({"role": "user", "content": "a line that survives"})
     (chats / "deep.jsonl").write_text(good_line + "\n" + "[" * depth + "]" * depth + "\n", encoding="utf-8")
-    (pages / "deep.html").write_text("<html><body>" + "<div>" * depth + "x" + "</div>" * depth + "</body></html>", encoding="utf-8")
+    (pages / "deep.html").write_text(
+        "<html><body>" + "<div>" * depth + "x" + "</div>" * depth + "</body></html>", encoding="utf-8"
+    )
     (pages / "fine.html").write_text("<html><body><p>A fine page.</p></body></html>", encoding="utf-8")
     config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [chats], "articles": [pages]})
     reports = _ingest_in_time(config, seconds=60)
@@ -297,8 +341,12 @@ def test_chunks_per_document_are_capped(tmp_path):
 
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / "long.md").write_text("\n\n".join(f"# Part {n}\n\n" + f"Paragraph {n} about running. " * 60 for n in range(20)), encoding="utf-8")
-    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}, limits={"max_chunks_per_document": 3})
+    (notes / "long.md").write_text(
+        "\n\n".join(f"# Part {n}\n\n" + f"Paragraph {n} about running. " * 60 for n in range(20)), encoding="utf-8"
+    )
+    config = Config(
+        storage_root=tmp_path / "storage", sources={"articles": [notes]}, limits={"max_chunks_per_document": 3}
+    )
     ingest_all(config)
     report = sync_index(config, DocumentStore(config.documents_dir), load_embedder(config.embedding), progress=False)
     assert report.docs_truncated == 1 and report.chunks_total == 3
@@ -375,7 +423,9 @@ def test_parse_command_names_bad_files_without_tracebacks(tmp_path):
         handle.write(b"# Cafe\n\nText.\n")
     result = CliRunner().invoke(app, ["parse", "--json", str(folder)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    rows = {Path(row.get("path") or row["source_path"]).name: row for row in map(json.loads, result.output.splitlines())}
+    rows = {
+        Path(row.get("path") or row["source_path"]).name: row for row in map(json.loads, result.output.splitlines())
+    }
     assert "UTF-16" in rows["chatgpt.json"]["error"] and "whitespace" in rows["blank.md"]["error"]
     assert "FIFO" in rows["pipe.md"]["error"] and "deep.jsonl" in rows
     assert rows["caf\\xe9.md"]["title"] == "Cafe"
@@ -386,7 +436,10 @@ def test_inbox_files_with_null_content_are_tolerated(tmp_path):
     config.inbox_dir.mkdir(parents=True)
     rows = [{"conversation_id": "empty", "turn_index": 0, "role": "assistant", "content": None}]
     (config.inbox_dir / "empty.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    rows = [{"conversation_id": "mixed", "turn_index": i, "role": "user", "content": c} for i, c in enumerate([None, "", "real words"])]
+    rows = [
+        {"conversation_id": "mixed", "turn_index": i, "role": "user", "content": c}
+        for i, c in enumerate([None, "", "real words"])
+    ]
     (config.inbox_dir / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     report = ingest_all(config)[Kind.DIALOGUE]
     assert report.errors == [] and report.documents_total == 1

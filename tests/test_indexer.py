@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.index.sync import check_consistency, open_stores, sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,9 @@ def embedder():
 
 
 def _paragraphs(topic: str, n: int) -> str:
-    return "\n\n".join(f"Абзац {i} о теме «{topic}»: бег, темп, восстановление и сон, запись номер {i}." for i in range(n))
+    return "\n\n".join(
+        f"Абзац {i} о теме «{topic}»: бег, темп, восстановление и сон, запись номер {i}." for i in range(n)
+    )
 
 
 @pytest.fixture()
@@ -36,7 +38,11 @@ def corpus(tmp_path) -> Config:
     (notes / "long.md").write_text("# Длинная заметка\n\n" + _paragraphs("марафон", 40), encoding="utf-8")
     (notes / "short.md").write_text("# Короткая\n\nЛёгкий бег развивает аэробную базу.\n", encoding="utf-8")
     (notes / "other.md").write_text("# Football\n\nPressing needs compact lines.\n", encoding="utf-8")
-    return Config(storage_root=tmp_path / "storage", sources={"articles": [notes]}, chunking={"max_tokens": 64, "overlap_tokens": 8})
+    return Config(
+        storage_root=tmp_path / "storage",
+        sources={"articles": [notes]},
+        chunking={"max_tokens": 64, "overlap_tokens": 8},
+    )
 
 
 def _index(config: Config, embedder):
@@ -61,7 +67,11 @@ def _expected(config: Config, embedder) -> dict[str, set[str]]:
         d.doc_id: {
             c.chunk_id
             for c in chunk_document(
-                d, config.chunking, lineage=lineages.get(d.doc_id), max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens
+                d,
+                config.chunking,
+                lineage=lineages.get(d.doc_id),
+                max_model_tokens=embedder.max_tokens,
+                count_model_tokens=embedder.count_tokens,
             )
         }
         for d in docs
@@ -78,7 +88,9 @@ def test_add_change_delete_keep_both_stores_equal_and_complete(corpus, embedder)
     long_text = (notes / "long.md").read_text(encoding="utf-8")
     (notes / "long.md").write_text(long_text + "\n\nНовый абзац в конце про интервалы и пульс.\n", encoding="utf-8")
     changed = _index(corpus, embedder)
-    assert changed.docs_indexed == 1 and changed.docs_deleted == 1  # a changed file is a new document (identity by content)
+    assert (
+        changed.docs_indexed == 1 and changed.docs_deleted == 1
+    )  # a changed file is a new document (identity by content)
     assert 0 < changed.embedded < first.embedded / 4  # only the new text is embedded, the rest comes from the cache
     assert _chunks_by_doc(corpus, embedder) == _expected(corpus, embedder)  # every chunk of the long document is there
     assert check_consistency(corpus).ok
@@ -134,13 +146,23 @@ def _faiss_ids(config: Config, embedder) -> set[int]:
     return {int(i) for i in faiss_index.ids()}
 
 
-def _assert_only_one_chunk_changed(before: dict, after: dict, faiss_before: set[int], config: Config, embedder, edited) -> str:
+def _assert_only_one_chunk_changed(
+    before: dict, after: dict, faiss_before: set[int], config: Config, embedder, edited
+) -> str:
     """The edited chunk got a new id and FAISS row; every other chunk kept both. Returns the new text."""
     (old_text,) = before.keys() - after.keys()
     (new_text,) = after.keys() - before.keys()
     assert all(after[text] == before[text] for text in before.keys() & after.keys())
-    assert (edited.docs_indexed, edited.docs_deleted, edited.embedded, edited.chunks_added, edited.chunks_removed) == (1, 1, 1, 1, 1)
-    assert not edited.faiss_rebuilt and _faiss_ids(config, embedder) == faiss_before - {before[old_text][1]} | {after[new_text][1]}
+    assert (edited.docs_indexed, edited.docs_deleted, edited.embedded, edited.chunks_added, edited.chunks_removed) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert not edited.faiss_rebuilt and _faiss_ids(config, embedder) == faiss_before - {before[old_text][1]} | {
+        after[new_text][1]
+    }
     assert check_consistency(config).ok and _chunks_by_doc(config, embedder) == _expected(config, embedder)
     return new_text
 
@@ -191,10 +213,14 @@ def test_an_edited_nexus_note_without_ids_keeps_the_ids_of_its_unchanged_exchang
     [second] = DocumentStore(config.documents_dir).iter_documents()
     assert second.doc_id != first.doc_id  # a new document, on the lineage of the one it replaced
     after = _chunk_rows(config, embedder, "марафон.md")
-    assert "вода на каждом пункте" in _assert_only_one_chunk_changed(before, after, faiss_before, config, embedder, edited)
+    assert "вода на каждом пункте" in _assert_only_one_chunk_changed(
+        before, after, faiss_before, config, embedder, edited
+    )
 
 
-def test_the_same_paragraph_in_two_files_has_two_ids_also_after_an_edit_and_a_copy_of_the_first_version(corpus, embedder):
+def test_the_same_paragraph_in_two_files_has_two_ids_also_after_an_edit_and_a_copy_of_the_first_version(
+    corpus, embedder
+):
     notes = corpus.sources.articles[0]
     shared = "Разминка десять минут перед любой тренировкой."
     first_version = _sectioned(shared, "Первый файл про темп.")
@@ -243,7 +269,9 @@ def test_faiss_switches_index_type_at_the_threshold_and_stays_equal_to_lancedb(c
 
     from memory_pipeline.index.search import Searcher
 
-    config = corpus.model_copy(update={"index": corpus.index.model_copy(update={"faiss_flat_max": 8, "faiss_large_index": large})})
+    config = corpus.model_copy(
+        update={"index": corpus.index.model_copy(update={"faiss_flat_max": 8, "faiss_large_index": large})}
+    )
     inner = {"flat": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
 
     def mirrored(kind: str) -> None:
@@ -252,7 +280,9 @@ def test_faiss_switches_index_type_at_the_threshold_and_stays_equal_to_lancedb(c
         assert faiss_index.load() and faiss_index.kind == kind
         assert isinstance(faiss.downcast_index(faiss_index.index.index), inner[kind])
         rows = store.rows(["row_id", "text", "vector"])
-        assert faiss_index.ntotal == len(rows) and sorted(faiss_index.ids().tolist()) == sorted(r["row_id"] for r in rows)
+        assert faiss_index.ntotal == len(rows) and sorted(faiss_index.ids().tolist()) == sorted(
+            r["row_id"] for r in rows
+        )
         text_of = {r["row_id"]: r["text"] for r in rows}
         for row in rows:
             _, ids = faiss_index.search(row["vector"], 1)
@@ -268,7 +298,9 @@ def test_faiss_switches_index_type_at_the_threshold_and_stays_equal_to_lancedb(c
     notes = config.sources.articles[0]
     (notes / "short.md").write_text("# Короткая\n\nДлинные пробежки по выходным укрепляют сердце.\n", encoding="utf-8")
     changed = _index(config, embedder)
-    assert changed.chunks_added == changed.chunks_removed == 1 and changed.faiss_rebuilt  # neither type removes in place
+    assert (
+        changed.chunks_added == changed.chunks_removed == 1 and changed.faiss_rebuilt
+    )  # neither type removes in place
     mirrored(large)
     (notes / "other.md").unlink()
     deleted = _index(config, embedder)
@@ -375,4 +407,3 @@ def test_model_switch_is_a_reported_migration_into_the_new_models_table(corpus, 
     searcher = Searcher(corpus, embedder=embedder)
     assert searcher.stats()["chunks"] == new.count()
     assert searcher.search("компактные линии в прессинге", k=3, mode="vector")[0].title == "Football"
-

@@ -9,13 +9,13 @@ import yaml
 from typer.testing import CliRunner
 
 from memory_pipeline import sources
-from memory_pipeline.ingest import pipeline as ingest
 from memory_pipeline.cli import app
 from memory_pipeline.config import Config
+from memory_pipeline.ingest import pipeline as ingest
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all, ingest_kind, load_reports
-from memory_pipeline.records import Kind
 from memory_pipeline.ingest.watch import pending_changes
+from memory_pipeline.records import Kind
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -24,7 +24,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def corpus(tmp_path) -> Config:
     articles = tmp_path / "articles"
     articles.mkdir()
-    (articles / "a.md").write_text("# Бег\n\nЛёгкий бег развивает аэробную базу.\n\n## Темп\n\nДержи разговорный темп.\n", encoding="utf-8")
+    (articles / "a.md").write_text(
+        "# Бег\n\nЛёгкий бег развивает аэробную базу.\n\n## Темп\n\nДержи разговорный темп.\n", encoding="utf-8"
+    )
     (articles / "b.txt").write_text("Notes on pacing\n\nStart slow, finish strong.\n", encoding="utf-8")
     return Config(storage_root=tmp_path / "storage", sources={"articles": [articles]})
 
@@ -121,7 +123,9 @@ def test_a_failed_file_is_not_parsed_again_until_it_changes_and_the_sensor_sees_
     monkeypatch.setattr(ingest, "parse_file", counted_parse)
     again = ingest_kind(corpus, Kind.ARTICLE)
     assert parsed == [] and again.files_failed == 1
-    assert [(Path(e.path).name, e.reason) for e in again.errors] == [(Path(e.path).name, e.reason) for e in first.errors]
+    assert [(Path(e.path).name, e.reason) for e in again.errors] == [
+        (Path(e.path).name, e.reason) for e in first.errors
+    ]
     assert pending_changes(corpus).empty
     (folder / "binary.txt").write_text("Fixed notes\n\nNow plain text.\n", encoding="utf-8")
     assert [Path(p).name for p in pending_changes(corpus).changed["article"]] == ["binary.txt"]
@@ -170,14 +174,21 @@ def test_a_run_limited_to_some_paths_keeps_the_other_failures_in_the_saved_repor
 def test_cli_ingests_a_mixed_folder_by_format_and_names_a_missing_path(tmp_path):
     exports = tmp_path / "exports"
     (exports / "nested" / "deeper").mkdir(parents=True)
-    for name in ("articles/marathon_pacing.pdf", "articles/plain_notes.txt", "articles/training_notes.md", "lectures/coach_talk.srt"):
+    for name in (
+        "articles/marathon_pacing.pdf",
+        "articles/plain_notes.txt",
+        "articles/training_notes.md",
+        "lectures/coach_talk.srt",
+    ):
         shutil.copy(FIXTURES / name, exports)
     for name in ("dialogues/chatgpt_single.json", "dialogues/nexus/front_matter.md", "lectures/timed_transcript.txt"):
         shutil.copy(FIXTURES / name, exports / "nested")
     shutil.copy(FIXTURES / "dialogues/nexus/Марафон за 4 часа.md", exports / "nested" / "deeper")
     shutil.copytree(FIXTURES / "dialogues/nexus/Марафон за 4 часа", exports / "nested" / "deeper" / "Марафон за 4 часа")
     config_file = tmp_path / "memory_pipeline.yaml"
-    config_file.write_text(yaml.safe_dump({"storage_root": "storage", "sources": {"dialogues": [], "articles": [], "lectures": []}}))
+    config_file.write_text(
+        yaml.safe_dump({"storage_root": "storage", "sources": {"dialogues": [], "articles": [], "lectures": []}})
+    )
     missing = tmp_path / "not_there.json"
     result = CliRunner().invoke(app, ["--config", str(config_file), "ingest", "--no-index", str(exports), str(missing)])
     assert result.exit_code == 1
@@ -211,8 +222,10 @@ def test_the_same_conversation_in_two_exports_keeps_the_later_moment_not_the_lat
 
     def export(name: str, stamp: str) -> None:
         turns = [("user", "Как бежать марафон?"), ("assistant", "Ровно, с первой половины не спеша.")]
-        lines = [f'{{"conversation_id": "c1", "role": "{role}", "content": "{text}", "timestamp": "{stamp}"}}'
-                 for role, text in turns]
+        lines = [
+            f'{{"conversation_id": "c1", "role": "{role}", "content": "{text}", "timestamp": "{stamp}"}}'
+            for role, text in turns
+        ]
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     export("utc.jsonl", "2025-03-01T12:00:00+00:00")

@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
-from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.errors import SearchError
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.search import Searcher
 from memory_pipeline.index.sync import sync_index
+from memory_pipeline.index.timespan import bounds, find_in_query
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.scoring import explain_item, retier, run_promotion
-from memory_pipeline.index.search import Searcher
 from memory_pipeline.service.inbox import Inbox, InboxMessage
-from memory_pipeline.index.timespan import bounds, find_in_query
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,15 @@ BREAD = " ".join(
 
 
 def _conversation(cid: str, when: datetime, *exchanges: tuple[str, str]) -> str:
-    messages = [m for user, answer in exchanges for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})]
-    return json.dumps({"conversation_id": cid, "title": cid, "created_at": when.isoformat() + "Z", "messages": messages}, ensure_ascii=False)
+    messages = [
+        m
+        for user, answer in exchanges
+        for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})
+    ]
+    return json.dumps(
+        {"conversation_id": cid, "title": cid, "created_at": when.isoformat() + "Z", "messages": messages},
+        ensure_ascii=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +95,9 @@ def test_discard_is_not_recalled_unless_asked(memory):
 
 def test_restated_view_ranks_above_the_earlier_one_and_both_stay(memory):
     config, embedder, _ = memory
-    hits = Searcher(config, embedder=embedder).search("running every day without rest days marathon endurance", k=10, now=NOW)
+    hits = Searcher(config, embedder=embedder).search(
+        "running every day without rest days marathon endurance", k=10, now=NOW
+    )
     old, new = _item(hits, "rest is for the lazy"), _item(hits, "I changed my mind")
     assert hits.index(new) < hits.index(old) and old.superseded_by == new.item_id
     explained = explain_item(config, old.item_id)
@@ -119,8 +128,13 @@ def test_captured_exchange_is_recalled_at_once_in_cache_and_after_promotion(memo
     config, embedder, sync = memory
     Inbox(config.inbox_dir).record(
         [
-            InboxMessage(role="user", content="My new swimming plan: open water on Wednesdays, pool intervals on Saturdays, nothing on Mondays."),
-            InboxMessage(role="assistant", content="Noted: open water Wednesdays, pool intervals Saturdays, Mondays off."),
+            InboxMessage(
+                role="user",
+                content="My new swimming plan: open water on Wednesdays, pool intervals on Saturdays, nothing on Mondays.",
+            ),
+            InboxMessage(
+                role="assistant", content="Noted: open water Wednesdays, pool intervals Saturdays, Mondays off."
+            ),
         ],
         conversation_id="capture-1",
     )
@@ -129,11 +143,17 @@ def test_captured_exchange_is_recalled_at_once_in_cache_and_after_promotion(memo
     before = _item(searcher.search("swimming plan open water Wednesdays", k=5, now=NOW), "open water on Wednesdays")
     assert before.tier == "cache" and before.item_id is None  # indexed, not scored yet
     run_promotion(config, now=NOW, progress=False, embedder=embedder)
-    scored = _item(Searcher(config, embedder=embedder).search("swimming plan open water Wednesdays", k=5, now=NOW), "open water on Wednesdays")
+    scored = _item(
+        Searcher(config, embedder=embedder).search("swimming plan open water Wednesdays", k=5, now=NOW),
+        "open water on Wednesdays",
+    )
     assert scored.tier == "cache" and "fresh" in explain_item(config, scored.item_id).tier_rule
     later = NOW + timedelta(days=config.promote.cache_days + 1)
     retier(config, now=later)
-    promoted = _item(Searcher(config, embedder=embedder).search("swimming plan open water Wednesdays", k=5, now=later), "open water on Wednesdays")
+    promoted = _item(
+        Searcher(config, embedder=embedder).search("swimming plan open water Wednesdays", k=5, now=later),
+        "open water on Wednesdays",
+    )
     assert promoted.tier in ("rag", "lora")
     history = explain_item(config, promoted.item_id).history
     assert [(h["from_tier"], h["to_tier"].split(":")[0]) for h in history] == [("", "cache"), ("cache", promoted.tier)]
@@ -147,7 +167,9 @@ def test_decay_fades_an_unused_item_out_of_recall_but_keeps_it_stored(memory):
     try:
         hits = Searcher(config, embedder=embedder).search("sourdough starter rye flour", k=10, now=far)
         assert not any("Sourdough step" in h.text for h in hits)
-        shown = Searcher(config, embedder=embedder).search("sourdough starter rye flour", k=10, now=far, include_discard=True)
+        shown = Searcher(config, embedder=embedder).search(
+            "sourdough starter rye flour", k=10, now=far, include_discard=True
+        )
         bread = _item(shown, "Sourdough step")
         assert bread.tier == "discard" and "faded" in explain_item(config, bread.item_id).tier_rule
     finally:
@@ -157,7 +179,10 @@ def test_decay_fades_an_unused_item_out_of_recall_but_keeps_it_stored(memory):
 def test_relative_expressions_resolve_to_the_period_they_name():
     now = datetime(2026, 12, 2, 10)
     rest, span = find_in_query("о чём мы говорили два месяца назад про марафон", now=now)
-    assert rest == "о чём мы говорили про марафон" and (span.since, span.until) == (datetime(2026, 10, 1), datetime(2026, 11, 1))
+    assert rest == "о чём мы говорили про марафон" and (span.since, span.until) == (
+        datetime(2026, 10, 1),
+        datetime(2026, 11, 1),
+    )
     _, week = find_in_query("что я писал на прошлой неделе", now=now)
     assert (week.since, week.until) == (datetime(2026, 11, 23), datetime(2026, 11, 30))
     _, last_week = find_in_query("what did we discuss last week", now=now)

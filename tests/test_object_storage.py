@@ -52,14 +52,20 @@ def s3(monkeypatch):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         _wait_for(endpoint, server, "moto server")
         for name, value in {
-            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
         }.items():
             monkeypatch.setenv(name, value)
         import boto3
@@ -106,14 +112,19 @@ def test_index_on_s3_with_shared_faiss_and_the_service_sees_new_chunks(tmp_path,
     env = dict(os.environ, MEMORY_PIPELINE_CONFIG=str(config_file), MEMORY_PIPELINE_STORAGE=str(storage))
     service = subprocess.Popen(
         [str(Path(sys.executable).with_name("memory-pipeline")), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{base}/health", service, "memory service")
 
         def lecture_hits() -> list[dict]:
-            answer = httpx.post(f"{base}/search", json={"query": "How easy is easy? pacing first half", "k": 5}, timeout=60)
+            answer = httpx.post(
+                f"{base}/search", json={"query": "How easy is easy? pacing first half", "k": 5}, timeout=60
+            )
             assert answer.status_code == 200, answer.text
             return [h for h in answer.json()["hits"] if h["kind"] == "lecture"]
 

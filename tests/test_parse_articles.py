@@ -157,7 +157,11 @@ def test_markdown_with_windows_line_ends_parses_the_same(tmp_path):
     crlf = tmp_path / "training_notes.md"
     crlf.write_bytes(source.read_bytes().replace(b"\n", b"\r\n"))
     original, windows = _one(parse_markdown, source), _one(parse_markdown, crlf)
-    assert (windows.title, windows.created_at, windows.sections) == (original.title, original.created_at, original.sections)
+    assert (windows.title, windows.created_at, windows.sections) == (
+        original.title,
+        original.created_at,
+        original.sections,
+    )
 
 
 # --- Plain text --------------------------------------------------------------------------------
@@ -202,8 +206,19 @@ def test_html_keeps_the_article_and_drops_page_noise():
     doc = _one(parse_html, FIXTURES / "noisy_page.html")
     assert doc.format == "html" and doc.title == "Marathon taper explained"
     body = _body(doc)
-    for noise in ("RunBlog", "Subscribe", "Home", "Training plans", "Popular posts", "tracking", "font-family",
-                  "Share on social", "Enable JavaScript", "newsletter", "All rights reserved"):
+    for noise in (
+        "RunBlog",
+        "Subscribe",
+        "Home",
+        "Training plans",
+        "Popular posts",
+        "tracking",
+        "font-family",
+        "Share on social",
+        "Enable JavaScript",
+        "newsletter",
+        "All rights reserved",
+    ):
         assert noise not in body, noise
     assert [s.heading_path for s in doc.sections] == [
         ["Marathon taper explained"],
@@ -265,8 +280,16 @@ def test_binary_file_with_txt_extension_names_the_file():
 def test_parse_file_dispatches_every_article_fixture():
     formats = {
         path.name: next(parse_file(path, Kind.ARTICLE)).format
-        for path in [FIXTURES / "marathon_pacing.pdf", FIXTURES / "training_notes.md",
-                     FIXTURES / "plain_notes.txt", FIXTURES / "noisy_page.html"]
+        for path in [
+            FIXTURES / "marathon_pacing.pdf",
+            FIXTURES / "training_notes.md",
+            FIXTURES / "plain_notes.txt",
+            FIXTURES / "noisy_page.html",
+        ]
     }
-    assert formats == {"marathon_pacing.pdf": "pdf", "training_notes.md": "markdown",
-                       "plain_notes.txt": "text", "noisy_page.html": "html"}
+    assert formats == {
+        "marathon_pacing.pdf": "pdf",
+        "training_notes.md": "markdown",
+        "plain_notes.txt": "text",
+        "noisy_page.html": "html",
+    }

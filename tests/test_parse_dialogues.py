@@ -127,7 +127,10 @@ def test_quoted_heading_generation():
     doc = only(parse_nexus_markdown(NEXUS / "quoted_headings.md"))
     assert roles(doc) == ["user", "assistant", "user", "assistant"]
     assert doc.turns[0].text == "Сравни Месси и Роналду.\n> Говорят, что Месси лучше в дриблинге."
-    assert doc.turns[1].text == "Оба великие, но по-разному:\n\n- Месси — дриблинг и пас;\n- Роналду — удар и игра головой."
+    assert (
+        doc.turns[1].text
+        == "Оба великие, но по-разному:\n\n- Месси — дриблинг и пас;\n- Роналду — удар и игра головой."
+    )
     assert doc.turns[1].author == "ChatGPT"
     assert [t.message_id for t in doc.turns] == ["aaa1-user", "bbb2-assistant", "ccc3-user", "ddd4-assistant"]
     assert doc.turns[2].timestamp == datetime(2024, 4, 5, 10, 20)
@@ -174,8 +177,8 @@ def test_conversation_note_with_exchange_folder_is_one_conversation():
 
 
 def test_chunks_of_a_folder_conversation_name_the_exchange_file_they_come_from():
-    from memory_pipeline.index.chunking import chunk_document
     from memory_pipeline.config import ChunkingConfig
+    from memory_pipeline.index.chunking import chunk_document
 
     members = conversation_note_members(FOLDER_NOTE)
     chunks = chunk_document(only(parse_file(FOLDER_NOTE)), ChunkingConfig())
@@ -257,8 +260,16 @@ def test_chatgpt_reexport_with_more_turns_keeps_the_document_id(tmp_path):
     first = only(parse_chatgpt_export(_write_json(tmp_path / "a.json", [conversation])))
     mapping = conversation["mapping"]
     mapping["a"]["children"] = ["q2"]
-    mapping["q2"] = {"id": "q2", "parent": "a", "children": [], "message": {
-        "id": "q2", "author": {"role": "user"}, "content": {"content_type": "text", "parts": ["How often?"]}}}
+    mapping["q2"] = {
+        "id": "q2",
+        "parent": "a",
+        "children": [],
+        "message": {
+            "id": "q2",
+            "author": {"role": "user"},
+            "content": {"content_type": "text", "parts": ["How often?"]},
+        },
+    }
     conversation["current_node"] = "q2"
     second = only(parse_chatgpt_export(_write_json(tmp_path / "b.json", [conversation])))
     assert second.doc_id == first.doc_id and second.content_hash != first.content_hash
@@ -267,12 +278,33 @@ def test_chatgpt_reexport_with_more_turns_keeps_the_document_id(tmp_path):
 
 def test_chatgpt_double_encoded_messages_are_repaired_per_conversation(tmp_path):
     question, answer = "Сколько отдыхать после марафона?", "Неделю лёгкого бега — минимум."
-    conversation = {"title": misdecode_cp1252("Отдых"), "id": "c-mojibake", "current_node": "a", "mapping": {
-        "q": {"id": "q", "parent": None, "children": ["a"], "message": {
-            "id": "q", "author": {"role": "user"}, "content": {"content_type": "text", "parts": [misdecode_cp1252(question)]}}},
-        "a": {"id": "a", "parent": "q", "children": [], "message": {
-            "id": "a", "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": [misdecode_cp1252(answer)]}}},
-    }}
+    conversation = {
+        "title": misdecode_cp1252("Отдых"),
+        "id": "c-mojibake",
+        "current_node": "a",
+        "mapping": {
+            "q": {
+                "id": "q",
+                "parent": None,
+                "children": ["a"],
+                "message": {
+                    "id": "q",
+                    "author": {"role": "user"},
+                    "content": {"content_type": "text", "parts": [misdecode_cp1252(question)]},
+                },
+            },
+            "a": {
+                "id": "a",
+                "parent": "q",
+                "children": [],
+                "message": {
+                    "id": "a",
+                    "author": {"role": "assistant"},
+                    "content": {"content_type": "text", "parts": [misdecode_cp1252(answer)]},
+                },
+            },
+        },
+    }
     doc = only(parse_chatgpt_export(_write_json(tmp_path / "conversations.json", [conversation])))
     assert [t.text for t in doc.turns] == [question, answer] and doc.title == "Отдых"
     assert doc.repair.repaired and doc.repair.codec == "cp1252"
@@ -307,7 +339,10 @@ def test_chatgpt_export_streams_in_bounded_memory(tmp_path):
                 }
                 parent, children = ("root" if i == 0 else f"m{i - 1}"), ([f"m{i + 1}"] if i < 9 else [])
                 mapping[f"m{i}"] = {"id": f"m{i}", "parent": parent, "children": children, "message": message}
-            handle.write(("," if n else "") + json.dumps({"title": f"Run {n}", "id": f"c{n}", "current_node": "m9", "mapping": mapping}))
+            handle.write(
+                ("," if n else "")
+                + json.dumps({"title": f"Run {n}", "id": f"c{n}", "current_node": "m9", "mapping": mapping})
+            )
         handle.write("]")
     size = path.stat().st_size
     assert size > 30_000_000
@@ -340,7 +375,9 @@ def test_claude_prefers_text_blocks_and_drops_thinking_and_tools(caplog):
     running = docs[1]
     assert running.title == "Is it worth running every day as a"
     assert roles(running) == ["user", "assistant", "user"]
-    assert running.turns[2].text == "And one more thing\n\nabout rest days?", "'text' is the fallback; same-side messages merge"
+    assert running.turns[2].text == "And one more thing\n\nabout rest days?", (
+        "'text' is the fallback; same-side messages merge"
+    )
 
 
 # --- chat JSONL ----------------------------------------------------------------------------------
@@ -349,7 +386,9 @@ def test_claude_prefers_text_blocks_and_drops_thinking_and_tools(caplog):
 def test_jsonl_messages_group_dedupe_and_skip_a_truncated_last_line(caplog):
     with caplog.at_level(logging.WARNING):
         docs = list(parse_file(DIALOGUES / "chat_messages.jsonl"))
-    assert any("truncated last line" in r.getMessage() and "chat_messages.jsonl:9" in r.getMessage() for r in caplog.records)
+    assert any(
+        "truncated last line" in r.getMessage() and "chat_messages.jsonl:9" in r.getMessage() for r in caplog.records
+    )
     inbox, other = docs
     assert inbox.external_id == "inbox-42" and inbox.doc_id == stable_id("chat_jsonl", "inbox-42")
     assert inbox.title == "Темп марафона"
@@ -367,7 +406,10 @@ def test_jsonl_whole_conversations():
     warmup = docs[0]
     assert warmup.external_id == "ft-1" and warmup.title == "Warm-up"
     assert [t.text for t in warmup.turns] == [
-        "Best warm-up before intervals?", "Fifteen minutes easy, drills, then four strides.", "And after?", "Ten minutes of easy jogging.",
+        "Best warm-up before intervals?",
+        "Fifteen minutes easy, drills, then four strides.",
+        "And after?",
+        "Ten minutes of easy jogging.",
     ], "a re-sent longer conversation adds only its new turns"
     assert {t.model for t in warmup.turns if t.role == "assistant"} == {"llama-3.1-8b"}
     assert warmup.created_at == datetime(2025, 1, 10, 8, tzinfo=UTC)
@@ -384,7 +426,9 @@ def test_service_inbox_files_parse_idempotently(tmp_path):
     inbox.record(first, conversation_id="live-1", title="Восстановление", model="local-7b")
     path = Path(inbox.record(first, conversation_id="live-1").inbox_file)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"conversation_id": "live-1", "turn_index": 1, "role": "user", "content": question}) + "\n")
+        handle.write(
+            json.dumps({"conversation_id": "live-1", "turn_index": 1, "role": "user", "content": question}) + "\n"
+        )
         handle.write('{"conversation_id": "live-1", "turn_index": 2, "role": "assis')
     before = only(parse_chat_jsonl(path))
     reply = [*first, InboxMessage(role="assistant", content=[{"type": "text", "text": "Сон, углеводы и лёгкий день."}])]
@@ -423,7 +467,10 @@ BAD_JSON = {
     "empty": (b"", "empty file"),
     "blank": (b"  \n ", "empty file"),
     "invalid": (b'[{"title": "x", "mapping": {}, }]', "invalid JSON"),
-    "truncated": (b'[{"title": "x", "mapping": {"a": {"id": "a", "message": {"content": {"parts": ["hal', "truncated JSON"),
+    "truncated": (
+        b'[{"title": "x", "mapping": {"a": {"id": "a", "message": {"content": {"parts": ["hal',
+        "truncated JSON",
+    ),
     "wrong_shape_object": (b'{"foo": [1, 2]}', "no readable conversation"),
     "wrong_shape_array": (b"[1, 2, 3]", "no readable conversation"),
     "wrong_shape_scalar": (b'"mapping chat_messages"', "not a JSON array or object"),

@@ -67,7 +67,13 @@ def test_srt_rolling_captions_keep_each_sentence_once():
 def test_srt_growing_rolling_line_is_not_repeated(tmp_path):
     path = tmp_path / "growing.srt"
     path.write_text(
-        _srt([(0, 1, "the negative split is"), (1, 2, "the negative split is the pacing of records"), (2, 3, "the negative split is the pacing of records\nin the marathon")]),
+        _srt(
+            [
+                (0, 1, "the negative split is"),
+                (1, 2, "the negative split is the pacing of records"),
+                (2, 3, "the negative split is the pacing of records\nin the marathon"),
+            ]
+        ),
         encoding="utf-8",
     )
     assert _one(parse_srt, path).segments[0].text == "the negative split is the pacing of records in the marathon"
@@ -127,8 +133,10 @@ def test_doc_id_is_by_content(tmp_path):
     source = FIXTURES / "coach_talk.srt"
     moved = tmp_path / "renamed.srt"
     shutil.copy(source, moved)
-    assert _one(parse_srt, moved).doc_id == _one(parse_srt, source).doc_id == stable_id(
-        "srt", sha256_bytes(source.read_bytes())
+    assert (
+        _one(parse_srt, moved).doc_id
+        == _one(parse_srt, source).doc_id
+        == stable_id("srt", sha256_bytes(source.read_bytes()))
     )
 
 
@@ -204,7 +212,9 @@ def test_untimed_transcript_paragraphs_become_segments_without_times():
 
 def test_transcript_without_speakers_and_with_a_preamble(tmp_path):
     path = tmp_path / "hill_session.txt"
-    path.write_text("Recorded on the track.\n[00:05] Warm up first.\n[00:40]\nThen six hill repeats.\n", encoding="utf-8")
+    path.write_text(
+        "Recorded on the track.\n[00:05] Warm up first.\n[00:40]\nThen six hill repeats.\n", encoding="utf-8"
+    )
     doc = _one(parse_transcript, path)
     assert doc.title == "hill session"
     assert _rows(doc) == [

@@ -4,14 +4,14 @@ import logging
 
 import openai
 import pytest
+from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer)
+from test_service import _upstream_app, running
 
 from memory_pipeline.config import AdapterConfig, Config, GuardConfig
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.proxy import MEMORY_HEADER
-from test_adapters import base_dir  # noqa: F401  (a fixture: the tiny random Llama with a chat tokenizer)
-from test_service import _upstream_app, running
 
 pytestmark = pytest.mark.slow
 TOKEN = "sdk-token"
@@ -41,7 +41,9 @@ def served(tmp_path_factory):
     )
     seen: list[dict] = []
     with running(_upstream_app(seen)) as upstream:
-        config = Config(storage_root=root / "storage", sources={"articles": [notes]}, adapters=[Config().adapters[0], SPORT])
+        config = Config(
+            storage_root=root / "storage", sources={"articles": [notes]}, adapters=[Config().adapters[0], SPORT]
+        )
         config.service.token = TOKEN
         config.service.upstream_url = f"{upstream}/v1"
         config.service.model_adapters = {"my-model": "core+sport"}
@@ -69,7 +71,11 @@ def test_auto_routes_by_content_guards_and_injects_dated_sourced_memories(served
     client, seen, _ = served
     with caplog.at_level(logging.INFO, logger="memory_pipeline.service.proxy"):
         raw = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How should I pace my first marathon?"}]
+            model="auto",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "How should I pace my first marathon?"},
+            ],
         )
     answer = raw.parse()
     assert answer.choices[0].message.content.startswith("Темп")
@@ -86,7 +92,9 @@ def test_auto_routes_by_content_guards_and_injects_dated_sourced_memories(served
 
 def test_an_unrelated_question_gets_no_memories_and_a_plain_model_no_guard(served):
     client, seen, _ = served
-    client.chat.completions.create(model="plain-model", messages=[{"role": "user", "content": "What is the capital of Portugal?"}])
+    client.chat.completions.create(
+        model="plain-model", messages=[{"role": "user", "content": "What is the capital of Portugal?"}]
+    )
     system = _system(seen[-1])
     assert seen[-1]["model"] == "plain-model"
     assert system == WORLDVIEW  # the worldview always; no guard (no adapter active), no memory (none relevant)
@@ -95,7 +103,9 @@ def test_an_unrelated_question_gets_no_memories_and_a_plain_model_no_guard(serve
 def test_since_until_steer_recall_and_never_reach_the_model_server(served):
     client, seen, _ = served
     question = [{"role": "user", "content": "How should I pace my first marathon?"}]
-    client.chat.completions.create(model="my-model", messages=question, extra_body={"since": "2024-03-01", "until": "2024-03-31"})
+    client.chat.completions.create(
+        model="my-model", messages=question, extra_body={"since": "2024-03-01", "until": "2024-03-31"}
+    )
     assert MEMORY_HEADER in _system(seen[-1]) and not {"since", "until"} & set(seen[-1])
     client.chat.completions.create(model="my-model", messages=question, extra_body={"since": "2025-01-01"})
     assert MEMORY_HEADER not in _system(seen[-1])  # the March 2024 notes are outside the span
@@ -139,13 +149,19 @@ def test_serve_local_answers_with_the_base_model_in_process(tmp_path, base_dir):
     from memory_pipeline.service.local_model import create_local_app
 
     config = Config(storage_root=tmp_path / "storage")
-    config.training.base_model = str(base_dir)  # the tiny random Llama of the adapter tests: the path, not the weights, is under test
+    config.training.base_model = str(
+        base_dir
+    )  # the tiny random Llama of the adapter tests: the path, not the weights, is under test
     config.service.memory_k = 0
     with running(create_app(config, local_model=create_local_app(config))) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
         question = [{"role": "user", "content": "Say hello."}]
         raw = client.chat.completions.with_raw_response.create(model="auto", max_tokens=8, messages=question)
-        assert raw.headers["x-memory-adapters"] == "core"  # asked for; no version of core trained yet, so the base answers
+        assert (
+            raw.headers["x-memory-adapters"] == "core"
+        )  # asked for; no version of core trained yet, so the base answers
         answer = raw.parse().choices[0].message.content
         streamed = client.chat.completions.create(model="auto", max_tokens=8, stream=True, messages=question)
-        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == answer  # greedy: the same answer
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == answer
+        )  # greedy: the same answer

@@ -10,10 +10,10 @@ from memory_pipeline.config import AdapterConfig, Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.records import Document, Kind, Section, Turn
 from memory_pipeline.scoring import explain_item, load_assignments, retier, tier_summary
-from memory_pipeline.scoring.checks import check_tiers
 from memory_pipeline.scoring import signals as sg
-from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
+from memory_pipeline.scoring.checks import check_tiers
 from memory_pipeline.scoring.engine import ItemBatch, update_scores
+from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
 from memory_pipeline.scoring.routing import build_profiles, choose_adapters, keyword_hits, keyword_stems, route_item
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 from memory_pipeline.scoring.tiers import combined_scores, validate_weights
@@ -68,7 +68,9 @@ def profiles_for(config: Config):
     return build_profiles(config.adapters, vectors)
 
 
-def score(config: Config, items: list[Item], previous: ScoreState | None = None, *, live: set[str] | None = None, hits=None):
+def score(
+    config: Config, items: list[Item], previous: ScoreState | None = None, *, live: set[str] | None = None, hits=None
+):
     docs = {i.doc_id for i in items}
     live_docs = live if live is not None else docs | (set(previous.frame["doc_id"]) if previous else set())
     return update_scores(
@@ -125,7 +127,10 @@ def test_refusal_apology_and_truncation_lower_quality():
     good = sg.answer_quality("q\n\nКороткий ясный ответ.", answer_text="Короткий ясный ответ.")
     refusal = sg.answer_quality("q", answer_text="Как ИИ, я не могу давать такие советы.")
     sorry = sg.answer_quality("q", answer_text="I'm sorry, but I can't help with that.")
-    truncated = sg.answer_quality("q", answer_text="Вот подробное объяснение того, как работает гликогеновое окно после длинной тренировки, и почему")
+    truncated = sg.answer_quality(
+        "q",
+        answer_text="Вот подробное объяснение того, как работает гликогеновое окно после длинной тренировки, и почему",
+    )
     network = sg.answer_quality("q", answer_text="Сначала разогрев.\n\nnetwork error")
     assert good.value == 1.0 and good.reasons == ()
     assert refusal.value < 0.5 and "refusal" in refusal.reasons
@@ -184,8 +189,14 @@ def test_novelty_only_counts_items_earlier_in_time_or_already_learned():
 
 
 def test_redundancy_keeps_the_earliest_copy():
-    texts = ["один и тот же длинный текст про бег и темп", "Один и тот же длинный текст про бег и темп!", "совсем другое"]
-    result = sg.redundancy([sg.text_fingerprint(t) for t in texts], sg.minhash_signatures(texts), np.array([1, 0, 2]), threshold=0.8)
+    texts = [
+        "один и тот же длинный текст про бег и темп",
+        "Один и тот же длинный текст про бег и темп!",
+        "совсем другое",
+    ]
+    result = sg.redundancy(
+        [sg.text_fingerprint(t) for t in texts], sg.minhash_signatures(texts), np.array([1, 0, 2]), threshold=0.8
+    )
     assert list(result.keeper) == [1, 1, 2]
     assert list(result.value) == [0.0, 1.0, 1.0] and result.exact[0]
 
@@ -207,13 +218,25 @@ def test_routing_sends_sport_to_sport_and_an_opinion_to_core(tmp_path):
     config = config_for(tmp_path)
     profiles = profiles_for(config)
     sport = route_item(
-        kind=Kind.DIALOGUE, text=RUN_Q + RUN_A, user_text=RUN_Q, vector=unit_vector(5, near=TOPIC_RUN, noise=0.3), profiles=profiles, config=config.promote
+        kind=Kind.DIALOGUE,
+        text=RUN_Q + RUN_A,
+        user_text=RUN_Q,
+        vector=unit_vector(5, near=TOPIC_RUN, noise=0.3),
+        profiles=profiles,
+        config=config.promote,
     )
     opinion_text = (
         "Я думаю, что учить маленькие модели полезнее, чем арендовать большие: во-первых, всё остаётся у меня, "
         "во-вторых, я понимаю, что происходит внутри, поэтому могу это чинить сам."
     )
-    opinion = route_item(kind=Kind.DIALOGUE, text=opinion_text, user_text=opinion_text, vector=TOPIC_OTHER, profiles=profiles, config=config.promote)
+    opinion = route_item(
+        kind=Kind.DIALOGUE,
+        text=opinion_text,
+        user_text=opinion_text,
+        vector=TOPIC_OTHER,
+        profiles=profiles,
+        config=config.promote,
+    )
     assert choose_adapters(sport, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
     assert choose_adapters(opinion, config.promote.route_threshold, ["core", "sport"]) == ["core"]
     assert "view: «я думаю»" in opinion["core"]["stance"] and "argument: «поэтому»" in opinion["core"]["stance"]
@@ -223,7 +246,9 @@ def test_a_sport_keyword_in_passing_routes_nothing(tmp_path):
     config = config_for(tmp_path)
     text = "Если перенести на аналогию со спортом: тренировка модели похожа на марафон, но я говорю о своём ИИ."
     profiles = profiles_for(config)
-    routes = route_item(kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles, config=config.promote)
+    routes = route_item(
+        kind=Kind.DIALOGUE, text=text, user_text=text, vector=TOPIC_CODE, profiles=profiles, config=config.promote
+    )
     assert routes["sport"]["keywords"] and routes["sport"]["score"] == 0.0
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["core"]
 
@@ -281,8 +306,14 @@ def test_dialogue_items_are_exchanges_with_stable_ids_and_their_chunks():
         Turn(role="user", text="И ещё одно"),
         Turn(role="assistant", text="Второй ответ"),
     ]
-    doc = Document(doc_id="d1", kind=Kind.DIALOGUE, format="jsonl", title="t", source_path="/x", source_hash="h", turns=turns)
-    chunks = [{"chunk_id": "c0", "turn_index": 0, "ordinal": 0}, {"chunk_id": "c1", "turn_index": 2, "ordinal": 1}, {"chunk_id": "c2", "turn_index": 3, "ordinal": 2}]
+    doc = Document(
+        doc_id="d1", kind=Kind.DIALOGUE, format="jsonl", title="t", source_path="/x", source_hash="h", turns=turns
+    )
+    chunks = [
+        {"chunk_id": "c0", "turn_index": 0, "ordinal": 0},
+        {"chunk_id": "c1", "turn_index": 2, "ordinal": 1},
+        {"chunk_id": "c2", "turn_index": 3, "ordinal": 2},
+    ]
     items = build_items(doc, chunks)
     assert [i.unit.turn_index for i in items] == [0, 2]
     assert items[1].user_text == "Уточнение\n\nИ ещё одно" and items[1].answer_text == "Второй ответ"
@@ -293,13 +324,34 @@ def test_dialogue_items_are_exchanges_with_stable_ids_and_their_chunks():
 
 def test_article_sections_find_their_chunks_by_text():
     sections = [
-        Section(heading_path=["Бег"], text="Лёгкий бег развивает аэробную базу и учит сердце работать экономно долгие часы."),
-        Section(heading_path=["Бег", "Темп"], text="Держи разговорный темп на длинных пробежках, ускоряйся только в конце недели."),
+        Section(
+            heading_path=["Бег"], text="Лёгкий бег развивает аэробную базу и учит сердце работать экономно долгие часы."
+        ),
+        Section(
+            heading_path=["Бег", "Темп"],
+            text="Держи разговорный темп на длинных пробежках, ускоряйся только в конце недели.",
+        ),
     ]
-    doc = Document(doc_id="a1", kind=Kind.ARTICLE, format="markdown", title="t", source_path="/a.md", source_hash="h", sections=sections)
+    doc = Document(
+        doc_id="a1",
+        kind=Kind.ARTICLE,
+        format="markdown",
+        title="t",
+        source_path="/a.md",
+        source_hash="h",
+        sections=sections,
+    )
     chunks = [
-        {"chunk_id": "k0", "ordinal": 0, "text": "Бег\n\nЛёгкий бег развивает аэробную базу и учит сердце работать экономно долгие часы."},
-        {"chunk_id": "k1", "ordinal": 1, "text": "Бег > Темп\n\nДержи разговорный темп на длинных пробежках, ускоряйся только в конце недели."},
+        {
+            "chunk_id": "k0",
+            "ordinal": 0,
+            "text": "Бег\n\nЛёгкий бег развивает аэробную базу и учит сердце работать экономно долгие часы.",
+        },
+        {
+            "chunk_id": "k1",
+            "ordinal": 1,
+            "text": "Бег > Темп\n\nДержи разговорный темп на длинных пробежках, ускоряйся только в конце недели.",
+        },
     ]
     items = build_items(doc, chunks)
     assert [(i.unit.heading, i.chunk_ids) for i in items] == [("Бег", ["k0"]), ("Бег > Темп", ["k1"])]
@@ -335,11 +387,24 @@ def test_duplicate_is_discarded_marked_item_scores_high_refusal_scores_low(tmp_p
 def test_recurring_topic_scores_higher_recurrence_than_a_one_off(tmp_path):
     config = config_for(tmp_path)
     items = [
-        exchange(doc, f"Вопрос {n} про интервальные тренировки и пульс, вариант {doc}", f"Ответ {n}: интервалы по 400 м, отдых 90 секунд, вариант {doc}.",
-                 when=datetime(2024, 1, 1) + timedelta(days=60 * n), vector=unit_vector(20 + n, near=TOPIC_RUN, noise=0.2))
+        exchange(
+            doc,
+            f"Вопрос {n} про интервальные тренировки и пульс, вариант {doc}",
+            f"Ответ {n}: интервалы по 400 м, отдых 90 секунд, вариант {doc}.",
+            when=datetime(2024, 1, 1) + timedelta(days=60 * n),
+            vector=unit_vector(20 + n, near=TOPIC_RUN, noise=0.2),
+        )
         for n, doc in enumerate(["r1", "r2", "r3"])
     ]
-    items.append(exchange("once", "Как настроить резервное копирование базы?", "Используйте снапшоты и проверяйте восстановление.", when=datetime(2024, 2, 1), vector=TOPIC_CODE))
+    items.append(
+        exchange(
+            "once",
+            "Как настроить резервное копирование базы?",
+            "Используйте снапшоты и проверяйте восстановление.",
+            when=datetime(2024, 2, 1),
+            vector=TOPIC_CODE,
+        )
+    )
     state, _ = score(config, items)
     assert row(state, "r1-0")["recurrence"] > 0.3 and row(state, "r1-0")["recurrence_docs"] == 2
     assert row(state, "once-0")["recurrence"] == 0.0
@@ -348,7 +413,13 @@ def test_recurring_topic_scores_higher_recurrence_than_a_one_off(tmp_path):
 def test_item_without_vector_is_cache_and_junk_is_discard(tmp_path):
     config = config_for(tmp_path)
     items = [
-        exchange("n", "Новый разговор, который ещё не проиндексирован, про планы на отпуск в горах.", "Ответ про горы и снаряжение.", when=NOW, vector=None),
+        exchange(
+            "n",
+            "Новый разговор, который ещё не проиндексирован, про планы на отпуск в горах.",
+            "Ответ про горы и снаряжение.",
+            when=NOW,
+            vector=None,
+        ),
         exchange("j", "ок", "да", when=NOW, vector=TOPIC_CODE),
     ]
     state, _ = score(config, items)
@@ -361,8 +432,13 @@ def test_adding_items_computes_every_signal_only_for_the_new_ones(tmp_path, corp
     store = ScoreStore(scores_dir(config))
     state, _ = score(config, corpus)
     store.save(state)
-    later = exchange("e", RUN_Q.replace("первый", "второй"), "Снова: база, длинная пробежка, разговорный темп.", when=datetime(2024, 12, 1),
-                     vector=unit_vector(13, near=TOPIC_RUN, noise=0.3))
+    later = exchange(
+        "e",
+        RUN_Q.replace("первый", "второй"),
+        "Снова: база, длинная пробежка, разговорный темп.",
+        when=datetime(2024, 12, 1),
+        vector=unit_vector(13, near=TOPIC_RUN, noise=0.3),
+    )
     state2, report = score(config, [later], store.load())
     assert (report.items_total, report.items_new, report.items_changed, report.items_unchanged) == (5, 1, 0, 4)
     assert {report.signals_computed[name] for name in ("density", "importance", "quality", "routes")} == {1}
@@ -382,8 +458,13 @@ def test_earlier_item_added_later_lowers_novelty_of_later_items(tmp_path, corpus
     state, _ = score(config, corpus)
     store.save(state)
     before = row(state, "c-0")["novelty"]
-    early = exchange("z", "Как тренироваться к марафону, если до старта полгода и бегаю я редко?", "Постепенно: +10% объёма в неделю, длинная раз в неделю.",
-                     when=datetime(2023, 6, 1), vector=unit_vector(11, near=TOPIC_RUN, noise=0.6))
+    early = exchange(
+        "z",
+        "Как тренироваться к марафону, если до старта полгода и бегаю я редко?",
+        "Постепенно: +10% объёма в неделю, длинная раз в неделю.",
+        when=datetime(2023, 6, 1),
+        vector=unit_vector(11, near=TOPIC_RUN, noise=0.6),
+    )
     state2, report = score(config, [early], store.load())
     assert row(state2, "c-0")["novelty"] < before and row(state2, "c-0")["novelty_neighbour"] == "z-0"
     assert report.signals_computed["novelty"] >= 2
@@ -535,8 +616,15 @@ def test_the_users_stated_view_reaches_the_core_set_and_explain_says_why(tmp_pat
 def _conversation(cid: str, day: str, *exchanges: tuple[str, str]) -> str:
     import json
 
-    messages = [m for user, answer in exchanges for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})]
-    return json.dumps({"conversation_id": cid, "title": cid, "created_at": f"{day}T09:00:00Z", "messages": messages}, ensure_ascii=False)
+    messages = [
+        m
+        for user, answer in exchanges
+        for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})
+    ]
+    return json.dumps(
+        {"conversation_id": cid, "title": cid, "created_at": f"{day}T09:00:00Z", "messages": messages},
+        ensure_ascii=False,
+    )
 
 
 MARATHON = (
@@ -556,9 +644,9 @@ REMEMBER = (
 
 def _indexed_corpus(tmp_path: Path):
     """Three conversations and a lecture, ingested and indexed for real: (config, embedder, chats folder)."""
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.ingest.pipeline import ingest_all
 
     chats = tmp_path / "chats"
@@ -576,8 +664,14 @@ def _indexed_corpus(tmp_path: Path):
     )
     lectures = tmp_path / "lectures"
     lectures.mkdir()
-    (lectures / "coach_talk.srt").write_bytes((Path(__file__).parent / "fixtures" / "lectures" / "coach_talk.srt").read_bytes())
-    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [chats], "lectures": [lectures]}, adapters=[Config().adapters[0], SPORT])
+    (lectures / "coach_talk.srt").write_bytes(
+        (Path(__file__).parent / "fixtures" / "lectures" / "coach_talk.srt").read_bytes()
+    )
+    config = Config(
+        storage_root=tmp_path / "storage",
+        sources={"dialogues": [chats], "lectures": [lectures]},
+        adapters=[Config().adapters[0], SPORT],
+    )
     ingest_all(config)
     embedder = load_embedder(config.embedding)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
@@ -586,11 +680,11 @@ def _indexed_corpus(tmp_path: Path):
 
 @pytest.mark.slow
 def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
-    from memory_pipeline.ingest.docstore import DocumentStore
+    from memory_pipeline.index.search_log import log_search
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.ingest.pipeline import ingest_all
     from memory_pipeline.scoring import run_promotion
-    from memory_pipeline.index.search_log import log_search
 
     config, embedder, chats = _indexed_corpus(tmp_path)
     first = run_promotion(config, now=NOW, progress=False, embedder=embedder)
@@ -608,10 +702,26 @@ def test_promotion_over_an_indexed_corpus_is_incremental(tmp_path):
     again = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert (again.items_new, again.items_rescored, again.documents_read, again.texts_embedded) == (0, 0, 0, 0)
 
-    (chats / "later.jsonl").write_text(_conversation("c4", "2024-09-01", ("Which shoes for a marathon on asphalt?", "Cushioned road shoes you have already run long in.")) + "\n", encoding="utf-8")
+    (chats / "later.jsonl").write_text(
+        _conversation(
+            "c4",
+            "2024-09-01",
+            ("Which shoes for a marathon on asphalt?", "Cushioned road shoes you have already run long in."),
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     ingest_all(config)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
-    log_search(config, query="marathon pacing", mode="vector", kind=None, k=1, hit_ids=remembered_chunks(config, remembered.item_id), latency_ms=1.0)
+    log_search(
+        config,
+        query="marathon pacing",
+        mode="vector",
+        kind=None,
+        k=1,
+        hit_ids=remembered_chunks(config, remembered.item_id),
+        latency_ms=1.0,
+    )
     added = run_promotion(config, now=NOW, progress=False, embedder=embedder)
     assert (added.items_new, added.items_changed, added.documents_read) == (1, 0, 1)
     assert added.signals_computed["density"] == 1 and added.signals_computed["usage"] >= 2

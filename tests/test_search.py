@@ -5,15 +5,21 @@ import json
 import pytest
 
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
-from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.errors import SearchError
+from memory_pipeline.index.embedding import load_embedder
+from memory_pipeline.index.evaluation import (
+    FUSION_GRID,
+    AcceptedAnswer,
+    EvalQuestion,
+    evaluate_questions,
+    evaluate_retrieval,
+)
 from memory_pipeline.index.fts import stem_for_fts
-from memory_pipeline.index.sync import sync_index
-from memory_pipeline.ingest.pipeline import ingest_all
-from memory_pipeline.index.evaluation import FUSION_GRID, AcceptedAnswer, EvalQuestion, evaluate_questions, evaluate_retrieval
 from memory_pipeline.index.search import Searcher, fuse, search
 from memory_pipeline.index.search_log import hit_counts
+from memory_pipeline.index.sync import sync_index
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 
 pytestmark = pytest.mark.slow
 
@@ -25,22 +31,41 @@ def searcher(tmp_path_factory):
     (root / "articles").mkdir()
     (root / "lectures").mkdir()
     conversations = [
-        ("run", "Как мне бегать марафон?", "Бегать марафон стоит в ровном темпе. Первые километры держи темп медленнее целевого, чтобы не сгореть к тридцатому."),
-        ("sleep", "How much sleep do athletes need?", "Most athletes need eight to nine hours of sleep. Recovery happens mostly during deep sleep after hard sessions."),
-        ("llm", "Можно ли обучить маленькую модель на своём ноутбуке?", "Да, маленькую языковую модель можно дообучить на ноутбуке с LoRA. Главное — аккуратно подготовить корпус и следить за переобучением."),
+        (
+            "run",
+            "Как мне бегать марафон?",
+            "Бегать марафон стоит в ровном темпе. Первые километры держи темп медленнее целевого, чтобы не сгореть к тридцатому.",
+        ),
+        (
+            "sleep",
+            "How much sleep do athletes need?",
+            "Most athletes need eight to nine hours of sleep. Recovery happens mostly during deep sleep after hard sessions.",
+        ),
+        (
+            "llm",
+            "Можно ли обучить маленькую модель на своём ноутбуке?",
+            "Да, маленькую языковую модель можно дообучить на ноутбуке с LoRA. Главное — аккуратно подготовить корпус и следить за переобучением.",
+        ),
     ]
     lines = []
     for conv, question, answer in conversations:
         lines.append({"conversation_id": conv, "turn_index": 0, "role": "user", "content": question})
         lines.append({"conversation_id": conv, "turn_index": 1, "role": "assistant", "content": answer})
-    (root / "dialogues" / "chats.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
-    (root / "articles" / "pressing.md").write_text("# Прессинг\n\nВысокий прессинг в футболе требует компактных линий.\n", encoding="utf-8")
+    (root / "dialogues" / "chats.jsonl").write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8"
+    )
+    (root / "articles" / "pressing.md").write_text(
+        "# Прессинг\n\nВысокий прессинг в футболе требует компактных линий.\n", encoding="utf-8"
+    )
     (root / "lectures" / "memory.srt").write_text(
         "1\n00:00:01,000 --> 00:00:05,000\nЛектор: Интервальное повторение укрепляет долговременную память.\n\n"
         "2\n00:00:06,000 --> 00:00:09,000\nЛектор: Повторяйте материал через растущие интервалы.\n",
         encoding="utf-8",
     )
-    config = Config(storage_root=root / "storage", sources={"dialogues": [root / "dialogues"], "articles": [root / "articles"], "lectures": [root / "lectures"]})
+    config = Config(
+        storage_root=root / "storage",
+        sources={"dialogues": [root / "dialogues"], "articles": [root / "articles"], "lectures": [root / "lectures"]},
+    )
     ingest_all(config)
     embedder = load_embedder(config.embedding)
     sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)

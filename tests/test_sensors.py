@@ -34,7 +34,9 @@ def workspace(tmp_path):
         (tmp_path / kind).mkdir()
     (tmp_path / "articles" / "a.md").write_text("# Бег\n\nЛёгкий бег.\n", encoding="utf-8")
     (tmp_path / "articles" / "b.md").write_text("# Плавание\n\nКроль.\n", encoding="utf-8")
-    (tmp_path / "lectures" / "l.txt").write_text("[00:00:01] Лектор: Сегодня о памяти.\n[00:00:09] Лектор: Повторение.\n", encoding="utf-8")
+    (tmp_path / "lectures" / "l.txt").write_text(
+        "[00:00:01] Лектор: Сегодня о памяти.\n[00:00:09] Лектор: Повторение.\n", encoding="utf-8"
+    )
     config_file = tmp_path / "memory_pipeline.yaml"
     config_file.write_text(
         yaml.safe_dump(
@@ -104,7 +106,11 @@ def test_a_burst_waits_to_settle_and_becomes_one_run(workspace):
 def test_after_ingesting_the_changes_the_sensor_is_quiet(workspace):
     root, config_file = workspace
     (root / "dialogues" / "chat.jsonl").write_text(
-        json.dumps({"messages": [{"role": "user", "content": "Привет"}, {"role": "assistant", "content": "Здравствуй"}]}, ensure_ascii=False) + "\n",
+        json.dumps(
+            {"messages": [{"role": "user", "content": "Привет"}, {"role": "assistant", "content": "Здравствуй"}]},
+            ensure_ascii=False,
+        )
+        + "\n",
         encoding="utf-8",
     )
     result, _ = _tick(config_file)
@@ -159,7 +165,9 @@ def test_a_run_that_failed_after_ingesting_its_files_is_retried_with_its_config(
     (root / "articles" / "c.md").write_text("# Новое\n\nНовая заметка.\n", encoding="utf-8")
     request, context = _tick(config_file, instance=instance)
     failed = _launch(instance, request, dg.DagsterRunStatus.STARTED)
-    ingest_all(load_config(config_file), paths=[root / "articles" / "c.md"])  # its ingest step finished, a later one failed
+    ingest_all(
+        load_config(config_file), paths=[root / "articles" / "c.md"]
+    )  # its ingest step finished, a later one failed
     instance.report_run_failed(failed)
     retry, context = _tick(config_file, context.cursor, instance)
     assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key
@@ -184,7 +192,12 @@ def test_nightly_schedule_comes_from_config():
 
 def test_one_source_kind_alone_and_its_rerun_write_no_duplicates(workspace, instance):
     root, config_file = workspace
-    chat = {"messages": [{"role": "user", "content": "Как восстановиться после марафона?"}, {"role": "assistant", "content": "Неделя лёгкого бега."}]}
+    chat = {
+        "messages": [
+            {"role": "user", "content": "Как восстановиться после марафона?"},
+            {"role": "assistant", "content": "Неделя лёгкого бега."},
+        ]
+    }
     (root / "dialogues" / "chat.jsonl").write_text(json.dumps(chat, ensure_ascii=False) + "\n", encoding="utf-8")
     (root / "articles" / "c.md").write_text("# Новое\n\nНе в этом прогоне.\n", encoding="utf-8")
     resources = {"pipeline": MemoryPipelineResource(config_path=str(config_file))}
@@ -192,9 +205,14 @@ def test_one_source_kind_alone_and_its_rerun_write_no_duplicates(workspace, inst
     articles = store.count(Kind.ARTICLE)
     first = dg.materialize([dialogue_documents], instance=instance, resources=resources)
     again = dg.materialize([dialogue_documents], instance=instance, resources=resources)
-    written = [run.asset_materializations_for_node("dialogue_documents")[0].metadata["documents_written"].value for run in (first, again)]
+    written = [
+        run.asset_materializations_for_node("dialogue_documents")[0].metadata["documents_written"].value
+        for run in (first, again)
+    ]
     assert first.success and again.success and written == [1, 0]
-    assert store.count(Kind.DIALOGUE) == 1 and store.count(Kind.ARTICLE) == articles  # only that kind's sources were scanned
+    assert (
+        store.count(Kind.DIALOGUE) == 1 and store.count(Kind.ARTICLE) == articles
+    )  # only that kind's sources were scanned
 
 
 def _job_subset(select: str):
@@ -208,7 +226,11 @@ def test_one_kind_reindex_selection_in_the_docs_resolves():
         _job_subset("dialogue_documents,chunks")  # chunks and faiss_index are one step: both or neither
     subset = _job_subset("dialogue_documents,chunks,faiss_index,item_scores,item_tiers")
     assert {key.to_user_string() for key in subset.asset_layer.selected_asset_keys} == {
-        "dialogue_documents", "chunks", "faiss_index", "item_scores", "item_tiers"
+        "dialogue_documents",
+        "chunks",
+        "faiss_index",
+        "item_scores",
+        "item_tiers",
     }
     operations = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
     assert "--select dialogue_documents,chunks,faiss_index,item_scores,item_tiers" in operations
@@ -264,8 +286,12 @@ def test_failure_record_from_a_built_run_status_context(tmp_path, instance):
         resources={"pipeline": MemoryPipelineResource(storage=str(tmp_path))},
     )
     run_failure_record_sensor(context)
-    record = json.loads((load_config(storage=tmp_path).reports_dir / "failures" / f"{failed.run_id}.json").read_text(encoding="utf-8"))
-    assert record["job"] == "training_job" and record["failed_steps"][0]["error"].endswith("disk full while writing chunks")
+    record = json.loads(
+        (load_config(storage=tmp_path).reports_dir / "failures" / f"{failed.run_id}.json").read_text(encoding="utf-8")
+    )
+    assert record["job"] == "training_job" and record["failed_steps"][0]["error"].endswith(
+        "disk full while writing chunks"
+    )
 
 
 def test_nightly_training_follows_only_a_successful_memory_job(tmp_path, instance):
@@ -286,9 +312,9 @@ def test_nightly_training_follows_only_a_successful_memory_job(tmp_path, instanc
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory):
     """The demo corpus ingested, indexed and scored in a tmp storage root."""
-    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.index.embedding import load_embedder
     from memory_pipeline.index.sync import sync_index
+    from memory_pipeline.ingest.docstore import DocumentStore
     from memory_pipeline.scoring.engine import run_promotion
 
     storage = tmp_path_factory.mktemp("promoted")
@@ -305,7 +331,9 @@ def _examples_tick(storage, threshold: int):
     raw = yaml.safe_load(open("memory_pipeline.yaml", encoding="utf-8"))
     raw["datasets"]["min_new_examples"] = threshold
     config_file = storage / f"threshold_{threshold}.yaml"
-    raw["sources"] = {k: [str(Path("memory_pipeline.yaml").resolve().parent / p) for p in v] for k, v in raw["sources"].items()}
+    raw["sources"] = {
+        k: [str(Path("memory_pipeline.yaml").resolve().parent / p) for p in v] for k, v in raw["sources"].items()
+    }
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     resource = MemoryPipelineResource(config_path=str(config_file), storage=str(storage))
     return new_examples_sensor(dg.build_sensor_context(resources={"pipeline": resource})), resource.config
@@ -321,6 +349,8 @@ def test_new_examples_sensor_fires_at_the_threshold_and_not_below(promoted):
     lowest = min(counts.values())
     fired, _ = _examples_tick(promoted, lowest)
     requests = fired if isinstance(fired, list) else [fired]
-    assert {r.partition_key for r in requests if isinstance(r, dg.RunRequest)} >= {name for name, n in counts.items() if n >= lowest}
+    assert {r.partition_key for r in requests if isinstance(r, dg.RunRequest)} >= {
+        name for name, n in counts.items() if n >= lowest
+    }
     below, _ = _examples_tick(promoted, max(counts.values()) + 1)
     assert isinstance(below, dg.SkipReason) and "not enough" in below.skip_message

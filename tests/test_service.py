@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from memory_pipeline import atomic as atomic_module
 from memory_pipeline.config import Config
+from memory_pipeline.index.search import Hit
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
-from memory_pipeline.index.search import Hit
 from memory_pipeline.service import inbox as inbox_module
 from memory_pipeline.service.app import create_app, require_safe_binding
 from memory_pipeline.service.inbox import Inbox, InboxMessage
@@ -66,6 +66,7 @@ def _upstream_app(seen: list[dict]) -> FastAPI:
         if "seed" in body:
             answer = f"Ответ {body['seed']}.{len(body['messages'])}"
         if body.get("stream"):
+
             async def events():
                 for piece in ("Темп лёгкого бега", " — разговорный."):
                     chunk = {"choices": [{"index": 0, "delta": {"content": piece}}], "model": body["model"]}
@@ -75,7 +76,12 @@ def _upstream_app(seen: list[dict]) -> FastAPI:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        }
 
     return upstream
 
@@ -110,15 +116,27 @@ class RankedSearcher:
 
     def search(self, query, *, k, kind=None, mode=None, log=True, **recall):
         hits = [
-            Hit(score=1 - i / 100, mode="hybrid", chunk_id=f"c{i}", doc_id=f"d{i}", kind="article",
-                title="Notes" if i < 30 else "Wanted", source_path=f"/notes/{'notes' if i < 30 else 'wanted'}.md", text=f"piece {i}")
+            Hit(
+                score=1 - i / 100,
+                mode="hybrid",
+                chunk_id=f"c{i}",
+                doc_id=f"d{i}",
+                kind="article",
+                title="Notes" if i < 30 else "Wanted",
+                source_path=f"/notes/{'notes' if i < 30 else 'wanted'}.md",
+                text=f"piece {i}",
+            )
             for i in range(40)
         ]
         return hits[:k]
 
 
 def _inbox_rows(config) -> list[dict]:
-    rows = [json.loads(line) for path in sorted(config.inbox_dir.glob("*.jsonl")) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line)
+        for path in sorted(config.inbox_dir.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
     return sorted(rows, key=lambda r: (r["conversation_id"], r["turn_index"]))
 
 
@@ -150,7 +168,10 @@ def test_search_round_trip_and_auth(indexed):
     with running(create_app(config)) as base:
         assert httpx.get(f"{base}/health").json()["status"] == "ok"
         assert httpx.post(f"{base}/search", json={"query": "бег"}).status_code == 401
-        assert httpx.post(f"{base}/search", json={"query": "бег"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            httpx.post(f"{base}/search", json={"query": "бег"}, headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         response = httpx.post(f"{base}/search", json={"query": "бегать марафон", "k": 3}, headers=AUTH)
         assert response.status_code == 200
         hits = response.json()["hits"]
@@ -183,8 +204,24 @@ def test_malformed_requests_get_clear_4xx(indexed):
             ("/dialogues", {"json": {"messages": [{"role": "user", "content": 123}]}}),
             ("/dialogues", {"json": {"messages": [{"role": "user", "content": [1]}]}}),
             ("/dialogues", {"json": {"conversation_id": 5, "messages": [{"role": "user", "content": "hi"}]}}),
-            ("/dialogues", {"json": {"messages": [{"role": "user", "content": "a", "turn_index": 1}, {"role": "user", "content": "b", "turn_index": 1}]}}),
-            ("/dialogues", {"content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "headers": {"content-type": "application/json"}}),
+            (
+                "/dialogues",
+                {
+                    "json": {
+                        "messages": [
+                            {"role": "user", "content": "a", "turn_index": 1},
+                            {"role": "user", "content": "b", "turn_index": 1},
+                        ]
+                    }
+                },
+            ),
+            (
+                "/dialogues",
+                {
+                    "content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+                    "headers": {"content-type": "application/json"},
+                },
+            ),
             ("/v1/chat/completions", {"content": b"{oops", "headers": {"content-type": "application/json"}}),
             ("/v1/chat/completions", {"json": {"model": "m"}}),
             ("/v1/chat/completions", {"json": {"messages": ["hi"]}}),
@@ -195,7 +232,13 @@ def test_malformed_requests_get_clear_4xx(indexed):
             ("/v1/chat/completions", {"json": {"messages": [{"role": 5, "content": "hi"}]}}),
             ("/v1/chat/completions", {"json": {"model": ["m"], "messages": [{"role": "user", "content": "hi"}]}}),
             ("/v1/chat/completions", {"json": {"stream": "maybe", "messages": [{"role": "user", "content": "hi"}]}}),
-            ("/v1/chat/completions", {"content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "headers": {"content-type": "application/json"}}),
+            (
+                "/v1/chat/completions",
+                {
+                    "content": b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+                    "headers": {"content-type": "application/json"},
+                },
+            ),
         ]
         for path, kwargs in cases:
             response = httpx.post(f"{base}{path}", **kwargs)
@@ -233,7 +276,11 @@ def test_proxy_injects_memories_forwards_and_records(indexed, stream):
         config.service.model_adapters = {"my-model": "core+sport"}
         with running(create_app(config)) as base:
             conversation = f"proxy-{stream}"
-            body = {"model": "my-model", "stream": stream, "messages": [{"role": "user", "content": "Какой темп для лёгкого бега?"}]}
+            body = {
+                "model": "my-model",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Какой темп для лёгкого бега?"}],
+            }
             response = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"X-Conversation-Id": conversation})
             assert response.status_code == 200
             if stream:
@@ -256,9 +303,13 @@ def test_proxy_injects_memories_forwards_and_records(indexed, stream):
 def test_filtered_search_returns_k_matches_ranked_below_the_top_k(tmp_path):
     config = Config(storage_root=tmp_path / "storage")
     with running(create_app(config, searcher=RankedSearcher())) as base:
-        wanted = httpx.post(f"{base}/search", json={"query": "x", "k": 5, "filters": {"source_path_contains": "wanted.md"}}).json()["hits"]
+        wanted = httpx.post(
+            f"{base}/search", json={"query": "x", "k": 5, "filters": {"source_path_contains": "wanted.md"}}
+        ).json()["hits"]
         assert [h["chunk_id"] for h in wanted] == ["c30", "c31", "c32", "c33", "c34"]
-        every = httpx.post(f"{base}/search", json={"query": "x", "k": 50, "filters": {"title_contains": "WANTED"}}).json()["hits"]
+        every = httpx.post(
+            f"{base}/search", json={"query": "x", "k": 50, "filters": {"title_contains": "WANTED"}}
+        ).json()["hits"]
         assert len(every) == 10 and all(h["title"] == "Wanted" for h in every)
         unfiltered = httpx.post(f"{base}/search", json={"query": "x", "k": 5, "filters": {}}).json()["hits"]
         assert [h["chunk_id"] for h in unfiltered] == ["c0", "c1", "c2", "c3", "c4"]
@@ -286,7 +337,11 @@ def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, mon
     assert synced == [tmp_path / "inbox", tmp_path / "inbox"]  # once more, for the branch's new file
     fresh = Inbox(tmp_path / "inbox")
     assert fresh.record(turns("Hello", "Hey there.", "Tell me a joke"), conversation_id="c").recorded == 0
-    texts = sorted(json.loads(line)["content"] for path in (tmp_path / "inbox").glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines())
+    texts = sorted(
+        json.loads(line)["content"]
+        for path in (tmp_path / "inbox").glob("*.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    )
     assert texts == sorted(["Hello", "Hi! How can I help?", "Hello", "Hey there.", "Tell me a joke"])
 
 
@@ -297,7 +352,10 @@ def test_proxy_keeps_apart_chats_that_open_alike_and_resends_record_nothing(tmp_
         with running(create_app(config, searcher=NoMemories())) as base:
 
             def chat(messages: list[dict], seed: int) -> str:
-                response = httpx.post(f"{base}/v1/chat/completions", json={"model": "m", "seed": seed, "messages": messages, "user": "same-person"})
+                response = httpx.post(
+                    f"{base}/v1/chat/completions",
+                    json={"model": "m", "seed": seed, "messages": messages, "user": "same-person"},
+                )
                 assert response.status_code == 200, response.text
                 return response.json()["choices"][0]["message"]["content"]
 
@@ -308,10 +366,12 @@ def test_proxy_keeps_apart_chats_that_open_alike_and_resends_record_nothing(tmp_
             recorded = _inbox_rows(config)
             assert chat(follow_up, 1) == third
             assert _inbox_rows(config) == recorded
-    assert _conversations(config) == sorted([
-        [("user", "Hello"), ("assistant", first), ("user", "And then?"), ("assistant", third)],
-        [("user", "Hello"), ("assistant", second)],
-    ])
+    assert _conversations(config) == sorted(
+        [
+            [("user", "Hello"), ("assistant", first), ("user", "And then?"), ("assistant", third)],
+            [("user", "Hello"), ("assistant", second)],
+        ]
+    )
 
 
 def test_stream_cut_off_by_the_client_is_recorded_once(tmp_path):
@@ -320,7 +380,9 @@ def test_stream_cut_off_by_the_client_is_recorded_once(tmp_path):
         config.service.upstream_url = f"{upstream}/v1"
         with running(create_app(config, searcher=NoMemories())) as base:
             body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "Какой темп?"}]}
-            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers={"X-Conversation-Id": "cut"}) as response:
+            with httpx.stream(
+                "POST", f"{base}/v1/chat/completions", json=body, headers={"X-Conversation-Id": "cut"}
+            ) as response:
                 assert next(line for line in response.iter_lines() if line.startswith("data:"))
             _wait_for(lambda: _inbox_rows(config))
             time.sleep(0.5)
@@ -339,10 +401,15 @@ def test_upstream_errors_pass_through_and_retrieval_failure_does_not_block(index
         config = config.model_copy(deep=True)
         config.service.upstream_url = f"{upstream}/v1"
         with running(create_app(config, searcher=BrokenSearcher())) as base:
-            ok = httpx.post(f"{base}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "привет"}]})
+            ok = httpx.post(
+                f"{base}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "привет"}]}
+            )
             assert ok.status_code == 200
             assert seen[-1]["messages"] == [{"role": "user", "content": "привет"}]
-            limited = httpx.post(f"{base}/v1/chat/completions", json={"model": "overloaded", "messages": [{"role": "user", "content": "hi"}]})
+            limited = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"model": "overloaded", "messages": [{"role": "user", "content": "hi"}]},
+            )
             assert limited.status_code == 429 and "rate limited" in limited.text
 
 

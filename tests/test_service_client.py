@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from memory_pipeline import cli
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.errors import SearchError
-from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.index.search import search
+from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.service.app import create_app
 from memory_pipeline.service.client import service_search
 
@@ -62,7 +62,9 @@ def test_service_answers_like_in_process_search(config):
                 remote = service_search(client_config, query, k=3, mode=mode)
                 assert remote is not None
                 assert _ids(remote) == _ids(search(config, query, k=3, mode=mode)), (query, mode)
-        assert _ids(service_search(client_config, "томаты", kind="article")) == _ids(search(config, "томаты", kind="article"))
+        assert _ids(service_search(client_config, "томаты", kind="article")) == _ids(
+            search(config, "томаты", kind="article")
+        )
 
 
 def test_nothing_listening_means_none(config):
@@ -100,7 +102,8 @@ def _run_cli(config: Config, tmp_path, monkeypatch, *args: str):
     """The CLI with a fresh state and a config file that names this storage and service port."""
     config_file = tmp_path / "memory_pipeline.yaml"
     config_file.write_text(
-        yaml.safe_dump({"storage_root": str(config.storage_root), "service": {"port": config.service.port}}), encoding="utf-8"
+        yaml.safe_dump({"storage_root": str(config.storage_root), "service": {"port": config.service.port}}),
+        encoding="utf-8",
     )
     monkeypatch.setattr(cli, "state", cli._State())
     return CliRunner().invoke(cli.app, ["--config", str(config_file), "search", *args])

@@ -20,7 +20,6 @@ from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, load_config
 from memory_pipeline.instance import dagster_env
 from memory_pipeline.service.app import create_app
 from memory_pipeline.storage_root import MARKER
-
 from tests.test_service import running
 
 pytestmark = pytest.mark.slow  # real ingest and MiniLM embeddings, once per module
@@ -64,7 +63,10 @@ def memory(tmp_path_factory):
     adapters = yaml.safe_load((REPO / "memory_pipeline.yaml").read_text(encoding="utf-8"))["adapters"]
     raw = {
         "sources": {
-            "dialogues": [str(FIXTURES / "dialogues" / "chatgpt_single.json"), str(FIXTURES / "dialogues" / "claude_export.json")],
+            "dialogues": [
+                str(FIXTURES / "dialogues" / "chatgpt_single.json"),
+                str(FIXTURES / "dialogues" / "claude_export.json"),
+            ],
             "lectures": [str(FIXTURES / "lectures" / "coach_talk.srt")],
         },
         "adapters": adapters,
@@ -87,22 +89,24 @@ def _search(config_file: Path, storage: Path) -> list[tuple]:
     return [(h["chunk_id"], h["source_path"], round(h.get("relevance", h["score"]), 4)) for h in hits]
 
 
-@pytest.mark.parametrize("command", [["search", "x"], ["tiers"], ["promote"], ["datasets", "list"], ["adapters", "list"], ["backup", "b"]])
+@pytest.mark.parametrize(
+    "command", [["search", "x"], ["tiers"], ["promote"], ["datasets", "list"], ["adapters", "list"], ["backup", "b"]]
+)
 def test_read_commands_on_a_folder_without_memory_fail_and_create_nothing(tmp_path, memory, command):
     config_file, _, _ = memory
     typo = tmp_path / "storgae"
     result = invoke("--config", config_file, "--storage", typo, *command)
     assert result.exit_code == 2
-    assert f"no memory at {typo} (run `memory-pipeline ingest` first, or pass --storage)" in " ".join(result.output.split())
+    assert f"no memory at {typo} (run `memory-pipeline ingest` first, or pass --storage)" in " ".join(
+        result.output.split()
+    )
     assert not typo.exists()
 
 
 def test_nothing_under_storage_holds_its_own_absolute_path(memory):
     _, storage, _ = memory
     needle = str(storage.resolve()).encode()
-    holders = [
-        str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file() and needle in p.read_bytes()
-    ]
+    holders = [str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file() and needle in p.read_bytes()]
     assert (storage / MARKER).is_file()
     assert holders == []
     assert "storage" not in yaml.safe_load((storage / "dagster_home" / "dagster.yaml").read_text())
@@ -157,7 +161,10 @@ def test_backup_while_the_service_records_then_restore_into_a_new_folder_and_sea
     def record_dialogues(url: str) -> None:
         turn = 0
         while not stop.is_set():
-            messages = [{"role": "user", "content": f"вопрос {turn} про темп марафона"}, {"role": "assistant", "content": "держи ровный темп"}]
+            messages = [
+                {"role": "user", "content": f"вопрос {turn} про темп марафона"},
+                {"role": "assistant", "content": "держи ровный темп"},
+            ]
             body = {"conversation_id": "backup-test", "start_index": 2 * turn, "messages": messages}
             recorded.append(httpx.post(f"{url}/dialogues", json=body, timeout=30).status_code)
             turn += 1

@@ -37,7 +37,6 @@ from memory_pipeline.datasets.versions import (
 from memory_pipeline.records import Document, Kind, sha256_bytes
 from memory_pipeline.tokens import ENCODING_NAME
 
-
 # Whose text a target is: the user's turns, an assistant's answers (voice 'assistant' only), the
 # user's articles and lectures. A served model's own answers are never targets (see make_examples).
 TARGET_SOURCES = ("user", "assistant", "article", "lecture", "profile")
@@ -163,7 +162,12 @@ def make_examples(
 
 
 def curate(
-    assignments: Sequence[Any], documents: Mapping[str, Document], adapter: AdapterConfig, options: DatasetsConfig, *, inbox_dir: Path | None = None
+    assignments: Sequence[Any],
+    documents: Mapping[str, Document],
+    adapter: AdapterConfig,
+    options: DatasetsConfig,
+    *,
+    inbox_dir: Path | None = None,
 ) -> Curated:
     """Every curation step in order, with what each removed."""
     examples, skipped = make_examples(assignments, documents, adapter, options, inbox_dir=inbox_dir)
@@ -180,7 +184,9 @@ def curate(
     if options.scrub_pii:
         examples, report = curation.scrub_examples(examples)
         steps.append(report)
-    examples = apply(curation.filter_token_bounds(examples, min_tokens=options.min_tokens, max_tokens=options.max_tokens))
+    examples = apply(
+        curation.filter_token_bounds(examples, min_tokens=options.min_tokens, max_tokens=options.max_tokens)
+    )
     examples = apply(curation.dedup_exact(examples))
     examples = apply(curation.dedup_near(examples, threshold=options.near_duplicate_threshold))
     examples = apply(curation.apply_token_budget(examples, budget=options.token_budget))
@@ -210,7 +216,12 @@ def content_hash(data: Mapping[str, bytes]) -> str:
 
 
 def build_dataset(
-    config: Config, adapter_name: str, assignments: Sequence[Any], documents: Iterable[Document], *, now: datetime | None = None
+    config: Config,
+    adapter_name: str,
+    assignments: Sequence[Any],
+    documents: Iterable[Document],
+    *,
+    now: datetime | None = None,
 ) -> DatasetBuildResult:
     """Build a new version of ``adapter_name``'s training set, or say why there is none.
 
@@ -233,7 +244,9 @@ def build_dataset(
         reason = f"no training examples for {adapter_name!r} ({len(promoted)} promoted items, none left after curation)"
         return _unchanged(config, adapter_name, latest, latest_card, reason)
     if latest_card is not None and latest_card.content_hash == digest:
-        return _unchanged(config, adapter_name, latest, latest_card, f"unchanged: same train and eval lines as {latest.name}")
+        return _unchanged(
+            config, adapter_name, latest, latest_card, f"unchanged: same train and eval lines as {latest.name}"
+        )
     now = now or datetime.now(UTC)
     version = next_version_name(config, adapter_name, now)
     heldout = general_heldout()
@@ -318,55 +331,61 @@ def make_card(
     scores = [e.score for e in kept]
     doc_formats = Counter(documents[d].format for d in {e.doc_id for e in kept} if d in documents)
     heldout_tokens = sum(curation.count_tokens(h["text"]) for h in heldout)
-    return DatasetCard.model_validate({
-        "version": version,
-        "adapter": adapter.name,
-        "created_at": created_at.astimezone(UTC).isoformat(timespec="seconds"),
-        "parent": parent,
-        "content_hash": digest,
-        "counts": {
-            "train": len(curated.train),
-            "eval": len(curated.eval),
-            "heldout": len(heldout),
-            "promoted_items": promoted,
-            "examples_built": curated.examples_built,
-        },
-        "tokens": {
-            "encoding": ENCODING_NAME,
-            "train": curation.token_stats(curated.train),
-            "eval": curation.token_stats(curated.eval),
-            "heldout_total": heldout_tokens,
-        },
-        "sources": {
-            "documents": {
-                "train": len({e.doc_id for e in curated.train}),
-                "eval": len({e.doc_id for e in curated.eval}),
+    return DatasetCard.model_validate(
+        {
+            "version": version,
+            "adapter": adapter.name,
+            "created_at": created_at.astimezone(UTC).isoformat(timespec="seconds"),
+            "parent": parent,
+            "content_hash": digest,
+            "counts": {
+                "train": len(curated.train),
+                "eval": len(curated.eval),
+                "heldout": len(heldout),
+                "promoted_items": promoted,
+                "examples_built": curated.examples_built,
             },
-            "kinds": dict(sorted(Counter(e.kind for e in kept).items())),
-            "targets": {source: sum(e.target_source == source for e in kept) for source in TARGET_SOURCES},
-            "line_formats": dict(sorted(Counter(e.format for e in kept).items())),
-            "document_formats": dict(sorted(doc_formats.items())),
-        },
-        "scores": {
-            "rag_threshold": config.promote.rag_threshold,
-            "lora_threshold": config.promote.lora_threshold,
-            "min": round(min(scores), 4),
-            "mean": round(sum(scores) / len(scores), 4),
-            "max": round(max(scores), 4),
-        },
-        "filters": [s.as_dict() for s in curated.steps],
-        "adapter_config": {"voice": adapter.voice, "system_prompt": adapter.system_prompt, "description": adapter.description},
-        "datasets_config": options.model_dump(mode="json"),
-        "files": {
-            "data": {
-                DATA_FILES[(split, fmt)]: {"split": split, "format": fmt, "examples": len(examples)}
-                for (split, fmt), examples in curated.by_file().items()
+            "tokens": {
+                "encoding": ENCODING_NAME,
+                "train": curation.token_stats(curated.train),
+                "eval": curation.token_stats(curated.eval),
+                "heldout_total": heldout_tokens,
             },
-            "heldout": "heldout.jsonl",
-            "items": ITEMS_FILE,
-            "exports": dict(EXPORT_FILES),
-        },
-    })
+            "sources": {
+                "documents": {
+                    "train": len({e.doc_id for e in curated.train}),
+                    "eval": len({e.doc_id for e in curated.eval}),
+                },
+                "kinds": dict(sorted(Counter(e.kind for e in kept).items())),
+                "targets": {source: sum(e.target_source == source for e in kept) for source in TARGET_SOURCES},
+                "line_formats": dict(sorted(Counter(e.format for e in kept).items())),
+                "document_formats": dict(sorted(doc_formats.items())),
+            },
+            "scores": {
+                "rag_threshold": config.promote.rag_threshold,
+                "lora_threshold": config.promote.lora_threshold,
+                "min": round(min(scores), 4),
+                "mean": round(sum(scores) / len(scores), 4),
+                "max": round(max(scores), 4),
+            },
+            "filters": [s.as_dict() for s in curated.steps],
+            "adapter_config": {
+                "voice": adapter.voice,
+                "system_prompt": adapter.system_prompt,
+                "description": adapter.description,
+            },
+            "datasets_config": options.model_dump(mode="json"),
+            "files": {
+                "data": {
+                    DATA_FILES[(split, fmt)]: {"split": split, "format": fmt, "examples": len(examples)}
+                    for (split, fmt), examples in curated.by_file().items()
+                },
+                "heldout": "heldout.jsonl",
+                "items": ITEMS_FILE,
+                "exports": dict(EXPORT_FILES),
+            },
+        }
+    )
 
 
 def render_card(card: DatasetCard) -> str:
@@ -402,7 +421,7 @@ def render_card(card: DatasetCard) -> str:
     lines += [f"| `{name}` | {f.split} | {f.format} | {f.examples} |" for name, f in files.data.items()]
     lines += [
         "",
-        "One line format per file: TRL's SFTTrainer reads each as is (`load_dataset(\"json\", data_files=...)`). "
+        'One line format per file: TRL\'s SFTTrainer reads each as is (`load_dataset("json", data_files=...)`). '
         f"LLaMA-Factory: `{files.exports['llamafactory']}` (set `dataset_dir` to this folder). "
         f"axolotl: `{files.exports['axolotl']}` (merge its `datasets:` / `test_datasets:` into your config).",
     ]

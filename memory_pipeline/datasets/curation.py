@@ -116,7 +116,11 @@ def filter_languages(examples: Sequence[Example], languages: Sequence[str]) -> F
     guesses = {e.item_id: guess_language(e.key_text) for e in examples}
     removed_by = Counter(g for g in guesses.values() if g not in allowed)
     return _partition(
-        "language", examples, lambda e: guesses[e.item_id] in allowed, languages=sorted(allowed), removed_by_language=dict(sorted(removed_by.items()))
+        "language",
+        examples,
+        lambda e: guesses[e.item_id] in allowed,
+        languages=sorted(allowed),
+        removed_by_language=dict(sorted(removed_by.items())),
     )
 
 
@@ -170,7 +174,11 @@ _PII_RULES: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
     # Russian numbers: +7 / 8, then 10 digits in the usual groupings: +7 (916) 123-45-67, 8-916-123-45-67, 89161234567.
     ("PHONE", re.compile(r"(?<![\w+])(?:\+7|8)[ \-]?\(?\d{3}\)?[ \-]?\d{3}[ \-]?\d{2}[ \-]?\d{2}(?!\w)"), None),
     # Other international numbers written with a leading +: +44 20 7946 0958, +1 (555) 123-4567.
-    ("PHONE", re.compile(r"(?<![\w+])\+\d{1,3}[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d{2,4}(?:[ \-]?\d{2,4}){1,4}(?!\w)"), _enough_digits),
+    (
+        "PHONE",
+        re.compile(r"(?<![\w+])\+\d{1,3}[ \-]?(?:\(\d{1,4}\)[ \-]?)?\d{2,4}(?:[ \-]?\d{2,4}){1,4}(?!\w)"),
+        _enough_digits,
+    ),
     ("SECRET", re.compile(r"(?<![\w\-])[0-9a-fA-F]{32,}(?![\w\-])"), None),
     ("SECRET", re.compile(r"(?<![\w/+=\-])[A-Za-z0-9+/_\-]{32,}={0,2}(?![\w/+=\-])"), _looks_random),
 ]
@@ -264,7 +272,13 @@ def dedup_near(examples: Sequence[Example], *, threshold: float) -> Filtered:
         lsh.insert(example.item_id, signature)
         signatures[example.item_id] = signature
         keep.add(example.item_id)
-    return _partition("near_duplicates", examples, lambda e: e.item_id in keep, threshold=threshold, method="MinHash LSH, word 3-shingles")
+    return _partition(
+        "near_duplicates",
+        examples,
+        lambda e: e.item_id in keep,
+        threshold=threshold,
+        method="MinHash LSH, word 3-shingles",
+    )
 
 
 # --- budget, split, decontamination -------------------------------------------------------------
@@ -287,7 +301,9 @@ def eval_position(doc_id: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_by_document(examples: Sequence[Example], *, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example], StepReport]:
+def split_by_document(
+    examples: Sequence[Example], *, eval_fraction: float, seed: int
+) -> tuple[list[Example], list[Example], StepReport]:
     """Train and eval examples, split by source document so no conversation is on both sides.
 
     A document's side depends only on its id and the seed, so it stays on that side as the set grows.

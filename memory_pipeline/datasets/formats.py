@@ -142,7 +142,9 @@ def chat_example(
         messages.insert(0, {"role": "user", "content": neutral_prompt(doc.title, doc.language)})
     normalized = normalize_messages(messages, system=system_prompt)
     prompt, answer = normalized[-2]["content"], normalized[-1]["content"]
-    return ChatExample(messages=normalized, key_text=prompt + "\n\n" + answer, target_role="user" if voice == "user" else "assistant")
+    return ChatExample(
+        messages=normalized, key_text=prompt + "\n\n" + answer, target_role="user" if voice == "user" else "assistant"
+    )
 
 
 def text_example(text: str, *, heading: str | None = None) -> dict[str, str] | None:

@@ -84,8 +84,14 @@ def list_versions(config: Config, adapter: str | None = None) -> list[DatasetVer
     if adapter is not None:
         adapters = [adapter]
     else:
-        adapters = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
-    return [DatasetVersion(a, name, adapter_dir(config, a) / name) for a in adapters for name in _version_names(adapter_dir(config, a))]
+        adapters = (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        )
+    return [
+        DatasetVersion(a, name, adapter_dir(config, a) / name)
+        for a in adapters
+        for name in _version_names(adapter_dir(config, a))
+    ]
 
 
 def latest_version_name(config: Config, adapter: str) -> str | None:
@@ -96,7 +102,7 @@ def latest_version_name(config: Config, adapter: str) -> str | None:
     try:
         name = json.loads(pointer.read_text(encoding="utf-8"))["version"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ParseError(pointer, f"expected {{\"version\": ...}}: {exc}") from None
+        raise ParseError(pointer, f'expected {{"version": ...}}: {exc}') from None
     if not (adapter_dir(config, adapter) / name).is_dir():
         raise StoreError(f"{pointer} names version {name!r}, which does not exist")
     return name

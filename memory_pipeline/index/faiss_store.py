@@ -41,7 +41,11 @@ class FaissIndex:
             try:
                 meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
                 index = faiss.read_index(str(self.path))
-                if meta.get("model_id") == self.model_id and index.d == self.dimension and index.ntotal == meta.get("count"):
+                if (
+                    meta.get("model_id") == self.model_id
+                    and index.d == self.dimension
+                    and index.ntotal == meta.get("count")
+                ):
                     self.index, self.kind = index, meta.get("index_type", "flat")
                     return True
             except (RuntimeError, ValueError, json.JSONDecodeError):
@@ -54,7 +58,12 @@ class FaissIndex:
         import faiss
 
         atomic_write(self.path, lambda tmp: faiss.write_index(self.index, str(tmp)))
-        meta = {"model_id": self.model_id, "dimension": self.dimension, "index_type": self.kind, "count": int(self.index.ntotal)}
+        meta = {
+            "model_id": self.model_id,
+            "dimension": self.dimension,
+            "index_type": self.kind,
+            "count": int(self.index.ntotal),
+        }
         atomic_write_text(self.meta_path, json.dumps(meta, indent=2))
 
     def _empty(self, kind: str, training: np.ndarray | None = None):

@@ -60,7 +60,9 @@ def embed_partition(
     """Chunk and embed this partition's documents to index into the embedding cache; writes no store."""
     started, cpu_started = time.perf_counter(), time.process_time()
     report = PartitionReport(partition=partition, partitions=partitions)
-    mine = [d for d in documents_to_index(config, docstore, embedder.model_id) if partition_of(d, partitions) == partition]
+    mine = [
+        d for d in documents_to_index(config, docstore, embedder.model_id) if partition_of(d, partitions) == partition
+    ]
     report.documents = len(mine)
     with EmbeddingCache(config.embedding_cache_path) as cache:
         for start in range(0, len(mine), DOC_BATCH):
@@ -74,7 +76,9 @@ def embed_partition(
             _, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
             report.embedded += embedded
             report.cache_hits += len(texts) - embedded
-            log(f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, {report.embedded} chunks embedded")
+            log(
+                f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, {report.embedded} chunks embedded"
+            )
     report.seconds = round(time.perf_counter() - started, 3)
     report.cpu_seconds = round(time.process_time() - cpu_started, 3)
     return report

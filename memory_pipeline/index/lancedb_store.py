@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memory_pipeline.index.embedding import model_slug
 from memory_pipeline.errors import StoreError
+from memory_pipeline.index.embedding import model_slug
 from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.records import Chunk
 
@@ -132,7 +132,12 @@ class ChunkStore:
         return [c for c in ROW_COLUMNS if c in names]
 
     def replace_documents(
-        self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray], *, replaced: Sequence[str] = ()
+        self,
+        doc_keys: dict[str, str],
+        chunks: Sequence[Chunk],
+        vectors: dict[str, np.ndarray],
+        *,
+        replaced: Sequence[str] = (),
     ) -> None:
         """One atomic commit: these documents' chunks become exactly ``chunks`` (documents may end up empty).
 
@@ -175,7 +180,9 @@ class ChunkStore:
     def row_ids(self) -> np.ndarray:
         return np.array([r["row_id"] for r in self.rows(["row_id"])], dtype=np.int64)
 
-    def iter_vectors(self, row_ids: Sequence[int] | None = None, *, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(
+        self, row_ids: Sequence[int] | None = None, *, batch: int = 20_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) in batches: for building or patching the FAISS mirror without loading all at once."""
         if row_ids is None:
             reader = self.table.search().select(["row_id", "vector"]).limit(None).to_batches(batch)
@@ -185,7 +192,13 @@ class ChunkStore:
         ids = list(row_ids)
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start : start + _ID_BATCH]
-            table = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(["row_id", "vector"]).limit(None).to_arrow()
+            table = (
+                self.table.search()
+                .where(f"row_id IN ({','.join(map(str, part))})")
+                .select(["row_id", "vector"])
+                .limit(None)
+                .to_arrow()
+            )
             yield _ids_and_vectors(table, self.dimension)
 
     def get_rows(self, row_ids: Sequence[int]) -> dict[int, dict]:
@@ -193,12 +206,19 @@ class ChunkStore:
         ids = [int(i) for i in row_ids]
         for start in range(0, len(ids), _ID_BATCH):
             part = ids[start : start + _ID_BATCH]
-            query = self.table.search().where(f"row_id IN ({','.join(map(str, part))})").select(self.row_columns).limit(None)
+            query = (
+                self.table.search()
+                .where(f"row_id IN ({','.join(map(str, part))})")
+                .select(self.row_columns)
+                .limit(None)
+            )
             for row in query.to_arrow().to_pylist():
                 found[row["row_id"]] = row
         return found
 
-    def rows(self, columns: Sequence[str], where: str | None = None, *, doc_ids: Sequence[str] | None = None) -> list[dict]:
+    def rows(
+        self, columns: Sequence[str], where: str | None = None, *, doc_ids: Sequence[str] | None = None
+    ) -> list[dict]:
         """Selected columns of all rows, or of a filter / some documents; [] before the table exists."""
         if not self.exists():
             return []
@@ -222,8 +242,15 @@ class ChunkStore:
             for row in self.rows(columns, f"{column} IN ({_quoted(ordered[start : start + _ID_BATCH])})")
         ]
 
-    def vector_search(self, vector: np.ndarray, k: int, *, kind: str | None = None, where: str | None = None) -> list[dict]:
-        query = self.table.search(vector, vector_column_name="vector").distance_type("cosine").select([*self.row_columns, "_distance"]).limit(k)
+    def vector_search(
+        self, vector: np.ndarray, k: int, *, kind: str | None = None, where: str | None = None
+    ) -> list[dict]:
+        query = (
+            self.table.search(vector, vector_column_name="vector")
+            .distance_type("cosine")
+            .select([*self.row_columns, "_distance"])
+            .limit(k)
+        )
         if kind or where:
             query = query.where(_conditions(kind, where), prefilter=True)
         return cosine_scored(query.to_arrow().to_pylist())
@@ -235,7 +262,11 @@ class ChunkStore:
             return []
         if not self._fts_ready:
             self.ensure_fts_index()
-        search = self.table.search(stemmed, query_type="fts", fts_columns="fts_text").select([*self.row_columns, "_score"]).limit(k)
+        search = (
+            self.table.search(stemmed, query_type="fts", fts_columns="fts_text")
+            .select([*self.row_columns, "_score"])
+            .limit(k)
+        )
         if kind or where:
             search = search.where(_conditions(kind, where), prefilter=True)
         return search.to_arrow().to_pylist()
@@ -296,7 +327,11 @@ def _row(chunk: Chunk, doc_key: str) -> dict:
 
 def _ids_and_vectors(table, dimension: int) -> tuple[np.ndarray, np.ndarray]:
     ids = table.column("row_id").to_numpy().astype(np.int64)
-    flat = table.column("vector").combine_chunks().values.to_numpy() if hasattr(table.column("vector"), "combine_chunks") else table.column("vector").values.to_numpy()
+    flat = (
+        table.column("vector").combine_chunks().values.to_numpy()
+        if hasattr(table.column("vector"), "combine_chunks")
+        else table.column("vector").values.to_numpy()
+    )
     return ids, flat.reshape(-1, dimension).astype(np.float32)
 
 

@@ -68,14 +68,27 @@ class RecallView:
         if stamp is None:
             self.by_chunk = {}
             return
-        columns = ["item_id", "chunk_ids", "tier_base", "recall_score", "score", "superseded_by", "created_at", "first_seen"]
+        columns = [
+            "item_id",
+            "chunk_ids",
+            "tier_base",
+            "recall_score",
+            "score",
+            "superseded_by",
+            "created_at",
+            "first_seen",
+        ]
         frame = self.store.load_frame(columns)
         found: dict[str, ChunkRecall] = {}
         for row in frame.itertuples(index=False):
-            recall_score = row.recall_score if row.recall_score == row.recall_score else row.score  # NaN: an older store
+            recall_score = (
+                row.recall_score if row.recall_score == row.recall_score else row.score
+            )  # NaN: an older store
             when = row.created_at if row.created_at == row.created_at else row.first_seen
             recall_score = float(recall_score or 0.0)
-            info = ChunkRecall(row.item_id, row.tier_base or "cache", recall_score, row.superseded_by or "", _naive(when))
+            info = ChunkRecall(
+                row.item_id, row.tier_base or "cache", recall_score, row.superseded_by or "", _naive(when)
+            )
             for chunk_id in row.chunk_ids:
                 found[chunk_id] = info
         self.by_chunk = found

@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from memory_pipeline.config import Config
-from memory_pipeline.index.embedding import Embedder, load_embedder
 from memory_pipeline.errors import SearchError
+from memory_pipeline.index.embedding import Embedder, load_embedder
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lance_reader import open_for_search
 from memory_pipeline.index.recall import RecallView, file_mtime, position_key, rank
@@ -95,7 +95,8 @@ class Searcher:
                 version = self.store.latest_version()
                 if version != self._table_version:
                     self._meta = {
-                        r["row_id"]: (r["kind"], r["chunk_id"], position_key(r), r["created_at"]) for r in self.store.rows(_META_COLUMNS)
+                        r["row_id"]: (r["kind"], r["chunk_id"], position_key(r), r["created_at"])
+                        for r in self.store.rows(_META_COLUMNS)
                     }
                     self._table_version = version
             self.recall.refresh()
@@ -136,14 +137,24 @@ class Searcher:
                 candidates, known = {r["row_id"]: float(r["_score"]) for r in rows}, {r["row_id"]: r for r in rows}
             else:
                 candidates, known, cosines = self._hybrid(query, depth, kind, span)
-            ranked = rank(candidates, self._chunk_of, self.recall, self.config, k=k, include_discard=include_discard, now=now)
+            ranked = rank(
+                candidates, self._chunk_of, self.recall, self.config, k=k, include_discard=include_discard, now=now
+            )
             rows = self._rows([r.row_id for r in ranked], known)
             hits = [_hit(rows[r.row_id], r, mode, cosines.get(r.row_id)) for r in ranked if r.row_id in rows]
         if log:
             from memory_pipeline.index.search_log import log_search
 
             latency = (time.perf_counter() - started) * 1000
-            log_search(self.config, query=query, mode=mode, kind=kind, k=k, hit_ids=[h.chunk_id for h in hits], latency_ms=latency)
+            log_search(
+                self.config,
+                query=query,
+                mode=mode,
+                kind=kind,
+                k=k,
+                hit_ids=[h.chunk_id for h in hits],
+                latency_ms=latency,
+            )
         return hits
 
     def query_vector(self, query: str) -> np.ndarray:
@@ -168,7 +179,9 @@ class Searcher:
             return kind is None and span is None
         return (kind is None or meta[0] == kind) and (span is None or span.contains(meta[3]))
 
-    def _vector_scores(self, query: str, depth: int, kind: str | None, span: TimeSpan | None = None) -> tuple[dict[int, float], dict[int, dict]]:
+    def _vector_scores(
+        self, query: str, depth: int, kind: str | None, span: TimeSpan | None = None
+    ) -> tuple[dict[int, float], dict[int, dict]]:
         """Nearest chunks as row_id -> cosine, plus any rows already read on the way.
 
         FAISS answers from memory; kind and time filters are applied with the in-memory row map,
@@ -179,7 +192,11 @@ class Searcher:
             filtered = kind is not None or span is not None
             fetch = depth if not filtered else min(self.faiss.ntotal, depth * 8)
             scores, ids = self.faiss.search(vector, fetch)
-            found = {int(i): float(s) for s, i in zip(scores, ids) if int(i) >= 0 and (not filtered or self._allowed(int(i), kind, span))}
+            found = {
+                int(i): float(s)
+                for s, i in zip(scores, ids)
+                if int(i) >= 0 and (not filtered or self._allowed(int(i), kind, span))
+            }
             # FAISS is exact here: what passed the filter is the true top of the allowed rows, so a quarter of the
             # depth (at least the k asked for) is enough to rank; fewer means the filter is narrow: ask LanceDB.
             if len(found) >= (depth if not filtered else depth // 4) or fetch >= self.faiss.ntotal:
@@ -210,7 +227,11 @@ class Searcher:
         """Fused scores, rows read on the way, and the vector side's cosines."""
         fts_rows = self.store.fts_search(query, depth, kind=kind, where=span.where() if span else None)
         vector_scores, known = self._vector_scores(query, depth, kind, span)
-        fused = fuse({row["row_id"]: float(row["_score"]) for row in fts_rows}, vector_scores, fts_weight=self.config.search.hybrid_fts_weight)
+        fused = fuse(
+            {row["row_id"]: float(row["_score"]) for row in fts_rows},
+            vector_scores,
+            fts_weight=self.config.search.hybrid_fts_weight,
+        )
         return fused, {**known, **{row["row_id"]: row for row in fts_rows}}, vector_scores
 
 
@@ -237,7 +258,9 @@ def fuse(fts_scores: dict[int, float], vector_scores: dict[int, float], *, fts_w
     return fused
 
 
-def validate_request(config: Config, query: str, k: int | None, kind: str | None, mode: str | None) -> tuple[str, int, str | None, str]:
+def validate_request(
+    config: Config, query: str, k: int | None, kind: str | None, mode: str | None
+) -> tuple[str, int, str | None, str]:
     """Check a request before any model is loaded; fill defaults from config."""
     if not isinstance(query, str) or not query.strip():
         raise SearchError("empty query: type what to look for")
@@ -271,7 +294,9 @@ def search(
     """One search in this process (loads the model: seconds; the service keeps it loaded)."""
     validate_request(config, query, k, kind, mode)
     bounds(since, until, timezone=config.schedule.timezone)
-    return Searcher(config, embedder=embedder).search(query, k=k, kind=kind, mode=mode, log=log, since=since, until=until, include_discard=include_discard)
+    return Searcher(config, embedder=embedder).search(
+        query, k=k, kind=kind, mode=mode, log=log, since=since, until=until, include_discard=include_discard
+    )
 
 
 def _hit(row: dict, entry, mode: str, similarity: float | None = None) -> Hit:

@@ -27,7 +27,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def log_search(config: Config, *, query: str, mode: str, kind: str | None, k: int, hit_ids: Sequence[str], latency_ms: float) -> None:
+def log_search(
+    config: Config, *, query: str, mode: str, kind: str | None, k: int, hit_ids: Sequence[str], latency_ms: float
+) -> None:
     db = _connect(config.search_log_path)
     try:
         with db:

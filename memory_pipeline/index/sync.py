@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.config import Config
-from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
 from memory_pipeline.index.embedding_cache import EmbeddingCache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ class IndexReport(BaseModel):
     not_migrated: int = Field(
         0, description="documents of those tables, still in the document store, that this table lacks after the run"
     )
-    docs_truncated: int = Field(0, description="documents with more chunks than limits.max_chunks_per_document; only the first were indexed")
+    docs_truncated: int = Field(
+        0, description="documents with more chunks than limits.max_chunks_per_document; only the first were indexed"
+    )
 
     def migration_line(self) -> str:
         """One line for the CLI and the logs; '' when this run was no model switch."""
@@ -85,7 +87,9 @@ class ConsistencyReport(BaseModel):
 
 
 def open_stores(config: Config, model_id: str, dimension: int) -> tuple[ChunkStore, FaissIndex]:
-    return ChunkStore(config.lancedb_uri, model_id, dimension), FaissIndex(config.faiss_dir, model_id, dimension, config.index)
+    return ChunkStore(config.lancedb_uri, model_id, dimension), FaissIndex(
+        config.faiss_dir, model_id, dimension, config.index
+    )
 
 
 def sync_index(
@@ -148,7 +152,9 @@ def sync_index(
         report.chunks_removed += len(old_ids - new_ids)
         if bar is not None:
             bar.update(len(docs))
-        log(f"indexed {report.docs_indexed}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)")
+        log(
+            f"indexed {report.docs_indexed}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)"
+        )
 
     def commit_pending() -> None:
         """Embed the pooled chunks in one call (the embedder batches a whole pool by length: fuller
@@ -185,7 +191,10 @@ def sync_index(
                 if len(doc_chunks) > config.limits.max_chunks_per_document:
                     logger.warning(
                         "%s (%s): %d chunks, only the first %d indexed (limits.max_chunks_per_document)",
-                        doc.source_path, doc.doc_id, len(doc_chunks), config.limits.max_chunks_per_document,
+                        doc.source_path,
+                        doc.doc_id,
+                        len(doc_chunks),
+                        config.limits.max_chunks_per_document,
                     )
                     doc_chunks = doc_chunks[: config.limits.max_chunks_per_document]
                     report.docs_truncated += 1
@@ -289,7 +298,11 @@ def _same_source(docstore: DocumentStore, new: Sequence[str], gone: dict[str, di
     left: dict[tuple[str, str], list[str]] = {}
     for doc_id, row in gone.items():
         left.setdefault((row["kind"], row["source_path"]), []).append(doc_id)
-    return {docs[0]: left[source][0] for source, docs in arrived.items() if len(docs) == 1 and len(left.get(source, ())) == 1}
+    return {
+        docs[0]: left[source][0]
+        for source, docs in arrived.items()
+        if len(docs) == 1 and len(left.get(source, ())) == 1
+    }
 
 
 def sync_faiss(store: ChunkStore, faiss_index: FaissIndex) -> bool:

@@ -60,7 +60,10 @@ class TimeSpan:
 def _parser(now: datetime):
     from dateparser.date import DateDataParser
 
-    return DateDataParser(languages=["ru", "en"], settings={"RELATIVE_BASE": now, "PREFER_DATES_FROM": "past", "RETURN_AS_TIMEZONE_AWARE": False})
+    return DateDataParser(
+        languages=["ru", "en"],
+        settings={"RELATIVE_BASE": now, "PREFER_DATES_FROM": "past", "RETURN_AS_TIMEZONE_AWARE": False},
+    )
 
 
 def _period(start: datetime, period: str) -> tuple[datetime, datetime]:
@@ -109,7 +112,9 @@ def find_in_query(query: str, *, now: datetime | None = None, timezone: str = "U
     return rest or query, span
 
 
-def bounds(since: str | datetime | None, until: str | datetime | None, *, now: datetime | None = None, timezone: str = "UTC") -> TimeSpan | None:
+def bounds(
+    since: str | datetime | None, until: str | datetime | None, *, now: datetime | None = None, timezone: str = "UTC"
+) -> TimeSpan | None:
     """Explicit since/until (ISO dates, datetimes, or expressions like "last week") as one span.
 
     ``since`` takes the start of the period it names, ``until`` its end, so since="last month"
@@ -124,7 +129,9 @@ def bounds(since: str | datetime | None, until: str | datetime | None, *, now: d
     return TimeSpan(start, stop)
 
 
-def _bound(value: str | datetime | None, name: str, now: datetime | None, timezone: str, *, end: bool) -> datetime | None:
+def _bound(
+    value: str | datetime | None, name: str, now: datetime | None, timezone: str, *, end: bool
+) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -140,5 +147,7 @@ def _bound(value: str | datetime | None, name: str, now: datetime | None, timezo
         pass
     span = resolve(value, now=now, timezone=timezone)
     if span is None:
-        raise SearchError(f"{name}: cannot read {value!r} as a date (use 2024-03-01 or an expression like 'last week', 'два месяца назад')")
+        raise SearchError(
+            f"{name}: cannot read {value!r} as a date (use 2024-03-01 or an expression like 'last week', 'два месяца назад')"
+        )
     return span.until if end else span.since

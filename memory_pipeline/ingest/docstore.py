@@ -192,7 +192,19 @@ class DocumentStore:
 
     def summary_rows(self, kind: Kind | None = None) -> list[dict]:
         """One light row per document (no body), for previews, counts per format and the UI."""
-        columns = ["doc_id", "kind", "format", "title", "source_path", "language", "repaired", "repair_codec", "n_units", "n_chars", "created_at"]
+        columns = [
+            "doc_id",
+            "kind",
+            "format",
+            "title",
+            "source_path",
+            "language",
+            "repaired",
+            "repair_codec",
+            "n_units",
+            "n_chars",
+            "created_at",
+        ]
         rows: list[dict] = []
         for k in [kind] if kind else list(Kind):
             rows.extend(self._select(k, columns))

@@ -145,7 +145,9 @@ def ingest_kind(
     StoreError at once rather than redo the same work beside it.
     """
     with exclusive_lock(config.documents_dir / f"ingest_{kind.value}.lock", f"an ingest of {kind.value}s"):
-        return _ingest_kind(config, kind, paths=paths, store=store, on_progress=on_progress, prune_missing=prune_missing)
+        return _ingest_kind(
+            config, kind, paths=paths, store=store, on_progress=on_progress, prune_missing=prune_missing
+        )
 
 
 def _ingest_kind(
@@ -341,7 +343,9 @@ class _IngestRun:
                 known[doc.doc_id] = {**known[doc.doc_id], "source_path": doc.source_path}
         self.pending.extend(moved)
         del self.manifest.entries[old_key]
-        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=signature[0], mtime_ns=signature[1], doc_ids=old.doc_ids)
+        self.manifest.entries[key] = ManifestEntry(
+            fingerprint=fingerprint, size=signature[0], mtime_ns=signature[1], doc_ids=old.doc_ids
+        )
         self.report.files_moved += 1
         self.dirty_files += 1
         if len(self.pending) >= _FLUSH_DOCS or self.dirty_files >= _FLUSH_FILES:
@@ -361,16 +365,27 @@ class _IngestRun:
                     self._by_content.setdefault((entry.size, entry.fingerprint), []).append(path)
         suffix = unit.path.suffix.lower()
         candidates = self._by_content.get((size, fingerprint), [])
-        return next((p for p in candidates if p in self.manifest.entries and Path(p).suffix.lower() == suffix and not Path(p).exists()), None)
+        return next(
+            (
+                p
+                for p in candidates
+                if p in self.manifest.entries and Path(p).suffix.lower() == suffix and not Path(p).exists()
+            ),
+            None,
+        )
 
-    def _record_parsed(self, key: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str) -> None:
+    def _record_parsed(
+        self, key: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str
+    ) -> None:
         """Remember what a source produced and delete what it no longer produces (unless another source does)."""
         size, mtime_ns = signature
         self.report.files_parsed += 1
         self.report.bytes_parsed += size
         new_ids = set(written)
         stale = [d for d in (entry.doc_ids if entry else []) if d not in new_ids]
-        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=sorted(new_ids))
+        self.manifest.entries[key] = ManifestEntry(
+            fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=sorted(new_ids)
+        )
         orphaned = [d for d in stale if not self.manifest.referenced_elsewhere(d, key)]
         self.dirty_files += 1
         if orphaned or self.dirty_files >= _FLUSH_FILES:
@@ -378,7 +393,13 @@ class _IngestRun:
             self.report.documents_removed += self.store.delete(orphaned)
 
     def _record_error(
-        self, key: str, reason: str, entry: ManifestEntry | None, written: list[str], signature: tuple[int, int], fingerprint: str
+        self,
+        key: str,
+        reason: str,
+        entry: ManifestEntry | None,
+        written: list[str],
+        signature: tuple[int, int],
+        fingerprint: str,
     ) -> None:
         """Report the file; keep every document it produced before (and any written before the error)."""
         logger.error("%s: %s", key, reason)
@@ -386,7 +407,9 @@ class _IngestRun:
         self.report.errors.append(IngestError(path=key, kind=self.kind.value, reason=reason))
         kept = sorted({*(entry.doc_ids if entry else []), *written})
         size, mtime_ns = signature
-        self.manifest.entries[key] = ManifestEntry(fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=kept, error=reason)
+        self.manifest.entries[key] = ManifestEntry(
+            fingerprint=fingerprint, size=size, mtime_ns=mtime_ns, doc_ids=kept, error=reason
+        )
 
 
 def _batched(items: Iterable[Document], size: int) -> Iterator[list[Document]]:
@@ -487,7 +510,12 @@ def _keep_newest(docs: list[Document], known: dict[str, dict], manifest: Manifes
         if elsewhere and str(source_file(old["source_path"]).resolve()) in manifest.entries:
             if (old["updated_at"] or datetime.min, old["n_units"] or 0) > (updated, units):
                 continue
-        known[doc.doc_id] = {"doc_id": doc.doc_id, "source_path": doc.source_path, "n_units": units, "updated_at": updated}
+        known[doc.doc_id] = {
+            "doc_id": doc.doc_id,
+            "source_path": doc.source_path,
+            "n_units": units,
+            "updated_at": updated,
+        }
         kept.append(doc)
     return kept
 
@@ -514,7 +542,9 @@ def _vanished_roots(
     limits = None if limited_to is None else [resolved_path(p) for p in limited_to]
     for root, root_kind in config.source_roots():
         resolved = resolved_path(root)
-        if root_kind is not kind or (limits is not None and not any(p == resolved or resolved in p.parents for p in limits)):
+        if root_kind is not kind or (
+            limits is not None and not any(p == resolved or resolved in p.parents for p in limits)
+        ):
             continue
         stored = any(_within(Path(p), {resolved}) for p in manifest.entries)
         if not root.exists() and (stored or root != config.inbox_dir):
@@ -533,7 +563,14 @@ def _vanished_roots(
 
 
 def _remove_vanished(
-    manifest: Manifest, store: DocumentStore, kind: Kind, roots: Sequence[Path], seen: set[str], report: IngestReport, *, held: Sequence[Path]
+    manifest: Manifest,
+    store: DocumentStore,
+    kind: Kind,
+    roots: Sequence[Path],
+    seen: set[str],
+    report: IngestReport,
+    *,
+    held: Sequence[Path],
 ) -> int:
     """Forget sources gone from under the roots looked at, except under a vanished root (``held``)."""
     resolved_roots = {r.resolve() for r in roots}
@@ -541,7 +578,10 @@ def _remove_vanished(
     vanished = [
         p
         for p in manifest.entries
-        if p not in seen and _within(Path(p), resolved_roots) and not _within(Path(p), held_roots) and not Path(p).exists()
+        if p not in seen
+        and _within(Path(p), resolved_roots)
+        and not _within(Path(p), held_roots)
+        and not Path(p).exists()
     ]
     doomed: set[str] = set()
     for path in vanished:
@@ -561,8 +601,14 @@ def _save_report(config: Config, report: IngestReport, *, limited_to: Sequence[P
     if limited_to is not None and path.is_file():
         roots = {r.resolve() for r in limited_to}
         earlier = IngestReport.model_validate_json(path.read_text(encoding="utf-8"))
-        kept = [e for e in earlier.errors if e.path not in seen and not _within(Path(e.path), roots) and Path(e.path).exists()]
-        report = report.model_copy(update={"errors": [*kept, *report.errors], "files_failed": report.files_failed + len(kept)})
+        kept = [
+            e
+            for e in earlier.errors
+            if e.path not in seen and not _within(Path(e.path), roots) and Path(e.path).exists()
+        ]
+        report = report.model_copy(
+            update={"errors": [*kept, *report.errors], "files_failed": report.files_failed + len(kept)}
+        )
     atomic_write_text(path, report.model_dump_json(indent=2))
 
 

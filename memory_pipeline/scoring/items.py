@@ -30,7 +30,9 @@ class ItemUnit(BaseModel):
 
     turn_index: int | None = Field(None, description="dialogue: index of the exchange's first turn")
     heading: str | None = Field(None, description="article: heading path joined with ' > '")
-    section_index: int | None = Field(None, description="article: n-th section with this heading path; lecture: n-th piece of a window")
+    section_index: int | None = Field(
+        None, description="article: n-th section with this heading path; lecture: n-th piece of a window"
+    )
     page: int | None = None
     start: float | None = Field(None, description="lecture: seconds")
     end: float | None = None

@@ -187,7 +187,15 @@ _REFUSALS = (
     "к сожалению, я не могу",
     "извините, но я не могу",
 )
-_APOLOGIES = ("i apologize", "my apologies", "apologies for", "sorry for", "извините", "прошу прощения", "приношу извинения")
+_APOLOGIES = (
+    "i apologize",
+    "my apologies",
+    "apologies for",
+    "sorry for",
+    "извините",
+    "прошу прощения",
+    "приношу извинения",
+)
 _ERRORS = (
     "network error",
     "error in body stream",
@@ -461,7 +469,9 @@ class Redundancy:
     exact: np.ndarray
 
 
-def redundancy(fingerprints: Sequence[str], signatures: np.ndarray, order: np.ndarray, *, threshold: float) -> Redundancy:
+def redundancy(
+    fingerprints: Sequence[str], signatures: np.ndarray, order: np.ndarray, *, threshold: float
+) -> Redundancy:
     """Cluster exact duplicates (same normalized text) and near duplicates (MinHash LSH).
 
     The earliest member (lowest ``order``) of each cluster is its keeper and scores 1; an exact

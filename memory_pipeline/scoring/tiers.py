@@ -40,7 +40,6 @@ from memory_pipeline.errors import ConfigError
 from memory_pipeline.scoring.routing import choose_adapters
 from memory_pipeline.scoring.signals import SIGNALS
 
-
 # Greetings, thanks, goodbyes and filler in Russian and English: what is left after removing them
 # is the content an item carries. "Привет ещё раз" has none and must not teach an adapter.
 _CHIT_CHAT = re.compile(
@@ -145,7 +144,9 @@ def decide_tier(
         if score >= config.rag_threshold:
             why = f"recall score {recall_score:.3f} (score {score:.3f} decayed by age and disuse)"
             return TierDecision(Tier.DISCARD, (), f"faded: {why} < rag_threshold {config.rag_threshold}")
-        return TierDecision(Tier.DISCARD, (), f"score {score:.3f} < rag_threshold {config.rag_threshold} after the cache window")
+        return TierDecision(
+            Tier.DISCARD, (), f"score {score:.3f} < rag_threshold {config.rag_threshold} after the cache window"
+        )
     if score >= config.lora_threshold:
         return TierDecision(
             Tier.RAG,

@@ -14,18 +14,17 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memory_pipeline import __version__
 from memory_pipeline.config import TOKEN_ENV, Config
 from memory_pipeline.errors import SearchError
 from memory_pipeline.index.search import Hit, Searcher, validate_request
 from memory_pipeline.index.search_log import log_search
-from memory_pipeline.service.limits import RequestLimits
 from memory_pipeline.service.inbox import (
     Inbox,
     InboxMessage,
@@ -35,11 +34,18 @@ from memory_pipeline.service.inbox import (
     require_valid_unicode,
     turn_indexes,
 )
+from memory_pipeline.service.limits import RequestLimits
 from memory_pipeline.service.proxy import openai_error
 
 logger = logging.getLogger(__name__)
 MAX_K = 1000
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 class SearchFilters(BaseModel):
@@ -146,7 +152,9 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
         if token is None:
             return
         if credentials is None or not secrets.compare_digest(credentials.credentials, token):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     # /docs and /redoc from assets shipped in fastapi-offline: FastAPI's default pages load them from a CDN,
     # and this service runs with no network (nor does Swagger UI's validator badge, an online service, show).
@@ -154,7 +162,9 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
         title="memory_pipeline", version=__version__, description=__doc__, swagger_ui_parameters={"validatorUrl": None}
     )
     limits = config.limits
-    app.add_middleware(RequestLimits, max_bytes=int(limits.max_request_mb * 1_000_000), max_depth=limits.max_nesting_depth)
+    app.add_middleware(
+        RequestLimits, max_bytes=int(limits.max_request_mb * 1_000_000), max_depth=limits.max_nesting_depth
+    )
     app.state.config = config
     app.state.inbox = Inbox(config.inbox_dir)
     app.state.searcher = searcher
@@ -174,7 +184,13 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
         first = next((".".join(str(p) for p in e["loc"] if p != "body") for e in exc.errors()), None)
-        return openai_error(422, "invalid request: " + "; ".join(problems), "invalid_request_error", param=first or None, code="invalid_request")
+        return openai_error(
+            422,
+            "invalid request: " + "; ".join(problems),
+            "invalid_request_error",
+            param=first or None,
+            code="invalid_request",
+        )
 
     @app.exception_handler(RecursionError)
     async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
@@ -186,7 +202,11 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = openai_error(exc.status_code, str(exc.detail), _ERROR_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"))
+        response = openai_error(
+            exc.status_code,
+            str(exc.detail),
+            _ERROR_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error"),
+        )
         response.headers.update(exc.headers or {})
         return response
 
@@ -213,7 +233,9 @@ def create_app(config: Config, *, searcher=None, local_model: FastAPI | None = N
         if request.filters and request.filters.active():
             hits = filtered_search(get_searcher(), config, request)
         else:
-            hits = get_searcher().search(request.query, k=request.k, kind=request.kind, mode=request.mode, **request.recall())
+            hits = get_searcher().search(
+                request.query, k=request.k, kind=request.kind, mode=request.mode, **request.recall()
+            )
         return {"query": request.query, "hits": [h.model_dump(mode="json") for h in hits]}
 
     @app.post("/dialogues", dependencies=[Depends(authorize)])

@@ -65,7 +65,15 @@ def service_search(
             return None
         if not _healthy(health, config):
             return None
-        payload = {"query": query, "k": k, "kind": kind, "mode": mode, "since": since, "until": until, "include_discard": include_discard or None}
+        payload = {
+            "query": query,
+            "k": k,
+            "kind": kind,
+            "mode": mode,
+            "since": since,
+            "until": until,
+            "include_discard": include_discard or None,
+        }
         try:
             response = client.post("/search", json={key: value for key, value in payload.items() if value is not None})
         except httpx.HTTPError as exc:
@@ -74,7 +82,12 @@ def service_search(
     if response.status_code in _QUERY_ERRORS:
         raise SearchError(_error_detail(response))
     if response.status_code != 200:
-        logger.warning("memory service at %s answered %s (%s); searching in-process", base, response.status_code, _error_detail(response))
+        logger.warning(
+            "memory service at %s answered %s (%s); searching in-process",
+            base,
+            response.status_code,
+            _error_detail(response),
+        )
         return None
     from memory_pipeline.index.search import Hit
 
@@ -90,12 +103,19 @@ def _healthy(health: httpx.Response, config: Config) -> bool:
     if health.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
         return False
     if body.get("storage_root") != str(config.storage_root):
-        logger.info("memory service at %s serves %s, not %s; searching in-process", health.url, body.get("storage_root"), config.storage_root)
+        logger.info(
+            "memory service at %s serves %s, not %s; searching in-process",
+            health.url,
+            body.get("storage_root"),
+            config.storage_root,
+        )
         return False
     if body.get("embedding_model") != config.embedding.model:
         logger.warning(
             "memory service at %s embeds with %s, this config with %s; searching in-process",
-            health.url, body.get("embedding_model"), config.embedding.model,
+            health.url,
+            body.get("embedding_model"),
+            config.embedding.model,
         )
         return False
     return True

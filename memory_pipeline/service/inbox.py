@@ -53,7 +53,9 @@ def check_conversation_id(conversation_id: str) -> str:
     if not conversation_id:
         raise ValueError("conversation id is empty")
     if len(conversation_id) > MAX_CONVERSATION_ID_CHARS:
-        raise ValueError(f"conversation id is {len(conversation_id)} characters, over the limit of {MAX_CONVERSATION_ID_CHARS}")
+        raise ValueError(
+            f"conversation id is {len(conversation_id)} characters, over the limit of {MAX_CONVERSATION_ID_CHARS}"
+        )
     if match := _CONTROL.search(conversation_id):
         raise ValueError(f"conversation id holds a control character ({match.group()!r} at {match.start()})")
     return conversation_id
@@ -69,16 +71,22 @@ def inbox_file_name(conversation_id: str) -> str:
 class InboxMessage(BaseModel):
     role: str = Field(pattern=r"^(system|user|assistant|tool|developer)$")
     content: str | list[dict] | None = None
-    turn_index: int | None = Field(None, ge=0, description="position in the conversation; default: list position + start_index")
+    turn_index: int | None = Field(
+        None, ge=0, description="position in the conversation; default: list position + start_index"
+    )
     timestamp: datetime | None = None
     model: str | None = None
 
 
 class RecordResult(BaseModel):
-    conversation_id: str = Field(description="where the messages are recorded: the id asked for, or its branch when the history disagreed")
+    conversation_id: str = Field(
+        description="where the messages are recorded: the id asked for, or its branch when the history disagreed"
+    )
     recorded: int
     duplicates: int
-    conflicts: int = Field(0, description="turns that differ from the turn recorded at the same index, so the request went to a branch")
+    conflicts: int = Field(
+        0, description="turns that differ from the turn recorded at the same index, so the request went to a branch"
+    )
     inbox_file: str
 
 
@@ -88,7 +96,9 @@ def message_text(content: str | list[dict] | None) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
+    return "\n".join(
+        str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type", "text") == "text"
+    )
 
 
 def overlong_message(messages: Sequence[InboxMessage], limit: int) -> str | None:
@@ -161,7 +171,11 @@ class Inbox:
                     row = json.loads(line)
                 except (json.JSONDecodeError, RecursionError):
                     continue
-                if isinstance(row, dict) and row.get("conversation_id") == conversation_id and isinstance(row.get("turn_index"), int):
+                if (
+                    isinstance(row, dict)
+                    and row.get("conversation_id") == conversation_id
+                    and isinstance(row.get("turn_index"), int)
+                ):
                     known.setdefault(row["turn_index"], turn_fingerprint(row.get("role"), row.get("content") or ""))
         return known
 
@@ -182,20 +196,34 @@ class Inbox:
     ) -> RecordResult:
         """Append the turns not recorded yet; a history that disagrees with the recorded one goes to its branch."""
         conversation_id = check_conversation_id(conversation_id) if conversation_id is not None else uuid.uuid4().hex
-        return self._record(messages, conversation_id=conversation_id, title=title, model=model, start_index=start_index)
+        return self._record(
+            messages, conversation_id=conversation_id, title=title, model=model, start_index=start_index
+        )
 
     def _record(
-        self, messages: Sequence[InboxMessage], *, conversation_id: str, title: str | None, model: str | None, start_index: int = 0
+        self,
+        messages: Sequence[InboxMessage],
+        *,
+        conversation_id: str,
+        title: str | None,
+        model: str | None,
+        start_index: int = 0,
     ) -> RecordResult:
         turns = list(zip(turn_indexes(messages, start_index), messages))
         if len({index for index, _ in turns}) < len(turns):
             raise ValueError("two messages claim the same turn index")
         with self._guard:
-            path = self._paths.get(conversation_id) or self._paths.setdefault(conversation_id, self.path_for(conversation_id))
+            path = self._paths.get(conversation_id) or self._paths.setdefault(
+                conversation_id, self.path_for(conversation_id)
+            )
         with self._lock(path):
             known = self._known_turns(conversation_id, path)
-            fingerprints = {index: turn_fingerprint(message.role, message_text(message.content)) for index, message in turns}
-            conflicts = sorted(index for index, fingerprint in fingerprints.items() if index in known and known[index] != fingerprint)
+            fingerprints = {
+                index: turn_fingerprint(message.role, message_text(message.content)) for index, message in turns
+            }
+            conflicts = sorted(
+                index for index, fingerprint in fingerprints.items() if index in known and known[index] != fingerprint
+            )
             if not conflicts:
                 return self._append(conversation_id, path, turns, fingerprints, known, title=title, model=model)
         first = conflicts[0]
@@ -236,7 +264,12 @@ class Inbox:
         if lines:
             _append_durably(path, "\n".join(lines) + "\n")
         known.update(fingerprints)
-        return RecordResult(conversation_id=conversation_id, recorded=len(lines), duplicates=len(turns) - len(lines), inbox_file=str(path))
+        return RecordResult(
+            conversation_id=conversation_id,
+            recorded=len(lines),
+            duplicates=len(turns) - len(lines),
+            inbox_file=str(path),
+        )
 
 
 def _visible(name: str) -> str:

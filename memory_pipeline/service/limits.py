@@ -24,7 +24,9 @@ class RequestLimits:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").strip()
         if declared.isdigit() and int(declared) > self.max_bytes:
-            message = f"request body is {int(declared)} bytes, over the limit of {self.max_bytes} (limits.max_request_mb)"
+            message = (
+                f"request body is {int(declared)} bytes, over the limit of {self.max_bytes} (limits.max_request_mb)"
+            )
             await _refuse(send, 413, message, "request_too_large")
             return
         chunks, size, more = [], 0, True

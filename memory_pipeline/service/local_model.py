@@ -32,7 +32,9 @@ def available_adapters(config: Config, requested: str | None) -> list[str]:
     names = [n for n in (requested or "").split("+") if n in {a.name for a in config.adapters}]
     ready = [n for n in names if registry.current_version(config, n) is not None]
     if len(ready) < len(names):
-        logger.info("local model: no current version of %s; answering without it", ", ".join(sorted(set(names) - set(ready))))
+        logger.info(
+            "local model: no current version of %s; answering without it", ", ".join(sorted(set(names) - set(ready)))
+        )
     return ready
 
 
@@ -60,9 +62,13 @@ class _LoadedModel:
                         combine_adapters(self.model, loaded)
                 else:
                     training = self.config.training
-                    self.model, self.tokenizer, _, _ = load_base_model(training, device=training.device, cache_dir=self.config.base_models_dir)
+                    self.model, self.tokenizer, _, _ = load_base_model(
+                        training, device=training.device, cache_dir=self.config.base_models_dir
+                    )
                 self.key = key
-            return generate_reply(self.model, self.tokenizer, messages, self.config.generation, max_new_tokens=max_tokens)
+            return generate_reply(
+                self.model, self.tokenizer, messages, self.config.generation, max_new_tokens=max_tokens
+            )
 
 
 def create_local_app(config: Config) -> FastAPI:
@@ -76,20 +82,39 @@ def create_local_app(config: Config) -> FastAPI:
         body = await request.json()
         model = body.get("model") or "base"
         adapters = available_adapters(config, model)
-        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in body["messages"] if isinstance(m.get("content"), str | None)]
+        messages = [
+            {"role": m["role"], "content": m.get("content") or ""}
+            for m in body["messages"]
+            if isinstance(m.get("content"), str | None)
+        ]
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or _MAX_NEW_TOKENS)
         try:
             answer = await run_in_threadpool(generate, adapters, messages, max_tokens)
         except Exception as exc:  # a broken base or adapter must come back as an error the client can read
             logger.exception("local model failed")
-            return JSONResponse(status_code=500, content={"error": {"message": f"local model failed: {exc}", "type": "server_error", "param": None, "code": None}})
+            return JSONResponse(
+                status_code=500,
+                content={
+                    "error": {
+                        "message": f"local model failed: {exc}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.get("stream"):
 
             async def events():
                 for delta, finish in (({"role": "assistant", "content": answer}, None), ({}, "stop")):
-                    chunk = {"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    chunk = {
+                        "id": reply_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
                     yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
                 yield b"data: [DONE]\n\n"
 

@@ -26,10 +26,16 @@ from starlette.concurrency import run_in_threadpool
 
 from memory_pipeline.config import Config
 from memory_pipeline.display import position_of
-from memory_pipeline.records import stable_id
-from memory_pipeline.service.inbox import InboxMessage, check_conversation_id, message_text, overlong_message, require_valid_unicode
-from memory_pipeline.service.local_model import LOCAL_BASE_URL
 from memory_pipeline.index.timespan import TimeSpan, bounds
+from memory_pipeline.records import stable_id
+from memory_pipeline.service.inbox import (
+    InboxMessage,
+    check_conversation_id,
+    message_text,
+    overlong_message,
+    require_valid_unicode,
+)
+from memory_pipeline.service.local_model import LOCAL_BASE_URL
 
 logger = logging.getLogger(__name__)
 VIA_HEADER = "x-memory-pipeline-via"  # proxies a request passed through: a loop back to one is refused
@@ -144,7 +150,13 @@ def worldview_prompt(app: FastAPI) -> str:
 def list_models(config: Config) -> dict:
     """GET /v1/models: the configured model names and ``auto``, in OpenAI's list shape."""
     names = [*config.service.model_adapters, AUTO_MODEL]
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "memory_pipeline"} for name in dict.fromkeys(names)]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "memory_pipeline"}
+            for name in dict.fromkeys(names)
+        ],
+    }
 
 
 def choose_adapters_for(app: FastAPI, requested: str | None, query: str) -> tuple[list[str], str | None]:
@@ -180,8 +192,17 @@ def auto_topics(app: FastAPI, query: str) -> list[str]:
             from memory_pipeline.scoring.store import ScoreStore, scores_dir
 
             app.state.adapter_profiles = adapter_profiles(config, searcher.embedder, ScoreStore(scores_dir(config)))
-        vector = searcher.query_vector(query)  # a question against passage-embedded profiles, as in retrieval; shared with it
-        routes = route_item(kind=Kind.DIALOGUE, text=query, user_text=query, vector=vector, profiles=app.state.adapter_profiles, config=config.promote)
+        vector = searcher.query_vector(
+            query
+        )  # a question against passage-embedded profiles, as in retrieval; shared with it
+        routes = route_item(
+            kind=Kind.DIALOGUE,
+            text=query,
+            user_text=query,
+            vector=vector,
+            profiles=app.state.adapter_profiles,
+            config=config.promote,
+        )
         names = [a.name for a in config.adapters]
         return [a for a in choose_adapters(routes, config.promote.route_threshold, names) if a != "core"]
     except Exception:
@@ -263,7 +284,9 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             raise HTTPException(status_code=422, detail=problem)
         local = app.state.local_model
         if not service.upstream_url and local is None:
-            raise HTTPException(status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)")
+            raise HTTPException(
+                status_code=503, detail="no upstream model server configured (service.upstream_url, or `serve --local`)"
+            )
         via = [hop for hop in request.headers.get(VIA_HEADER, "").split(",") if hop]
         if proxy_id in via:
             loop = "service.upstream_url leads back to this proxy (a loop); point it at the model server"
@@ -274,13 +297,17 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         forwarded = {key: value for key, value in body.items() if key not in MEMORY_FIELDS}
         span = bounds(chat.since, chat.until, timezone=config.schedule.timezone)
         requested_model = chat.model
-        adapters, upstream_model = await run_in_threadpool(choose_adapters_for, app, requested_model, retrieval_query(original))
+        adapters, upstream_model = await run_in_threadpool(
+            choose_adapters_for, app, requested_model, retrieval_query(original)
+        )
         if upstream_model is not None:
             forwarded["model"] = upstream_model
         if requested_model == AUTO_MODEL:
             logger.info("model auto: adapters %s", "+".join(adapters))
         memories = await run_in_threadpool(_memories_for, app, original, span)
-        before = "\n\n".join(p for p in (await run_in_threadpool(worldview_prompt, app), guard_text(config, adapters)) if p)
+        before = "\n\n".join(
+            p for p in (await run_in_threadpool(worldview_prompt, app), guard_text(config, adapters)) if p
+        )
         forwarded["messages"] = inject_system(original, before=before, after=memories)
         extra_headers = {ADAPTERS_HEADER: "+".join(adapters)} if adapters else {}
         url = (service.upstream_url if local is None else LOCAL_BASE_URL).rstrip("/") + "/chat/completions"
@@ -290,10 +317,16 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
         client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)), transport=transport)
 
         def record(answer: str, model: str | None) -> None:
-            messages = [InboxMessage(role=m["role"], content=m.get("content")) for m in original if m["role"] in ("user", "assistant")]
+            messages = [
+                InboxMessage(role=m["role"], content=m.get("content"))
+                for m in original
+                if m["role"] in ("user", "assistant")
+            ]
             if answer:
                 messages.append(InboxMessage(role="assistant", content=answer, model=model))
-            app.state.inbox.record(messages, conversation_id=conversation_id or conversation_key(original, answer), model=model)
+            app.state.inbox.record(
+                messages, conversation_id=conversation_id or conversation_key(original, answer), model=model
+            )
 
         deadline = anyio.current_time() + timeout
         try:
@@ -302,10 +335,17 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
                 upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
-            return openai_error(502, f"upstream model server unreachable: {url}: {exc}", "upstream_error", code="upstream_unreachable")
+            return openai_error(
+                502, f"upstream model server unreachable: {url}: {exc}", "upstream_error", code="upstream_unreachable"
+            )
         except TimeoutError:
             await client.aclose()
-            return openai_error(504, f"upstream model server timed out: {url}: no answer in {timeout:g}s (limits.upstream_timeout_seconds)", "upstream_error", code="upstream_timeout")
+            return openai_error(
+                504,
+                f"upstream model server timed out: {url}: no answer in {timeout:g}s (limits.upstream_timeout_seconds)",
+                "upstream_error",
+                code="upstream_timeout",
+            )
 
         if upstream.status_code >= 400:
             content = await upstream.aread()
@@ -313,15 +353,28 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             return upstream_error(upstream.status_code, content)
 
         if chat.stream:
-            return RecordedStream(upstream, client, lambda answer: record(answer, requested_model), headers=extra_headers, deadline=deadline)
+            return RecordedStream(
+                upstream,
+                client,
+                lambda answer: record(answer, requested_model),
+                headers=extra_headers,
+                deadline=deadline,
+            )
         try:
             with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                 content = await upstream.aread()
         except (TimeoutError, httpx.HTTPError) as exc:
             await _close(upstream, client)
             if isinstance(exc, TimeoutError):
-                return openai_error(504, f"upstream model server timed out: {url}: no whole answer in {timeout:g}s (limits.upstream_timeout_seconds)", "upstream_error", code="upstream_timeout")
-            return openai_error(502, f"upstream model server failed: {url}: {exc}", "upstream_error", code="upstream_unreachable")
+                return openai_error(
+                    504,
+                    f"upstream model server timed out: {url}: no whole answer in {timeout:g}s (limits.upstream_timeout_seconds)",
+                    "upstream_error",
+                    code="upstream_timeout",
+                )
+            return openai_error(
+                502, f"upstream model server failed: {url}: {exc}", "upstream_error", code="upstream_unreachable"
+            )
         await _close(upstream, client)
         try:
             payload = json.loads(content)
@@ -331,12 +384,18 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             logger.warning("upstream answer not in OpenAI shape; exchange recorded without the answer")
             answer, model = "", requested_model
         await run_in_threadpool(record, answer, model)
-        return Response(content=content, status_code=upstream.status_code, media_type="application/json", headers=extra_headers)
+        return Response(
+            content=content, status_code=upstream.status_code, media_type="application/json", headers=extra_headers
+        )
 
 
-def openai_error(status: int, message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> JSONResponse:
+def openai_error(
+    status: int, message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> JSONResponse:
     """An error in OpenAI's shape, so SDKs and UIs show its message (not only "Error code: 422")."""
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": error_type, "param": param, "code": code}})
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    )
 
 
 def upstream_error(status: int, content: bytes) -> JSONResponse:
@@ -347,7 +406,13 @@ def upstream_error(status: int, content: bytes) -> JSONResponse:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict) and isinstance(body["error"].get("message"), str):
         error = body["error"]
-        return openai_error(status, error["message"], str(error.get("type") or "upstream_error"), param=error.get("param"), code=error.get("code"))
+        return openai_error(
+            status,
+            error["message"],
+            str(error.get("type") or "upstream_error"),
+            param=error.get("param"),
+            code=error.get("code"),
+        )
     text = content.decode("utf-8", errors="replace").strip()[:500] or f"HTTP {status}"
     return openai_error(status, f"upstream model server: {text}", "upstream_error")
 
@@ -409,7 +474,10 @@ class RecordedStream(StreamingResponse):
         self.answer = StreamedAnswer()
         self._upstream, self._client, self._record, self._deadline = upstream, client, record, deadline
         super().__init__(
-            self._relay(), status_code=upstream.status_code, media_type=upstream.headers.get("content-type", "text/event-stream"), headers=headers
+            self._relay(),
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type", "text/event-stream"),
+            headers=headers,
         )
 
     async def _relay(self) -> AsyncIterator[bytes]:

@@ -115,7 +115,9 @@ def check_size(path: Path, size: int, max_bytes: int) -> None:
     ``size`` is the whole unit's: a note and its folder of exchanges are parsed as one document.
     """
     if size > max_bytes:
-        raise ParseError(path, f"file is {human_size(size)}, over the size limit of {human_size(max_bytes)} (ingest.max_file_mb)")
+        raise ParseError(
+            path, f"file is {human_size(size)}, over the size limit of {human_size(max_bytes)} (ingest.max_file_mb)"
+        )
 
 
 def titles_from_name(path: Path) -> set[str]:
@@ -242,12 +244,16 @@ def discover_sources(root: Path, kind: Kind | None = None) -> Iterator[SourceUni
             else:
                 yield SourceUnit(path, kind)
 
-
     for error in unlistable:
         yield SourceUnit(Path(error.filename), kind, skipped=f"folder cannot be listed: {error.strerror}")
 
 
-_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
 
 
 def unopenable_reason(path: Path) -> str | None:

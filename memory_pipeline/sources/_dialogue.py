@@ -20,9 +20,9 @@ import ijson
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.ingest.limits import JsonNestingGauge, NestingTooDeep, current_limits
+from memory_pipeline.ingest.text_repair import repair_many
 from memory_pipeline.records import Document, Kind, RepairReport, Turn, stable_id
 from memory_pipeline.sources.archive import ArchiveMember
-from memory_pipeline.ingest.text_repair import repair_many
 
 log = logging.getLogger(__name__)
 

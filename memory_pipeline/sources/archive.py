@@ -32,7 +32,13 @@ ARCHIVE_SUFFIXES = frozenset({".zip"})
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 # Signatures and suffixes of archives and compressed files a member must not be.
 _NESTED_SIGNATURES = (
-    b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"BZh", b"\xfd7zXZ\x00"
+    b"PK\x03\x04",
+    b"PK\x05\x06",
+    b"\x1f\x8b",
+    b"7z\xbc\xaf\x27\x1c",
+    b"Rar!\x1a\x07",
+    b"BZh",
+    b"\xfd7zXZ\x00",
 )
 _NESTED_SUFFIXES = frozenset({".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst"})
 _RATIO_FLOOR_BYTES = 1 << 20  # below 1 MiB uncompressed a high ratio is harmless (a file of blanks)

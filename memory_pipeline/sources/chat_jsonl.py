@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memory_pipeline.errors import NothingToStoreError, ParseError
+from memory_pipeline.ingest.text_repair import decode_bytes
 from memory_pipeline.records import Document, Turn
 from memory_pipeline.sources._dialogue import (
     build_dialogue,
@@ -30,7 +31,6 @@ from memory_pipeline.sources._dialogue import (
     text_of_parts,
 )
 from memory_pipeline.sources.archive import as_source
-from memory_pipeline.ingest.text_repair import decode_bytes
 
 log = logging.getLogger(__name__)
 

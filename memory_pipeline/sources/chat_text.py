@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, Turn
 from memory_pipeline.sources._dialogue import build_dialogue, files_sha256
 from memory_pipeline.sources.archive import as_source
-from memory_pipeline.ingest.text_repair import read_text_file
 
 FORMAT = "chat_text"
 _LABEL = re.compile(

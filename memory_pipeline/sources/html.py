@@ -17,20 +17,58 @@ from bs4.element import NavigableString, PreformattedString, Tag
 
 from memory_pipeline.errors import ParseError
 from memory_pipeline.ingest.limits import current_limits
+from memory_pipeline.ingest.text_repair import repair_many
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import build_document, collapse_spaces, group_sections, readable_stem
-from memory_pipeline.ingest.text_repair import repair_many
 
 _NOISE = (
-    "script", "style", "noscript", "nav", "footer", "aside", "form", "iframe", "svg", "template",
-    "button", "canvas", "object", "embed", "dialog", "select", "textarea", "link", "meta",
+    "script",
+    "style",
+    "noscript",
+    "nav",
+    "footer",
+    "aside",
+    "form",
+    "iframe",
+    "svg",
+    "template",
+    "button",
+    "canvas",
+    "object",
+    "embed",
+    "dialog",
+    "select",
+    "textarea",
+    "link",
+    "meta",
 )
 _NOISE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog"}
 _WHITESPACE = re.compile(r"\s+")
 _HEADINGS = {f"h{level}" for level in range(1, 7)}
 _BLOCKS = {
-    "p", "div", "section", "article", "main", "body", "ul", "ol", "blockquote", "table", "thead", "tbody",
-    "dl", "dt", "dd", "figure", "figcaption", "address", "details", "summary", "hr", "center", "header",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "body",
+    "ul",
+    "ol",
+    "blockquote",
+    "table",
+    "thead",
+    "tbody",
+    "dl",
+    "dt",
+    "dd",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "hr",
+    "center",
+    "header",
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import (
     build_document,
@@ -23,7 +24,6 @@ from memory_pipeline.sources._article import (
     normalize_newlines,
     readable_stem,
 )
-from memory_pipeline.ingest.text_repair import read_text_file
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -113,7 +113,12 @@ def markdown_blocks(text: str) -> tuple[list[tuple[tuple[str, ...], str]], str |
                 flush()
             continue
         setext = _SETEXT.match(line)
-        if setext and len(paragraph) == 1 and paragraph[0].strip() and not paragraph[0].lstrip().startswith(("-", "*", ">")):
+        if (
+            setext
+            and len(paragraph) == 1
+            and paragraph[0].strip()
+            and not paragraph[0].lstrip().startswith(("-", "*", ">"))
+        ):
             heading = collapse_spaces(paragraph.pop())
             open_heading(1 if setext.group(1)[0] == "=" else 2, heading)
             continue

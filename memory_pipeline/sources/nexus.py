@@ -27,10 +27,10 @@ from pathlib import Path
 import yaml
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, RepairReport, Turn
 from memory_pipeline.sources._dialogue import build_dialogue, files_sha256, parse_timestamp
 from memory_pipeline.sources.archive import ArchiveMember, as_source
-from memory_pipeline.ingest.text_repair import read_text_file
 
 FORMAT = "nexus_md"
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
@@ -41,9 +41,7 @@ _FRONT_MATTER_LINE = re.compile(r"^([A-Za-z_][\w-]*):[ \t]*(.*?)[ \t]*$")
 _CALLOUT = re.compile(r"^>[ \t]?\[!nexus_(user|agent|assistant)\][+-]?[ \t]*(.*)$")
 _HEADING = re.compile(r"^#{2,4}[ \t]+(.+?)[ \t]*$")
 _BOLD = re.compile(r"^(\*\*[^*]+\*\*.*?)[ \t]*$")
-_LABEL = re.compile(
-    r"^\**[ \t]*(?P<name>[^\W\d_]+)[ \t]*(?:·[ \t]*(?P<model>[^\s*,;()]+)[ \t]*)?\**(?P<tail>.*)$"
-)
+_LABEL = re.compile(r"^\**[ \t]*(?P<name>[^\W\d_]+)[ \t]*(?:·[ \t]*(?P<model>[^\s*,;()]+)[ \t]*)?\**(?P<tail>.*)$")
 _TAIL_EDGES = " \t,;:()-–—"
 _UID = re.compile(r"^[ \t]*<!--[ \t]*UID:[ \t]*(\S+?)[ \t]*-->[ \t]*$")
 _LINK_LINE = re.compile(r"^[ \t]*(?:[-*+][ \t]+)?!?\[\[[^\]]+\]\](?:[ \t,]*!?\[\[[^\]]+\]\])*[ \t]*$")
@@ -344,6 +342,7 @@ def _block_messages(lines: list[str], start: int, style: str) -> list[_Message]:
 
 def _trim(lines: list[str]) -> list[str]:
     """Drop the blank lines, rules and ``[[links]]`` the importer puts between messages."""
+
     def between(line: str) -> bool:
         return not line.strip() or bool(_RULE.match(line) or _LINK_LINE.match(line))
 

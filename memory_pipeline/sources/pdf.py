@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import repair_many
 from memory_pipeline.records import Document, Kind, Section
 from memory_pipeline.sources._article import (
     build_document,
@@ -29,17 +30,18 @@ from memory_pipeline.sources._article import (
     normalize_newlines,
     readable_stem,
 )
-from memory_pipeline.ingest.text_repair import repair_many
 
 if TYPE_CHECKING:
     from pypdf import PageObject, PdfReader
 
 log = logging.getLogger(__name__)
 
-_PAGE_NUMBER = re.compile(r"^(?:page|стр\.?|страница|с\.)?\s*[-–—]?\s*\d{1,4}\s*[-–—]?\s*(?:(?:/|of|из)\s*\d{1,4})?$", re.I)
+_PAGE_NUMBER = re.compile(
+    r"^(?:page|стр\.?|страница|с\.)?\s*[-–—]?\s*\d{1,4}\s*[-–—]?\s*(?:(?:/|of|из)\s*\d{1,4})?$", re.I
+)
 _DIGITS = re.compile(r"\d+")
 _JUNK_TITLE = re.compile(r"^(?:untitled|microsoft word - .*|.*\.(?:docx?|pdf|tex|indd|odt|rtf))$", re.I)
-_PARAGRAPH_END = tuple(".!?:;…»\"”)")
+_PARAGRAPH_END = tuple('.!?:;…»"”)')
 _EOF_WINDOW = 4096
 
 
@@ -203,6 +205,7 @@ def _lines(text: str) -> list[str]:
 
 def _strip_running_lines(pages: list[list[str]]) -> list[list[str]]:
     """Drop page numbers, and running headers/footers repeated on most pages of a longer PDF."""
+
     def edges(lines: list[str]) -> list[str]:
         content = [line for line in lines if line]
         return content[:1] + content[-1:]

@@ -111,4 +111,3 @@ def instruction_text(value: object) -> str:
         return ""
     fenced = _FENCED.findall(value)
     return (fenced[-1] if fenced else value).strip()
-

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, Kind, RepairReport, Segment
 from memory_pipeline.sources._article import build_document, collapse_spaces, readable_stem
-from memory_pipeline.ingest.text_repair import read_text_file
 
 MAX_GAP_SECONDS = 3.0
 MAX_SEGMENT_SECONDS = 60.0
@@ -63,7 +63,9 @@ def parse_srt(path: Path) -> Iterator[Document]:
         subtitles = list(srt.parse(text))
     except srt.SRTParseError as exc:
         line = text.count("\n", 0, exc.expected_start) + 1
-        raise ParseError(path, f"malformed SRT near line {line}: {_shorten(exc.unmatched_content)!r} is not a cue") from exc
+        raise ParseError(
+            path, f"malformed SRT near line {line}: {_shorten(exc.unmatched_content)!r} is not a cue"
+        ) from exc
     except srt.TimestampParseError as exc:
         raise ParseError(path, f"malformed SRT: {exc}") from exc
     except OverflowError as exc:  # a timestamp of 10**16 seconds: no timedelta holds it

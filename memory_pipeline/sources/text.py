@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, Kind
 from memory_pipeline.sources._article import (
     SHORT_LINE_CHARS,
@@ -15,7 +16,6 @@ from memory_pipeline.sources._article import (
     readable_stem,
     split_paragraphs,
 )
-from memory_pipeline.ingest.text_repair import read_text_file
 
 
 def parse_plain_text(path: Path) -> Iterator[Document]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from memory_pipeline.errors import ParseError
+from memory_pipeline.ingest.text_repair import read_text_file
 from memory_pipeline.records import Document, Kind, Segment
 from memory_pipeline.sources._article import (
     build_document,
@@ -21,7 +22,6 @@ from memory_pipeline.sources._article import (
     split_paragraphs,
 )
 from memory_pipeline.sources.subtitles import Cue, cue_pieces
-from memory_pipeline.ingest.text_repair import read_text_file
 
 _MARK = re.compile(r"^\s*[\[(](\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,](\d{1,3}))?[\])]\s*")
 _BARE_MARK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,](\d{1,3}))?\s*$")
