@@ -200,7 +200,7 @@ def _copy_sqlite(src: Path, dst: Path) -> None:
 
 def _copy_lance_table(src: Path, dst: Path, report: BackupReport) -> int:
     """Copy a LanceDB table up to the newest version committed when the copy started; returns that version."""
-    for attempt in range(LANCE_COPY_ATTEMPTS):
+    for _attempt in range(LANCE_COPY_ATTEMPTS):
         shutil.rmtree(dst, ignore_errors=True)
         versions = src / "_versions"
         # Read first, kept in memory (a few KB each): the manifests (and version hint) as they are now.

@@ -63,12 +63,8 @@ state = _State()
 @app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="config YAML file")
-    ] = None,
-    storage: Annotated[
-        Path | None, typer.Option("--storage", envvar=STORAGE_ENV, help="storage root folder")
-    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="config YAML file")] = None,
+    storage: Annotated[Path | None, typer.Option("--storage", envvar=STORAGE_ENV, help="storage root folder")] = None,
 ) -> None:
     state.config_path = config
     state.storage = storage
@@ -710,9 +706,7 @@ def _print_current(version, as_json: bool) -> None:
 
 @adapters_app.command("export")
 def adapters_export(
-    names: Annotated[
-        str | None, typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")
-    ] = None,
+    names: Annotated[str | None, typer.Argument(help="comma-separated adapters, e.g. core,sport; default: all")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="default: storage/adapters/export")] = None,
     weights: Annotated[
         str | None, typer.Option("--weights", help="per adapter in core+topic, e.g. core=1,sport=0.5")

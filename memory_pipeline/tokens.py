@@ -46,4 +46,4 @@ def split_by_tokens(text: str, max_tokens: int) -> list[str]:
         return [text] if text else []
     decoded, offsets = encoding().decode_with_offsets(tokens)
     cuts = sorted({0, *(offsets[i] for i in range(max_tokens, len(tokens), max_tokens)), len(decoded)})
-    return [decoded[a:b] for a, b in zip(cuts, cuts[1:]) if a < b]
+    return [decoded[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if a < b]

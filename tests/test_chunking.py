@@ -230,7 +230,7 @@ def test_article_chunks_carry_heading_path_page_and_overlap():
     assert all(count_tokens(c.text) <= config.max_tokens for c in chunks)
     assert long_runs[0].page == 4 and long_runs[-1].page == 5
     assert [c.page for c in long_runs] == sorted(c.page for c in long_runs)
-    for previous, current in zip(long_runs, long_runs[1:]):
+    for previous, current in zip(long_runs, long_runs[1:], strict=False):
         body = current.text.removeprefix("Training > Long runs\n\n")
         shared = body.split("\n\n")[0]
         assert previous.text.endswith(shared), "each chunk starts with the previous chunk's tail"

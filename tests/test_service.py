@@ -323,7 +323,9 @@ def test_inbox_branches_a_disagreeing_history_and_stays_idempotent(tmp_path, mon
     synced.clear()
 
     def turns(*texts):
-        return [InboxMessage(role=role, content=text) for role, text in zip(("user", "assistant") * 3, texts)]
+        return [
+            InboxMessage(role=role, content=text) for role, text in zip(("user", "assistant") * 3, texts, strict=False)
+        ]
 
     first = inbox.record(turns("Hello", "Hi! How can I help?"), conversation_id="c")
     assert synced == [tmp_path / "inbox"]

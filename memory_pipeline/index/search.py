@@ -194,7 +194,7 @@ class Searcher:
             scores, ids = self.faiss.search(vector, fetch)
             found = {
                 int(i): float(s)
-                for s, i in zip(scores, ids)
+                for s, i in zip(scores, ids, strict=True)
                 if int(i) >= 0 and (not filtered or self._allowed(int(i), kind, span))
             }
             # FAISS is exact here: what passed the filter is the true top of the allowed rows, so a quarter of the

@@ -15,11 +15,12 @@ import numpy as np
 
 from memory_pipeline.config import LimitsConfig
 
-_CURRENT: ContextVar[LimitsConfig] = ContextVar("memory_pipeline_limits", default=LimitsConfig())
+_DEFAULT = LimitsConfig()
+_CURRENT: ContextVar[LimitsConfig] = ContextVar("memory_pipeline_limits")
 
 
 def current_limits() -> LimitsConfig:
-    return _CURRENT.get()
+    return _CURRENT.get(_DEFAULT)
 
 
 @contextmanager

@@ -205,7 +205,7 @@ def _coincidental(group: list[_Piece], codec: _Codec) -> bool:
     if len(group) > 1 or _ASCII_LETTER.match(before) or _ASCII_LETTER.match(after):
         return False
     letters = group[0].source.rstrip(_CLOSERS)
-    small_then_capital = any(a.islower() and b.isupper() for a, b in zip(letters, letters[1:]))
+    small_then_capital = any(a.islower() and b.isupper() for a, b in zip(letters, letters[1:], strict=False))
     return letters.isalpha() and not small_then_capital
 
 

@@ -62,8 +62,9 @@ def pending_changes(config: Config) -> SourceChanges:
             if not root.exists():
                 vanished.append(resolved_path(root))
                 continue
-            units = 0
-            for units, unit in enumerate(discover_sources(root, kind), start=1):
+            empty = True
+            for unit in discover_sources(root, kind):
+                empty = False
                 key = source_key(unit.path, resolve=not unit.skipped)
                 seen.add(key)
                 try:
@@ -74,7 +75,7 @@ def pending_changes(config: Config) -> SourceChanges:
                 if entry is None or (entry.size, entry.mtime_ns) != (size, mtime_ns):
                     changed.append(_nameable(unit.path))
                     digest.update(f"{kind.value}|{key}|{size}|{mtime_ns}\n".encode())
-            if not units:
+            if empty:
                 vanished.append(resolved_path(root))
         if config.ingest.prune_missing_sources:
             vanished.clear()

@@ -209,7 +209,7 @@ class Inbox:
         model: str | None,
         start_index: int = 0,
     ) -> RecordResult:
-        turns = list(zip(turn_indexes(messages, start_index), messages))
+        turns = list(zip(turn_indexes(messages, start_index), messages, strict=True))
         if len({index for index, _ in turns}) < len(turns):
             raise ValueError("two messages claim the same turn index")
         with self._guard:

@@ -94,8 +94,7 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
         prefix = "item" if first == b"[" else ""
         reader = NestingLimitedReader(handle, path, current_limits().max_nesting_depth)
         try:
-            for index, item in enumerate(_IJSON.items(reader, prefix, use_float=True)):
-                yield index, item
+            yield from enumerate(_IJSON.items(reader, prefix, use_float=True))
         except (ijson.JSONError, UnicodeDecodeError) as exc:
             found = _JSON_ERROR.search(str(exc))
             detail = found.group() if found else type(exc).__name__
