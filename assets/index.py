@@ -19,7 +19,8 @@ _PREVIEW_COLUMNS = ["title", "kind", "ordinal", "turn_index", "page", "start", "
         dg.AssetSpec(
             "chunks",
             deps=[dialogue_documents, article_documents, lecture_documents, "chunk_embeddings"],
-            description="Token-aware chunks with vectors and a Russian+English full-text index (LanceDB, one table per embedding model).",
+            description="Token-aware chunks with vectors and a Russian+English full-text index "
+            "(LanceDB, one table per embedding model).",
             kinds={"lancedb"},
         ),
         dg.AssetSpec(
@@ -120,7 +121,8 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
     deps=["chunks", "faiss_index"],
     description="Retrieval evaluation per search mode: the bundled hand-written question set (the questions whose "
     "answers are in this memory; fusion weight tuned on its tune half, reported on the other) and self-supervised "
-    "sentences from the indexed dialogues. Declarative automation re-runs it whenever the chunks change, whichever run changed them.",
+    "sentences from the indexed dialogues. Declarative automation re-runs it whenever the chunks change, "
+    "whichever run changed them.",
     kinds={"python"},
     automation_condition=dg.AutomationCondition.eager(),
 )

@@ -7,7 +7,8 @@ from assets.resources import EmbedderResource, MemoryPipelineResource
 from memory_pipeline.display import position_of
 
 PROMOTE_GROUP = "promote"
-# Each signal's value is left to `memory-pipeline explain ITEM_ID`: nine more figures per row make the table too wide to read.
+# Each signal's value is left to `memory-pipeline explain ITEM_ID`: nine more figures per row make the table
+# too wide to read.
 _ITEM_COLUMNS = ["score", "tier", "tier_rule", "title", "position", "date", "preview", "item_id"]
 _ITEM_CELL_CHARS = 120
 
@@ -24,8 +25,8 @@ _ITEM_CELL_CHARS = 120
         dg.AssetSpec(
             "item_tiers",
             deps=["item_scores"],
-            description="Each item's tier (`cache` / `rag` / `lora:<adapter>` / `discard`) and adapters, from the combined "
-            "score and the thresholds in config; a config change re-tiers without re-embedding.",
+            description="Each item's tier (`cache` / `rag` / `lora:<adapter>` / `discard`) and adapters, "
+            "from the combined score and the thresholds in config; a config change re-tiers without re-embedding.",
             kinds={"python"},
         ),
     ],

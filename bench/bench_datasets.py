@@ -6,7 +6,8 @@ Dialogues of 2-6 exchanges in Russian (80%) and English, with some exact and nea
 conversations and some contact details, every exchange promoted to the core adapter (user voice)
 with a random score. Times a first build, an unchanged re-build (same process: token and scrub
 caches warm) and new_examples_since_latest, then a profiled build from cold caches in a fresh
-folder for where the CPU time goes (cProfile adds overhead; the shares are what matter). Writes bench/results/datasets.json.
+folder for where the CPU time goes (cProfile adds overhead; the shares are what matter).
+Writes bench/results/datasets.json.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def run():
 
 ingest_s, index_s, report = run()
 ingest_cpu, index_cpu = run.cpu
-store_rows = __import__("memory_pipeline.index.lancedb_store", fromlist=["ChunkStore"]).ChunkStore(config.lancedb_uri, embedder.model_id).rows(["text"])
+lancedb_store = __import__("memory_pipeline.index.lancedb_store", fromlist=["ChunkStore"])
+store_rows = lancedb_store.ChunkStore(config.lancedb_uri, embedder.model_id).rows(["text"])
 texts = [r["text"] for r in store_rows]
 tokens = sum(count_tokens(t) for t in texts)
 sample = random.Random(0).sample(texts, min(len(texts), BARE_SAMPLE))
@@ -79,11 +80,14 @@ total_s = ingest_s + index_s
 out["full"] = {"chunks": len(texts), "tokens": tokens, "ingest_s": round(ingest_s, 2), "index_s": round(index_s, 2),
                "ingest_cpu_s": round(ingest_cpu, 2), "index_cpu_s": round(index_cpu, 2),
                "embed_s": report.embed_seconds, "end_to_end_s": round(total_s, 2),
-               "end_to_end_chunks_per_s": round(len(texts) / total_s, 1), "end_to_end_tokens_per_s": round(tokens / total_s, 1),
+               "end_to_end_chunks_per_s": round(len(texts) / total_s, 1),
+               "end_to_end_tokens_per_s": round(tokens / total_s, 1),
                "index_chunks_per_s": round(len(texts) / index_s, 1), "index_tokens_per_s": round(tokens / index_s, 1)}
-out["bare_encode"] = {"sample_chunks": len(sample), "sample_tokens": sample_tokens, "sample_seconds": round(sample_s, 2),
+out["bare_encode"] = {"sample_chunks": len(sample), "sample_tokens": sample_tokens,
+                      "sample_seconds": round(sample_s, 2),
                       "sample_cpu_s": round(sample_cpu, 2), "cpu_s_for_all_chunks": round(bare_cpu, 2),
-                      "chunks_per_s": round(len(sample) / sample_s, 1), "tokens_per_s": round(sample_tokens / sample_s, 1),
+                      "chunks_per_s": round(len(sample) / sample_s, 1),
+                      "tokens_per_s": round(sample_tokens / sample_s, 1),
                       "seconds_for_all_chunks": round(bare_s, 2)}
 out["ratio_index_vs_bare"] = round(bare_s / index_s, 3)
 # CPU seconds of all threads: what the neighbours on a shared machine barely move
@@ -91,12 +95,15 @@ out["ratio_index_vs_bare_cpu"] = round(bare_cpu / index_cpu, 3)
 out["ratio_end_to_end_vs_bare"] = round(bare_s / total_s, 3)
 
 i, x, rep = run()
-out["no_change_rerun"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4), "embedded": rep.embedded}
+out["no_change_rerun"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4),
+                          "embedded": rep.embedded}
 
 victim = sorted((work / "vault").rglob("*.md"))[size // 2]
-victim.write_text(victim.read_text(encoding="utf-8") + "\n>[!nexus_user] **User** - 01.01.2026 at 10:00\n> Новый вопрос про темп бега на марафоне?\n", encoding="utf-8")
+new_turn = "\n>[!nexus_user] **User** - 01.01.2026 at 10:00\n> Новый вопрос про темп бега на марафоне?\n"
+victim.write_text(victim.read_text(encoding="utf-8") + new_turn, encoding="utf-8")
 i, x, rep = run()
-out["one_changed_file"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4), "embedded": rep.embedded, "docs_indexed": rep.docs_indexed}
+out["one_changed_file"] = {"seconds": round(i + x, 3), "share_of_full": round((i + x) / total_s, 4),
+                           "embedded": rep.embedded, "docs_indexed": rep.docs_indexed}
 out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
 print(json.dumps(out))
@@ -129,7 +136,9 @@ for start in range(0, total, 5000):
         words = WORDS_RU if n % 5 else WORDS_EN
         text = " ".join(rng.choice(words) for _ in range(rng.randint(30, 120)))
         h = sha256_text(text + str(n))
-        chunks.append(Chunk(chunk_id=stable_id(doc, h), doc_id=doc, kind=Kind.DIALOGUE, title=f"Разговор {n // per_doc}", source_path=f"/vault/{doc}.md", text=text, text_hash=h, ordinal=n % per_doc, turn_index=n % per_doc))
+        chunks.append(Chunk(chunk_id=stable_id(doc, h), doc_id=doc, kind=Kind.DIALOGUE,
+                            title=f"Разговор {n // per_doc}", source_path=f"/vault/{doc}.md", text=text,
+                            text_hash=h, ordinal=n % per_doc, turn_index=n % per_doc))
         keys[doc] = "k"
         v = nrng.normal(size=embedder.dimension).astype(np.float32)
         vectors[h] = v / np.linalg.norm(v)
@@ -144,16 +153,22 @@ for mode in MODES:
     searcher.search(queries[0], k=10, mode=mode, log=False)
     lat = []
     for q in queries:
-        t = time.perf_counter(); searcher.search(q, k=10, mode=mode, log=False); lat.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        searcher.search(q, k=10, mode=mode, log=False)
+        lat.append((time.perf_counter() - t) * 1000)
     lat.sort()
-    out["modes"][mode] = {"p50_ms": round(statistics.median(lat), 2), "p95_ms": round(lat[int(0.95 * len(lat)) - 1], 2), "queries": len(lat)}
+    out["modes"][mode] = {"p50_ms": round(statistics.median(lat), 2), "p95_ms": round(lat[int(0.95 * len(lat)) - 1], 2),
+                          "queries": len(lat)}
 out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 print(json.dumps(out))
 """
 
 
 def run_child(prefix: str, code: str, *args: str) -> dict:
-    """Run ``code`` in a fresh Python (its own peak RSS) over a new temp folder; its last stdout line is the JSON result."""
+    """Run ``code`` in a fresh Python (its own peak RSS) over a new temp folder.
+
+    Its last stdout line is the JSON result.
+    """
     work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         result = subprocess.run(

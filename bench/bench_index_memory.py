@@ -67,7 +67,8 @@ indexer.sync_faiss = staged("index: FAISS sync", indexer.sync_faiss)
 stage[0] = "index: chunk, embed, store"
 report = indexer.sync_index(config, DocumentStore(config.documents_dir), InstantEmbedder(), progress=False)
 time.sleep(0.1)
-print(json.dumps({"documents": size, "chunks": report.chunks_total, "peak_rss_mb_by_stage": {k: round(v, 1) for k, v in peaks.items()},
+print(json.dumps({"documents": size, "chunks": report.chunks_total,
+                  "peak_rss_mb_by_stage": {k: round(v, 1) for k, v in peaks.items()},
                   "peak_rss_mb": round(max(peaks.values()), 1)}))
 """
 

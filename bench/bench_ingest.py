@@ -45,7 +45,8 @@ def make_vault(
     for i in range(count):
         lines = []
         for turn in range(rng.randint(min(2, max_exchanges), max_exchanges)):
-            stamp = f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.2025 at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}"
+            day = f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.2025"
+            stamp = f"{day} at {rng.randint(0, 23)}:{rng.randint(0, 59):02d}"
             lines.append(f">[!nexus_user] **User** - {stamp}")
             lines.append(f"> {_paragraph(rng, rng.randint(1, 3))}")
             lines.append(f"<!-- UID: u{i}-{turn} -->\n\n")

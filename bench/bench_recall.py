@@ -98,7 +98,8 @@ def main() -> None:
         searcher = app.state.searcher
         memory_ms, routing_ms, request_ms, injected = [], [], [], []
         for messages in requests:
-            searcher._query_vectors.clear()  # the pool repeats questions: every request embeds afresh, as a new one would
+            # the pool repeats questions: every request embeds afresh, as a new one would
+            searcher._query_vectors.clear()
             t0 = time.perf_counter()
             block = _memories_for(app, messages)
             memory_ms.append((time.perf_counter() - t0) * 1000)

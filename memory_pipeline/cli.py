@@ -125,7 +125,8 @@ def _print_parse_error(exc: ParseError, as_json: bool) -> None:
 def _print_document(doc, detector: str) -> None:
     repair = f"repaired ({doc.repair.codec}, {doc.repair.lines_repaired} lines)" if doc.repair.repaired else "no repair"
     console.print(
-        f"[bold]{doc.title}[/bold]  [dim]{doc.kind.value}/{doc.format} id={doc.doc_id} lang={doc.language} {repair}[/dim]"
+        f"[bold]{doc.title}[/bold]  "
+        f"[dim]{doc.kind.value}/{doc.format} id={doc.doc_id} lang={doc.language} {repair}[/dim]"
     )
     console.print(f"  {doc.source_path}  (format by {detector})", style="dim", markup=False, highlight=False)
     for turn in doc.turns[:6]:
@@ -137,7 +138,8 @@ def _print_document(doc, detector: str) -> None:
         console.print(f"  [cyan]{page}{' > '.join(section.heading_path)}[/cyan]: {escape(one_line(section.text, 110))}")
     for segment in doc.segments[:6]:
         console.print(
-            f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: {escape(one_line(segment.text, 110))}"
+            f"  [cyan]{clock(segment.start)}-{clock(segment.end)} {segment.speaker or ''}[/cyan]: "
+            f"{escape(one_line(segment.text, 110))}"
         )
     units = doc.n_units()
     if units > 6:
@@ -175,7 +177,8 @@ def ingest(
             r = index_report
             console.print(
                 f"index: {r.docs_indexed} documents (re)indexed, {r.docs_deleted} removed; chunks +{r.chunks_added} "
-                f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; {r.seconds:.1f}s"
+                f"-{r.chunks_removed} = {r.chunks_total}; embedded {r.embedded}, cache hits {r.cache_hits}; "
+                f"{r.seconds:.1f}s"
             )
             if r.migrated_from:
                 console.print(("[red]" if r.not_migrated else "[yellow]") + r.migration_line())
@@ -260,7 +263,8 @@ def _print_hits(hits, as_json: bool) -> None:
     for number, hit in enumerate(hits, start=1):
         date = f"{hit.created_at:%Y-%m-%d}" if hit.created_at else "undated"
         console.print(
-            f"[bold]{number}. {hit.title}[/bold]  [dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]"
+            f"[bold]{number}. {hit.title}[/bold]  "
+            f"[dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]"
         )
         console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
         console.print(f"   {one_line(hit.text, 300)}")
@@ -331,7 +335,8 @@ def eval_retrieval(
         _print_modes(title, {m: qs[part][m] for m in ("vector", "fts", "hybrid")})
     tuning = qs["fusion_tuning"]
     console.print(
-        f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; report split: {tuning['report_at_best']}"
+        f"tuned on the tune split: hybrid_fts_weight {tuning['best_fts_weight']}; "
+        f"report split: {tuning['report_at_best']}"
     )
     if "self_supervised" in result:
         ss = result["self_supervised"]
@@ -356,8 +361,9 @@ def _print_ingest_reports(reports) -> None:
     for kind, r in reports.items():
         console.print(
             f"[bold]{kind.value}[/bold]: {r.files_seen} files ({r.files_parsed} parsed, {r.files_unchanged} unchanged, "
-            f"{r.files_moved} moved, {r.files_failed} failed, {r.files_removed} gone) -> {r.documents_written} documents written, "
-            f"{r.documents_removed} removed; {r.documents_total} stored; {r.repaired_documents} repaired; {r.seconds:.2f}s"
+            f"{r.files_moved} moved, {r.files_failed} failed, {r.files_removed} gone) -> "
+            f"{r.documents_written} documents written, {r.documents_removed} removed; {r.documents_total} stored; "
+            f"{r.repaired_documents} repaired; {r.seconds:.2f}s"
         )
     for r in reports.values():
         for error in r.errors:
@@ -538,7 +544,8 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
     for r in rows:
         mark = "*" if r["latest"] else " "
         console.print(
-            f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  {r['bytes'] / 1e6:.2f} MB  {r['path']}"
+            f"{mark} {r['adapter']:<10} {r['version']}  train={r['train']} eval={r['eval']}  "
+            f"{r['bytes'] / 1e6:.2f} MB  {r['path']}"
         )
         counts = "  ".join(f"{name}={f['examples']}" for name, f in r["files"].items())
         exports = "  ".join(Path(p).name for p in r["exports"].values())
@@ -847,7 +854,8 @@ def demo() -> None:
     root = _repo_root()
     console.rule("where to look")
     console.print(
-        f"UI:      DAGSTER_HOME={config.dagster_home} {Path(sys.executable).with_name('dagster')} dev -w {root / 'workspace.yaml'}"
+        f"UI:      DAGSTER_HOME={config.dagster_home} {Path(sys.executable).with_name('dagster')} "
+        f"dev -w {root / 'workspace.yaml'}"
     )
     console.print("         (or: memory-pipeline ui) then open http://127.0.0.1:3000")
     console.print(f"files:   {config.storage_root}  (what lives where: storage/README.md)")
@@ -920,7 +928,8 @@ def _print_backup(copy, as_json: bool, what: str) -> None:
         return
     console.print(
         f"{what}: {report.source} -> {report.destination}: {report.files} files, {report.bytes / 1e6:.1f} MB, "
-        f"{len(report.lance_tables)} LanceDB tables, {len(report.sqlite_databases)} SQLite databases; {report.seconds:.1f}s"
+        f"{len(report.lance_tables)} LanceDB tables, {len(report.sqlite_databases)} SQLite databases; "
+        f"{report.seconds:.1f}s"
     )
     for table, version in report.lance_tables.items():
         console.print(f"  [dim]{table} @ version {version}[/dim]")

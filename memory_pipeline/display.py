@@ -25,7 +25,10 @@ def position(
     end: float | None = None,
     heading: str | None = None,
 ) -> str:
-    """Where a piece sits in its document, as a person looks for it: 'turn 3', 'p. 4 · Intro > Setup', '00:01:05–00:02:10'."""
+    """Where a piece sits in its document, as a person looks for it.
+
+    For example 'turn 3', 'p. 4 · Intro > Setup', '00:01:05–00:02:10'.
+    """
     parts = []
     if turn_index is not None:
         parts.append(f"turn {turn_index}")

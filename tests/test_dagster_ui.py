@@ -36,13 +36,17 @@ QUERY = """
         jobs { name }
         schedules { name cronSchedule executionTimezone }
         sensors { name sensorState { status ticks(limit: 5) { status skipReason error { message } } } }
-        assetNodes { assetKey { path } groupName description assetChecksOrError { ... on AssetChecks { checks { name } } } }
+        assetNodes {
+          assetKey { path } groupName description assetChecksOrError { ... on AssetChecks { checks { name } } }
+        }
       }
     }
     ... on PythonError { message stack }
   }
   workspaceOrError {
-    ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } }
+    ... on Workspace {
+      locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
+    }
   }
 }
 """
@@ -128,7 +132,8 @@ def dagster_dev(tmp_path_factory):
                 pytest.fail(f"dagster dev exited: {log_path.read_text(encoding='utf-8')[-5000:]}")
             if time.time() > deadline:
                 pytest.fail(
-                    f"dagster dev did not load and tick the sensors in time: {log_path.read_text(encoding='utf-8')[-5000:]}"
+                    "dagster dev did not load and tick the sensors in time: "
+                    f"{log_path.read_text(encoding='utf-8')[-5000:]}"
                 )
             time.sleep(2)
             try:

@@ -46,7 +46,8 @@ from memory_pipeline.records import Document, Kind, Section, Turn, sha256_bytes
 
 SYSTEM = "Ты думаешь и отвечаешь так, как думает пользователь."
 CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 WORDS = (
@@ -251,7 +252,8 @@ def test_context_stops_at_the_token_budget():
     doc = dialogue(
         "c", [("user", "one two three"), ("assistant", "four five"), ("user", "six"), ("assistant", "seven")]
     )
-    # Each earlier run costs its words plus 4 tokens of template overhead: "four five" fits in 6, "one two three" does not.
+    # Each earlier run costs its words plus 4 tokens of template overhead:
+    # "four five" fits in 6, "one two three" does not.
     result = chat_example(doc, 2, voice="assistant", system_prompt="", context_tokens=6, count_tokens=count)
     assert result.messages[0] == {"role": "user", "content": "Продолжи разговор на тему: Разговор о памяти"}
     assert [m["content"] for m in result.messages[1:]] == ["four five", "six", "seven"]
@@ -612,7 +614,7 @@ def test_sets_load_with_datasets_and_render_with_a_chat_template(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):
+def test_every_data_file_trains_one_step_with_trl(tmp_path, base_dir):  # noqa: F811  (the imported fixture)
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer

@@ -1,4 +1,7 @@
-"""The whole Dagster project loads: every asset, check, job, schedule and sensor resolves; a run's metadata is complete."""
+"""The whole Dagster project loads.
+
+Every asset, check, job, schedule and sensor resolves; a run's metadata is complete.
+"""
 
 from pathlib import Path
 

@@ -27,11 +27,13 @@ pytestmark = pytest.mark.slow
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 OLD_VIEW = (
-    "I think running every single day without rest days is the best way to build endurance for a marathon; rest is for the lazy.",
+    "I think running every single day without rest days is the best way to build endurance for a marathon; "
+    "rest is for the lazy.",
     "That is a common belief among beginners, but most coaches plan easy days and full rest days into every week.",
 )
 NEW_VIEW = (
-    "I changed my mind: running every single day without rest days is a mistake, rest days build endurance for a marathon.",
+    "I changed my mind: running every single day without rest days is a mistake, "
+    "rest days build endurance for a marathon.",
     "Yes, adaptation happens during recovery, so rest days are part of the training, not a break from it.",
 )
 BREAD = " ".join(
@@ -130,7 +132,8 @@ def test_captured_exchange_is_recalled_at_once_in_cache_and_after_promotion(memo
         [
             InboxMessage(
                 role="user",
-                content="My new swimming plan: open water on Wednesdays, pool intervals on Saturdays, nothing on Mondays.",
+                content="My new swimming plan: open water on Wednesdays, pool intervals on Saturdays, "
+                "nothing on Mondays.",
             ),
             InboxMessage(
                 role="assistant", content="Noted: open water Wednesdays, pool intervals Saturdays, Mondays off."

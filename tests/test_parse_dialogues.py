@@ -369,7 +369,8 @@ def test_claude_prefers_text_blocks_and_drops_thinking_and_tools(caplog):
     assert football.title == "Футбол: прессинг против низкого блока"
     assert football.turns[0].text.startswith("Почему высокий прессинг"), "content blocks win over 'text'"
     assert football.turns[1].text == (
-        "Потому что прессинговать некого: низкий блок не строит атаку от вратаря.\n\nВажнее позиционная атака и быстрые фланги."
+        "Потому что прессинговать некого: низкий блок не строит атаку от вратаря.\n\n"
+        "Важнее позиционная атака и быстрые фланги."
     )
     assert football.turns[0].timestamp == datetime(2025, 3, 2, 18, 5, 11, 901000, tzinfo=UTC)
     running = docs[1]

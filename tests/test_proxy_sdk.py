@@ -1,4 +1,7 @@
-"""The proxy as a drop-in OpenAI endpoint, driven by the real OpenAI Python SDK through a served app and a stub upstream."""
+"""The proxy as a drop-in OpenAI endpoint.
+
+Driven by the real OpenAI Python SDK through a served app and a stub upstream.
+"""
 
 import logging
 
@@ -145,7 +148,7 @@ def test_errors_are_in_openai_shape_and_the_sdk_shows_their_message(served):
     assert missing.value.body["type"] == "not_found_error"
 
 
-def test_serve_local_answers_with_the_base_model_in_process(tmp_path, base_dir):
+def test_serve_local_answers_with_the_base_model_in_process(tmp_path, base_dir):  # noqa: F811  (the imported fixture)
     from memory_pipeline.service.local_model import create_local_app
 
     config = Config(storage_root=tmp_path / "storage")

@@ -90,7 +90,10 @@ def row(state: ScoreState, item_id: str):
 
 
 RUN_Q = "Как пробежать первый марафон и не сдохнуть на тридцатом километре? Сколько нужно тренироваться?"
-RUN_A = "Начните с базы: 3-4 лёгких пробежки в неделю, одна длинная. За 16 недель доведите длинную до 32 км. Темп держите разговорный."
+RUN_A = (
+    "Начните с базы: 3-4 лёгких пробежки в неделю, одна длинная. За 16 недель доведите длинную до 32 км. "
+    "Темп держите разговорный."
+)
 
 
 @pytest.fixture()
@@ -629,7 +632,8 @@ def _conversation(cid: str, day: str, *exchanges: tuple[str, str]) -> str:
 
 MARATHON = (
     "How should I pace my first marathon so I do not hit the wall at kilometre thirty?",
-    "Start slower than goal pace for the first ten kilometres, take carbohydrates every thirty minutes and save effort for the last ten.",
+    "Start slower than goal pace for the first ten kilometres, take carbohydrates every thirty minutes "
+    "and save effort for the last ten.",
 )
 OPINION = (
     "I think small local models are underrated. I believe owning the weights matters more than raw benchmark scores, "

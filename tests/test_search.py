@@ -34,17 +34,20 @@ def searcher(tmp_path_factory):
         (
             "run",
             "Как мне бегать марафон?",
-            "Бегать марафон стоит в ровном темпе. Первые километры держи темп медленнее целевого, чтобы не сгореть к тридцатому.",
+            "Бегать марафон стоит в ровном темпе. "
+            "Первые километры держи темп медленнее целевого, чтобы не сгореть к тридцатому.",
         ),
         (
             "sleep",
             "How much sleep do athletes need?",
-            "Most athletes need eight to nine hours of sleep. Recovery happens mostly during deep sleep after hard sessions.",
+            "Most athletes need eight to nine hours of sleep. "
+            "Recovery happens mostly during deep sleep after hard sessions.",
         ),
         (
             "llm",
             "Можно ли обучить маленькую модель на своём ноутбуке?",
-            "Да, маленькую языковую модель можно дообучить на ноутбуке с LoRA. Главное — аккуратно подготовить корпус и следить за переобучением.",
+            "Да, маленькую языковую модель можно дообучить на ноутбуке с LoRA. "
+            "Главное — аккуратно подготовить корпус и следить за переобучением.",
         ),
     ]
     lines = []

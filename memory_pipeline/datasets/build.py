@@ -62,7 +62,10 @@ class Curated:
     examples_built: int
 
     def by_file(self) -> dict[tuple[str, str], list[Example]]:
-        """Examples per data file (split, format): the chat files always, possibly empty; text files when they have lines."""
+        """Examples per data file (split, format).
+
+        The chat files always, possibly empty; text files when they have lines.
+        """
         files: dict[tuple[str, str], list[Example]] = {}
         for split, fmt in DATA_FILES:
             examples = [e for e in (self.train if split == "train" else self.eval) if e.format == fmt]

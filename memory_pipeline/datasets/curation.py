@@ -125,7 +125,10 @@ def filter_languages(examples: Sequence[Example], languages: Sequence[str]) -> F
 
 
 def filter_token_bounds(examples: Sequence[Example], *, min_tokens: int, max_tokens: int) -> Filtered:
-    """Drop lines whose target is shorter than ``min_tokens`` (nothing to learn) or that are longer than ``max_tokens``."""
+    """Drop lines whose target is too short or too long.
+
+    Shorter than ``min_tokens`` leaves nothing to learn; longer than ``max_tokens`` does not fit.
+    """
     too_short = sum(e.target_tokens < min_tokens for e in examples)
     too_long = sum(e.target_tokens >= min_tokens and e.tokens > max_tokens for e in examples)
     return _partition(
@@ -159,7 +162,10 @@ def _enough_digits(value: str) -> bool:
 
 
 def _looks_random(value: str) -> bool:
-    """A long base64-ish run is a secret only if it mixes cases and digits with high entropy (paths and words do not)."""
+    """A long base64-ish run is a secret only if it mixes cases and digits with high entropy.
+
+    Paths and words do not.
+    """
     if not (any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value)):
         return False
     counts = Counter(value)

@@ -77,7 +77,8 @@ def embed_partition(
             report.embedded += embedded
             report.cache_hits += len(texts) - embedded
             log(
-                f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, {report.embedded} chunks embedded"
+                f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, "
+                f"{report.embedded} chunks embedded"
             )
     report.seconds = round(time.perf_counter() - started, 3)
     report.cpu_seconds = round(time.process_time() - cpu_started, 3)

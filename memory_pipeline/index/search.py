@@ -114,7 +114,10 @@ class Searcher:
         include_discard: bool = False,
         now: datetime | None = None,
     ) -> list[Hit]:
-        """The k best hits the tiers allow; ``since``/``until`` (dates or expressions) or a span the query names filter by date."""
+        """The k best hits the tiers allow.
+
+        ``since``/``until`` (dates or expressions) or a span the query names filter by date.
+        """
         query, k, kind, mode = validate_request(self.config, query, k, kind, mode)
         now = now or datetime.now(UTC).replace(tzinfo=None)
         span = bounds(since, until, now=now, timezone=self.config.schedule.timezone)
@@ -158,7 +161,10 @@ class Searcher:
         return hits
 
     def query_vector(self, query: str) -> np.ndarray:
-        """The query's embedding, remembered for the last few queries: the proxy routes and retrieves with the same text."""
+        """The query's embedding, remembered for the last few queries.
+
+        The proxy routes and retrieves with the same text.
+        """
         with self._vectors_lock:
             vector = self._query_vectors.get(query)
         if vector is None:
@@ -211,7 +217,10 @@ class Searcher:
     def hybrid_candidates(
         self, query: str, k: int, kind: str | None = None
     ) -> tuple[dict[int, float], dict[int, float], dict[int, dict]]:
-        """Full-text and vector scores (row_id -> score) of what hybrid fuses for a top ``k``, plus rows read on the way."""
+        """Full-text and vector scores (row_id -> score) of what hybrid fuses for a top ``k``.
+
+        Also the rows read on the way.
+        """
         depth = max(50, 4 * k)
         self._refresh()
         fts_rows = self.store.fts_search(query, depth, kind=kind)

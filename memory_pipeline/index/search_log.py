@@ -20,7 +20,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(
-        "CREATE TABLE IF NOT EXISTS searches (id INTEGER PRIMARY KEY, ts REAL, query TEXT, mode TEXT, kind TEXT, k INTEGER, latency_ms REAL, hit_ids TEXT)"
+        "CREATE TABLE IF NOT EXISTS searches (id INTEGER PRIMARY KEY, ts REAL, query TEXT, mode TEXT, kind TEXT, "
+        "k INTEGER, latency_ms REAL, hit_ids TEXT)"
     )
     db.execute("CREATE TABLE IF NOT EXISTS hits (search_id INTEGER, chunk_id TEXT)")
     db.execute("CREATE INDEX IF NOT EXISTS hits_chunk ON hits (chunk_id)")
@@ -51,7 +52,8 @@ def last_hit_times(config: Config) -> dict[str, float]:
     """chunk_id -> when (unix seconds) a logged search last returned it: lack of use decays recall."""
     return _per_chunk(
         config,
-        "SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id GROUP BY hits.chunk_id",
+        "SELECT hits.chunk_id, MAX(searches.ts) FROM hits JOIN searches ON searches.id = hits.search_id "
+        "GROUP BY hits.chunk_id",
     )
 
 

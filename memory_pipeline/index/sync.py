@@ -116,7 +116,8 @@ def sync_index(
     earlier = {name: docs & arriving for name, docs in store.other_model_documents().items()} if arriving else {}
     earlier = {name: docs for name, docs in earlier.items() if docs}
     log(
-        f"index {embedder.model_id}: {len(stale)} documents to (re)index ({len(plan.replaces)} replacing an earlier version), "
+        f"index {embedder.model_id}: {len(stale)} documents to (re)index "
+        f"({len(plan.replaces)} replacing an earlier version), "
         f"{len(gone)} to remove, {len(wanted) - len(stale)} unchanged"
     )
 
@@ -153,7 +154,8 @@ def sync_index(
         if bar is not None:
             bar.update(len(docs))
         log(
-            f"indexed {report.docs_indexed}/{len(stale)} documents ({report.embedded} chunks embedded, {report.cache_hits} from cache)"
+            f"indexed {report.docs_indexed}/{len(stale)} documents "
+            f"({report.embedded} chunks embedded, {report.cache_hits} from cache)"
         )
 
     def commit_pending() -> None:

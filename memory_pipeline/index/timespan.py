@@ -148,6 +148,7 @@ def _bound(
     span = resolve(value, now=now, timezone=timezone)
     if span is None:
         raise SearchError(
-            f"{name}: cannot read {value!r} as a date (use 2024-03-01 or an expression like 'last week', 'два месяца назад')"
+            f"{name}: cannot read {value!r} as a date "
+            "(use 2024-03-01 or an expression like 'last week', 'два месяца назад')"
         )
     return span.until if end else span.since

@@ -207,7 +207,8 @@ _ERRORS = (
 _TERMINAL = set(".!?…)\"»”'`*]>")
 _LIST_LINE = re.compile(r"^\s*([-*+•|#>]|\d+[.)])")
 _CODE_LINE = re.compile(
-    r"^\s*(def |class |import |from \S+ import |return\b|#include|for \(|if \(|while \(|}|{|\$ |>>> |[\w.\[\]]+\s*=[^=])"
+    r"^\s*(def |class |import |from \S+ import |return\b|#include|for \(|if \(|while \(|}|{|\$ |>>> |"
+    r"[\w.\[\]]+\s*=[^=])"
     r"|[;{]\s*$"
 )
 

@@ -157,5 +157,6 @@ def decide_tier(
     return TierDecision(
         Tier.RAG,
         (),
-        f"rag_threshold {config.rag_threshold} <= recall score {recall_score:.3f}, score {score:.3f} < lora_threshold {config.lora_threshold}",
+        f"rag_threshold {config.rag_threshold} <= recall score {recall_score:.3f}, "
+        f"score {score:.3f} < lora_threshold {config.lora_threshold}",
     )

@@ -272,7 +272,8 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, l
     require_safe_binding(host, config.service.resolved_token())
     if not local and config.service.upstream_url and points_at(config.service.upstream_url, host, port):
         raise SystemExit(
-            f"service.upstream_url {config.service.upstream_url} is this server ({host}:{port}); point it at the model server"
+            f"service.upstream_url {config.service.upstream_url} is this server ({host}:{port}); "
+            "point it at the model server"
         )
     local_model = None
     if local:

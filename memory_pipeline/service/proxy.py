@@ -102,10 +102,10 @@ def guard_text(config: Config, adapters: list[str]) -> str:
 
 
 def inject_system(messages: list[dict], *, before: str = "", after: str = "") -> list[dict]:
-    """The system message becomes ``before`` + the client's own system text + ``after`` (one is added first when there is none).
+    """The system message becomes ``before`` + the client's own system text + ``after``.
 
-    The worldview prompt and the guards go before the client's instructions, so every chat starts
-    from them; memories go after, next to the conversation they serve.
+    One is added first when there is none. The worldview prompt and the guards go before the client's
+    instructions, so every chat starts from them; memories go after, next to the conversation they serve.
     """
     if not before and not after:
         return messages
@@ -178,7 +178,10 @@ def choose_adapters_for(app: FastAPI, requested: str | None, query: str) -> tupl
 
 
 def auto_topics(app: FastAPI, query: str) -> list[str]:
-    """The topic adapter(s) the router sends this text to; [] when retrieval or routing fails (the chat goes on with core)."""
+    """The topic adapter(s) the router sends this text to.
+
+    [] when retrieval or routing fails (the chat goes on with core).
+    """
     from memory_pipeline.records import Kind
     from memory_pipeline.scoring.routing import choose_adapters, route_item
 
@@ -368,7 +371,8 @@ def register_proxy(app: FastAPI, config: Config, authorize: Callable) -> None:
             if isinstance(exc, TimeoutError):
                 return openai_error(
                     504,
-                    f"upstream model server timed out: {url}: no whole answer in {timeout:g}s (limits.upstream_timeout_seconds)",
+                    f"upstream model server timed out: {url}: no whole answer in {timeout:g}s "
+                    "(limits.upstream_timeout_seconds)",
                     "upstream_error",
                     code="upstream_timeout",
                 )
