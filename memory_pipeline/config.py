@@ -270,6 +270,9 @@ class TrainingConfig(_Section):
     quantization: Literal["none", "8bit", "4bit"] = Field(
         "none", description="load the base in 8 or 4 bit for QLoRA (bitsandbytes, CUDA only); none: the load dtype"
     )
+    packing: bool = Field(
+        False, description="pack several short examples into one max_seq_length row (TRL best-fit); off: padded batches"
+    )
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% slower")
     check_memory: bool = Field(True, description="estimate memory before loading the base and refuse when it will not fit")
 
