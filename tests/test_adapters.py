@@ -455,6 +455,55 @@ def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
 
 
+def test_a_checkpoint_cut_short_is_skipped_and_progress_is_logged(trained, base_dir, tmp_path):
+    """A kill while the trainer writes checkpoint-6 leaves it without meter.json: resume takes checkpoint-3."""
+    from safetensors.torch import load_file
+
+    dataset = trained[1]
+    settings = {"max_steps": 8, "checkpoint_every_steps": 3}
+
+    def crash_at_step_6(message: str) -> None:
+        if message == "checkpoint saved at step 6":
+            raise KeyboardInterrupt
+
+    config = make_config(tmp_path / "a", base_dir, **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(config, "core", dataset, progress=False, log=crash_at_step_6)
+    [work] = (config.adapters_dir / "core" / ".work").iterdir()
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    (work / "checkpoint-6" / "meter.json").unlink()
+    messages: list[str] = []
+    resumed = train_adapter(config, "core", dataset, progress=False, log=messages.append)
+    assert "resuming from checkpoint at step 3/8" in messages
+    assert resumed.metrics["resumed_from_step"] == 3 and resumed.metrics["tokens_trained"] > 0
+    progress = [m for m in messages if m.startswith("step ")]
+    assert progress[0].startswith("step 4/8 loss") and progress[-1].startswith("step 8/8 loss")
+    assert all("tokens/s" in m and "ETA" in m for m in progress)
+    straight = train_adapter(make_config(tmp_path / "b", base_dir, **settings), "core", dataset, progress=False)
+    a, b = (load_file(v.path / "adapter_model.safetensors") for v in (resumed, straight))
+    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+
+def test_time_budget_callback_stops_after_the_step_that_crosses_it():
+    from transformers import TrainerControl, TrainerState
+
+    from memory_pipeline.adapters.sft import TimeBudget
+
+    lines: list[str] = []
+    budget = TimeBudget(1e-9, lines.append)
+    state, control = TrainerState(max_steps=5, global_step=2), TrainerControl()
+    budget.on_train_begin(None, state, control)
+    time.sleep(0.01)
+    budget.on_step_end(None, state, control)
+    assert control.should_training_stop and budget.stopped and lines == [
+        "time budget of 1e-09 min reached at step 2/5; stopping"
+    ]
+    roomy, control = TimeBudget(60, lines.append), TrainerControl()
+    roomy.on_train_begin(None, state, control)
+    roomy.on_step_end(None, state, control)
+    assert not control.should_training_stop and not roomy.stopped
+
+
 def test_time_budget_stops_cleanly_and_saves(trained, base_dir, tmp_path):
     config = make_config(tmp_path, base_dir, time_budget_minutes=1e-9)
     version = train_adapter(config, "core", trained[1], progress=False)
