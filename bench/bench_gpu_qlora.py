@@ -6,8 +6,8 @@
 
 Exercises the big-model path the user's real setup needs (a Qwen3-30B-class base on one GPU) at a size that
 runs in minutes: weights loaded straight into 4 bit on the GPU (no fp32 copy), the memory estimate printed
-before loading, gradient checkpointing, training through the real train_adapter, the generation gate, and
-`export_for_serving`. Writes bench/results/gpu_qlora.json: the estimate against the measured peak GPU memory,
+before loading, gradient checkpointing, training through the real train_adapter (TRL's SFTTrainer, bf16
+autocast), the generation gate, and `export_for_serving`. Writes bench/results/gpu_qlora.json: the estimate against the measured peak GPU memory,
 tokens/s, perplexities, the gate's figures and verdict, and the `vllm serve` command. Refuses to run without CUDA.
 """
 
@@ -87,6 +87,7 @@ def main() -> None:
     m = version.metrics.model_dump()  # the figures as a plain dict, for the results file
     result = {
         "base": args.base,
+        "trainer": "trl.SFTTrainer",
         "quantization": args.quantization,
         "gpu": torch.cuda.get_device_name(0),
         "gpu_total_gib": round(torch.cuda.get_device_properties(0).total_memory / 1024**3, 1),

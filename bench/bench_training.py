@@ -1,9 +1,11 @@
 """LoRA training speed and effect on the bundled SmolLM2-135M, on CPU, for a few steps.
 
-    .venv/bin/python bench/bench_training.py [--steps 10] [--batch-size 4] [--max-seq-length 128] [--workdir DIR]
+    .venv/bin/python bench/bench_training.py [--steps 10] [--batch-size 4] [--max-seq-length 128] [--packing]
+                                              [--workdir DIR] [--out FILE]
 
-A generated "user voice" chat set (Russian and English) is trained with the real train_adapter, so the
-figures include tokenisation, checkpoints, evaluation and registration. Writes bench/results/training.json:
+A generated "user voice" chat set (Russian and English) is trained with the real train_adapter (TRL's
+SFTTrainer), so the figures include tokenisation, checkpoints, evaluation and registration; tokens/s counts the
+training steps alone. Writes bench/results/training.json (or --out, for runs on a busy machine):
 tokens/s, seconds, peak RSS, the machine's load average, eval and held-out perplexity before (base) and after
 (adapter), and the gate's reading of the base's and the adapter's answers to the gate prompts.
 """
@@ -70,7 +72,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--packing", action="store_true", help="pack short examples into full rows (training.packing)")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the run (default: a new temp dir)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "training.json", help="where the figures go")
     args = parser.parse_args()
 
     import torch
@@ -88,6 +92,7 @@ def main() -> None:
             max_steps=args.steps,
             batch_size=args.batch_size,
             max_seq_length=args.max_seq_length,
+            packing=args.packing,
             learning_rate=5e-4,
             sample_prompts=2,
             sample_max_new_tokens=32,
@@ -101,6 +106,8 @@ def main() -> None:
     result = {
         "model": "packaged:SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)",
         "device": "cpu",
+        "trainer": "trl.SFTTrainer",
+        "packing": args.packing,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -125,8 +132,8 @@ def main() -> None:
         "gate_reasons": m["gate_reasons"],
         "samples": json.loads((version.path / "samples.json").read_text(encoding="utf-8")),
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "training.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2, ensure_ascii=False))
     print(f"wrote {out}")
