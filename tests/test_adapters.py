@@ -475,7 +475,7 @@ def test_a_checkpoint_cut_short_is_skipped_and_progress_is_logged(trained, base_
     messages: list[str] = []
     resumed = train_adapter(config, "core", dataset, progress=False, log=messages.append)
     assert "resuming from checkpoint at step 3/8" in messages
-    assert resumed.metrics["resumed_from_step"] == 3 and resumed.metrics["tokens_trained"] > 0
+    assert resumed.metrics.resumed_from_step == 3 and resumed.metrics.tokens_trained > 0
     progress = [m for m in messages if m.startswith("step ")]
     assert progress[0].startswith("step 4/8 loss") and progress[-1].startswith("step 8/8 loss")
     assert all("tokens/s" in m and "ETA" in m for m in progress)
