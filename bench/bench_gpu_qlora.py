@@ -7,8 +7,9 @@
 Exercises the big-model path the user's real setup needs (a Qwen3-30B-class base on one GPU) at a size that
 runs in minutes: weights loaded straight into 4 bit on the GPU (no fp32 copy), the memory estimate printed
 before loading, gradient checkpointing, training through the real train_adapter (TRL's SFTTrainer, bf16
-autocast), the generation gate, and `export_for_serving`. Writes bench/results/gpu_qlora.json: the estimate against the measured peak GPU memory,
-tokens/s, perplexities, the gate's figures and verdict, and the `vllm serve` command. Refuses to run without CUDA.
+autocast), the generation gate, and `export_for_serving`. Writes bench/results/gpu_qlora.json: the estimate
+against the measured peak GPU memory, tokens/s, perplexities, the gate's figures and verdict, and the
+`vllm serve` command. Refuses to run without CUDA.
 """
 
 from __future__ import annotations
