@@ -26,7 +26,9 @@ def training_sets(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
     adapter = context.partition_key
     result = build_dataset_for_adapter(pipeline.config, adapter)
     card = result.card
-    context.log.info(f"{adapter}: version {result.version} ({'new' if result.created else 'unchanged, no new version'}) at {result.path}")
+    context.log.info(
+        f"{adapter}: version {result.version} ({'new' if result.created else 'unchanged, no new version'}) at {result.path}"
+    )
     card_md = (result.path / "card.md").read_text(encoding="utf-8") if (result.path / "card.md").is_file() else ""
     return dg.MaterializeResult(
         metadata={
@@ -120,7 +122,9 @@ def adapter_metadata(version) -> dict:
             ["text", "base", "adapter", "previous"],
         ),
         "figures": table(
-            [{"figure": k, "base → adapter": v} for k, v in figures(metrics).items()], ["figure", "base → adapter"], limit=40
+            [{"figure": k, "base → adapter": v} for k, v in figures(metrics).items()],
+            ["figure", "base → adapter"],
+            limit=40,
         ),
         "generation": dg.MetadataValue.json(metrics.generation.model_dump(mode="json") if metrics.generation else {}),
         "tokens_per_second": dg.MetadataValue.float(metrics.tokens_per_second or 0.0),
@@ -135,7 +139,12 @@ def adapter_metadata(version) -> dict:
         ),
         "samples": table(
             [
-                {"prompt": s["prompt"][-1]["content"] if s["prompt"] else "", "user": s["reference"], "base": s["base"], "adapter": s["adapter"]}
+                {
+                    "prompt": s["prompt"][-1]["content"] if s["prompt"] else "",
+                    "user": s["reference"],
+                    "base": s["base"],
+                    "adapter": s["adapter"],
+                }
                 for s in samples.get("eval_prompts", [])
             ],
             ["prompt", "user", "base", "adapter"],
@@ -156,7 +165,10 @@ def _rounded(value) -> float | None:
     return round(float(value), 3) if value is not None else None
 
 
-@dg.asset_check(asset=lora_adapters, description="The newest adapter version passed the gate; otherwise shows why `current` did not move.")
+@dg.asset_check(
+    asset=lora_adapters,
+    description="The newest adapter version passed the gate; otherwise shows why `current` did not move.",
+)
 def lora_adapters_gate_passed(pipeline: MemoryPipelineResource) -> dg.AssetCheckResult:
     from memory_pipeline.adapters import current_version, list_versions
 
@@ -179,7 +191,9 @@ def lora_adapters_gate_passed(pipeline: MemoryPipelineResource) -> dg.AssetCheck
             }
         )
     return dg.AssetCheckResult(
-        passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={"adapters": table(rows, ["adapter", "newest", "current", "verdict"], cell_chars=300)}
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"adapters": table(rows, ["adapter", "newest", "current", "verdict"], cell_chars=300)},
     )
 
 

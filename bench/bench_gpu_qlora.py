@@ -33,7 +33,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="Qwen/Qwen2.5-0.5B-Instruct", help="hub id in the local HF cache, or a folder")
+    parser.add_argument(
+        "--base", default="Qwen/Qwen2.5-0.5B-Instruct", help="hub id in the local HF cache, or a folder"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-seq-length", type=int, default=512)

@@ -59,11 +59,17 @@ def write_dataset(folder: Path, seed: int) -> Path:
     rng = random.Random(seed)
     dataset = folder / "datasets" / "core" / "d0001"
     dataset.mkdir(parents=True)
-    splits = {"train": make_examples(rng, 64), "eval": make_examples(rng, 12), "heldout": [{"text": t} for t in HELDOUT]}
+    splits = {
+        "train": make_examples(rng, 64),
+        "eval": make_examples(rng, 12),
+        "heldout": [{"text": t} for t in HELDOUT],
+    }
     for name, rows in splits.items():
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (dataset / f"{name}.jsonl").write_text(lines, encoding="utf-8")
-    (dataset / "card.json").write_text(json.dumps({"version": "d0001", "adapter": "core", "content_hash": f"bench-{seed}"}))
+    (dataset / "card.json").write_text(
+        json.dumps({"version": "d0001", "adapter": "core", "content_hash": f"bench-{seed}"})
+    )
     return dataset
 
 
@@ -114,7 +120,11 @@ def main() -> None:
         "steps": m["steps"],
         "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length,
-        "lora": {"r": config.training.r, "alpha": config.training.alpha, "target_modules": config.training.target_modules},
+        "lora": {
+            "r": config.training.r,
+            "alpha": config.training.alpha,
+            "target_modules": config.training.target_modules,
+        },
         "train_examples": m["examples"],
         "tokens_seen": m["tokens_seen"],
         "tokens_trained": m["tokens_trained"],

@@ -44,7 +44,9 @@ class _Section(BaseModel):
 class SourcesConfig(_Section):
     """Folders (or single files) to ingest, per kind. Each is walked recursively."""
 
-    dialogues: list[Path] = Field(default_factory=list, description="chat exports: ChatGPT/Claude JSON, nexus markdown, JSONL")
+    dialogues: list[Path] = Field(
+        default_factory=list, description="chat exports: ChatGPT/Claude JSON, nexus markdown, JSONL"
+    )
     articles: list[Path] = Field(default_factory=list, description="PDF, Markdown, plain text, HTML")
     lectures: list[Path] = Field(default_factory=list, description="SRT, WebVTT, plain transcripts")
 
@@ -60,9 +62,12 @@ class IngestConfig(_Section):
     max_file_mb: float = Field(1024.0, gt=0, description="files larger than this are refused with an error")
     archive_max_members: int = Field(20_000, ge=1, description="ZIP exports with more members are refused (zip bombs)")
     archive_max_total_mb: float = Field(8000.0, gt=0, description="ZIP exports expanding to more than this are refused")
-    archive_max_ratio: float = Field(100.0, gt=1, description="a ZIP member expanding more than this many times is refused")
+    archive_max_ratio: float = Field(
+        100.0, gt=1, description="a ZIP member expanding more than this many times is refused"
+    )
     prune_missing_sources: bool = Field(
-        False, description="remove the documents of a source folder that is missing or emptied (default: keep them, report an error)"
+        False,
+        description="remove the documents of a source folder that is missing or emptied (default: keep them, report an error)",
     )
 
 
@@ -76,7 +81,9 @@ class ChunkingConfig(_Section):
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingConfig:
         if self.overlap_tokens >= self.max_tokens:
-            raise ValueError(f"chunking.overlap_tokens ({self.overlap_tokens}) must be below chunking.max_tokens ({self.max_tokens})")
+            raise ValueError(
+                f"chunking.overlap_tokens ({self.overlap_tokens}) must be below chunking.max_tokens ({self.max_tokens})"
+            )
         return self
 
 
@@ -102,7 +109,9 @@ class IndexConfig(_Section):
 class StoresConfig(_Section):
     """Where the chunk stores live when they are not under storage_root (shared or object storage)."""
 
-    lancedb_uri: str = Field("", description="LanceDB location, e.g. s3://bucket/memory/lancedb; empty = storage_root/lancedb")
+    lancedb_uri: str = Field(
+        "", description="LanceDB location, e.g. s3://bucket/memory/lancedb; empty = storage_root/lancedb"
+    )
     faiss_dir: Path | None = Field(None, description="FAISS folder on a shared filesystem; empty = storage_root/faiss")
 
 
@@ -110,18 +119,30 @@ class SearchConfig(_Section):
     default_k: int = Field(10, ge=1, le=1000)
     default_mode: Literal["vector", "fts", "hybrid"] = "hybrid"
     max_query_chars: int = Field(4000, ge=10)
-    hybrid_fts_weight: float = Field(0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest")
+    hybrid_fts_weight: float = Field(
+        0.05, ge=0.0, le=1.0, description="full text's share in hybrid fusion; vectors get the rest"
+    )
     # Recall: how tiers and item scores shape a result list (memory_pipeline/index/recall.py).
-    prior_weight: float = Field(0.3, ge=0, le=1, description="share of a hit's rank that comes from its item's (decayed) score, a ranking prior")
-    max_hits_per_position: int = Field(2, ge=1, description="at most this many hits from one dialogue turn / document section in a result list")
-    superseded_factor: float = Field(0.8, gt=0, le=1, description="rank multiplier of an item restated later (the restatement is preferred)")
-    time_expressions: bool = Field(True, description="a query naming a time span ('last week', 'два месяца назад') filters by it")
+    prior_weight: float = Field(
+        0.3, ge=0, le=1, description="share of a hit's rank that comes from its item's (decayed) score, a ranking prior"
+    )
+    max_hits_per_position: int = Field(
+        2, ge=1, description="at most this many hits from one dialogue turn / document section in a result list"
+    )
+    superseded_factor: float = Field(
+        0.8, gt=0, le=1, description="rank multiplier of an item restated later (the restatement is preferred)"
+    )
+    time_expressions: bool = Field(
+        True, description="a query naming a time span ('last week', 'два месяца назад') filters by it"
+    )
 
 
 class GuardConfig(_Section):
     """What the model must do whenever this adapter is active: the user's views here are not mainstream."""
 
-    disclaimer: str = Field("", description="a warning the model must give with its answer, e.g. 'this is my own view, not medical advice'")
+    disclaimer: str = Field(
+        "", description="a warning the model must give with its answer, e.g. 'this is my own view, not medical advice'"
+    )
     decline_topics: list[str] = Field(default_factory=list, description="topics the model must decline to advise on")
 
 
@@ -145,7 +166,8 @@ class AdapterConfig(_Section):
     system_prompt: str = ""
     guard: GuardConfig | None = Field(None, description="applied by the proxy whenever this adapter is active")
     gate_prompts: list[str] = Field(
-        default_factory=list, description="prompts this adapter must answer sensibly to pass the gate; empty: gate.prompts"
+        default_factory=list,
+        description="prompts this adapter must answer sensibly to pass the gate; empty: gate.prompts",
     )
 
 
@@ -191,15 +213,29 @@ class PromoteConfig(_Section):
     route_threshold: float = Field(0.25, ge=-1, le=1, description="min similarity to route an item to a topic adapter")
     min_chars: int = Field(40, ge=0, description="items shorter than this are discarded as junk")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard for near-duplicates")
-    recurrence_radius: float = Field(0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic")
-    core_min_user_chars: int = Field(40, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter")
+    recurrence_radius: float = Field(
+        0.6, gt=-1, le=1, description="cosine at or above which another item is the same topic"
+    )
+    core_min_user_chars: int = Field(
+        40, ge=0, description="a dialogue exchange needs this much user text to teach the core adapter"
+    )
     # The lifecycle: fresh items wait in cache; long-term items fade with age and lack of use.
-    cache_days: float = Field(7.0, ge=0, description="items dated within this many days are cache (short-term) until promotion decides")
-    age_half_life_days: float = Field(1095.0, gt=0, description="a rag item's recall score halves per this many days since it entered the memory")
-    unused_half_life_days: float = Field(365.0, gt=0, description="... and per this many days since a search last returned it")
-    restate_similarity: float = Field(0.8, gt=-1, le=1, description="cosine at or above which a later item restates an earlier one's view")
+    cache_days: float = Field(
+        7.0, ge=0, description="items dated within this many days are cache (short-term) until promotion decides"
+    )
+    age_half_life_days: float = Field(
+        1095.0, gt=0, description="a rag item's recall score halves per this many days since it entered the memory"
+    )
+    unused_half_life_days: float = Field(
+        365.0, gt=0, description="... and per this many days since a search last returned it"
+    )
+    restate_similarity: float = Field(
+        0.8, gt=-1, le=1, description="cosine at or above which a later item restates an earlier one's view"
+    )
     lora_min_own_chars: int = Field(
-        40, ge=0, description="content floor: the user's own text (greetings, thanks, filler removed) needs this many characters to reach a LoRA tier"
+        40,
+        ge=0,
+        description="content floor: the user's own text (greetings, thanks, filler removed) needs this many characters to reach a LoRA tier",
     )
 
     @field_validator("weights")
@@ -227,25 +263,42 @@ class DatasetsConfig(_Section):
 
     min_new_examples: int = Field(5000, ge=1, description="new promoted examples that trigger a dataset build")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of source documents whose examples go to eval")
-    min_tokens: int = Field(8, ge=0, description="examples whose target (the learned turn or text) is shorter than this are dropped")
+    min_tokens: int = Field(
+        8, ge=0, description="examples whose target (the learned turn or text) is shorter than this are dropped"
+    )
     max_tokens: int = Field(2048, ge=16, description="examples longer than this (context included) are dropped")
-    context_tokens: int = Field(1024, ge=0, description="earlier turns of the conversation kept before a chat example's prompt")
-    token_budget: int = Field(5_000_000, ge=1000, description="max tokens per dataset version; highest scores kept first")
-    scrub_pii: bool = Field(True, description="replace emails, phone numbers and secrets with placeholders like <EMAIL>")
+    context_tokens: int = Field(
+        1024, ge=0, description="earlier turns of the conversation kept before a chat example's prompt"
+    )
+    token_budget: int = Field(
+        5_000_000, ge=1000, description="max tokens per dataset version; highest scores kept first"
+    )
+    scrub_pii: bool = Field(
+        True, description="replace emails, phone numbers and secrets with placeholders like <EMAIL>"
+    )
     languages: list[str] = Field(default_factory=list, description="keep only these language guesses; empty keeps all")
-    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="MinHash Jaccard at or above which two examples are near-duplicates")
-    decontamination_ngram: int = Field(13, ge=5, description="eval examples sharing a word n-gram this long with train are dropped")
+    near_duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="MinHash Jaccard at or above which two examples are near-duplicates"
+    )
+    decontamination_ngram: int = Field(
+        13, ge=5, description="eval examples sharing a word n-gram this long with train are dropped"
+    )
     seed: int = Field(13, description="seeds the train/eval split by document")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> DatasetsConfig:
         if self.min_tokens >= self.max_tokens:
-            raise ValueError(f"datasets.min_tokens ({self.min_tokens}) must be below datasets.max_tokens ({self.max_tokens})")
+            raise ValueError(
+                f"datasets.min_tokens ({self.min_tokens}) must be below datasets.max_tokens ({self.max_tokens})"
+            )
         return self
 
 
 class TrainingConfig(_Section):
-    base_model: str = Field("packaged:SmolLM2-135M-Instruct", description="hub id, local dir, GGUF file, or 'packaged:SmolLM2-135M-Instruct'")
+    base_model: str = Field(
+        "packaged:SmolLM2-135M-Instruct",
+        description="hub id, local dir, GGUF file, or 'packaged:SmolLM2-135M-Instruct'",
+    )
     gguf_file: str | None = Field(None, description="GGUF file name inside base_model when it is a folder")
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -258,9 +311,13 @@ class TrainingConfig(_Section):
     batch_size: int = Field(4, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     time_budget_minutes: float = Field(30.0, gt=0)
-    mode: Literal["retrain", "continue"] = Field("retrain", description="retrain from base on the cumulative set, or continue with replay")
+    mode: Literal["retrain", "continue"] = Field(
+        "retrain", description="retrain from base on the cumulative set, or continue with replay"
+    )
     replay_fraction: float = Field(0.3, ge=0, le=1)
-    forgetting_margin: float = Field(0.05, ge=0, description="allowed relative perplexity rise on the general held-out set")
+    forgetting_margin: float = Field(
+        0.05, ge=0, description="allowed relative perplexity rise on the general held-out set"
+    )
     device: str = "auto"
     seed: int = 13
     checkpoint_every_steps: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
@@ -273,8 +330,12 @@ class TrainingConfig(_Section):
     packing: bool = Field(
         False, description="pack several short examples into one max_seq_length row (TRL best-fit); off: padded batches"
     )
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% slower")
-    check_memory: bool = Field(True, description="estimate memory before loading the base and refuse when it will not fit")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% slower"
+    )
+    check_memory: bool = Field(
+        True, description="estimate memory before loading the base and refuse when it will not fit"
+    )
 
 
 class GenerationConfig(_Section):
@@ -304,7 +365,9 @@ class GateConfig(_Section):
     min_language_match: float = Field(0.5, ge=0, le=1, description="share of answers in the prompt's language")
     min_words: int = Field(3, ge=1, description="shortest acceptable answer, in words (mean over prompts)")
     similarity_examples: int = Field(
-        8, ge=0, description="eval prompts with the user's own answers; adapter answers must be closer to them than the base's"
+        8,
+        ge=0,
+        description="eval prompts with the user's own answers; adapter answers must be closer to them than the base's",
     )
 
 
@@ -312,7 +375,9 @@ class ScheduleConfig(_Section):
     nightly_cron: str = Field("0 3 * * *", description="cron for the nightly run")
     timezone: str = "UTC"
     sensor_interval_seconds: int = Field(60, ge=5)
-    settle_seconds: float = Field(10.0, ge=0, description="the file sensor waits until changes stop for this long, so a burst is one run")
+    settle_seconds: float = Field(
+        10.0, ge=0, description="the file sensor waits until changes stop for this long, so a burst is one run"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -337,9 +402,12 @@ class ServiceConfig(_Section):
     model_adapters: dict[str, str] = Field(default_factory=dict, description="requested model -> LoRA name at upstream")
     # The proxy as a drop-in OpenAI endpoint (memory_pipeline/service/proxy.py).
     system_prompt: str = Field(
-        "", description="the user's worldview instructions, prepended to every chat through the proxy; empty: his newest exported profile"
+        "",
+        description="the user's worldview instructions, prepended to every chat through the proxy; empty: his newest exported profile",
     )
-    memory_min_similarity: float = Field(0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this")
+    memory_min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this"
+    )
 
     @field_validator("token")
     @classmethod
@@ -361,10 +429,16 @@ class LimitsConfig(_Section):
     error naming it, not the memory, the time or the process of everything else."""
 
     max_nesting_depth: int = Field(256, ge=8, le=900, description="JSON and HTML nested deeper than this are refused")
-    max_chunks_per_document: int = Field(5000, ge=1, description="chunks indexed per document; the rest is left out, with a warning")
+    max_chunks_per_document: int = Field(
+        5000, ge=1, description="chunks indexed per document; the rest is left out, with a warning"
+    )
     max_request_mb: float = Field(16.0, gt=0, le=1024, description="HTTP request bodies larger than this get 413")
-    max_message_chars: int = Field(1_000_000, ge=1, description="a message longer than this is refused by /dialogues and the proxy")
-    upstream_timeout_seconds: float = Field(600.0, gt=0, le=86400, description="the proxy gives up on the model server after this long")
+    max_message_chars: int = Field(
+        1_000_000, ge=1, description="a message longer than this is refused by /dialogues and the proxy"
+    )
+    upstream_timeout_seconds: float = Field(
+        600.0, gt=0, le=86400, description="the proxy gives up on the model server after this long"
+    )
 
 
 def _numeric(annotation: Any) -> bool:
@@ -384,7 +458,10 @@ class ScaleOutConfig(_Section):
         default_factory=dict, description="the executor's own config (Dagster checks it against the executor's schema)"
     )
     embed_partitions: int = Field(
-        1, ge=1, le=256, description="document-hash ranges embedded as parallel steps before the one committing step; 1 = no fan-out"
+        1,
+        ge=1,
+        le=256,
+        description="document-hash ranges embedded as parallel steps before the one committing step; 1 = no fan-out",
     )
     ingest_partitions: int = Field(
         1,
@@ -429,7 +506,9 @@ class Config(_Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     scaleout: ScaleOutConfig = Field(default_factory=ScaleOutConfig)
-    config_path: Path | None = Field(None, exclude=True, description="file this config was read from (set by the loader)")
+    config_path: Path | None = Field(
+        None, exclude=True, description="file this config was read from (set by the loader)"
+    )
 
     @model_validator(mode="after")
     def _adapters_valid(self) -> Config:
@@ -530,7 +609,9 @@ def load_config(path: str | Path | None = None, *, storage: str | Path | None = 
         try:
             loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); is it the right file?") from None
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.start}); is it the right file?"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from memory_pipeline.adapters import (
+    activate,
     current_version,
     encode_example,
     export_combined,
@@ -24,17 +25,16 @@ from memory_pipeline.adapters import (
     load_base_model,
     packaged_gguf_path,
     perplexity,
-    activate,
     read_examples,
     resolve_base_model,
     rollback,
     train_adapter,
 )
 from memory_pipeline.adapters.base_model import weights_hash
+from memory_pipeline.adapters.data import IGNORE_INDEX, Example
 from memory_pipeline.adapters.judge import distinct_n, echo_ratio, figure_answer, longest_repeated_ngram, summarise
 from memory_pipeline.adapters.manifest import AdapterMetrics, BaseRef, DatasetRef, TrainingManifest
 from memory_pipeline.adapters.registry import VERSION_PATTERN, commit_version, plan_training, set_current
-from memory_pipeline.adapters.data import IGNORE_INDEX, Example
 from memory_pipeline.config import AdapterConfig, Config, GateConfig, TrainingConfig
 from memory_pipeline.errors import ConfigError, ParseError, StoreError
 
@@ -62,7 +62,9 @@ def learnable(n: int) -> list[dict]:
     return [chat(QUESTIONS[i % 4], ANSWERS[i % 4], "answer briefly") for i in range(n)]
 
 
-def write_dataset(root: Path, adapter: str, version: str, train: list[dict], eval_: list[dict], heldout: list[dict]) -> Path:
+def write_dataset(
+    root: Path, adapter: str, version: str, train: list[dict], eval_: list[dict], heldout: list[dict]
+) -> Path:
     folder = root / adapter / version
     folder.mkdir(parents=True)
     for name, rows in (("train", train), ("eval", eval_), ("heldout", heldout)):
@@ -129,7 +131,9 @@ def make_config(storage: Path, base_dir: Path, **training) -> Config:
     return Config(
         storage_root=storage,
         adapters=[
-            AdapterConfig(name="core", description="core", voice="user", system_prompt="answer briefly", gate_prompts=GATE_PROMPTS),
+            AdapterConfig(
+                name="core", description="core", voice="user", system_prompt="answer briefly", gate_prompts=GATE_PROMPTS
+            ),
             AdapterConfig(name="sport", description="sport", system_prompt="answer briefly", gate_prompts=GATE_PROMPTS),
         ],
         training=TrainingConfig(**settings),
@@ -142,7 +146,9 @@ def trained(tmp_path_factory, base_dir) -> tuple[Path, Path]:
     """Storage with core v1 trained on a learnable set, gated and current; tests copy it before changing it."""
     storage = tmp_path_factory.mktemp("storage")
     config = make_config(storage, base_dir)
-    dataset = write_dataset(config.datasets_dir, "core", "d0001", learnable(16), learnable(8), [{"text": t} for t in GENERAL])
+    dataset = write_dataset(
+        config.datasets_dir, "core", "d0001", learnable(16), learnable(8), [{"text": t} for t in GENERAL]
+    )
     train_adapter(config, "core", dataset, progress=False)
     return storage, dataset
 
@@ -155,7 +161,9 @@ def copy_storage(trained: tuple[Path, Path], tmp_path: Path) -> Path:
 
 def test_bad_example_line_names_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps(chat("q", "a")) + "\n" + json.dumps({"messages": [{"role": "assistant", "content": "a"}]}) + "\n")
+    path.write_text(
+        json.dumps(chat("q", "a")) + "\n" + json.dumps({"messages": [{"role": "assistant", "content": "a"}]}) + "\n"
+    )
     with pytest.raises(ParseError) as err:
         read_examples(path)
     assert str(path) in str(err.value) and "line 2" in str(err.value)
@@ -196,10 +204,22 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
     assert m.eval_ppl_adapter < 0.5 * m.eval_ppl_base
     assert m.gate_passed and m.steps == 25 and m.tokens_trained > 0 and m.tokens_per_second > 0
     assert m.heldout_ppl_previous is None and m.eval_ppl_previous is None
-    for name in ("adapter_model.safetensors", "adapter_config.json", "metrics.json", "config.json", "version.json", "samples.json"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "metrics.json",
+        "config.json",
+        "version.json",
+        "samples.json",
+    ):
         assert (version.path / name).is_file()
     # The dataset path is relative to the storage root: the record survives moving the folder.
-    expected = {"version": "d0001", "adapter": "core", "content_hash": "hash-core-d0001-16", "path": dataset.relative_to(storage).as_posix()}
+    expected = {
+        "version": "d0001",
+        "adapter": "core",
+        "content_hash": "hash-core-d0001-16",
+        "path": dataset.relative_to(storage).as_posix(),
+    }
     assert version.manifest.dataset.model_dump() == expected
     assert len(version.manifest.base.hash) == 64
     assert json.loads((version.path / "config.json").read_text())["r"] == 4
@@ -216,12 +236,20 @@ def test_training_lowers_eval_perplexity_and_becomes_current(trained, base_dir):
 
     metadata = adapter_metadata(version)
     shown = [record.data["figure"] for record in metadata["figures"].value.records]
-    for figure in ("eval perplexity", "heldout perplexity", "answers distinct-2", "answers echo", "similarity to user's answers"):
+    for figure in (
+        "eval perplexity",
+        "heldout perplexity",
+        "answers distinct-2",
+        "answers echo",
+        "similarity to user's answers",
+    ):
         assert figure in shown
     assert [r.data["prompt"] for r in metadata["gate_answers"].value.records] == GATE_PROMPTS
     assert metadata["card"].value == card
     assert metadata["similarity_adapter"].value == m.similarity_adapter and "note" not in metadata
-    assert not (storage / "adapters" / "core" / ".work").exists() or not any((storage / "adapters" / "core" / ".work").iterdir())
+    assert not (storage / "adapters" / "core" / ".work").exists() or not any(
+        (storage / "adapters" / "core" / ".work").iterdir()
+    )
 
 
 def test_saved_adapter_reloads_with_identical_outputs(trained, base_dir):
@@ -255,8 +283,14 @@ def test_gate_refuses_adapter_that_does_not_improve_and_keeps_current(trained, b
 
 
 def test_gate_checks():
-    good = {"eval_ppl_base": 20.0, "eval_ppl_adapter": 10.0, "eval_ppl_previous": 12.0,
-            "heldout_ppl_base": 30.0, "heldout_ppl_adapter": 31.0, "heldout_ppl_previous": 30.5}
+    good = {
+        "eval_ppl_base": 20.0,
+        "eval_ppl_adapter": 10.0,
+        "eval_ppl_previous": 12.0,
+        "heldout_ppl_base": 30.0,
+        "heldout_ppl_adapter": 31.0,
+        "heldout_ppl_previous": 30.5,
+    }
     assert gate(good, 0.05).passed
     forgot = gate({**good, "heldout_ppl_adapter": 33.0}, 0.05)
     assert not forgot.passed and sum(r.startswith("fail: held-out") for r in forgot.reasons) == 2
@@ -339,12 +373,24 @@ def test_records_written_by_older_code_still_load(tmp_path):
 
     folder = tmp_path / "core" / "v0001-20250101T0000"
     folder.mkdir(parents=True)
-    manifest = {"name": "core", "version": folder.name, "created": "2025-01-01T00:00:00+00:00",
-                "dataset": {"version": "v0001", "adapter": "core", "content_hash": "c", "path": "/old/place"},
-                "base": {"id": "packaged:x", "hash": "h"}, "mode": "retrain", "parent": None}
+    manifest = {
+        "name": "core",
+        "version": folder.name,
+        "created": "2025-01-01T00:00:00+00:00",
+        "dataset": {"version": "v0001", "adapter": "core", "content_hash": "c", "path": "/old/place"},
+        "base": {"id": "packaged:x", "hash": "h"},
+        "mode": "retrain",
+        "parent": None,
+    }
     (folder / "version.json").write_text(json.dumps(manifest))
-    old_metrics = {"eval_ppl_base": float("inf"), "eval_ppl_adapter": 3.0, "gate_passed": True,
-                   "gate_reasons": ["pass: eval perplexity"], "steps": 5, "tokens_trained": 99}
+    old_metrics = {
+        "eval_ppl_base": float("inf"),
+        "eval_ppl_adapter": 3.0,
+        "gate_passed": True,
+        "gate_reasons": ["pass: eval perplexity"],
+        "steps": 5,
+        "tokens_trained": 99,
+    }
     (folder / "metrics.json").write_text(json.dumps(old_metrics))
     version = load_version(folder)
     assert version.passed and version.manifest.previous_current is None
@@ -357,12 +403,17 @@ def test_records_written_by_older_code_still_load(tmp_path):
 
     dataset = tmp_path / "dataset"
     dataset.mkdir()
-    first_card = {"version": "v0001-20250101T000000", "adapter": "core", "created_at": "2025-01-01T00:00:00+00:00",
-                  "parent": None, "content_hash": "c",
-                  "counts": {"train": 3, "eval": 1, "heldout": 2, "promoted_items": 4, "examples_built": 4},
-                  "sources": {"documents": {"train": 1, "eval": 1}, "kinds": {"dialogue": 4}},
-                  "filters": [{"step": "dedup_exact", "removed": 1, "groups": 1}],
-                  "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl"}}
+    first_card = {
+        "version": "v0001-20250101T000000",
+        "adapter": "core",
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "parent": None,
+        "content_hash": "c",
+        "counts": {"train": 3, "eval": 1, "heldout": 2, "promoted_items": 4, "examples_built": 4},
+        "sources": {"documents": {"train": 1, "eval": 1}, "kinds": {"dialogue": 4}},
+        "filters": [{"step": "dedup_exact", "removed": 1, "groups": 1}],
+        "files": {"train": "train.jsonl", "eval": "eval.jsonl", "heldout": "heldout.jsonl"},
+    }
     (dataset / "card.json").write_text(json.dumps(first_card))
     card = read_card(dataset)
     assert card.counts.train == 3 and card.sources.targets == {} and card.files.data == {}
@@ -495,9 +546,11 @@ def test_time_budget_callback_stops_after_the_step_that_crosses_it():
     budget.on_train_begin(None, state, control)
     time.sleep(0.01)
     budget.on_step_end(None, state, control)
-    assert control.should_training_stop and budget.stopped and lines == [
-        "time budget of 1e-09 min reached at step 2/5; stopping"
-    ]
+    assert (
+        control.should_training_stop
+        and budget.stopped
+        and lines == ["time budget of 1e-09 min reached at step 2/5; stopping"]
+    )
     roomy, control = TimeBudget(60, lines.append), TrainerControl()
     roomy.on_train_begin(None, state, control)
     roomy.on_step_end(None, state, control)
@@ -516,7 +569,9 @@ def test_continue_mode_starts_from_current_and_replays_earlier_examples(trained,
     config = make_config(storage, base_dir, mode="continue", replay_fraction=0.5, max_steps=4)
     old = learnable(16)
     new = [chat(q, a) for q, a in zip(QUESTIONS, ["blue", "meow", "eight", "east"])]
-    dataset = write_dataset(config.datasets_dir, "core", "d0002", old + new, learnable(8), [{"text": t} for t in GENERAL])
+    dataset = write_dataset(
+        config.datasets_dir, "core", "d0002", old + new, learnable(8), [{"text": t} for t in GENERAL]
+    )
     version = train_adapter(config, "core", dataset, progress=False)
     parent = list_versions(config, "core")[0].version
     assert version.manifest.mode == "continue" and version.manifest.parent == parent
@@ -541,7 +596,13 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
 
     storage = copy_storage(trained, tmp_path)
     config = make_config(storage, base_dir)
-    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"])] * 3
+    sport = [
+        chat(q, a, "answer briefly")
+        for q, a in zip(
+            QUESTIONS,
+            ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"],
+        )
+    ] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
     sport_version = train_adapter(config, "sport", dataset, progress=False)
     assert sport_version.passed, sport_version.metrics.gate_reasons
@@ -561,7 +622,9 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
     with torch.no_grad():
         assert torch.allclose(live(input_ids=ids).logits, exported(input_ids=ids).logits, atol=1e-5)
 
-    reply = generate_chat(config, ["core", "sport"], [{"role": "user", "content": "what do cats say"}], max_new_tokens=4)
+    reply = generate_chat(
+        config, ["core", "sport"], [{"role": "user", "content": "what do cats say"}], max_new_tokens=4
+    )
     assert isinstance(reply, str)
     with pytest.raises(ConfigError, match="no adapter named 'nope'"):
         load_adapters(config, ["core", "nope"])
@@ -600,7 +663,9 @@ def test_packaged_smollm2_loads_with_chat_template(tmp_path):
     assert base_id == "packaged:SmolLM2-135M-Instruct" and len(base_hash) == 64
     assert "<|im_start|>" in tokenizer.chat_template and tokenizer.pad_token is not None
     assert model.config.model_type == "llama" and next(model.parameters()).dtype.is_floating_point
-    example = Example(messages=({"role": "user", "content": "Привет!"}, {"role": "assistant", "content": "Здравствуйте."}))
+    example = Example(
+        messages=({"role": "user", "content": "Привет!"}, {"role": "assistant", "content": "Здравствуйте."})
+    )
     encoded = encode_example(tokenizer, example, max_seq_length=128)
     learnt = tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX])
     assert learnt == "Здравствуйте.<|im_end|>"
@@ -619,14 +684,22 @@ def test_judge_reads_loops_echoes_language_and_length():
     english = figure_answer("Что ты думаешь о локальных LLM?", "I think local models are useful for privacy.")
     assert not english.language_match and english.echo == 0.0
     limits = GateConfig()
-    fine = summarise([figure_answer("What do you think of local LLMs?", "They keep my notes private and cost little to run.")])
+    fine = summarise(
+        [figure_answer("What do you think of local LLMs?", "They keep my notes private and cost little to run.")]
+    )
     verdict = gate({**_PPL_GOOD, "generation": {"adapter": fine}}, 0.05, limits)
     assert verdict.passed, verdict.reasons
     bad = gate({**_PPL_GOOD, "generation": {"adapter": summarise([looped, english])}}, 0.05, limits)
     failed = [r for r in bad.reasons if r.startswith("fail:")]
     assert not bad.passed and {r.split(" ")[1] for r in failed} >= {"answers'", "longest", "prompt"}
     assert not gate(_PPL_GOOD, 0.05, limits).passed  # no answers: cannot be judged
-    closer = {**_PPL_GOOD, "generation": {"adapter": fine}, "similarity_adapter": 0.3, "similarity_base": 0.4, "similarity_examples": 4}
+    closer = {
+        **_PPL_GOOD,
+        "generation": {"adapter": fine},
+        "similarity_adapter": 0.3,
+        "similarity_base": 0.4,
+        "similarity_examples": 4,
+    }
     assert "fail: similarity to the user's own answers 0.300 vs base 0.400" in gate(closer, 0.05, limits).reasons[-1]
 
 
@@ -679,7 +752,9 @@ def test_packaged_smollm2_answers_russian_instead_of_echoing_it(tmp_path):
 
     base = load_base_model(TrainingConfig(device="cpu"), device="cpu", cache_dir=tmp_path)
     prompts = ["Что ты думаешь о локальных LLM?", "Привет! Как дела?"]
-    echoed = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(repetition_penalty=1.0), max_new_tokens=24)
+    echoed = answer_prompts(
+        base.model, base.tokenizer, prompts, GenerationConfig(repetition_penalty=1.0), max_new_tokens=24
+    )
     assert max(echo_ratio(p, a) for p, a in zip(prompts, echoed)) == 1.0  # the bug, reproduced
     answers = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(), max_new_tokens=24)
     assert all(echo_ratio(p, a) < 0.6 and a.strip() for p, a in zip(prompts, answers)), answers
@@ -703,10 +778,15 @@ def test_memory_estimate_is_logged_and_a_base_that_cannot_fit_is_refused_before_
     with pytest.raises(ConfigError, match="training needs ~.* GiB on cpu.*gradient_checkpointing"):
         load_base_model(huge, device="cpu", for_training=True, log=lines.append)
     checkpointed = estimate_training_memory(
-        AutoConfig.from_pretrained(base_dir), huge.model_copy(update={"gradient_checkpointing": True}),
-        device="cpu", weight_bytes=4, available_gib=None,
+        AutoConfig.from_pretrained(base_dir),
+        huge.model_copy(update={"gradient_checkpointing": True}),
+        device="cpu",
+        weight_bytes=4,
+        available_gib=None,
     )
-    plain = estimate_training_memory(AutoConfig.from_pretrained(base_dir), huge, device="cpu", weight_bytes=4, available_gib=None)
+    plain = estimate_training_memory(
+        AutoConfig.from_pretrained(base_dir), huge, device="cpu", weight_bytes=4, available_gib=None
+    )
     assert checkpointed.activations_gib < plain.activations_gib and checkpointed.fits
     with pytest.raises(ConfigError, match="4bit needs a CUDA GPU"):
         load_base_model(training.model_copy(update={"quantization": "4bit"}), device="cpu")
@@ -733,7 +813,13 @@ def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weight
 
     storage = copy_storage(trained, tmp_path)
     config = make_config(storage, base_dir)
-    sport = [chat(q, a, "answer briefly") for q, a in zip(QUESTIONS, ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"])] * 3
+    sport = [
+        chat(q, a, "answer briefly")
+        for q, a in zip(
+            QUESTIONS,
+            ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"],
+        )
+    ] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
     activate(config, "sport", train_adapter(config, "sport", dataset, progress=False).version)
     out = tmp_path / "export"
@@ -742,11 +828,15 @@ def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weight
     assert record.modules["core+sport"].r == 8 and record.base == str(base_dir.resolve())
     command = shlex.split(record.command)
     assert command[:3] == ["vllm", "serve", str(base_dir.resolve())] and "--enable-lora" in command
-    assert command[command.index("--lora-modules") + 1 :] == [f"{n}={out.resolve() / n}" for n in ("core", "sport", "core+sport")]
+    assert command[command.index("--lora-modules") + 1 :] == [
+        f"{n}={out.resolve() / n}" for n in ("core", "sport", "core+sport")
+    ]
     assert (out / "vllm_serve.sh").read_text().endswith(record.command + "\n")
     assert json.loads((out / "serving.json").read_text()) == record.model_dump(mode="json")
 
-    model = PeftModel.from_pretrained(load_base_model(config.training, device="cpu").model, str(out / "core"), adapter_name="core")
+    model = PeftModel.from_pretrained(
+        load_base_model(config.training, device="cpu").model, str(out / "core"), adapter_name="core"
+    )
     for name in ("sport", "core+sport"):
         model.load_adapter(str(out / name), adapter_name=name)
     reference, _, _ = load_adapters(config, ["core"], device="cpu")

@@ -12,9 +12,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from memory_pipeline.atomic import atomic_write_text
@@ -61,7 +61,9 @@ def packaged_gguf_path(name: str) -> Path:
     package, file_name = PACKAGED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"training.base_model: packaged:{name} needs the PyPI package {package.replace('_', '-')} installed")
+        raise ConfigError(
+            f"training.base_model: packaged:{name} needs the PyPI package {package.replace('_', '-')} installed"
+        )
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / file_name
         if candidate.is_file():
@@ -227,17 +229,24 @@ def quantization_config(quantization: str, device: str) -> Any:
             "set quantization: none"
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"training.quantization: {quantization} needs bitsandbytes: pip install 'memory-pipeline[gpu]'")
+        raise ConfigError(
+            f"training.quantization: {quantization} needs bitsandbytes: pip install 'memory-pipeline[gpu]'"
+        )
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=load_dtype(device)
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=load_dtype(device),
     )
 
 
-def _check_memory(model_config: Any, training: TrainingConfig, device: str, dtype: Any, log: Callable[[str], None] | None) -> None:
+def _check_memory(
+    model_config: Any, training: TrainingConfig, device: str, dtype: Any, log: Callable[[str], None] | None
+) -> None:
     from memory_pipeline.adapters.memory import available_memory_gib, estimate_training_memory
 
     estimate = estimate_training_memory(

@@ -35,13 +35,20 @@ class ChatSession:
             self.model, self.tokenizer, self.system_prompt = base.model, base.tokenizer, ""
         self.history: list[dict[str, str]] = []
 
-    def reply(self, text: str, *, on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None) -> str:
+    def reply(
+        self, text: str, *, on_text: Callable[[str], None] | None = None, max_new_tokens: int | None = None
+    ) -> str:
         """Answer ``text`` in the conversation; ``on_text`` receives the reply piece by piece as it is generated."""
         streamer = _callback_streamer(self.tokenizer, on_text) if on_text is not None else None
         self.history.append({"role": "user", "content": text})
         messages = with_system_prompt(self.history, self.system_prompt)
         answer = generate_reply(
-            self.model, self.tokenizer, messages, self.config.generation, max_new_tokens=max_new_tokens, streamer=streamer
+            self.model,
+            self.tokenizer,
+            messages,
+            self.config.generation,
+            max_new_tokens=max_new_tokens,
+            streamer=streamer,
         )
         self.history.append({"role": "assistant", "content": answer})
         return answer

@@ -32,9 +32,13 @@ def resolve_versions(
     for name in names:
         config.adapter(name)  # an unknown name is named as unknown, not as "no current version"
         pinned = (versions or {}).get(name)
-        version = registry.load_version(base / name / pinned) if pinned else registry.current_version(config, name, root=root)
+        version = (
+            registry.load_version(base / name / pinned) if pinned else registry.current_version(config, name, root=root)
+        )
         if version is None:
-            raise StoreError(f"adapter {name!r} has no current version (none passed the gate yet; see `adapters activate`)")
+            raise StoreError(
+                f"adapter {name!r} has no current version (none passed the gate yet; see `adapters activate`)"
+            )
         chosen.append(version)
     return chosen
 

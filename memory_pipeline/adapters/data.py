@@ -60,7 +60,11 @@ def parse_example(obj: Any) -> Example:
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES or not isinstance(message.get("content"), str):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in _ROLES
+            or not isinstance(message.get("content"), str)
+        ):
             raise ValueError(f"message {i} needs 'role' in {_ROLES} and string 'content'")
     roles = [m["role"] for m in messages]
     turns = roles[1:] if roles[0] == "system" else roles
@@ -116,7 +120,9 @@ def encode_example(tokenizer: Any, example: Example, *, max_seq_length: int) -> 
         prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not (rendered.startswith(through) and through.startswith(prompt)):
-            raise ValueError("the chat template does not render conversations prefix-stably; cannot locate assistant turns")
+            raise ValueError(
+                "the chat template does not render conversations prefix-stably; cannot locate assistant turns"
+            )
         spans.append((len(prompt), len(through.rstrip())))
     tokens = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
     ids = tokens["input_ids"][:max_seq_length]

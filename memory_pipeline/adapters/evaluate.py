@@ -12,9 +12,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from memory_pipeline.adapters.base_model import unused_adapter_name
 from memory_pipeline.adapters import judge
-from memory_pipeline.adapters.data import IGNORE_INDEX, Encoded, Example, collate, encode_example, read_examples, read_split
+from memory_pipeline.adapters.base_model import unused_adapter_name
+from memory_pipeline.adapters.data import (
+    IGNORE_INDEX,
+    Encoded,
+    Example,
+    collate,
+    encode_example,
+    read_examples,
+    read_split,
+)
 from memory_pipeline.adapters.generation import answer_prompts
 from memory_pipeline.config import AdapterConfig, Config
 
@@ -40,7 +48,9 @@ class EvalMetrics:
     heldout_examples: int
 
 
-def perplexity(model: Any, tokenizer: Any, examples: Sequence[Example], *, max_seq_length: int, batch_size: int) -> Perplexity:
+def perplexity(
+    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_seq_length: int, batch_size: int
+) -> Perplexity:
     """exp(total loss / scored tokens) with the model as it is set up now (adapter on, off, or another)."""
     import torch
 
@@ -52,11 +62,17 @@ def perplexity(model: Any, tokenizer: Any, examples: Sequence[Example], *, max_s
     model.eval()
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
-            batch = {k: v.to(device) for k, v in collate(encoded[start : start + batch_size], pad_id=tokenizer.pad_token_id).items()}
+            batch = {
+                k: v.to(device)
+                for k, v in collate(encoded[start : start + batch_size], pad_id=tokenizer.pad_token_id).items()
+            }
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             targets = batch["labels"][:, 1:]
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                targets.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
             )
             total += float(loss)
             count += int((targets != IGNORE_INDEX).sum())
@@ -145,7 +161,9 @@ class GenerationReport:
         }
 
 
-def judge_generation(model: Any, tokenizer: Any, config: Config, adapter: AdapterConfig, dataset_dir: Path) -> GenerationReport:
+def judge_generation(
+    model: Any, tokenizer: Any, config: Config, adapter: AdapterConfig, dataset_dir: Path
+) -> GenerationReport:
     """Answer the adapter's gate prompts with the adapter on and off; answer eval prompts and compare with the user.
 
     The eval prompts' reference answers are the user's own words when the adapter learns the user's voice; then the
@@ -165,7 +183,8 @@ def judge_generation(model: Any, tokenizer: Any, config: Config, adapter: Adapte
     base_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, base_answers)]
     adapter_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, adapter_answers)]
     answers = [
-        {"prompt": p, "base": asdict(b), "adapter": asdict(a)} for p, b, a in zip(prompts, base_figures, adapter_figures)
+        {"prompt": p, "base": asdict(b), "adapter": asdict(a)}
+        for p, b, a in zip(prompts, base_figures, adapter_figures)
     ]
 
     count = max(config.training.sample_prompts, gate.similarity_examples if adapter.voice == "user" else 0)

@@ -105,6 +105,15 @@ def vllm_rank(r: int) -> int:
 
 def vllm_command(base: str, modules: Mapping[str, Path], max_lora_rank: int) -> str:
     """``vllm serve`` with every exported adapter as a LoRA module, quoted for a POSIX shell."""
-    parts = ["vllm", "serve", base, "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(len(modules))]
+    parts = [
+        "vllm",
+        "serve",
+        base,
+        "--enable-lora",
+        "--max-lora-rank",
+        str(max_lora_rank),
+        "--max-loras",
+        str(len(modules)),
+    ]
     parts += ["--lora-modules", *[f"{name}={Path(path).resolve()}" for name, path in modules.items()]]
     return shlex.join(parts)

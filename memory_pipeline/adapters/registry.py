@@ -100,7 +100,10 @@ def gate(metrics: Any, margin: float, limits: GateConfig | None = None) -> GateR
             if reference is None:
                 continue
             limit = reference * (1 + margin)
-            check(held <= limit, f"held-out perplexity {held:.4g} vs {label} {reference:.4g} (at most {limit:.4g} allowed)")
+            check(
+                held <= limit,
+                f"held-out perplexity {held:.4g} vs {label} {reference:.4g} (at most {limit:.4g} allowed)",
+            )
     if limits is not None:
         answers = m.generation.adapter if m.generation is not None else None
         if not answers:
@@ -249,7 +252,13 @@ def commit_version(
 
 
 def activate(
-    config: Config, name: str, version: str, *, by: str | None = None, reason: str = "manual activation", root: Path | None = None
+    config: Config,
+    name: str,
+    version: str,
+    *,
+    by: str | None = None,
+    reason: str = "manual activation",
+    root: Path | None = None,
 ) -> AdapterVersion:
     """Make ``version`` current regardless of the gate; who and why are kept in the pointer's history."""
     base = _root(config, root)
@@ -257,12 +266,16 @@ def activate(
     return load_version(base / name / version)
 
 
-def rollback(config: Config, name: str, *, by: str | None = None, reason: str = "rollback", root: Path | None = None) -> AdapterVersion:
+def rollback(
+    config: Config, name: str, *, by: str | None = None, reason: str = "rollback", root: Path | None = None
+) -> AdapterVersion:
     """Point ``current`` at the newest gate-passing version older than the current one."""
     current = current_version(config, name, root=root)
     if current is None:
         raise StoreError(f"adapter {name!r} has no current version to roll back from")
-    older = [v for v in list_versions(config, name, root=root) if version_number(v.version) < version_number(current.version)]
+    older = [
+        v for v in list_versions(config, name, root=root) if version_number(v.version) < version_number(current.version)
+    ]
     earlier = [v for v in older if v.passed]
     if not earlier:
         raise StoreError(f"adapter {name!r}: no passing version older than {current.version} to roll back to")

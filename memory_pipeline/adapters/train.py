@@ -38,12 +38,20 @@ logger = logging.getLogger(__name__)
 
 # Config fields that do not change what is learned, so a resumed run may differ in them.
 _RUN_KEY_EXCLUDE = {
-    "time_budget_minutes", "device", "checkpoint_every_steps", "eval_max_examples", "sample_prompts", "sample_max_new_tokens",
-    "gradient_checkpointing", "check_memory",
+    "time_budget_minutes",
+    "device",
+    "checkpoint_every_steps",
+    "eval_max_examples",
+    "sample_prompts",
+    "sample_max_new_tokens",
+    "gradient_checkpointing",
+    "check_memory",
 }
 
 
-def training_examples(dataset_dir: Path, *, mode: str, replay_fraction: float, seed: int) -> tuple[list[Example], dict[str, int]]:
+def training_examples(
+    dataset_dir: Path, *, mode: str, replay_fraction: float, seed: int
+) -> tuple[list[Example], dict[str, int]]:
     """Examples to train on: the whole (cumulative) train set, or for ``continue`` the new ones plus replay.
 
     Replay draws ``replay_fraction`` of the examples of earlier dataset versions (sibling folders whose
@@ -141,11 +149,15 @@ def train_adapter(
         log("mode 'continue' but no current adapter on this base: retraining from the base")
         mode = "retrain"
 
-    examples, mix = training_examples(dataset_dir, mode=mode, replay_fraction=training.replay_fraction, seed=training.seed)
+    examples, mix = training_examples(
+        dataset_dir, mode=mode, replay_fraction=training.replay_fraction, seed=training.seed
+    )
     encoded = [encode_example(base.tokenizer, e, max_seq_length=training.max_seq_length) for e in examples]
     data = [e for e in encoded if e.supervised > 0]
     if not data:
-        raise ParseError(dataset_dir / "train.jsonl", f"no trainable examples ({len(examples)} read, none with tokens to learn)")
+        raise ParseError(
+            dataset_dir / "train.jsonl", f"no trainable examples ({len(examples)} read, none with tokens to learn)"
+        )
     total_steps = total_steps_for(len(data), training, max_steps)
     parent = previous.version if mode == "continue" and previous is not None else None
     run_key = _run_key(adapter_name, card, base.base_hash, training, mode=mode, parent=parent, steps=total_steps)
@@ -156,8 +168,15 @@ def train_adapter(
     if parent is not None:
         model = PeftModel.from_pretrained(model, previous.path, is_trainable=True)
     model, stats = fit(
-        model, base.tokenizer, data, training, total_steps=total_steps, work_dir=work_dir, device=device,
-        progress=progress, log=log,
+        model,
+        base.tokenizer,
+        data,
+        training,
+        total_steps=total_steps,
+        work_dir=work_dir,
+        device=device,
+        progress=progress,
+        log=log,
     )
 
     log("scoring perplexity on the eval and held-out sets (base, adapter, previous)")
