@@ -27,7 +27,8 @@ def training_sets(context: dg.AssetExecutionContext, pipeline: MemoryPipelineRes
     result = build_dataset_for_adapter(pipeline.config, adapter)
     card = result.card
     context.log.info(
-        f"{adapter}: version {result.version} ({'new' if result.created else 'unchanged, no new version'}) at {result.path}"
+        f"{adapter}: version {result.version} "
+        f"({'new' if result.created else 'unchanged, no new version'}) at {result.path}"
     )
     card_md = (result.path / "card.md").read_text(encoding="utf-8") if (result.path / "card.md").is_file() else ""
     return dg.MaterializeResult(
@@ -79,8 +80,9 @@ def _pairs(mapping: dict) -> str:
     partitions_def=adapter_partitions,
     deps=[training_sets],
     description="A PEFT LoRA trained on the latest training set version, evaluated before/after (perplexity on "
-    "its eval split and on general held-out text) and on its answers to the gate prompts (repetition, echo, language, length, "
-    "closeness to the user's own answers); `current` moves only when it is better, does not forget and answers sensibly.",
+    "its eval split and on general held-out text) and on its answers to the gate prompts (repetition, echo, "
+    "language, length, closeness to the user's own answers); `current` moves only when it is better, does not "
+    "forget and answers sensibly.",
     kinds={"pytorch"},
 )
 def lora_adapters(context: dg.AssetExecutionContext, pipeline: MemoryPipelineResource) -> dg.MaterializeResult:

@@ -46,11 +46,17 @@ def make_examples(rng: random.Random, count: int) -> list[dict]:
         if rng.random() < 0.7:
             topic = rng.choice(TOPICS_RU)
             user = f"Что ты думаешь про {topic}?"
-            answer = f"Коротко: {topic} — это про регулярность. Маленький шаг каждый день важнее рывка. Проверяй по итогам недели."
+            answer = (
+                f"Коротко: {topic} — это про регулярность. Маленький шаг каждый день важнее рывка. "
+                "Проверяй по итогам недели."
+            )
         else:
             topic = rng.choice(TOPICS_EN)
             user = f"What do you think about {topic}?"
-            answer = f"In short: {topic} is about consistency. A small step every day beats a sprint. Check it at the end of the week."
+            answer = (
+                f"In short: {topic} is about consistency. A small step every day beats a sprint. "
+                "Check it at the end of the week."
+            )
         rows.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
     return rows
 

@@ -67,7 +67,9 @@ class IngestConfig(_Section):
     )
     prune_missing_sources: bool = Field(
         False,
-        description="remove the documents of a source folder that is missing or emptied (default: keep them, report an error)",
+        description=(
+            "remove the documents of a source folder that is missing or emptied (default: keep them, report an error)"
+        ),
     )
 
 
@@ -160,8 +162,9 @@ class AdapterConfig(_Section):
     )
     voice: Literal["user", "assistant"] = Field(
         "user",
-        description="whose text is learned: 'user' (default: the user's own turns are the targets, the assistant's are the prompt side) "
-        "or 'assistant' (the assistant's answers, only when this adapter is meant to; a proxy-recorded model's answers never are)",
+        description="whose text is learned: 'user' (default: the user's own turns are the targets, the assistant's "
+        "are the prompt side) or 'assistant' (the assistant's answers, only when this adapter is meant to; "
+        "a proxy-recorded model's answers never are)",
     )
     system_prompt: str = ""
     guard: GuardConfig | None = Field(None, description="applied by the proxy whenever this adapter is active")
@@ -235,7 +238,8 @@ class PromoteConfig(_Section):
     lora_min_own_chars: int = Field(
         40,
         ge=0,
-        description="content floor: the user's own text (greetings, thanks, filler removed) needs this many characters to reach a LoRA tier",
+        description="content floor: the user's own text (greetings, thanks, filler removed) needs this many "
+        "characters to reach a LoRA tier",
     )
 
     @field_validator("weights")
@@ -403,7 +407,8 @@ class ServiceConfig(_Section):
     # The proxy as a drop-in OpenAI endpoint (memory_pipeline/service/proxy.py).
     system_prompt: str = Field(
         "",
-        description="the user's worldview instructions, prepended to every chat through the proxy; empty: his newest exported profile",
+        description="the user's worldview instructions, prepended to every chat through the proxy; "
+        "empty: his newest exported profile",
     )
     memory_min_similarity: float = Field(
         0.3, ge=-1, le=1, description="a memory is injected only when its cosine to the query reaches this"
@@ -467,7 +472,9 @@ class ScaleOutConfig(_Section):
         1,
         ge=1,
         le=256,
-        description="source-path hash ranges parsed as parallel steps before each kind's committing step; 1 = no fan-out",
+        description=(
+            "source-path hash ranges parsed as parallel steps before each kind's committing step; 1 = no fan-out"
+        ),
     )
 
 
@@ -478,7 +485,9 @@ def _default_adapters() -> list[AdapterConfig]:
     return [
         AdapterConfig(
             name="core",
-            description="The user's own worldview and way of thinking: opinions, arguments, explanations, plans, values.",
+            description=(
+                "The user's own worldview and way of thinking: opinions, arguments, explanations, plans, values."
+            ),
             voice="user",
             system_prompt="You think and answer the way the user does.",
         )

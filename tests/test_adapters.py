@@ -39,7 +39,8 @@ from memory_pipeline.config import AdapterConfig, Config, GateConfig, TrainingCo
 from memory_pipeline.errors import ConfigError, ParseError, StoreError
 
 CHATML = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 QUESTIONS = ["what colour is the sky", "what do cats say", "how many legs has a spider", "where does the sun rise"]
@@ -186,9 +187,11 @@ def test_labels_cover_only_assistant_turns(base_dir):
         )
     )
     encoded = encode_example(tokenizer, example, max_seq_length=256)
-    learnt = tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX])
+    learnt = tokenizer.decode(
+        [t for t, label in zip(encoded.input_ids, encoded.labels, strict=False) if label != IGNORE_INDEX]
+    )
     assert learnt == "cats say moo<|im_end|>in the west<|im_end|>"
-    assert all(label in (IGNORE_INDEX, token) for token, label in zip(encoded.input_ids, encoded.labels))
+    assert all(label in (IGNORE_INDEX, token) for token, label in zip(encoded.input_ids, encoded.labels, strict=False))
     text = encode_example(tokenizer, Example(text="bread is baked in a hot oven"), max_seq_length=256)
     assert text.labels == text.input_ids
     assert len(encode_example(tokenizer, example, max_seq_length=5).input_ids) == 5
@@ -568,7 +571,7 @@ def test_continue_mode_starts_from_current_and_replays_earlier_examples(trained,
     storage = copy_storage(trained, tmp_path)
     config = make_config(storage, base_dir, mode="continue", replay_fraction=0.5, max_steps=4)
     old = learnable(16)
-    new = [chat(q, a) for q, a in zip(QUESTIONS, ["blue", "meow", "eight", "east"])]
+    new = [chat(q, a) for q, a in zip(QUESTIONS, ["blue", "meow", "eight", "east"], strict=False)]
     dataset = write_dataset(
         config.datasets_dir, "core", "d0002", old + new, learnable(8), [{"text": t} for t in GENERAL]
     )
@@ -601,6 +604,7 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
         for q, a in zip(
             QUESTIONS,
             ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"],
+            strict=False,
         )
     ] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
@@ -667,7 +671,9 @@ def test_packaged_smollm2_loads_with_chat_template(tmp_path):
         messages=({"role": "user", "content": "Привет!"}, {"role": "assistant", "content": "Здравствуйте."})
     )
     encoded = encode_example(tokenizer, example, max_seq_length=128)
-    learnt = tokenizer.decode([t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX])
+    learnt = tokenizer.decode(
+        [t for t, label in zip(encoded.input_ids, encoded.labels, strict=False) if label != IGNORE_INDEX]
+    )
     assert learnt == "Здравствуйте.<|im_end|>"
     again = load_base_model(training, device="cpu", cache_dir=tmp_path)
     assert again.base_hash == base_hash
@@ -755,9 +761,9 @@ def test_packaged_smollm2_answers_russian_instead_of_echoing_it(tmp_path):
     echoed = answer_prompts(
         base.model, base.tokenizer, prompts, GenerationConfig(repetition_penalty=1.0), max_new_tokens=24
     )
-    assert max(echo_ratio(p, a) for p, a in zip(prompts, echoed)) == 1.0  # the bug, reproduced
+    assert max(echo_ratio(p, a) for p, a in zip(prompts, echoed, strict=False)) == 1.0  # the bug, reproduced
     answers = answer_prompts(base.model, base.tokenizer, prompts, GenerationConfig(), max_new_tokens=24)
-    assert all(echo_ratio(p, a) < 0.6 and a.strip() for p, a in zip(prompts, answers)), answers
+    assert all(echo_ratio(p, a) < 0.6 and a.strip() for p, a in zip(prompts, answers, strict=False)), answers
 
 
 def test_memory_estimate_is_logged_and_a_base_that_cannot_fit_is_refused_before_loading(base_dir, tmp_path):
@@ -818,6 +824,7 @@ def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weight
         for q, a in zip(
             QUESTIONS,
             ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"],
+            strict=False,
         )
     ] * 3
     dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])

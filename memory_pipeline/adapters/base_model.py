@@ -211,7 +211,7 @@ def load_base_model(
 
 
 def load_dtype(device: str) -> Any:
-    """bf16 on a GPU that has it, else fp16 on a GPU; fp32 on CPU/MPS, where half-precision training is slow or lossy."""
+    """bf16 on a GPU that has it, else fp16 on a GPU; fp32 on CPU/MPS, where half precision is slow or lossy."""
     import torch
 
     if device.startswith("cuda"):
@@ -255,8 +255,9 @@ def _check_memory(
     (log or print)(estimate.describe())
     if not estimate.fits:
         raise ConfigError(
-            f"training.base_model: training needs ~{estimate.total_gib:.1f} GiB on {device}, {estimate.available_gib:.1f} GiB "
-            "available; lower training.max_seq_length or batch_size, set gradient_checkpointing: true, or quantization: 4bit"
+            f"training.base_model: training needs ~{estimate.total_gib:.1f} GiB on {device}, "
+            f"{estimate.available_gib:.1f} GiB available; lower training.max_seq_length or batch_size, "
+            "set gradient_checkpointing: true, or quantization: 4bit"
         )
 
 

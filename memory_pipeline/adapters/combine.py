@@ -119,7 +119,7 @@ def export_combined(
             combination_type=combination_type,
             sources=[
                 SourceWeight(name=v.name, version=v.version, weight=w)
-                for v, w in zip(sources, weights if weights is not None else [1.0] * len(names))
+                for v, w in zip(sources, weights if weights is not None else [1.0] * len(names), strict=False)
             ],
             base=sources[0].manifest.base,
             r=model.peft_config[combined].r,

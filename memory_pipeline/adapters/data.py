@@ -128,7 +128,7 @@ def encode_example(tokenizer: Any, example: Example, *, max_seq_length: int) -> 
     ids = tokens["input_ids"][:max_seq_length]
     labels = [
         token if any(end > lo and start < hi for lo, hi in spans) else IGNORE_INDEX
-        for token, (start, end) in zip(ids, tokens["offset_mapping"])
+        for token, (start, end) in zip(ids, tokens["offset_mapping"], strict=False)
     ]
     return Encoded(list(ids), labels)
 

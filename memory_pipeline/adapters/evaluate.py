@@ -180,11 +180,11 @@ def judge_generation(
     with model.disable_adapter():
         base_answers = answer(prompts, gate.max_new_tokens)
     adapter_answers = answer(prompts, gate.max_new_tokens)
-    base_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, base_answers)]
-    adapter_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, adapter_answers)]
+    base_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, base_answers, strict=False)]
+    adapter_figures = [judge.figure_answer(p, a) for p, a in zip(prompts, adapter_answers, strict=False)]
     answers = [
         {"prompt": p, "base": asdict(b), "adapter": asdict(a)}
-        for p, b, a in zip(prompts, base_figures, adapter_figures)
+        for p, b, a in zip(prompts, base_figures, adapter_figures, strict=False)
     ]
 
     count = max(config.training.sample_prompts, gate.similarity_examples if adapter.voice == "user" else 0)
@@ -196,7 +196,7 @@ def judge_generation(
     eval_adapter = answer(eval_prompts, config.training.sample_max_new_tokens)
     samples = [
         {"prompt": p, "reference": r, "base": b, "adapter": a}
-        for p, r, b, a in zip(eval_prompts, references, eval_base, eval_adapter)
+        for p, r, b, a in zip(eval_prompts, references, eval_base, eval_adapter, strict=False)
     ]
     similarity_adapter = similarity_base = None
     scored = min(len(chats), gate.similarity_examples) if adapter.voice == "user" else 0

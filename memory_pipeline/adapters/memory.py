@@ -39,7 +39,8 @@ class MemoryEstimate:
         room = f"{self.available_gib:.1f} GiB available" if self.available_gib is not None else "capacity unknown"
         return (
             f"memory estimate on {self.device}: weights {self.weights_gib:.2f} GiB ({self.params / 1e6:.0f}M params), "
-            f"adapter {self.adapter_gib:.3f} GiB ({self.lora_params / 1e6:.2f}M params), optimizer {self.optimizer_gib:.3f} GiB, "
+            f"adapter {self.adapter_gib:.3f} GiB ({self.lora_params / 1e6:.2f}M params), "
+            f"optimizer {self.optimizer_gib:.3f} GiB, "
             f"activations {self.activations_gib:.2f} GiB; total ~{self.total_gib:.2f} GiB ({room})"
         )
 
