@@ -24,8 +24,8 @@ def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
     @dg.op(
         name=f"embed_range_{partition}",
         ins=_AFTER_INGEST,
-        description=f"Chunk and embed the documents to index in hash range {partition + 1} of {partitions}; "
-        "the vectors go to the embedding cache.",
+        description=f"Chunk and embed the documents to index in hash range {partition + 1} of {partitions}, then "
+        "help with the other ranges' unclaimed batches; the vectors go to the embedding cache.",
     )
     def embed_range(
         context: dg.OpExecutionContext,
@@ -33,13 +33,19 @@ def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
         embedder: EmbedderResource,
         stores: StoresResource,
     ) -> dict:
-        from memory_pipeline.index.fanout import PartitionReport, embed_partition
+        from memory_pipeline.index.fanout import PartitionReport, claims_dir, embed_partition
 
         if partitions == 1:
             context.log.info("scaleout.embed_partitions is 1: the chunks step embeds, nothing fans out")
             return PartitionReport(partition=0, partitions=1).model_dump()
         report = embed_partition(
-            pipeline.config, stores.documents, embedder.embedder, partition, partitions, log=context.log.info
+            pipeline.config,
+            stores.documents,
+            embedder.embedder,
+            partition,
+            partitions,
+            claims=claims_dir(pipeline.config, context.run_id),  # the run's range steps share the batches
+            log=context.log.info,
         )
         context.add_output_metadata(report.model_dump(exclude={"partition", "partitions", "cache_hits"}))
         return report.model_dump()

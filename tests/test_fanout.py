@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import Config
+from memory_pipeline.index import fanout
 from memory_pipeline.index.embedding import load_embedder
 from memory_pipeline.index.fanout import documents_to_index, embed_partition, partition_of
 from memory_pipeline.index.sync import sync_index
@@ -43,6 +44,31 @@ def test_ranges_embed_each_document_once_and_the_commit_only_writes(tmp_path):
     report = sync_index(config, docstore, embedder, progress=False)
     assert report.embedded == 0 and report.cache_hits > 0 and report.chunks_total > 0
     assert documents_to_index(config, docstore, embedder.model_id) == []
+
+
+@pytest.mark.slow  # real ingest and MiniLM embeddings
+def test_with_claims_the_first_step_takes_every_free_batch_and_later_steps_find_none(tmp_path, monkeypatch):
+    """As when dask runs one range step while another worker idles: the step helps with the other ranges."""
+    monkeypatch.setattr(fanout, "DOC_BATCH", 1)  # one claim per document
+    sources = {"dialogues": [FIXTURES / "dialogues"], "lectures": [FIXTURES / "lectures"]}
+    config = Config(storage_root=tmp_path / "storage", sources=sources)
+    ingest_all(config)
+    docstore = DocumentStore(config.documents_dir)
+    embedder = load_embedder(config.embedding)
+    todo = documents_to_index(config, docstore, embedder.model_id)
+    earlier = fanout.claims_dir(config, "an-earlier-run")
+    earlier.mkdir(parents=True)
+    (earlier / "0-0").touch()
+    claims = fanout.claims_dir(config, "this-run")
+    quiet = {"claims": claims, "log": lambda message: None}
+    first = embed_partition(config, docstore, embedder, 1, 3, **quiet)
+    later = [embed_partition(config, docstore, embedder, p, 3, **quiet) for p in (0, 2)]
+    assert first.documents == len(todo) > 3 and first.embedded > 0
+    assert all(r.documents == r.embedded == 0 for r in later)
+    assert len(list(claims.iterdir())) == len(todo) and not earlier.exists()
+
+    report = sync_index(config, docstore, embedder, progress=False)
+    assert report.embedded == 0 and report.chunks_total > 0
 
 
 def test_parse_ranges_stage_each_source_once_and_the_commit_parses_nothing(tmp_path):

@@ -7,12 +7,21 @@ in its hash range, and leaves the vectors in the embedding cache. The one commit
 depends on the document and the chunking config alone, so what a partition embeds is exactly what the
 commit asks for; a document id is in exactly one partition, so no text of a document is embedded twice.
 Keeping one writer means no concurrent LanceDB commits, which object stores do not all make safe.
+
+Which worker runs which range step is the executor's choice, and dask does not promise each worker its share
+(with 4 ranges on 2 workers its work stealing had one worker run 3 while the other idled). So with a claims
+folder the steps of one run share the work: each range is cut into batches of documents, a step claims a batch
+(a file created exclusively) before embedding it, takes its own range's batches first and then helps with the
+other ranges'. Every batch is still embedded exactly once; a step that starts when all are claimed is done.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -55,31 +64,69 @@ def embed_partition(
     partition: int,
     partitions: int,
     *,
+    claims: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> PartitionReport:
-    """Chunk and embed this partition's documents to index into the embedding cache; writes no store."""
+    """Chunk and embed this partition's documents to index into the embedding cache; writes no store.
+
+    With ``claims`` (a folder the run's range steps share), the step then helps with the other ranges'
+    batches that no step has claimed yet, so the ranges' work is shared by whichever steps run at once.
+    """
     started, cpu_started = time.perf_counter(), time.process_time()
     report = PartitionReport(partition=partition, partitions=partitions)
-    mine = [
-        d for d in documents_to_index(config, docstore, embedder.model_id) if partition_of(d, partitions) == partition
-    ]
-    report.documents = len(mine)
+    todo = documents_to_index(config, docstore, embedder.model_id)
+    ranges = [partition] + ([(partition + k) % partitions for k in range(1, partitions)] if claims else [])
+    if claims:
+        _clear_other_runs(claims)
     with EmbeddingCache(config.embedding_cache_path) as cache:
-        for start in range(0, len(mine), DOC_BATCH):
-            texts: dict[str, str] = {}
-            for doc in docstore.get_many(mine[start : start + DOC_BATCH]):
-                chunks = chunk_document(
-                    doc, config.chunking, max_model_tokens=embedder.max_tokens, count_model_tokens=embedder.count_tokens
-                )[: config.limits.max_chunks_per_document]  # the commit indexes no more of a document (it warns)
-                report.chunks += len(chunks)
-                texts.update({c.text_hash: c.text for c in chunks})
-            _, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
-            report.embedded += embedded
-            report.cache_hits += len(texts) - embedded
-            log(
-                f"partition {partition + 1}/{partitions}: {min(start + DOC_BATCH, len(mine))}/{len(mine)} documents, "
-                f"{report.embedded} chunks embedded"
-            )
+        for r in ranges:
+            docs = [d for d in todo if partition_of(d, partitions) == r]
+            for start in range(0, len(docs), DOC_BATCH):
+                if claims and not _claim(claims / f"{r}-{start}"):
+                    continue
+                batch = docs[start : start + DOC_BATCH]
+                report.documents += len(batch)
+                texts: dict[str, str] = {}
+                for doc in docstore.get_many(batch):
+                    chunks = chunk_document(
+                        doc,
+                        config.chunking,
+                        max_model_tokens=embedder.max_tokens,
+                        count_model_tokens=embedder.count_tokens,
+                    )[: config.limits.max_chunks_per_document]  # the commit indexes no more of a document (it warns)
+                    report.chunks += len(chunks)
+                    texts.update({c.text_hash: c.text for c in chunks})
+                _, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)
+                report.embedded += embedded
+                report.cache_hits += len(texts) - embedded
+                log(
+                    f"partition {partition + 1}/{partitions}: range {r + 1}, {min(start + DOC_BATCH, len(docs))}/"
+                    f"{len(docs)} documents; {report.embedded} chunks embedded by this step"
+                )
     report.seconds = round(time.perf_counter() - started, 3)
     report.cpu_seconds = round(time.process_time() - cpu_started, 3)
     return report
+
+
+def claims_dir(config: Config, run_key: str) -> Path:
+    """The claims folder of one run's range steps (per run: a crashed run's claims hold back no later run)."""
+    return config.cache_dir / "embed_claims" / run_key
+
+
+def _claim(path: Path) -> bool:
+    """True for the one step that creates the file (O_EXCL is atomic on local and NFS v3+ folders)."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # another run's step may have cleared it meanwhile
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _clear_other_runs(claims: Path) -> None:
+    """Earlier runs' claims; a run still going elsewhere only loses the sharing (its steps may then embed
+    a batch twice into the cache, which is harmless), never a result."""
+    if claims.parent.is_dir():
+        for other in claims.parent.iterdir():
+            if other.name != claims.name:
+                shutil.rmtree(other, ignore_errors=True)
