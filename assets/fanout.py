@@ -5,10 +5,11 @@ With ``scaleout.ingest_partitions: N`` (N > 1), ``parsed_sources`` is a graph of
 adds their figures; the three kind assets then commit, taking the staged documents instead of parsing. With
 ``scaleout.embed_partitions: N``, ``chunk_embeddings`` is N ``embed_range_<i>`` steps by document-hash range
 and a totals step; ``chunks`` then commits with every vector a cache hit. The run's executor (multiprocess,
-dask, celery, k8s) spreads the ranges over its workers. The steps are fixed when the code location loads (N
-comes from the config file): dagster-dask does not run dynamically mapped steps. With the default of 1 the
-one step does nothing and the next asset does the work as it always did. The cores are
-memory_pipeline/ingest/fanout.py and memory_pipeline/index/fanout.py.
+dask, celery, k8s) spreads the ranges over its workers; the embed ranges of a run share their batches through
+claims, so however it places them no worker idles while another has ranges queued. The steps are fixed when
+the code location loads (N comes from the config file): dagster-dask does not run dynamically mapped steps.
+With the default of 1 the one step does nothing and the next asset does the work as it always did. The cores
+are memory_pipeline/ingest/fanout.py and memory_pipeline/index/fanout.py.
 """
 
 import dagster as dg
