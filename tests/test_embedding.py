@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import sqlite3
 from collections.abc import Sequence
@@ -126,6 +127,26 @@ def test_cache_round_trip_in_wal_mode(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with EmbeddingCache(path) as reopened:
         assert reopened.count("model-a") == 2
+
+
+def _open_cache(path: Path, barrier) -> None:
+    barrier.wait()
+    with EmbeddingCache(path) as cache:
+        cache.put_many("m", {"h": np.ones(2, dtype=np.float32)})
+
+
+def test_processes_creating_the_cache_at_once_all_open_it(tmp_path):
+    """Range steps on several workers open a new cache together; SQLite's WAL switch does not wait by itself."""
+    context = multiprocessing.get_context("fork")  # cheap starts, so the openings coincide often
+    for attempt in range(20):
+        path = tmp_path / f"{attempt}.sqlite"
+        barrier = context.Barrier(4)
+        processes = [context.Process(target=_open_cache, args=(path, barrier)) for _ in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(120)
+        assert [process.exitcode for process in processes] == [0, 0, 0, 0]
 
 
 def test_embed_with_cache_embeds_each_text_once(embedder, e5_style_embedder, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class EmbeddingCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         # In WAL mode NORMAL can lose the last commits on power loss, but never corrupts the file.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -36,6 +37,19 @@ class EmbeddingCache:
             "PRIMARY KEY (model_id, text_hash)) WITHOUT ROWID"
         )
         self._db.commit()
+
+    def _use_wal(self) -> None:
+        """Switch to WAL, waiting for another process doing the same: range steps open a new cache at once,
+        and SQLite answers this pragma "database is locked" without waiting for the busy timeout."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def get_many(self, model_id: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors of those hashes that are cached (read-only arrays)."""
