@@ -167,12 +167,19 @@ class DocumentStore:
         return self._select(Kind.DIALOGUE, ["doc_id", "source_path"], f"format = '{fmt}'")
 
     def get_many(self, doc_ids: Iterable[str]) -> Iterator[Document]:
-        ids = sorted(set(doc_ids))
+        """The stored documents among ``doc_ids``; a kind's table is asked only for the ids not found yet
+        (indexing a batch of dialogues costs one query, not one per kind)."""
+        remaining = sorted(set(doc_ids))
         for kind in Kind:
-            for start in range(0, len(ids), _BATCH):
-                where = _in_filter("doc_id", ids[start : start + _BATCH])
-                for row in self._select(kind, ["body"], where):
+            if not remaining:
+                return
+            found: set[str] = set()
+            for start in range(0, len(remaining), _BATCH):
+                where = _in_filter("doc_id", remaining[start : start + _BATCH])
+                for row in self._select(kind, ["doc_id", "body"], where):
+                    found.add(row["doc_id"])
                     yield Document.model_validate_json(row["body"])
+            remaining = [doc_id for doc_id in remaining if doc_id not in found]
 
     def get(self, doc_id: str) -> Document | None:
         return next(self.get_many([doc_id]), None)
