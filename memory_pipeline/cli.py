@@ -640,21 +640,19 @@ def adapters_list(as_json: Annotated[bool, typer.Option("--json", help="the vers
         console.print("[dim]no adapters trained yet[/dim]")
         return
     note = demo_note(versions[0][0].manifest.base.id)
-    table = Table(title="adapters (figures: base → adapter)")
-    shown = list(figures(versions[0][0].metrics))
-    for column in ("adapter", "version", "current", "gate", *shown, "dataset"):
-        table.add_column(column)
+    # One small table per version, figures down the side: 15 figures side by side do not fit a terminal.
     for v, is_current in versions:
-        row = figures(v.metrics)
-        table.add_row(
-            v.name,
-            v.version,
-            "*" if is_current else "",
-            "pass" if v.passed else "fail",
-            *[row.get(c, "-") for c in shown],
-            v.manifest.dataset.version if v.manifest.dataset else "-",
+        dataset = v.manifest.dataset.version if v.manifest.dataset else "-"
+        title = (
+            f"{v.name} {v.version} · {'current · ' if is_current else ''}gate {'pass' if v.passed else 'fail'}"
+            f" · dataset {dataset}"
         )
-    console.print(table)
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("figure", style="dim")
+        table.add_column("base → adapter")
+        for figure, value in figures(v.metrics).items():
+            table.add_row(figure, value)
+        console.print(table)
     for v, _ in versions:
         failed = v.metrics.failed_reasons
         if failed:

@@ -467,6 +467,9 @@ def test_cli_adapters_train_skips_like_the_asset_and_activate_rollback_print_jso
     result, listed = run("adapters", "list", "--json")
     rows = [(row["version"], row["current"], row["dataset_version"]) for row in listed]
     assert rows == [(v1, True, dataset), (v2, False, dataset)]
+    result, _ = run("adapters", "list")  # one table per version: readable in an 80-column terminal
+    assert f"core {v1} · current · gate pass · dataset {dataset}" in " ".join(result.output.split())
+    assert f"core {v2} · gate pass" in " ".join(result.output.split())
 
 
 def test_lora_adapters_asset_skips_by_the_same_rule(tmp_path):
