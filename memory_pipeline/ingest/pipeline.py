@@ -189,6 +189,8 @@ def _ingest_kind(
     clear_staged(config, kind)
     if report.changed:
         store.compact(kind)
+        if kind is Kind.DIALOGUE:  # the profiles come with the dialogue exports
+            store.compact(Kind.PROFILE)
     report.by_format = dict(run.formats)
     report.documents_total = store.count(kind)
     report.seconds = round(time.perf_counter() - started, 3)
