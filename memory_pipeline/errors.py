@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class ConfigError(ValueError):
@@ -32,3 +36,9 @@ class SearchError(ValueError):
 
 class StoreError(RuntimeError):
     """A store on disk is missing or inconsistent in a way the caller must act on."""
+
+
+def validation_problems(exc: ValidationError, whole: str, limit: int = 3) -> str:
+    """The first few problems of a pydantic validation as ``field.path: message``, for one-line errors
+    about a file (``whole`` names a problem with the file as a whole)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors()[:limit])

@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memory_pipeline.atomic import atomic_write_text
-from memory_pipeline.errors import StoreError
+from memory_pipeline.errors import StoreError, validation_problems
 
 MANIFEST_FILE = "version.json"
 METRICS_FILE = "metrics.json"
@@ -152,8 +152,7 @@ def read_record(path: Path, model: type[_Model]) -> _Model:
     try:
         return model.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:3])
-        raise StoreError(f"{path}: not a valid {model.__name__}: {problems}") from None
+        raise StoreError(f"{path}: not a valid {model.__name__}: {validation_problems(exc, 'file')}") from None
 
 
 def write_record(path: Path, record: BaseModel) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memory_pipeline.errors import ParseError
+from memory_pipeline.errors import ParseError, validation_problems
 
 CARD_FILE = "card.json"
 
@@ -127,5 +127,4 @@ def read_card(version_dir: Path) -> DatasetCard:
     try:
         return DatasetCard.model_validate_json(path.read_bytes())
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors()[:3])
-        raise ParseError(path, f"not a dataset card: {problems}") from None
+        raise ParseError(path, f"not a dataset card: {validation_problems(exc, 'card')}") from None
