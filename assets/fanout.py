@@ -54,30 +54,35 @@ def _embed_range(partition: int, partitions: int) -> dg.OpDefinition:
     return embed_range
 
 
-def _embedding_totals(partitions: int) -> dg.OpDefinition:
-    """One named input per range rather than a fan-in list: dagster-dask hands a fan-in input an empty list."""
+def _range_totals(
+    name: str, description: str, partitions: int, counts: tuple[str, ...], shown: tuple[str, ...]
+) -> dg.OpDefinition:
+    """An op adding up the range steps' figures for the asset's metadata. One named input per range rather
+    than a fan-in list: dagster-dask hands a fan-in input an empty list."""
 
-    @dg.op(
-        name="embedding_totals",
-        ins={f"range_{p}": dg.In(dict) for p in range(partitions)},
-        description="The ranges' figures, for the asset's metadata.",
-    )
-    def embedding_totals(context: dg.OpExecutionContext, **ranges: dict) -> dict:
+    @dg.op(name=name, ins={f"range_{p}": dg.In(dict) for p in range(partitions)}, description=description)
+    def range_totals(context: dg.OpExecutionContext, **ranges: dict) -> dict:
         reports = [ranges[f"range_{p}"] for p in range(partitions)]
-        totals = {key: sum(r[key] for r in reports) for key in ("documents", "chunks", "embedded", "cache_hits")}
+        totals = {key: sum(r[key] for r in reports) for key in counts}
         context.add_output_metadata(
             {
                 "partitions": partitions,
                 **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
                 "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
-                "per_partition": table(
-                    reports, ["partition", "documents", "chunks", "embedded", "seconds"], limit=partitions
-                ),
+                "per_partition": table(reports, ["partition", *shown], limit=partitions),
             }
         )
         return totals
 
-    return embedding_totals
+    return range_totals
+
+
+def _embedding_totals(partitions: int) -> dg.OpDefinition:
+    counts = ("documents", "chunks", "embedded", "cache_hits")
+    shown = ("documents", "chunks", "embedded", "seconds")
+    return _range_totals(
+        "embedding_totals", "The ranges' figures, for the asset's metadata.", partitions, counts, shown
+    )
 
 
 def _parse_range(partition: int, partitions: int) -> dg.OpDefinition:
@@ -100,28 +105,9 @@ def _parse_range(partition: int, partitions: int) -> dg.OpDefinition:
 
 
 def _parse_totals(partitions: int) -> dg.OpDefinition:
-    @dg.op(
-        name="parse_totals",
-        ins={f"range_{p}": dg.In(dict) for p in range(partitions)},
-        description="The ranges' figures.",
-    )
-    def parse_totals(context: dg.OpExecutionContext, **ranges: dict) -> dict:
-        reports = [ranges[f"range_{p}"] for p in range(partitions)]
-        keys = ("sources", "staged", "documents", "unchanged", "left_to_commit")
-        totals = {key: sum(r[key] for r in reports) for key in keys}
-        context.add_output_metadata(
-            {
-                "partitions": partitions,
-                **{key: dg.MetadataValue.int(value) for key, value in totals.items()},
-                "slowest_partition_seconds": dg.MetadataValue.float(max(r["seconds"] for r in reports)),
-                "per_partition": table(
-                    reports, ["partition", "sources", "staged", "documents", "seconds", "cpu_seconds"], limit=partitions
-                ),
-            }
-        )
-        return totals
-
-    return parse_totals
+    counts = ("sources", "staged", "documents", "unchanged", "left_to_commit")
+    shown = ("sources", "staged", "documents", "seconds", "cpu_seconds")
+    return _range_totals("parse_totals", "The ranges' figures.", partitions, counts, shown)
 
 
 def fanout_defs(partitions: int, ingest_partitions: int = 1) -> dg.Definitions:
