@@ -571,6 +571,11 @@ class Config(_Section):
         return self.cache_dir / "base_models"
 
     @property
+    def embed_claims_dir(self) -> Path:
+        """Batches the embed range steps of a run claimed (one folder per run; embedding fan-out)."""
+        return self.cache_dir / "embed_claims"
+
+    @property
     def parsed_dir(self) -> Path:
         """Documents parse steps staged for their kind's commit (ingest fan-out)."""
         return self.cache_dir / "parsed"

@@ -110,7 +110,7 @@ def embed_partition(
 
 def claims_dir(config: Config, run_key: str) -> Path:
     """The claims folder of one run's range steps (per run: a crashed run's claims hold back no later run)."""
-    return config.cache_dir / "embed_claims" / run_key
+    return config.embed_claims_dir / run_key
 
 
 def _claim(path: Path) -> bool:
