@@ -388,7 +388,7 @@ def test_a_profile_stored_as_a_dialogue_by_an_earlier_version_becomes_a_profile_
 
     again = ingest_kind(config, Kind.DIALOGUE)
     assert again.errors == [] and again.files_parsed == 1
-    assert DocumentStore(config.documents_dir).dialogue_rows_of_format("profile") == []
+    assert DocumentStore(config.documents_dir).dialogue_ids_of_format("profile") == set()
     assert [p.doc_id for p in profile_documents(config)] == [profile.doc_id]
 
 

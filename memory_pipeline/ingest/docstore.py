@@ -162,9 +162,9 @@ class DocumentStore:
         rows = self._select(kind, ["doc_id", "source_path", "updated_at", "n_units"])
         return {row["doc_id"]: row for row in rows}
 
-    def dialogue_rows_of_format(self, fmt: str) -> list[dict]:
-        """doc_id and source_path of the stored dialogues of one format (legacy rows to migrate)."""
-        return self._select(Kind.DIALOGUE, ["doc_id", "source_path"], f"format = '{fmt}'")
+    def dialogue_ids_of_format(self, fmt: str) -> set[str]:
+        """Ids of the stored dialogues of one format (legacy rows to migrate)."""
+        return {row["doc_id"] for row in self._select(Kind.DIALOGUE, ["doc_id"], f"format = '{fmt}'")}
 
     def get_many(self, doc_ids: Iterable[str]) -> Iterator[Document]:
         """The stored documents among ``doc_ids``; a kind's table is asked only for the ids not found yet

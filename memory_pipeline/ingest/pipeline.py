@@ -202,7 +202,7 @@ def _ingest_kind(
 def _requeue_legacy_profiles(store: DocumentStore, manifest: Manifest) -> None:
     """Profiles used to be stored as dialogues of format ``profile``: drop those rows and have their
     export parsed again, so the profile comes back as its own kind instead of living on twice."""
-    legacy = {row["doc_id"] for row in store.dialogue_rows_of_format("profile")}
+    legacy = store.dialogue_ids_of_format("profile")
     if not legacy:
         return
     store.delete(legacy, Kind.DIALOGUE)
