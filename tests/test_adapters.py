@@ -489,25 +489,32 @@ def test_lora_adapters_asset_skips_by_the_same_rule(tmp_path):
     assert metadata == {"status": "skipped", "reason": plan_training(config, "core").skipped}
 
 
-def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
-    from safetensors.torch import load_file
+_RESUME_SETTINGS = {"max_steps": 8, "checkpoint_every_steps": 3}
 
-    dataset = trained[1]
-    settings = {"max_steps": 8, "checkpoint_every_steps": 3}
+
+def _killed_after_checkpoint_6(config, dataset) -> None:
+    """Train until the log says checkpoint 6 is saved, then stop as a kill would."""
 
     def crash_at_step_6(message: str) -> None:
         if message == "checkpoint saved at step 6":
             raise KeyboardInterrupt
 
-    killed = make_config(tmp_path / "a", base_dir, **settings)
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(killed, "core", dataset, progress=False, log=crash_at_step_6)
+        train_adapter(config, "core", dataset, progress=False, log=crash_at_step_6)
+
+
+def test_killed_run_resumes_from_last_checkpoint(trained, base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    dataset = trained[1]
+    killed = make_config(tmp_path / "a", base_dir, **_RESUME_SETTINGS)
+    _killed_after_checkpoint_6(killed, dataset)
     assert list_versions(killed, "core") == []
     messages: list[str] = []
     resumed = train_adapter(killed, "core", dataset, progress=False, log=messages.append)
     assert "resuming from checkpoint at step 6/8" in messages
     assert (resumed.metrics.resumed_from_step, resumed.metrics.steps) == (6, 8)
-    straight = train_adapter(make_config(tmp_path / "b", base_dir, **settings), "core", dataset, progress=False)
+    straight = train_adapter(make_config(tmp_path / "b", base_dir, **_RESUME_SETTINGS), "core", dataset, progress=False)
     a, b = (load_file(v.path / "adapter_model.safetensors") for v in (resumed, straight))
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
 
@@ -517,15 +524,8 @@ def test_a_checkpoint_cut_short_is_skipped_and_progress_is_logged(trained, base_
     from safetensors.torch import load_file
 
     dataset = trained[1]
-    settings = {"max_steps": 8, "checkpoint_every_steps": 3}
-
-    def crash_at_step_6(message: str) -> None:
-        if message == "checkpoint saved at step 6":
-            raise KeyboardInterrupt
-
-    config = make_config(tmp_path / "a", base_dir, **settings)
-    with pytest.raises(KeyboardInterrupt):
-        train_adapter(config, "core", dataset, progress=False, log=crash_at_step_6)
+    config = make_config(tmp_path / "a", base_dir, **_RESUME_SETTINGS)
+    _killed_after_checkpoint_6(config, dataset)
     [work] = (config.adapters_dir / "core" / ".work").iterdir()
     assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     (work / "checkpoint-6" / "meter.json").unlink()
@@ -536,7 +536,7 @@ def test_a_checkpoint_cut_short_is_skipped_and_progress_is_logged(trained, base_
     progress = [m for m in messages if m.startswith("step ")]
     assert progress[0].startswith("step 4/8 loss") and progress[-1].startswith("step 8/8 loss")
     assert all("tokens/s" in m and "ETA" in m for m in progress)
-    straight = train_adapter(make_config(tmp_path / "b", base_dir, **settings), "core", dataset, progress=False)
+    straight = train_adapter(make_config(tmp_path / "b", base_dir, **_RESUME_SETTINGS), "core", dataset, progress=False)
     a, b = (load_file(v.path / "adapter_model.safetensors") for v in (resumed, straight))
     assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
 
