@@ -23,6 +23,7 @@ from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCall
 from trl import SFTConfig, SFTTrainer
 
 from memory_pipeline.adapters.data import IGNORE_INDEX, Encoded
+from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import TrainingConfig
 
 PROGRESS_EVERY_SECONDS = 30.0  # a progress line in the log (Dagster's too), besides the terminal's bar
@@ -80,7 +81,7 @@ class Meter(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         payload = {"seconds": self.seconds, "tokens_trained": self.tokens_trained}
-        (folder / METER_FILE).write_text(json.dumps(payload), encoding="utf-8")
+        atomic_write_text(folder / METER_FILE, json.dumps(payload))  # whole or absent: it marks the checkpoint whole
 
 
 class Progress(TrainerCallback):
