@@ -392,6 +392,25 @@ def test_a_profile_stored_as_a_dialogue_by_an_earlier_version_becomes_a_profile_
     assert [p.doc_id for p in profile_documents(config)] == [profile.doc_id]
 
 
+def test_a_legacy_profile_whose_export_is_gone_is_kept_as_it_is(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(CHATGPT_ZIP, folder / "export.zip")
+    shutil.copy(CLAUDE_ZIP, folder / "claude.zip")
+    config = Config(storage_root=tmp_path / "storage", sources={"dialogues": [folder]})
+    ingest_kind(config, Kind.DIALOGUE)
+    store = DocumentStore(config.documents_dir)
+    [profile] = [p for p in profile_documents(config) if p.format == "chatgpt_profile"]
+    store.delete([profile.doc_id], Kind.PROFILE)
+    store.upsert([profile.model_copy(update={"kind": Kind.DIALOGUE, "format": "profile"})])
+    for export in folder.iterdir():  # an emptied folder keeps its documents (prune is off)
+        export.unlink()
+
+    [held] = ingest_kind(config, Kind.DIALOGUE).errors
+    assert "source folder is empty" in held.reason
+    assert DocumentStore(config.documents_dir).dialogue_ids_of_format("profile") == {profile.doc_id}
+
+
 def test_a_moved_archive_keeps_its_documents_and_their_member_paths(tmp_path):
     folder = tmp_path / "exports"
     (folder / "old").mkdir(parents=True)

@@ -200,16 +200,19 @@ def _ingest_kind(
 
 
 def _requeue_legacy_profiles(store: DocumentStore, manifest: Manifest) -> None:
-    """Profiles used to be stored as dialogues of format ``profile``: drop those rows and have their
-    export parsed again, so the profile comes back as its own kind instead of living on twice."""
+    """Profiles used to be stored as dialogues of format ``profile``: have the exports that hold them parsed
+    again, so each comes back as its own kind, and only then drop the old rows. A profile whose export is
+    gone stays as it is: nothing would bring it back."""
     legacy = store.dialogue_ids_of_format("profile")
-    if not legacy:
-        return
-    store.delete(legacy, Kind.DIALOGUE)
-    for entry in manifest.entries.values():
-        if legacy.intersection(entry.doc_ids):
+    requeued: set[str] = set()
+    for key, entry in manifest.entries.items():
+        found = legacy.intersection(entry.doc_ids)
+        if found and Path(key).exists():
             entry.fingerprint, entry.size, entry.mtime_ns = "", -1, -1
-    manifest.save()
+            requeued |= found
+    if requeued:
+        manifest.save()  # first: a crash before the delete leaves the rows, and the next run requeues them again
+        store.delete(requeued, Kind.DIALOGUE)
 
 
 class _IngestRun:
