@@ -85,6 +85,14 @@ def test_counted_ids_are_reused_and_give_the_same_vectors(embedder, texts):
     assert not any(text in embedder._counted for text in texts[:8])
 
 
+def test_workers_give_exactly_the_vectors_of_one_thread(embedder, texts):
+    """Each batch runs whole on one worker with one BLAS thread, so the vectors do not depend on the workers."""
+    ids = [embedder.token_ids(t) for t in texts * 10]
+    one = embedder._encode(ids, threads=1, show_progress=False)
+    np.testing.assert_array_equal(embedder._encode(ids, threads=2, show_progress=False), one)
+    np.testing.assert_array_equal(embedder._encode(ids, threads=3, show_progress=False), one)
+
+
 def test_the_cached_snapshot_maps_the_same_weights(tmp_path, monkeypatch, texts):
     """The first load keeps the weights uncompressed in the user's cache; a later one maps them, same vectors."""
     from memory_pipeline.index import embedding_use
