@@ -566,6 +566,11 @@ class Config(_Section):
         return self.cache_dir / "embeddings.sqlite"
 
     @property
+    def index_lock_path(self) -> Path:
+        """Held by the one indexing run a storage may have at a time."""
+        return self.cache_dir / "index.lock"
+
+    @property
     def base_models_dir(self) -> Path:
         """Base model weights' hashes and local copies, shared by training, chat, export and the service."""
         return self.cache_dir / "base_models"

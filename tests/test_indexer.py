@@ -13,7 +13,7 @@ import pytest
 from memory_pipeline.config import Config
 from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import load_embedder
-from memory_pipeline.index.sync import check_consistency, open_stores, sync_index
+from memory_pipeline.index.sync import check_consistency, open_stores, split_last_pool, sync_index
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 
@@ -407,3 +407,29 @@ def test_model_switch_is_a_reported_migration_into_the_new_models_table(corpus, 
     searcher = Searcher(corpus, embedder=embedder)
     assert searcher.stats()["chunks"] == new.count()
     assert searcher.search("компактные линии в прессинге", k=3, mode="vector")[0].title == "Football"
+
+
+def test_a_second_indexing_run_fails_at_once_naming_the_first(corpus, embedder):
+    """First-time documents are appended, not merged: two runs at once must not both append them."""
+    from memory_pipeline.atomic import exclusive_lock
+    from memory_pipeline.errors import StoreError
+
+    with exclusive_lock(corpus.index_lock_path, "an indexing run"):
+        with pytest.raises(StoreError, match=r"an indexing run is already running on this storage \(pid \d+"):
+            _index(corpus, embedder)
+    report = _index(corpus, embedder)
+    assert report.docs_indexed > 0 and check_consistency(corpus).ok
+
+
+def test_the_last_pool_ends_with_a_small_one_whose_commit_is_short():
+    def pool(*sizes: int) -> list:
+        return [(f"doc{i}", [None] * n) for i, n in enumerate(sizes)]
+
+    def chunks(pools: list) -> list[int]:
+        return [sum(len(c) for _, c in p) for p in pools]
+
+    assert chunks(split_last_pool(pool(*[1] * 600), 256)) == [344, 256]
+    assert chunks(split_last_pool(pool(*[100] * 6), 256)) == [300, 300]  # whole documents
+    assert chunks(split_last_pool(pool(*[1] * 511), 256)) == [511]  # not worth cutting
+    assert chunks(split_last_pool(pool(300), 256)) == [300]
+    assert split_last_pool([], 256) == []

@@ -144,6 +144,25 @@ class ChunkStore:
         The ``replaced`` documents (earlier versions of these) leave in the same commit; their
         chunks that the new versions share keep their rows, now under the new doc_id.
         """
+        (
+            self.table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(f"doc_id IN ({_quoted(sorted({*doc_keys, *replaced}))})")
+            .execute(self._arrow(doc_keys, chunks, vectors))
+        )
+
+    def add_documents(self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]) -> None:
+        """One atomic commit appending the chunks of documents that have no rows here yet.
+
+        A plain append costs the same on any table, where a merge-insert joins the whole table: on
+        a 50k-chunk table, 25 pools cost 2.9 s merged against 0.8 s appended, and the gap grows with
+        the table. Only for a single writer (``sync_index`` holds the index lock): two appends of
+        one document would both land.
+        """
+        self.table.add(self._arrow(doc_keys, chunks, vectors))
+
+    def _arrow(self, doc_keys: dict[str, str], chunks: Sequence[Chunk], vectors: dict[str, np.ndarray]):
         import pyarrow as pa
 
         schema = _schema(self.dimension)
@@ -152,14 +171,7 @@ class ChunkStore:
         # The vector column straight from the matrix: no 512 Python floats per row on the way to Arrow.
         vector_column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), self.dimension)
         data = pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("vector")))
-        data = data.add_column(schema.get_field_index("vector"), schema.field("vector"), vector_column)
-        (
-            self.table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(f"doc_id IN ({_quoted(sorted({*doc_keys, *replaced}))})")
-            .execute(data)
-        )
+        return data.add_column(schema.get_field_index("vector"), schema.field("vector"), vector_column)
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         ids = sorted(doc_ids)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from memory_pipeline.atomic import exclusive_lock
 from memory_pipeline.config import Config
 from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
@@ -26,6 +28,7 @@ from memory_pipeline.index.embedding_cache import EmbeddingCache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.ingest.docstore import DocumentStore
+from memory_pipeline.read_ahead import read_ahead
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ EMBED_POOL = 2048
 """Chunks pooled per embedding call and LanceDB commit. The pool is sorted by length before it is
 cut into batches, so a larger pool pads less; 2,048 chunks of text and vectors are a few MB, and a
 crash costs at most one pool of work (the embedding cache keeps what was embedded)."""
+END_POOL = 256
+"""Chunks in the first and the last pool of a run. The encoder waits for the first pool to be read and
+chunked, and nothing overlaps the last pool's commit; both are short when these pools are small."""
 
 
 class IndexReport(BaseModel):
@@ -100,7 +106,18 @@ def sync_index(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    log = log or logger.info
+    """Index what changed in ``docstore`` since the last run, holding the storage's index lock.
+
+    One indexer at a time: first-time documents are appended without a merge, which would land
+    twice if two runs appended them; a second run fails at once, naming the first.
+    """
+    with exclusive_lock(config.index_lock_path, "an indexing run"):
+        return _sync_index(config, docstore, embedder, progress=progress, log=log or logger.info)
+
+
+def _sync_index(
+    config: Config, docstore: DocumentStore, embedder: Embedder, *, progress: bool, log: Callable[[str], None]
+) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport(model_id=embedder.model_id)
     store, faiss_index = open_stores(config, embedder.model_id, embedder.dimension)
@@ -143,11 +160,15 @@ def sync_index(
         order: a crash in between leaves the vectors cached for the next run)."""
         doc_ids = [d.doc_id for d in docs]
         earlier = [plan.replaces[d] for d in doc_ids if d in plan.replaces]
-        old_ids = store.chunk_ids([*doc_ids, *earlier])
+        had_rows = [*(d for d in doc_ids if d in indexed), *earlier]  # a first-time document has none to read
+        old_ids = store.chunk_ids(had_rows) if had_rows else set()
         new_ids = {c.chunk_id for c in chunks}
         if fresh:
             cache.put_many(embedder.model_id, fresh)
-        store.replace_documents({d: wanted[d] for d in doc_ids}, chunks, vectors, replaced=earlier)
+        if had_rows:
+            store.replace_documents({d: wanted[d] for d in doc_ids}, chunks, vectors, replaced=earlier)
+        else:
+            store.add_documents({d: wanted[d] for d in doc_ids}, chunks, vectors)
         report.docs_indexed += len(docs)
         report.chunks_added += len(new_ids - old_ids)
         report.chunks_removed += len(old_ids - new_ids)
@@ -180,7 +201,11 @@ def sync_index(
         written = writer.submit(write, docs, chunks, vectors, fresh)
         pending.clear()
 
-    try:
+    def chunked_pools() -> Iterator[list[tuple[Document, list[Chunk]]]]:
+        """The stale documents read and chunked, in pools of EMBED_POOL chunks or more, small at both ends."""
+        pool: list[tuple[Document, list[Chunk]]] = []
+        end = min(END_POOL, EMBED_POOL)
+        size, target = 0, end
         for start in range(0, len(stale), DOC_BATCH):
             for doc in docstore.get_many(stale[start : start + DOC_BATCH]):
                 doc_chunks = chunk_document(
@@ -200,11 +225,19 @@ def sync_index(
                     )
                     doc_chunks = doc_chunks[: config.limits.max_chunks_per_document]
                     report.docs_truncated += 1
-                pending.append((doc, doc_chunks))
-            if sum(len(doc_chunks) for _, doc_chunks in pending) >= EMBED_POOL:
+                pool.append((doc, doc_chunks))
+                size += len(doc_chunks)
+            if start + DOC_BATCH >= len(stale):
+                yield from split_last_pool(pool, end)
+            elif size >= target:
+                yield pool
+                pool, size, target = [], 0, EMBED_POOL
+
+    try:
+        with closing(read_ahead(chunked_pools(), name="index-reader")) as pools:  # a failed commit stops the reader
+            for pool in pools:
+                pending.extend(pool)
                 commit_pending()
-        if pending:
-            commit_pending()
         if written is not None:
             written.result()
     finally:
@@ -229,6 +262,19 @@ def sync_index(
     report.seconds = round(time.perf_counter() - started, 3)
     report.embed_seconds = round(report.embed_seconds, 3)
     return report
+
+
+def split_last_pool(pool: list[tuple[Document, list[Chunk]]], end: int) -> list[list[tuple[Document, list[Chunk]]]]:
+    """The run's last pool as two, the second of its last documents holding about ``end`` chunks (where
+    the pool has more than twice that): the first one's commit then overlaps the second's embedding."""
+    tail = 0
+    for cut in range(len(pool), 0, -1):
+        tail += len(pool[cut - 1][1])
+        if tail >= end:
+            break
+    if sum(len(chunks) for _, chunks in pool) - tail < end:
+        return [pool] if pool else []
+    return [pool[: cut - 1], pool[cut - 1 :]]
 
 
 @dataclass(frozen=True)
