@@ -190,7 +190,10 @@ class ChunkStore:
         return {r["lineage"]: r["doc_id"] for r in self._rows_in(["doc_id", "lineage"], "lineage", lineages)}
 
     def row_ids(self) -> np.ndarray:
-        return np.array([r["row_id"] for r in self.rows(["row_id"])], dtype=np.int64)
+        if not self.exists():
+            return np.array([], dtype=np.int64)
+        column = self.table.search().select(["row_id"]).limit(None).to_arrow().column("row_id")
+        return column.to_numpy().astype(np.int64)
 
     def iter_vectors(
         self, row_ids: Sequence[int] | None = None, *, batch: int = 20_000

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -142,10 +143,12 @@ def _sync_index(
         before = store.count()
         store.delete_documents(removed)
         report.chunks_removed += before - store.count()
-    cache = EmbeddingCache(config.embedding_cache_path)
+    # Two connections: the writer's commit of pool N (WAL) never holds up the lookups for pool N+1.
+    cache, writer_cache = EmbeddingCache(config.embedding_cache_path), EmbeddingCache(config.embedding_cache_path)
     bar = _progress(len(stale), progress)
-    # One writer thread commits pool N while the main thread chunks and embeds pool N+1: numpy releases
-    # the GIL in the forward, so the stemming and LanceDB work fill the gaps the encoder leaves on the cores.
+    # One writer thread commits pool N while the main thread embeds pool N+1: the encoder's workers spend
+    # most of their time in numpy without the GIL, so the stemming and LanceDB work costs them little.
+    # Chunking, which needs the GIL as much as the writer, runs between the two.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
     written: Future | None = None
 
@@ -160,7 +163,7 @@ def _sync_index(
         old_ids = store.chunk_ids(had_rows) if had_rows else set()
         new_ids = {c.chunk_id for c in chunks}
         if fresh:
-            cache.put_many(embedder.model_id, fresh)
+            writer_cache.put_many(embedder.model_id, fresh)
         if had_rows:
             store.replace_documents({d: wanted[d] for d in doc_ids}, chunks, vectors, replaced=earlier)
         else:
@@ -175,10 +178,9 @@ def _sync_index(
             f"({report.embedded} chunks embedded, {report.cache_hits} from cache)"
         )
 
-    def commit(pool: list[tuple[Document, list[Chunk]]]) -> None:
-        """Embed the pool's chunks in one call (the embedder batches a whole pool by length: fuller
-        batches than small calls) and hand them to the writer once it has committed the previous pool."""
-        nonlocal written
+    def embed(pool: list[tuple[Document, list[Chunk]]]) -> tuple:
+        """The pool's documents and chunks, all their vectors and the newly embedded ones. One call for
+        the pool: the embedder batches it by length, fuller batches than small calls."""
         docs = [doc for doc, _ in pool]
         chunks = [c for _, doc_chunks in pool for c in doc_chunks]
         texts = {c.text_hash: c.text for c in chunks}
@@ -192,16 +194,21 @@ def _sync_index(
         report.embed_seconds += time.perf_counter() - t0
         report.embedded += len(missing)
         report.cache_hits += len(texts) - len(missing)
+        return docs, chunks, vectors, fresh
+
+    def hand_to_writer(embedded: tuple) -> None:
+        nonlocal written
         if written is not None:
             written.result()
-        written = writer.submit(write, docs, chunks, vectors, fresh)
+        written = writer.submit(write, *embedded)
 
     def chunked_pools() -> Iterator[list[tuple[Document, list[Chunk]]]]:
         """The stale documents read and chunked, in pools of EMBED_POOL chunks or more; the last one split."""
         pool: list[tuple[Document, list[Chunk]]] = []
         size = 0
+        docs = docstore.get_many(stale)
         for start in range(0, len(stale), DOC_BATCH):
-            for doc in docstore.get_many(stale[start : start + DOC_BATCH]):
+            for doc in islice(docs, DOC_BATCH):
                 doc_chunks = chunk_document(
                     doc,
                     config.chunking,
@@ -228,8 +235,13 @@ def _sync_index(
                 pool, size = [], 0
 
     try:
+        embedded = None
         for pool in chunked_pools():
-            commit(pool)
+            if embedded is not None:  # pool N is committed while N+1 is embedded, not while N+1 is chunked
+                hand_to_writer(embedded)
+            embedded = embed(pool)
+        if embedded is not None:
+            hand_to_writer(embedded)
         if written is not None:
             written.result()
     finally:
@@ -237,6 +249,7 @@ def _sync_index(
         if bar is not None:
             bar.close()
         cache.close()
+        writer_cache.close()
 
     report.chunks_total = store.count()
     if earlier:

@@ -17,6 +17,9 @@ from memory_pipeline.records import Document, Kind, sha256_text
 from memory_pipeline.timeutil import naive_utc
 
 _BATCH = 500
+_SCAN_SHARE = 16
+"""Read a whole table rather than query it by ids when asked for more than 1/16 of its rows: a query
+costs about 60 µs per id asked, a read-through about 4 µs per row."""
 
 
 def _schema():
@@ -167,19 +170,38 @@ class DocumentStore:
         return {row["doc_id"] for row in self._select(Kind.DIALOGUE, ["doc_id"], f"format = '{fmt}'")}
 
     def get_many(self, doc_ids: Iterable[str]) -> Iterator[Document]:
-        """The stored documents among ``doc_ids``; a kind's table is asked only for the ids not found yet
-        (indexing a batch of dialogues costs one query, not one per kind)."""
-        remaining = sorted(set(doc_ids))
+        """The stored documents among ``doc_ids``, in no set order.
+
+        A kind's table is asked only for the ids not found yet (indexing a batch of dialogues costs
+        one query, not one per kind). Where the ids are a good part of a table (a first index, a
+        model switch) the table is read through once instead of queried in batches of ids: for
+        10k dialogues 0.05 s against 0.67 s.
+        """
+        remaining = set(doc_ids)
         for kind in Kind:
             if not remaining:
                 return
             found: set[str] = set()
-            for start in range(0, len(remaining), _BATCH):
-                where = _in_filter("doc_id", remaining[start : start + _BATCH])
-                for row in self._select(kind, ["doc_id", "body"], where):
-                    found.add(row["doc_id"])
-                    yield Document.model_validate_json(row["body"])
-            remaining = [doc_id for doc_id in remaining if doc_id not in found]
+            for doc_id, body in self._bodies(kind, remaining):
+                found.add(doc_id)
+                yield Document.model_validate_json(body)
+            remaining -= found
+
+    def _bodies(self, kind: Kind, doc_ids: set[str]) -> Iterator[tuple[str, str]]:
+        table = self._table(kind)
+        if len(doc_ids) * _SCAN_SHARE >= table.count_rows():
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            wanted = pa.array(sorted(doc_ids), pa.string())
+            for batch in table.search().select(["doc_id", "body"]).limit(None).to_batches(_BATCH):
+                batch = batch.filter(pc.is_in(batch.column("doc_id"), value_set=wanted))
+                yield from zip(batch.column("doc_id").to_pylist(), batch.column("body").to_pylist(), strict=True)
+            return
+        ordered = sorted(doc_ids)
+        for start in range(0, len(ordered), _BATCH):
+            for row in self._select(kind, ["doc_id", "body"], _in_filter("doc_id", ordered[start : start + _BATCH])):
+                yield row["doc_id"], row["body"]
 
     def get(self, doc_id: str) -> Document | None:
         return next(self.get_many([doc_id]), None)
