@@ -596,12 +596,8 @@ def test_dataset_folder_problems_are_reported(trained, base_dir, tmp_path):
         train_adapter(config, "sport", dataset, progress=False)
 
 
-def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_dir, tmp_path):
-    import torch
-    from peft import PeftModel
-
-    storage = copy_storage(trained, tmp_path)
-    config = make_config(storage, base_dir)
+def _sport_dataset(config):
+    """A small sport set beside the trained core adapter, for the tests that combine the two."""
     sport = [
         chat(q, a, "answer briefly")
         for q, a in zip(
@@ -610,7 +606,16 @@ def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_di
             strict=False,
         )
     ] * 3
-    dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
+    return write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
+
+
+def test_combined_adapter_loads_and_equals_both_adapters_active(trained, base_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    storage = copy_storage(trained, tmp_path)
+    config = make_config(storage, base_dir)
+    dataset = _sport_dataset(config)
     sport_version = train_adapter(config, "sport", dataset, progress=False)
     assert sport_version.passed, sport_version.metrics.gate_reasons
 
@@ -822,15 +827,7 @@ def test_export_for_serving_loads_in_peft_and_the_combined_adapter_is_the_weight
 
     storage = copy_storage(trained, tmp_path)
     config = make_config(storage, base_dir)
-    sport = [
-        chat(q, a, "answer briefly")
-        for q, a in zip(
-            QUESTIONS,
-            ["run ten miles every week", "run a marathon in spring", "swim in the cold lake", "cycle to the coast"],
-            strict=False,
-        )
-    ] * 3
-    dataset = write_dataset(config.datasets_dir, "sport", "d0001", sport, sport[:4], [{"text": t} for t in GENERAL])
+    dataset = _sport_dataset(config)
     activate(config, "sport", train_adapter(config, "sport", dataset, progress=False).version)
     out = tmp_path / "export"
     record = export_for_serving(config, out, weights={"core": 1.0, "sport": 0.5})
