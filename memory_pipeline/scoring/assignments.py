@@ -10,23 +10,6 @@ from memory_pipeline.config import Config
 from memory_pipeline.scoring.items import ItemUnit
 from memory_pipeline.scoring.store import ScoreStore, scores_dir, stored_time
 
-_COLUMNS = [
-    "item_id",
-    "doc_id",
-    "kind",
-    "title",
-    "source_path",
-    "unit",
-    "score",
-    "tier",
-    "adapters",
-    "created_at",
-    "first_seen",
-    "text",
-    "user_text",
-    "answer_text",
-]
-
 
 class ItemAssignment(BaseModel):
     """An item as the dataset stage sees it: where it is from, its tier and adapters, its texts."""
@@ -56,7 +39,8 @@ def load_assignments(config: Config, *, adapter: str | None = None) -> list[Item
     store = ScoreStore(scores_dir(config))
     if not store.exists():
         return []
-    frame = store.load_frame(_COLUMNS)
+    # first_seen dates an item whose source gave no created_at
+    frame = store.load_frame([*ItemAssignment.model_fields, "first_seen"])
     if adapter is not None:
         frame = frame[[adapter in adapters for adapters in frame["adapters"]]]
     frame = frame.assign(_when=frame["created_at"].fillna(frame["first_seen"])).sort_values(["_when", "item_id"])
