@@ -129,6 +129,29 @@ def test_cache_round_trip_in_wal_mode(tmp_path):
         assert reopened.count("model-a") == 2
 
 
+def test_a_cache_written_without_rowid_is_moved_whole(tmp_path):
+    """Caches written before the rowid table keep every vector, under the same keys."""
+    path = tmp_path / "embeddings.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE vectors (model_id TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL, "
+            "PRIMARY KEY (model_id, text_hash)) WITHOUT ROWID"
+        )
+        db.executemany(
+            "INSERT INTO vectors VALUES (?, ?, ?)",
+            [("m", f"h{i}", np.full(512, i, dtype=np.float32).tobytes()) for i in range(50)],
+        )
+    with EmbeddingCache(path) as cache:
+        found = cache.get_many("m", [f"h{i}" for i in range(50)])
+        cache.put_many("m", {"h0": np.zeros(512, dtype=np.float32)})
+        assert cache.count("m") == 50
+    assert all(found[f"h{i}"][0] == i for i in range(50))
+    with sqlite3.connect(path) as db:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()
+        assert "WITHOUT ROWID" not in sql.upper()
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'vectors_rowid'").fetchall()
+
+
 def _open_cache(path: Path, barrier) -> None:
     barrier.wait()
     with EmbeddingCache(path) as cache:
