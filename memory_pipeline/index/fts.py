@@ -37,12 +37,12 @@ def _stemmers():
 
 def tokenize(text: str) -> list[str]:
     """Lowercased words (ё folded to е), hyphenated and apostrophe words kept whole, numbers kept."""
-    return [w for w in _WORD.findall(text.lower().replace("ё", "е"))]
+    return _WORD.findall(text.lower().replace("ё", "е"))
 
 
 def stem_for_fts(text: str) -> str:
     """The text as space-separated stems, stopwords dropped: what the full-text index sees."""
-    return " ".join(stem for stem in map(_stem, tokenize(text)) if stem)
+    return " ".join(filter(None, map(_stem, tokenize(text))))
 
 
 @lru_cache(maxsize=1 << 17)
