@@ -21,6 +21,9 @@ from memory_pipeline.index.fts import stem_for_fts
 from memory_pipeline.records import Chunk
 
 _ID_BATCH = 500
+COMPACT_FRAGMENTS = 20
+"""Fragments (one per commit) a table may have before compaction merges them; LanceDB's own rule of
+thumb is to optimize after about 20 modifications."""
 ROW_COLUMNS = [
     "row_id", "chunk_id", "doc_id", "kind", "title", "source_path", "text", "ordinal",
     "turn_index", "page", "start", "end", "speaker", "heading", "created_at", "language", "source_file",
@@ -286,10 +289,13 @@ class ChunkStore:
             search = search.where(_conditions(kind, where), prefilter=True)
         return search.to_arrow().to_pylist()
 
-    def ensure_fts_index(self) -> None:
-        if not any(index.name == "fts_text_idx" for index in self.table.list_indices()):
+    def ensure_fts_index(self) -> bool:
+        """Build the indexes where the full-text one is missing; True when they were built now."""
+        built = not any(index.name == "fts_text_idx" for index in self.table.list_indices())
+        if built:
             self.build_indexes()
         self._fts_ready = self.count() > 0
+        return built
 
     def build_indexes(self) -> None:
         """Full-text index on the stemmed column (whitespace tokens, no further stemming) and id indexes."""
@@ -310,8 +316,14 @@ class ChunkStore:
         self.table.create_scalar_index("doc_id", replace=True)
 
     def optimize(self) -> None:
-        """Compact fragments, fold new rows into the indexes, drop old versions (kept a day for readers)."""
-        self.ensure_fts_index()
+        """Compact fragments, fold new rows into the indexes, drop old versions (kept a day for readers).
+
+        Not right after the indexes were first built over a table of few fragments (a first index):
+        they already cover every row, there is no old version to drop, and compaction would only
+        rewrite the whole table to merge a handful of files.
+        """
+        if self.ensure_fts_index() and self.table.stats()["fragment_stats"]["num_fragments"] <= COMPACT_FRAGMENTS:
+            return
         self.table.optimize(cleanup_older_than=timedelta(days=1))
 
 
