@@ -433,3 +433,22 @@ def test_the_last_pool_ends_with_a_small_one_whose_commit_is_short():
     assert chunks(split_last_pool(pool(*[1] * 511), 256)) == [511]  # not worth cutting
     assert chunks(split_last_pool(pool(300), 256)) == [300]
     assert split_last_pool([], 256) == []
+
+
+def test_indexing_collects_young_objects_rarely_and_restores_the_thresholds(corpus, embedder, monkeypatch):
+    import gc
+
+    from memory_pipeline.index.sync import YOUNG_OBJECTS
+
+    before = gc.get_threshold()
+    seen: list[int] = []
+    embed = embedder.embed_passages
+
+    def recording(texts, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return embed(texts, **kwargs)
+
+    monkeypatch.setattr(embedder, "embed_passages", recording)
+    assert _index(corpus, embedder).embedded > 0
+    assert seen and all(threshold >= YOUNG_OBJECTS for threshold in seen)
+    assert gc.get_threshold() == before
