@@ -278,11 +278,15 @@ def _sync_index(
         report.migrated_from = {name: len(docs & present) for name, docs in earlier.items()}
         report.not_migrated = len(set().union(*earlier.values()) - present)
         log(report.migration_line())
-    if stale or gone:
-        store.optimize()
-    else:
-        store.ensure_fts_index()
-    report.faiss_rebuilt = sync_faiss(store, faiss_index)
+    # FAISS reads the committed rows while LanceDB builds or folds its indexes: both wait mostly in
+    # native code, and a compaction keeps every row_id, so the mirror matches the optimized table.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-faiss") as side:
+        faiss_synced = side.submit(sync_faiss, store, faiss_index)
+        if stale or gone:
+            store.optimize()
+        else:
+            store.ensure_fts_index()
+        report.faiss_rebuilt = faiss_synced.result()
     report.faiss_ntotal = faiss_index.ntotal
     report.faiss_index_type, report.faiss_path = faiss_index.kind, str(faiss_index.path)
     report.seconds = round(time.perf_counter() - started, 3)
