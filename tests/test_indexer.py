@@ -438,7 +438,7 @@ def test_the_last_pool_ends_with_a_small_one_whose_commit_is_short():
 def test_indexing_collects_young_objects_rarely_and_restores_the_thresholds(corpus, embedder, monkeypatch):
     import gc
 
-    from memory_pipeline.index.sync import YOUNG_OBJECTS
+    from memory_pipeline.batch_gc import YOUNG_OBJECTS
 
     before = gc.get_threshold()
     seen: list[int] = []

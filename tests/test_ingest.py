@@ -234,3 +234,27 @@ def test_the_same_conversation_in_two_exports_keeps_the_later_moment_not_the_lat
     assert ingest_kind(config, Kind.DIALOGUE).errors == []
     (row,) = DocumentStore(config.documents_dir).summary_rows(Kind.DIALOGUE)
     assert row["source_path"].endswith("utc.jsonl")
+
+
+def test_ingest_collects_young_objects_rarely_and_restores_the_thresholds(corpus, monkeypatch):
+    """Batch runs raise the GC's first threshold (1,366 collections of an 18 s ingest of 10k dialogues) and
+    give the process its own back, also when the run fails."""
+    import gc
+
+    from memory_pipeline.batch_gc import YOUNG_OBJECTS, rare_young_collections
+
+    before = gc.get_threshold()
+    seen: list[int] = []
+    parse = ingest.parse_file
+
+    def recording(*args, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "parse_file", recording)
+    ingest_all(corpus)
+    assert seen and all(threshold >= YOUNG_OBJECTS for threshold in seen)
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), rare_young_collections():
+        raise RuntimeError("a failed run")
+    assert gc.get_threshold() == before

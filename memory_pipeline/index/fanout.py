@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from memory_pipeline.batch_gc import rare_young_collections
 from memory_pipeline.config import Config
 from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
@@ -78,7 +79,7 @@ def embed_partition(
     ranges = [partition] + ([(partition + k) % partitions for k in range(1, partitions)] if claims else [])
     if claims:
         _clear_other_runs(claims)
-    with EmbeddingCache(config.embedding_cache_path) as cache:
+    with EmbeddingCache(config.embedding_cache_path) as cache, rare_young_collections():
         for r in ranges:
             docs = [d for d in todo if partition_of(d, partitions) == r]
             for start in range(0, len(docs), DOC_BATCH):

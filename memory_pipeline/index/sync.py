@@ -10,12 +10,10 @@ FAISS is then patched (or rebuilt) to mirror LanceDB's ids.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
@@ -23,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from memory_pipeline.atomic import exclusive_lock
+from memory_pipeline.batch_gc import rare_young_collections
 from memory_pipeline.config import Config
 from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
@@ -40,8 +39,6 @@ cut into batches, so a larger pool pads less; 2,048 chunks of text and vectors a
 crash costs at most one pool of work (the embedding cache keeps what was embedded)."""
 LAST_POOL = 256
 """Chunks in the last pool of a run: nothing overlaps its commit, which is short when the pool is small."""
-YOUNG_OBJECTS = 50_000
-"""Allocations between two collections of the youngest GC generation while indexing (CPython: 700)."""
 
 
 class IndexReport(BaseModel):
@@ -113,25 +110,8 @@ def sync_index(
     One indexer at a time: first-time documents are appended without a merge, which would land
     twice if two runs appended them; a second run fails at once, naming the first.
     """
-    with exclusive_lock(config.index_lock_path, "an indexing run"), _rare_collections():
+    with exclusive_lock(config.index_lock_path, "an indexing run"), rare_young_collections():
         return _sync_index(config, docstore, embedder, progress=progress, log=log or logger.info)
-
-
-@contextmanager
-def _rare_collections(young: int = YOUNG_OBJECTS) -> Iterator[None]:
-    """The cyclic GC's first threshold raised for the run, restored after.
-
-    Indexing makes about 50 short-lived, acyclic objects per document (documents, chunks, rows); at
-    CPython's default of 700 the collector walked them some 350 times for 10k dialogues, 0.4 s on
-    the serial path and in the writer, where it holds the GIL the encoder's workers wait on. Cycles
-    are still collected, a few times a run.
-    """
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(young, thresholds[0]), *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
 
 
 def _sync_index(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from memory_pipeline.batch_gc import rare_young_collections
 from memory_pipeline.config import Config
 from memory_pipeline.ingest.limits import applied_limits
 from memory_pipeline.records import Document, Kind, partition_of, sha256_text
@@ -85,7 +86,7 @@ def parse_partition(
     started, cpu_started = time.perf_counter(), time.process_time()
     report = ParseReport(partition=partition, partitions=partitions)
     max_bytes = int(config.ingest.max_file_mb * 1_000_000)
-    with applied_limits(config.limits):
+    with applied_limits(config.limits), rare_young_collections():
         for kind in Kind:
             manifest = Manifest(config.documents_dir / f"manifest_{kind.value}.json")
             for unit, key in _units_in_range(config, kind, partition, partitions):

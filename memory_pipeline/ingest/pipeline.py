@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from memory_pipeline.atomic import atomic_write_text, exclusive_lock
+from memory_pipeline.batch_gc import rare_young_collections
 from memory_pipeline.config import Config
 from memory_pipeline.errors import NothingToStoreError, ParseError
 from memory_pipeline.ingest.docstore import DocumentStore
@@ -144,7 +145,8 @@ def ingest_kind(
     of files it did not look at. One ingest of a kind runs at a time per storage; a second raises
     StoreError at once rather than redo the same work beside it.
     """
-    with exclusive_lock(config.documents_dir / f"ingest_{kind.value}.lock", f"an ingest of {kind.value}s"):
+    lock = exclusive_lock(config.documents_dir / f"ingest_{kind.value}.lock", f"an ingest of {kind.value}s")
+    with lock, rare_young_collections():
         return _ingest_kind(
             config, kind, paths=paths, store=store, on_progress=on_progress, prune_missing=prune_missing
         )
