@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 
 from memory_pipeline.atomic import atomic_write_text
 from memory_pipeline.config import TrainingConfig
+from memory_pipeline.devices import resolve_device
 from memory_pipeline.errors import ConfigError
 
 PACKAGED_PREFIX = "packaged:"
@@ -145,19 +146,6 @@ def _file_sha256(path: Path) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def resolve_device(device: str) -> str:
-    """'auto' picks CUDA, then Apple MPS, then CPU; anything else is passed through."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def load_base_model(

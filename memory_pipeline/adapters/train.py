@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from memory_pipeline.adapters import registry
-from memory_pipeline.adapters.base_model import load_base_model, resolve_device
+from memory_pipeline.adapters.base_model import load_base_model
 from memory_pipeline.adapters.card import card_markdown, demo_note
 from memory_pipeline.adapters.data import Example, encode_example, read_card, read_split
 from memory_pipeline.adapters.manifest import (
@@ -32,6 +32,7 @@ from memory_pipeline.adapters.manifest import (
 )
 from memory_pipeline.config import Config, TrainingConfig
 from memory_pipeline.datasets.card import DatasetCard
+from memory_pipeline.devices import resolve_device
 from memory_pipeline.errors import ParseError
 
 logger = logging.getLogger(__name__)

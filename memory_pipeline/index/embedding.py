@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from memory_pipeline.config import EmbeddingConfig
+from memory_pipeline.devices import resolve_device
 from memory_pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -184,15 +185,6 @@ def load_embedder(config: EmbeddingConfig) -> Embedder:
 
         return UseMultilingualEmbedder(config)
     return SentenceTransformerEmbedder(config)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @lru_cache(maxsize=4)
