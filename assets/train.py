@@ -7,7 +7,7 @@ import dagster as dg
 from assets.metadata import table
 from assets.partitions import adapter_partitions
 from assets.resources import MemoryPipelineResource
-from memory_pipeline.datasets.card import DatasetCard
+from memory_pipeline.datasets.card import DatasetCard, key_values
 
 TRAIN_GROUP = "train"
 
@@ -57,22 +57,18 @@ def card_tables(card: DatasetCard) -> dict[str, dg.MetadataValue]:
         "promoted items": counts.promoted_items,
         "lines built": counts.examples_built,
         "documents (train / eval)": f"{sources.documents.train} / {sources.documents.eval}",
-        "kinds": _pairs(sources.kinds),
-        "document formats": _pairs(sources.document_formats),
+        "kinds": key_values(sources.kinds),
+        "document formats": key_values(sources.document_formats),
         "scores (min / mean / max)": f"{scores.min} / {scores.mean} / {scores.max}",
         "thresholds (rag / lora)": f"{scores.rag_threshold} / {scores.lora_threshold}",
         "parent version": card.parent or "(none)",
     }
-    curation = [{"step": s.step, "removed": s.removed, "details": _pairs(s.details)} for s in card.filters]
+    curation = [{"step": s.step, "removed": s.removed, "details": key_values(s.details)} for s in card.filters]
     return {
         "splits": table(splits, ["split", "examples", "total", "mean", "p50", "p95", "max"]),
         "card_figures": table([{"figure": k, "value": str(v)} for k, v in figures.items()], ["figure", "value"]),
         "curation": table(curation, ["step", "removed", "details"], cell_chars=200),
     }
-
-
-def _pairs(mapping: dict) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in mapping.items()) or "-"
 
 
 @dg.asset(

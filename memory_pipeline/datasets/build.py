@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from memory_pipeline.config import AdapterConfig, Config, DatasetsConfig
 from memory_pipeline.datasets import curation
-from memory_pipeline.datasets.card import DatasetCard, card_bytes, read_card
+from memory_pipeline.datasets.card import DatasetCard, card_bytes, key_values, read_card
 from memory_pipeline.datasets.curation import Example, StepReport
 from memory_pipeline.datasets.exports import export_configs
 from memory_pipeline.datasets.formats import chat_example, text_example
@@ -410,16 +410,16 @@ def render_card(card: DatasetCard) -> str:
         "",
         f"Tokens: {tokens.encoding}. Promoted items: {counts.promoted_items}; lines built: {counts.examples_built}.",
         f"Documents: {sources.documents.train} train, {sources.documents.eval} eval. "
-        f"Kinds: {_pairs(sources.kinds)}. Line formats: {_pairs(sources.line_formats)}. "
-        f"Document formats: {_pairs(sources.document_formats)}. "
-        f"Targets from: {_pairs(sources.targets)}.",
+        f"Kinds: {key_values(sources.kinds)}. Line formats: {key_values(sources.line_formats)}. "
+        f"Document formats: {key_values(sources.document_formats)}. "
+        f"Targets from: {key_values(sources.targets)}.",
         f"Scores: min {scores.min}, mean {scores.mean}, max {scores.max} "
         f"(thresholds: rag {scores.rag_threshold}, lora {scores.lora_threshold}).",
         "",
         "| step | removed | details |",
         "|---|---:|---|",
     ]
-    lines += [f"| {step.step} | {step.removed} | {_pairs(step.details)} |" for step in card.filters]
+    lines += [f"| {step.step} | {step.removed} | {key_values(step.details)} |" for step in card.filters]
     lines += ["", "| file | split | format | examples |", "|---|---|---|---:|"]
     lines += [f"| `{name}` | {f.split} | {f.format} | {f.examples} |" for name, f in files.data.items()]
     lines += [
@@ -429,10 +429,3 @@ def render_card(card: DatasetCard) -> str:
         f"axolotl: `{files.exports['axolotl']}` (merge its `datasets:` / `test_datasets:` into your config).",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _pairs(mapping: Mapping[str, Any]) -> str:
-    def show(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
-
-    return ", ".join(f"{k}: {show(v)}" for k, v in mapping.items()) or "-"

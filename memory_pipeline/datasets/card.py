@@ -18,6 +18,16 @@ from memory_pipeline.errors import ParseError, validation_problems
 CARD_FILE = "card.json"
 
 
+def key_values(mapping: dict[str, Any]) -> str:
+    """A card's counts and details as one line (``key: value, ...``; nested values as JSON), for the
+    card's markdown and the UI's metadata alike."""
+
+    def show(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+
+    return ", ".join(f"{k}: {show(v)}" for k, v in mapping.items()) or "-"
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="allow")
 
