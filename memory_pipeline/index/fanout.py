@@ -27,10 +27,10 @@ from pydantic import BaseModel
 
 from memory_pipeline.batch_gc import rare_young_collections
 from memory_pipeline.config import Config
-from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import Embedder
 from memory_pipeline.index.embedding_cache import EmbeddingCache, embed_with_cache
 from memory_pipeline.index.lancedb_store import ChunkStore
+from memory_pipeline.index.sync import indexed_chunks
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.records import partition_of
 
@@ -89,12 +89,7 @@ def embed_partition(
                 report.documents += len(batch)
                 texts: dict[str, str] = {}
                 for doc in docstore.get_many(batch):
-                    chunks = chunk_document(
-                        doc,
-                        config.chunking,
-                        max_model_tokens=embedder.max_tokens,
-                        count_model_tokens=embedder.count_tokens,
-                    )[: config.limits.max_chunks_per_document]  # the commit indexes no more of a document (it warns)
+                    chunks, _ = indexed_chunks(doc, config, embedder)  # the commit warns of a truncated one
                     report.chunks += len(chunks)
                     texts.update({c.text_hash: c.text for c in chunks})
                 _, embedded = embed_with_cache(embedder, texts, cache, show_progress=False)

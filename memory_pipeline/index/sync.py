@@ -210,22 +210,15 @@ def _sync_index(
         docs = docstore.get_many(stale)
         for start in range(0, len(stale), DOC_BATCH):
             for doc in islice(docs, DOC_BATCH):
-                doc_chunks = chunk_document(
-                    doc,
-                    config.chunking,
-                    lineage=plan.lineages[doc.doc_id],
-                    max_model_tokens=embedder.max_tokens,
-                    count_model_tokens=embedder.count_tokens,
-                )
-                if len(doc_chunks) > config.limits.max_chunks_per_document:
+                doc_chunks, all_chunks = indexed_chunks(doc, config, embedder, lineage=plan.lineages[doc.doc_id])
+                if all_chunks > len(doc_chunks):
                     logger.warning(
                         "%s (%s): %d chunks, only the first %d indexed (limits.max_chunks_per_document)",
                         doc.source_path,
                         doc.doc_id,
+                        all_chunks,
                         len(doc_chunks),
-                        config.limits.max_chunks_per_document,
                     )
-                    doc_chunks = doc_chunks[: config.limits.max_chunks_per_document]
                     report.docs_truncated += 1
                 pool.append((doc, doc_chunks))
                 size += len(doc_chunks)
@@ -272,6 +265,23 @@ def _sync_index(
     report.seconds = round(time.perf_counter() - started, 3)
     report.embed_seconds = round(report.embed_seconds, 3)
     return report
+
+
+def indexed_chunks(
+    doc: Document, config: Config, embedder: Embedder, *, lineage: str | None = None
+) -> tuple[list[Chunk], int]:
+    """The chunks of ``doc`` that are indexed (the first ``limits.max_chunks_per_document``), and how many it has.
+
+    The embedding fan-out embeds exactly these, so the commit finds every vector it needs in the cache.
+    """
+    chunks = chunk_document(
+        doc,
+        config.chunking,
+        lineage=lineage,
+        max_model_tokens=embedder.max_tokens,
+        count_model_tokens=embedder.count_tokens,
+    )
+    return chunks[: config.limits.max_chunks_per_document], len(chunks)
 
 
 def split_last_pool(pool: list[tuple[Document, list[Chunk]]], end: int) -> list[list[tuple[Document, list[Chunk]]]]:
