@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from memory_pipeline.config import Config
+from memory_pipeline.index import sync as indexer
 from memory_pipeline.index.chunking import chunk_document
 from memory_pipeline.index.embedding import load_embedder
-from memory_pipeline.index.sync import check_consistency, open_stores, split_last_pool, sync_index
+from memory_pipeline.index.sync import check_consistency, open_stores, read_ahead, split_last_pool, sync_index
 from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 
@@ -433,6 +434,66 @@ def test_the_last_pool_ends_with_a_small_one_whose_commit_is_short():
     assert chunks(split_last_pool(pool(*[1] * 511), 256)) == [511]  # not worth cutting
     assert chunks(split_last_pool(pool(300), 256)) == [300]
     assert split_last_pool([], 256) == []
+
+
+def test_read_ahead_makes_the_next_item_while_the_caller_holds_this_one_and_raises_in_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    made: list[int] = []
+
+    def items():
+        for i in range(3):
+            made.append(i)
+            yield i
+        raise ValueError("the fourth item is broken")
+
+    with ThreadPoolExecutor(1) as executor:
+        got = read_ahead(items(), executor)
+        for i in range(3):
+            assert next(got) == i
+            deadline = time.time() + 10
+            while len(made) < min(i + 2, 3) and time.time() < deadline:
+                time.sleep(0.01)
+            assert made == list(range(min(i + 2, 3)))  # the next one made meanwhile, never two ahead
+        with pytest.raises(ValueError, match="fourth item"):
+            next(got)
+
+
+def test_a_document_failing_to_chunk_mid_run_fails_the_run_whole_documents_kept_the_next_run_completes(
+    tmp_path, embedder, monkeypatch
+):
+    """Chunking runs a pool ahead on its own thread: its error still stops the run, the pools before it
+    stay committed whole, and the next run indexes the rest."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(12):
+        (notes / f"n{i:02d}.md").write_text(f"# Заметка {i}\n\n{_paragraphs(f'тема {i}', 2)}\n", encoding="utf-8")
+    config = Config(storage_root=tmp_path / "storage", sources={"articles": [notes]})
+    ingest_all(config)
+    monkeypatch.setattr(indexer, "DOC_BATCH", 2)
+    monkeypatch.setattr(indexer, "FIRST_POOL", 2)
+    monkeypatch.setattr(indexer, "EMBED_POOL", 2)
+    chunk = indexer.chunk_document
+    seen: list[str] = []
+
+    def failing_on_the_ninth(doc, *args, **kwargs):
+        seen.append(doc.doc_id)
+        if len(seen) == 9:
+            raise ValueError(f"cannot chunk {doc.source_path}")
+        return chunk(doc, *args, **kwargs)
+
+    monkeypatch.setattr(indexer, "chunk_document", failing_on_the_ninth)
+    with pytest.raises(ValueError, match="cannot chunk .*n\\d\\d.md"):
+        sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    kept = _chunks_by_doc(config, embedder)
+    expected = _expected(config, embedder)
+    assert 0 < len(kept) < 9 and all(kept[d] == expected[d] for d in kept)  # whole documents only
+
+    monkeypatch.setattr(indexer, "chunk_document", chunk)
+    report = sync_index(config, DocumentStore(config.documents_dir), embedder, progress=False)
+    assert report.docs_indexed == 12 - len(kept) and report.cache_hits == 0
+    assert _chunks_by_doc(config, embedder) == _expected(config, embedder)
+    assert check_consistency(config).ok
 
 
 def test_indexing_collects_young_objects_rarely_and_restores_the_thresholds(corpus, embedder, monkeypatch):

@@ -45,8 +45,9 @@ vector says little about any part, so chunking keeps far below this (chunking.ma
 BATCH_TOKENS = 1024
 """Tokens per forward of one worker: 1k-token batches (a few MB of activations, cache-sized) beat
 384 (the package's), 2k and 8k (bench/results/embedders.json)."""
-COUNTED_TEXTS = 4096
-"""Latest counted texts whose ids are kept for their encode (4 bytes a token): two index pools of chunks."""
+COUNTED_TEXTS = 8192
+"""Latest counted texts whose ids are kept for their encode (4 bytes a token): the index pool being
+embedded, the next one being chunked meanwhile, and room for pools larger than EMBED_POOL."""
 UNK, BOS, EOS = 0, 1, 2
 _BLAS_LOCK = threading.Lock()
 """BLAS thread limits are process-wide: one encode at a time sets and restores them (its workers then

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -32,11 +33,15 @@ from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.records import Chunk, Document, Kind, stable_id
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 DOC_BATCH = 200
 EMBED_POOL = 2048
 """Chunks pooled per embedding call and LanceDB commit. The pool is sorted by length before it is
 cut into batches, so a larger pool pads less; 2,048 chunks of text and vectors are a few MB, and a
 crash costs at most one pool of work (the embedding cache keeps what was embedded)."""
+FIRST_POOL = 256
+"""Chunks in the first pool of a run: it is chunked before anything can overlap it, so it is small
+(a later pool is chunked while the one before it is embedded)."""
 LAST_POOL = 256
 """Chunks in the last pool of a run: nothing overlaps its commit, which is short when the pool is small."""
 
@@ -147,10 +152,11 @@ def _sync_index(
     # Two connections: the writer's commit of pool N (WAL) never holds up the lookups for pool N+1.
     cache, writer_cache = EmbeddingCache(config.embedding_cache_path), EmbeddingCache(config.embedding_cache_path)
     bar = _progress(len(stale), progress)
-    # One writer thread commits pool N while the main thread embeds pool N+1: the encoder's workers spend
-    # most of their time in numpy without the GIL, so the stemming and LanceDB work costs them little.
-    # Chunking, which needs the GIL as much as the writer, runs between the two.
+    # While the main thread embeds pool N+1, one writer thread commits pool N and one chunker thread reads
+    # and chunks pool N+2: the encoder's workers spend most of their time in numpy without the GIL, so the
+    # stemming, LanceDB and chunking work costs them little, and only the first pool's chunking is serial.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
+    chunker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-chunker")
     written: Future | None = None
 
     def write(
@@ -204,9 +210,10 @@ def _sync_index(
         written = writer.submit(write, *embedded)
 
     def chunked_pools() -> Iterator[list[tuple[Document, list[Chunk]]]]:
-        """The stale documents read and chunked, in pools of EMBED_POOL chunks or more; the last one split."""
+        """The stale documents read and chunked, in pools of EMBED_POOL chunks or more (the first of
+        FIRST_POOL); the last one split."""
         pool: list[tuple[Document, list[Chunk]]] = []
-        size = 0
+        size, enough = 0, min(FIRST_POOL, EMBED_POOL)
         docs = docstore.get_many(stale)
         for start in range(0, len(stale), DOC_BATCH):
             for doc in islice(docs, DOC_BATCH):
@@ -224,13 +231,13 @@ def _sync_index(
                 size += len(doc_chunks)
             if start + DOC_BATCH >= len(stale):
                 yield from split_last_pool(pool, min(LAST_POOL, EMBED_POOL))
-            elif size >= EMBED_POOL:
+            elif size >= enough:
                 yield pool
-                pool, size = [], 0
+                pool, size, enough = [], 0, EMBED_POOL
 
     try:
         embedded = None
-        for pool in chunked_pools():
+        for pool in read_ahead(chunked_pools(), chunker):
             if embedded is not None:  # pool N is committed while N+1 is embedded, not while N+1 is chunked
                 hand_to_writer(embedded)
             embedded = embed(pool)
@@ -239,6 +246,7 @@ def _sync_index(
         if written is not None:
             written.result()
     finally:
+        chunker.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True)
         if bar is not None:
             bar.close()
@@ -282,6 +290,16 @@ def indexed_chunks(
         count_model_tokens=embedder.count_tokens,
     )
     return chunks[: config.limits.max_chunks_per_document], len(chunks)
+
+
+def read_ahead(items: Iterator[T], executor: ThreadPoolExecutor) -> Iterator[T]:
+    """``items``, each next one produced on ``executor`` while the caller works on the current one;
+    an error producing one is raised to the caller when it asks for that item."""
+    end = object()
+    pending = executor.submit(next, items, end)
+    while (item := pending.result()) is not end:
+        pending = executor.submit(next, items, end)
+        yield item
 
 
 def split_last_pool(pool: list[tuple[Document, list[Chunk]]], end: int) -> list[list[tuple[Document, list[Chunk]]]]:
