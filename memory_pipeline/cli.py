@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memory_pipeline.config import CONFIG_ENV, STORAGE_ENV, Config, load_config
-from memory_pipeline.display import clock, one_line, position_of
+from memory_pipeline.display import clock, hit_preview, one_line, position_of
 from memory_pipeline.errors import ConfigError, ParseError
 
 app = typer.Typer(
@@ -263,11 +263,11 @@ def _print_hits(hits, as_json: bool) -> None:
     for number, hit in enumerate(hits, start=1):
         date = f"{hit.created_at:%Y-%m-%d}" if hit.created_at else "undated"
         console.print(
-            f"[bold]{number}. {hit.title}[/bold]  "
+            f"[bold]{number}. {escape(hit.title)}[/bold]  "
             f"[dim]{date} · {hit.kind} · {hit.tier} · score {hit.score:.3f} · {_position(hit)}[/dim]"
         )
-        console.print(f"   [dim]{hit.source_file or hit.source_path}[/dim]")
-        console.print(f"   {one_line(hit.text, 300)}")
+        console.print(f"   [dim]{escape(hit.source_file or hit.source_path)}[/dim]")
+        console.print(f"   {escape(hit_preview(hit.text, 300))}")
 
 
 def _write_json(model) -> None:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from memory_pipeline.records import ASSISTANT_LABEL, USER_LABEL
+
 
 def one_line(text: str | None, limit: int) -> str:
     """The text on one line (whitespace collapsed), cut to ``limit`` characters with an ellipsis."""
     flat = " ".join((text or "").split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def hit_preview(text: str | None, limit: int, *, question: int = 100) -> str:
+    """A hit's text on one line; a dialogue chunk's question cut to ``question`` characters.
+
+    Every chunk of a long exchange repeats the question at its top, so two hits from one exchange
+    would otherwise show the same opening: cut short, the question leaves room for the answer part
+    that this chunk holds.
+    """
+    asked, sep, answer = (text or "").partition(f"\n\n{ASSISTANT_LABEL}: ")
+    if not sep or not asked.startswith(f"{USER_LABEL}: "):
+        return one_line(text, limit)
+    return one_line(f"{one_line(asked, question)} {ASSISTANT_LABEL}: {answer}", limit)
 
 
 def clock(seconds: float | None) -> str:

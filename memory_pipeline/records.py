@@ -192,6 +192,10 @@ def guess_language(text: str) -> str:
     return "mixed"
 
 
+USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
+"""How a dialogue chunk's text names its turns: ``User: question`` then ``Assistant: answer``."""
+
+
 class Chunk(BaseModel):
     """A piece of a document that is embedded and indexed; the unit of search.
 

@@ -20,11 +20,21 @@ from datetime import datetime
 from itertools import groupby
 
 from memory_pipeline.config import ChunkingConfig
-from memory_pipeline.records import Chunk, Document, Kind, Section, Segment, Turn, sha256_text, stable_id
+from memory_pipeline.records import (
+    ASSISTANT_LABEL,
+    USER_LABEL,
+    Chunk,
+    Document,
+    Kind,
+    Section,
+    Segment,
+    Turn,
+    sha256_text,
+    stable_id,
+)
 from memory_pipeline.timeutil import naive_utc
 from memory_pipeline.tokens import count_tokens, split_by_tokens
 
-USER_LABEL, ASSISTANT_LABEL = "User", "Assistant"
 ELLIPSIS = "…"
 # Context repeated at the top of every piece (a question, a heading path) may take at most this
 # share of the budget, so the piece's own text always has room.
