@@ -27,6 +27,7 @@ from memory_pipeline.config import Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.search import MODES, Searcher, fuse, ranked
 from memory_pipeline.jsonl import read_rows
+from memory_pipeline.records import ASSISTANT_LABEL
 
 DEFAULT_QUESTIONS = Path(__file__).parents[1] / "eval_sets" / "retrieval_questions.jsonl"
 FUSION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
@@ -192,7 +193,7 @@ def build_queries(searcher: Searcher, n_queries: int, seed: int) -> list[tuple[s
     rng = random.Random(seed)
     candidates = []
     for row in sorted(rows, key=lambda r: (r["doc_id"], r["turn_index"] or 0, r["text"])):
-        answer = row["text"].split("Assistant:", 1)[-1]
+        answer = row["text"].split(f"{ASSISTANT_LABEL}:", 1)[-1]
         sentences = [_LABEL.sub("", s).strip(" *#>-\n") for s in _SENTENCE.split(answer)]
         sentences = [s for s in sentences if 8 <= len(s.split()) <= 40]
         if sentences:
