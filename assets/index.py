@@ -120,7 +120,7 @@ def faiss_index_matches_chunks(pipeline: MemoryPipelineResource) -> dg.AssetChec
     group_name=INDEX_GROUP,
     deps=["chunks", "faiss_index"],
     description="Retrieval evaluation per search mode: the bundled hand-written question set (the questions whose "
-    "answers are in this memory; fusion weight tuned on its tune half, reported on the other) and self-supervised "
+    "answers are in this memory; fusion weight tuned on its tune split, reported on the other) and self-supervised "
     "sentences from the indexed dialogues. Declarative automation re-runs it whenever the chunks change, "
     "whichever run changed them.",
     kinds={"python"},

@@ -2,8 +2,8 @@
 
 Indexes the demo corpus (which holds the four real Russian conversations of the shared samples)
 into a temporary storage once per model, then runs ``evaluate_questions``: recall@1/5/10 and MRR
-per mode on all questions, on the tune and report halves and on the cross-lingual ones, and the
-hybrid fusion weight tuned on the tune half with its figures on the report half. The
+per mode on all questions, on the tune and report splits and on the cross-lingual ones, and the
+hybrid fusion weight tuned on the tune split with its figures on the report split. The
 self-supervised check runs beside it for comparison. Writes bench/results/retrieval_eval.json.
 
     .venv/bin/python bench/bench_retrieval_eval.py [--models packaged:use-multilingual-v3 packaged:all-MiniLM-L6-v2]

@@ -63,6 +63,11 @@ def test_ranks_count_each_exchange_once():
     target = {"kind": "dialogue", "source_path": "b.json", "doc_id": "b", "turn_index": 0, "text": ""}
     assert first_match([chunk, chunk, chunk, target], answer, k=10) == 2
     assert first_match([chunk, {**chunk, "turn_index": 2}, target], answer, k=2) is None
+    # an exchange ranks where its first chunk came, whichever of its chunks holds the accepted text
+    by_text = [AcceptedAnswer(source="b.json", contains=["the answer"])]
+    other_part = {**target, "text": "an earlier part of the exchange"}
+    assert first_match([other_part, chunk, {**target, "text": "... the answer ..."}], by_text, k=10) == 1
+    assert first_match([chunk, other_part], by_text, k=10) is None
     assert metrics([1, 2, None, 6]) == {"recall@1": 0.25, "recall@5": 0.5, "recall@10": 0.75, "mrr": 0.4167}
 
 

@@ -5,8 +5,8 @@ Russian conversations in it) is what a person would ask, in other words than the
 Russian and English, with cross-lingual pairs. Accepted answers name the source file plus the
 dialogue turns or a distinctive substring of the text, so the set survives re-chunking and a
 change of model. Questions whose answers are not in the memory are skipped and counted, so the
-same command runs on any memory. The set is split in two halves: the hybrid fusion weight is
-tuned on ``tune`` and reported on ``report``.
+same command runs on any memory. The set is split in two: the hybrid fusion weight is tuned on
+``tune`` and reported on ``report`` (which alone holds the questions written after the tuning).
 
 The self-supervised check (sentences taken from inside indexed answers, target = their exchange)
 needs no labels, so it also runs on the user's own memory; it measures recall of near-copies,
@@ -106,22 +106,20 @@ def unit_key(row: dict) -> tuple:
 
 
 def first_match(rows: Sequence[dict], answers: Sequence[AcceptedAnswer], k: int) -> int | None:
-    """1-based rank, among the first ``k`` distinct units (``unit_key``), of the first one an accepted answer matches.
+    """1-based rank, among the first ``k`` distinct units (``unit_key``), of the best one an accepted answer matches.
 
     Rows are ranked chunks; further chunks of an exchange already listed do not take a rank, as the
-    question is whether the right exchange (or article passage) is among the first k results.
+    question is whether the right exchange (or article passage) is among the first k results. An
+    exchange ranks where its first chunk came, whichever of its chunks holds the accepted text: a
+    long exchange is several chunks, and the one that ranked first may be another part of it.
     """
-    seen: set[tuple] = set()
+    ranks: dict[tuple, int] = {}
+    best: int | None = None
     for row in rows:
-        key = unit_key(row)
-        if key in seen:
-            continue
-        seen.add(key)
-        if len(seen) > k:
-            return None
-        if any(a.matches(row) for a in answers):
-            return len(seen)
-    return None
+        rank = ranks.setdefault(unit_key(row), len(ranks) + 1)
+        if rank <= k and (best is None or rank < best) and any(a.matches(row) for a in answers):
+            best = rank
+    return best
 
 
 def answerable(searcher: Searcher, questions: Sequence[EvalQuestion]) -> list[EvalQuestion]:
