@@ -14,7 +14,14 @@ from memory_pipeline.scoring import signals as sg
 from memory_pipeline.scoring.checks import check_tiers
 from memory_pipeline.scoring.engine import ItemBatch, update_scores
 from memory_pipeline.scoring.items import Item, ItemUnit, build_items, mean_vector
-from memory_pipeline.scoring.routing import build_profiles, choose_adapters, keyword_hits, keyword_stems, route_item
+from memory_pipeline.scoring.routing import (
+    CONTRAST_MARGIN,
+    build_profiles,
+    choose_adapters,
+    keyword_hits,
+    keyword_stems,
+    route_item,
+)
 from memory_pipeline.scoring.store import ScoreState, ScoreStore, scores_dir
 from memory_pipeline.scoring.tiers import combined_scores, validate_weights
 
@@ -279,6 +286,28 @@ def test_an_item_closer_to_a_contrast_text_than_to_the_topic_is_not_routed_there
     )
     assert routes["sport"]["score"] == routes["sport"]["sim"] > routes["sport"]["contrast"]
     assert choose_adapters(routes, config.promote.route_threshold, ["core", "sport"]) == ["sport"]
+
+
+def test_an_item_about_as_close_to_a_contrast_text_as_to_the_topic_is_not_routed_there(tmp_path):
+    """A tie is no evidence: "продолжим прошлые чаты, там было и про спорт" meets sport and its contrast alike."""
+    sport = SPORT.model_copy(update={"contrast": ["Продолжим наши прошлые разговоры."]})
+    config = Config(storage_root=tmp_path / "storage", adapters=[Config().adapters[0], sport])
+    profiles = build_profiles(
+        config.adapters,
+        {config.adapters[0].description: TOPIC_OPINION, sport.description: TOPIC_RUN, sport.contrast[0]: TOPIC_CODE},
+    )
+
+    def sport_route(run_share: float) -> dict:
+        vector = run_share * TOPIC_RUN + 0.7 * TOPIC_CODE
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+        return route_item(
+            kind=Kind.ARTICLE, text="", user_text="", vector=vector, profiles=profiles, config=config.promote
+        )["sport"]
+
+    tie = sport_route(0.72)
+    assert 0 < tie["sim"] - tie["contrast"] < CONTRAST_MARGIN and tie["score"] == 0.0
+    clear = sport_route(0.8)
+    assert clear["sim"] - clear["contrast"] > CONTRAST_MARGIN and clear["score"] == clear["sim"]
 
 
 def test_another_adapters_texts_are_alternatives_too(tmp_path):

@@ -27,6 +27,17 @@ from memory_pipeline.scoring.stance import detect_stance, own_stance, statements
         ("I honestly think it's overhyped for people who run 4 hours a week.", "view"),
         ("In my view memory matters more than the model.", "view"),
         ("I want my assistant to argue the way I do.", "ai_design"),
+        # the pronoun dropped, and positions named rather than argued
+        ("Убеждён, что без своей памяти ассистент останется чужим.", "view"),
+        ("Склоняюсь к тому, что теория без практики не держится.", "view"),
+        ("Пришёл к выводу, что без оценки качества дообучение — лотерея.", "view"),
+        ("Планирую раз в месяц дообучать ядро.", "plan"),
+        ("Решил бегать длинную по воскресеньям.", "plan"),
+        ("Моя позиция простая: лучше своё, чем облачное.", "belief"),
+        ("Мне не хватает опыта с докером.", "self_assessment"),
+        ("Honestly, I rate my coding as average.", "self_assessment"),
+        ("I prefer small local models I fully control.", "view"),
+        ("I've decided to log every conversation.", "plan"),
     ],
 )
 def test_stance_phrases_in_the_users_own_phrasing(text, category):
@@ -44,6 +55,9 @@ def test_stance_phrases_in_the_users_own_phrasing(text, category):
         "Считаю часы глубокой работы в неделю простым скриптом.",
         "Хочу, чтобы ты составил план.",
         "What is the difference between HNSW and IVF?",
+        "Решил задачу, запусти тесты.",
+        "Он уверен, что выиграет.",
+        "Скажи, ты уверен, что это правильно?",
     ],
 )
 def test_questions_requests_and_facts_state_no_view(text):
