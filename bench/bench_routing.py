@@ -12,6 +12,8 @@ from) in a temporary storage, and reports which units end up in each adapter's t
 (``scoring/promotion_eval.py``): before (no stance in importance), as configured, and the
 thresholds the tune half prefers. Both routing and promotion are also reported without the adapters'
 ``contrast`` texts (``without_contrast``), the comparison they were chosen by on the tune half.
+Routing alone also runs on ``routing_phrasings.jsonl`` (66 statements in the user's own register,
+outside the demo corpus): ``phrasings``.
 Writes bench/results/routing.json.
 
     .venv/bin/python bench/bench_routing.py [--model packaged:use-multilingual-v3] [--set my_labels.jsonl]
@@ -33,7 +35,7 @@ from memory_pipeline.ingest.docstore import DocumentStore
 from memory_pipeline.ingest.pipeline import ingest_all
 from memory_pipeline.scoring.engine import run_promotion
 from memory_pipeline.scoring.promotion_eval import evaluate_promotion, score_units
-from memory_pipeline.scoring.routing_eval import evaluate_routing, load_routing_set
+from memory_pipeline.scoring.routing_eval import PHRASINGS_SET, evaluate_routing, load_routing_set
 from memory_pipeline.scoring.store import ScoreStore, scores_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,8 @@ def main() -> None:
     plain = without_contrast(config)
     result["without_contrast"] = {part: evaluate_routing(plain, embedder, units)[part] for part in ("tune", "report")}
     result["promotion"], result["without_contrast"]["promotion"] = promotion(config, plain, embedder, units)
+    phrasings = evaluate_routing(config, embedder, load_routing_set(PHRASINGS_SET))
+    result["phrasings"] = {key: phrasings[key] for key in ("units", "labels", "all", "misroutes")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     for part in ("all", "tune", "report"):
@@ -63,6 +67,7 @@ def main() -> None:
     tuned = result["threshold_tuning"]["best_route_threshold"]
     print("route_threshold", result["route_threshold"], "tune prefers", tuned)
     print(f"{len(result['misroutes'])} misroutes")
+    print("phrasings", _pairs(result["phrasings"]["all"]), f"{len(result['phrasings']['misroutes'])} misroutes")
     figures = result["promotion"]
     for name in ("before", "configured"):
         for part in ("tune", "report"):

@@ -9,7 +9,7 @@ from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.evaluation import AcceptedAnswer, first_match, load_questions, metrics
 from memory_pipeline.records import Kind
 from memory_pipeline.scoring.promotion_eval import ScoredUnit, evaluate_promotion, promoted
-from memory_pipeline.scoring.routing_eval import RoutingUnit, load_routing_set, precision_recall
+from memory_pipeline.scoring.routing_eval import PHRASINGS_SET, RoutingUnit, load_routing_set, precision_recall
 from memory_pipeline.sources import parse_file
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
@@ -88,6 +88,14 @@ def test_routing_set_is_labelled_with_every_class_and_both_voices():
     assert any(not u.labels for u in units)
     assert {u.unit for u in units} >= {"exchange", "user_sentence", "answer_paragraph", "section", "segment"}
     assert {u.split for u in units} == {"tune", "report"}
+
+
+def test_phrasings_set_has_every_class_in_both_languages():
+    units = load_routing_set(PHRASINGS_SET)
+    assert len(units) >= 60
+    assert {label for u in units for label in u.labels} == {"core", "sport"}
+    assert sum(not u.labels for u in units) >= 15
+    assert any(u.text.isascii() for u in units) and any(not u.text.isascii() for u in units)
 
 
 def test_precision_and_recall():

@@ -25,6 +25,9 @@ from memory_pipeline.records import Kind
 from memory_pipeline.scoring.routing import PassageEmbedder, build_profiles, choose_adapters, route_item, routing_texts
 
 DEFAULT_ROUTING_SET = Path(__file__).resolve().parents[1] / "eval_sets" / "routing_set.jsonl"
+PHRASINGS_SET = DEFAULT_ROUTING_SET.with_name("routing_phrasings.jsonl")
+"""Single statements and short exchanges in the user's own register (dropped pronouns, "Гипотеза:", plans
+about his AI, sport words in passing), not from the demo corpus: routing only, no promotion figures."""
 THRESHOLD_GRID = tuple(round(0.2 + 0.025 * i, 3) for i in range(13))
 
 
