@@ -288,11 +288,17 @@ def _route_reason(route: dict) -> str:
         found = "; ".join(route["stance"]) or "no stance phrase or argument"
         return f"stance {route['score']:.2f} ({found}); similarity to the description {route['sim']:.2f}"
     if "nearest" in route:
+        from memory_pipeline.scoring.routing import CONTRAST_MARGIN
+
         keywords = f"; keywords seen (not deciding): {', '.join(route['keywords'])}" if route.get("keywords") else ""
         contrast = route.get("contrast")
         if contrast is None:
             return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
-        verdict = "closer to the topic" if route["sim"] > contrast else "not routed: closer to the alternative"
+        verdict = (
+            "closer to the topic"
+            if route["sim"] > contrast + CONTRAST_MARGIN
+            else f"not routed: not {CONTRAST_MARGIN:.2f} closer to the topic than to the alternative"
+        )
         return (
             f"similarity {route['sim']:.2f} to «{route['nearest']}», {contrast:.2f} to the nearest alternative "
             f"«{route['contrast_nearest']}» ({verdict}){keywords}"
