@@ -38,6 +38,7 @@ from memory_pipeline.scoring.stance import detect_stance, own_stance, statements
         ("Honestly, I rate my coding as average.", "self_assessment"),
         ("I prefer small local models I fully control.", "view"),
         ("I've decided to log every conversation.", "plan"),
+        ("Я бы хотел, чтобы модель спорила со мной.", "plan"),
     ],
 )
 def test_stance_phrases_in_the_users_own_phrasing(text, category):
@@ -58,6 +59,8 @@ def test_stance_phrases_in_the_users_own_phrasing(text, category):
         "Решил задачу, запусти тесты.",
         "Он уверен, что выиграет.",
         "Скажи, ты уверен, что это правильно?",
+        "Хочу узнать, как работает LoRA.",
+        "Я бы хотел, чтобы ты объяснил кванты.",
     ],
 )
 def test_questions_requests_and_facts_state_no_view(text):
