@@ -288,7 +288,7 @@ def _route_reason(route: dict) -> str:
         found = "; ".join(route["stance"]) or "no stance phrase or argument"
         return f"stance {route['score']:.2f} ({found}); similarity to the description {route['sim']:.2f}"
     if "nearest" in route:
-        from memory_pipeline.scoring.routing import CONTRAST_MARGIN
+        from memory_pipeline.scoring.routing import CONTRAST_MARGIN, on_topic
 
         keywords = f"; keywords seen (not deciding): {', '.join(route['keywords'])}" if route.get("keywords") else ""
         contrast = route.get("contrast")
@@ -296,7 +296,7 @@ def _route_reason(route: dict) -> str:
             return f"similarity {route['score']:.2f} to «{route['nearest']}»{keywords}"
         verdict = (
             "closer to the topic"
-            if route["sim"] > contrast + CONTRAST_MARGIN
+            if on_topic(route["sim"], contrast)
             else f"not routed: not {CONTRAST_MARGIN:.2f} closer to the topic than to the alternative"
         )
         return (

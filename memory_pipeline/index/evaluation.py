@@ -27,12 +27,12 @@ from memory_pipeline.config import Config
 from memory_pipeline.errors import ConfigError
 from memory_pipeline.index.search import MODES, Searcher, fuse, ranked
 from memory_pipeline.jsonl import read_rows
-from memory_pipeline.records import ASSISTANT_LABEL
+from memory_pipeline.records import ASSISTANT_LABEL, USER_LABEL
 
 DEFAULT_QUESTIONS = Path(__file__).parents[1] / "eval_sets" / "retrieval_questions.jsonl"
 FUSION_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
-_LABEL = re.compile(r"^(User|Assistant):\s*", re.MULTILINE)
+_LABEL = re.compile(rf"^({USER_LABEL}|{ASSISTANT_LABEL}):\s*", re.MULTILINE)
 _SPACE = re.compile(r"\s+")
 
 

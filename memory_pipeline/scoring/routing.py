@@ -158,10 +158,10 @@ def route_item(
         else:
             keywords = keyword_hits(text, profile.keywords)
             contrast, against = _nearest_alternative(vector, profile, profiles)
-            on_topic = contrast is None or sim > contrast + CONTRAST_MARGIN
+            topical = on_topic(sim, contrast)
             sim = round(sim, 6)
             routes[profile.name] = {
-                "score": sim if on_topic else 0.0,
+                "score": sim if topical else 0.0,
                 "sim": sim,
                 "nearest": nearest,
                 "contrast": None if contrast is None else round(contrast, 6),
@@ -169,6 +169,12 @@ def route_item(
                 "keywords": keywords,
             }
     return routes
+
+
+def on_topic(sim: float, contrast: float | None) -> bool:
+    """Whether an item is closer to a topic than to its nearest alternative, by ``CONTRAST_MARGIN``
+    (always, where there is no alternative): the rule routing applies and ``explain`` reports."""
+    return contrast is None or sim > contrast + CONTRAST_MARGIN
 
 
 def _nearest_alternative(
